@@ -1,0 +1,26 @@
+"""edgecls: train, quantize, export, run and benchmark image classifiers for edge devices.
+
+The heavy entry points are imported lazily so `import edgecls` never pulls in TensorFlow.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "train": "edgecls.train.recipe",
+    "evaluate": "edgecls.train.evaluate",
+    "predict": "edgecls.predictor",
+    "load_classifier": "edgecls.predictor",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'edgecls' has no attribute '{name}'")

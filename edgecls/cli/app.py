@@ -1,0 +1,56 @@
+"""The typer application and the entry point that turns EdgeclsError into one clean line."""
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from edgecls.errors import EdgeclsError
+
+app = typer.Typer(
+    name="edgecls",
+    help="Edge deployment toolkit for image classification: data, train, eval, predict, export, camera, bench.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from edgecls.cli import data, doctor, evaluate, models, predict, train
+
+    app.add_typer(data.app, name="data")
+    for module in (train, evaluate, predict, models, doctor):
+        module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    _register()
+    try:
+        app(args=args, standalone_mode=False)
+    except EdgeclsError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            print("error: aborted", file=sys.stderr)
+            sys.exit(130)
+        raise

@@ -1,0 +1,71 @@
+"""Typed user-facing errors. The CLI prints `str(error)` as one line and exits with `exit_code`."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class EdgeclsError(Exception):
+    """An error caused by user input or environment, with the fix to apply."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}. {self.hint}" if self.hint else self.message
+
+
+class DataError(EdgeclsError):
+    """Bad dataset, folder or image."""
+
+
+class ImageError(DataError):
+    """An image that cannot be decoded or is refused (bomb, empty, truncated)."""
+
+
+class ModelError(EdgeclsError):
+    """Unknown model, bad run folder, inconsistent meta.json or model file."""
+
+
+class CheckpointError(ModelError):
+    """A weights checkpoint that is corrupt or tries to run code."""
+
+
+class ConfigError(EdgeclsError):
+    """An argument value out of range or a combination that cannot work."""
+
+
+class ExportError(EdgeclsError):
+    """An export or its validation failed."""
+
+
+class MissingDependencyError(EdgeclsError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"this command needs the Python package '{module}', which is not installed",
+            f"Install it with: pip install 'edgecls[{extra}]'",
+        )
+
+
+def suggest(value: str, choices: Iterable[str]) -> str:
+    """Return ' Did you mean X?' for a near miss, else ''."""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def require(module: str, extra: str):
+    """Import a heavy optional module, or raise MissingDependencyError naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if exc.name and module.split(".")[0] != exc.name.split(".")[0]:
+            raise
+        raise MissingDependencyError(module, extra) from exc

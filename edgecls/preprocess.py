@@ -1,0 +1,120 @@
+"""Image decoding and resizing shared by training, calibration, evaluation, runtime and camera.
+
+Models take RGB pixels as float32 in 0..255 (normalisation is a layer inside the model), so the
+only steps outside it are: decode -> RGB uint8 -> centre crop -> resize. numpy and Pillow only.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from edgecls.errors import ImageError
+from edgecls.meta import ModelMeta
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
+MAX_PIXELS = 64_000_000  # refuse decompression bombs before allocating them
+
+_INTERPOLATION = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "area": Image.Resampling.BOX,
+}
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode (L, P, RGBA, I;16, CMYK, ...) to 8-bit RGB."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if array.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    elif image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to an RGB uint8 array (H, W, 3), honouring EXIF orientation.
+
+    Raises ImageError for missing, empty, truncated, non-image or oversized files.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise ImageError(
+                        f"'{path}' is {width}x{height} pixels, over the {MAX_PIXELS:,} pixel limit",
+                        "Downscale the image before using it",
+                    )
+                image.seek(0)  # first frame of animations
+                image.load()
+                image = ImageOps.exif_transpose(image) or image
+                rgb = _to_rgb(image)
+    except ImageError:
+        raise
+    except FileNotFoundError as exc:
+        raise ImageError(f"image '{path}' does not exist", "Check the path") from exc
+    except IsADirectoryError as exc:
+        raise ImageError(f"'{path}' is a folder, not an image", "Pass image files") from exc
+    except PermissionError as exc:
+        raise ImageError(f"image '{path}' is not readable (permission denied)", "Fix its permissions") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"'{path}' is a decompression bomb ({exc})", "Downscale the image before using it") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"'{path}' is not a readable image ({type(exc).__name__}: {exc})", "Remove or replace the file") from exc
+    if rgb.width < 1 or rgb.height < 1:
+        raise ImageError(f"'{path}' has no pixels", "Remove or replace the file")
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def centre_crop_box(width: int, height: int, target_w: int, target_h: int, crop_fraction: float) -> tuple[int, int, int, int]:
+    """The largest centred box with the target's aspect ratio, scaled by crop_fraction."""
+    aspect = target_w / target_h
+    crop_w, crop_h = (height * aspect, height) if width / height > aspect else (width, width / aspect)
+    crop_w, crop_h = crop_w * crop_fraction, crop_h * crop_fraction
+    left = (width - crop_w) / 2
+    top = (height - crop_h) / 2
+    return (round(left), round(top), round(left + crop_w), round(top + crop_h))
+
+
+def resize(image: np.ndarray, size: tuple[int, int], crop_fraction: float = 1.0, interpolation: str = "bicubic") -> np.ndarray:
+    """Centre-crop an RGB uint8 array to the target aspect ratio, then resize to (height, width)."""
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    height, width = image.shape[:2]
+    target_h, target_w = size
+    pil = Image.fromarray(np.ascontiguousarray(image))
+    box = centre_crop_box(width, height, target_w, target_h, crop_fraction)
+    if box == (0, 0, width, height) and (width, height) == (target_w, target_h):
+        return np.ascontiguousarray(image)
+    resample = _INTERPOLATION.get(interpolation, Image.Resampling.BICUBIC)
+    return np.asarray(pil.resize((target_w, target_h), resample=resample, box=box), dtype=np.uint8)
+
+
+def prepare(image: np.ndarray | str | Path, meta: ModelMeta, bgr: bool = False) -> np.ndarray:
+    """Turn a path or an RGB (or BGR with bgr=True) uint8 array into the model's float32 input (H, W, 3)."""
+    array = load_image(image) if isinstance(image, (str, Path)) else image
+    if bgr:
+        array = array[..., ::-1]
+    array = resize(array, meta.input_size, meta.crop_fraction, meta.interpolation).astype(np.float32)
+    if not meta.normalization_baked_in:
+        array = (array - np.asarray(meta.mean, np.float32)) / np.asarray(meta.std, np.float32)
+    return array
+
+
+def load_for_model(path: str | Path, size: tuple[int, int], crop_fraction: float = 1.0, interpolation: str = "bicubic") -> np.ndarray:
+    """Decode and resize one file to a uint8 (H, W, 3) array: the step that training and runtime share."""
+    return resize(load_image(path), size, crop_fraction, interpolation)

@@ -1,0 +1,75 @@
+"""Backbone registry: `@register_backbone(...)` on a builder, `get_spec`, `list_backbones`. No TensorFlow here."""
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edgecls.errors import ModelError, suggest
+
+# builder(input_size=(h, w), weights="imagenet"|None|path, alpha=float|None) -> keras.Model
+# mapping normalised float (h, w, 3) input to pooled features (batch, channels).
+Builder = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A backbone and its input contract."""
+
+    name: str
+    family: str
+    default_size: int
+    min_size: int
+    mean: tuple[float, float, float]  # applied to 0..255 RGB pixels inside the model
+    std: tuple[float, float, float]
+    reverse_channels: bool  # True when the backbone was trained on BGR (caffe-style)
+    params_m: float  # millions, ImageNet head included, at default width
+    macs_m: float  # millions of multiply-adds at default size
+    source: str  # where params/MACs come from
+    offline_weights: str | None  # Python package that ships ImageNet weights, if any
+    edge_notes: str
+    builder: Builder
+    fixed_size: bool = False
+    supports_alpha: bool = False
+    imagenet_crop: float = 0.875  # centre crop used for ImageNet evaluation
+
+    @property
+    def offline_weights_installed(self) -> bool:
+        return bool(self.offline_weights) and importlib.util.find_spec(self.offline_weights) is not None
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(name: str, **spec: Any) -> Callable[[Builder], Builder]:
+    """Register `builder` under `name` with the given BackboneSpec fields."""
+
+    def decorate(builder: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"backbone '{name}' registered twice")
+        _REGISTRY[name] = BackboneSpec(name=name, builder=builder, **spec)
+        return builder
+
+    return decorate
+
+
+def list_backbones() -> list[BackboneSpec]:
+    _load_builtin()
+    return list(_REGISTRY.values())
+
+
+def get_spec(name: str) -> BackboneSpec:
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ModelError(
+            f"unknown model '{name}'.{suggest(name, _REGISTRY)}",
+            "Run 'edgecls models' to list the available backbones",
+        ) from None
+
+
+def _load_builtin() -> None:
+    # Importing the modules runs their decorators; none of them imports TensorFlow at import time.
+    from edgecls.zoo import efficientnet_lite, keras_apps  # noqa: F401
