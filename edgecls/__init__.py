@@ -9,8 +9,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "train": "edgecls.train.recipe",
-    "evaluate": "edgecls.train.evaluate",
+    "train": "edgecls.training.recipe",
+    "evaluate": "edgecls.training.evaluate",
     "predict": "edgecls.predictor",
     "load_classifier": "edgecls.predictor",
 }

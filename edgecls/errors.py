@@ -16,7 +16,9 @@ class EdgeclsError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return f"{self.message}. {self.hint}" if self.hint else self.message
+        if not self.hint:
+            return self.message
+        return f"{self.message}{'' if self.message.endswith(('.', '?', '!')) else '.'} {self.hint}"
 
 
 class DataError(EdgeclsError):
@@ -55,8 +57,9 @@ class MissingDependencyError(EdgeclsError):
 
 def suggest(value: str, choices: Iterable[str]) -> str:
     """Return ' Did you mean X?' for a near miss, else ''."""
-    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
-    return f" Did you mean '{close[0]}'?" if close else ""
+    scored = [(difflib.SequenceMatcher(None, value, choice).ratio(), choice) for choice in choices]
+    best = sorted((s for s in scored if s[0] >= 0.6), key=lambda s: (-s[0], s[1]))
+    return f" Did you mean '{best[0][1]}'?" if best else ""
 
 
 def require(module: str, extra: str):

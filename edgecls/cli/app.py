@@ -33,7 +33,12 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]
     _register()
     try:
-        app(args=args, standalone_mode=False)
+        # Non-standalone typer returns the exit code of Exit (130 for Ctrl-C) instead of exiting.
+        code = app(args=args, standalone_mode=False)
+        if isinstance(code, int) and code:
+            if code == 130:
+                print("error: interrupted", file=sys.stderr)
+            sys.exit(code)
     except EdgeclsError as exc:
         if debug:
             raise
@@ -42,15 +47,14 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click's usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
+    except typer.Abort:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        # click's usage errors (typer vendors click in newer releases): show them as click would
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            print("error: aborted", file=sys.stderr)
-            sys.exit(130)
         raise

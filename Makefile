@@ -1,0 +1,18 @@
+# The two commands of the README: `make demo` (the main job) and `make test`.
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= models/demo
+
+.PHONY: setup demo test clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh $(DEMO_DIR)
+
+test: setup
+	@$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(DEMO_DIR) data/fashion-mnist-demo .pytest_cache

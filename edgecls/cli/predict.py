@@ -1,0 +1,33 @@
+"""`edgecls predict`: top-k classes for image files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from edgecls.cli.common import print_json, print_table
+
+
+def predict_command(
+    model: str = typer.Argument(..., help="Run folder, or a zoo name such as efficientnet_lite0 (ImageNet, offline)."),
+    images: list[Path] = typer.Argument(..., help="Image files."),
+    top_k: int = typer.Option(5, "--top-k", help="How many classes per image."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+) -> None:
+    """Classify images with a trained run or a pretrained backbone."""
+    from edgecls.errors import ConfigError
+    from edgecls.predictor import as_json as results_json
+    from edgecls.predictor import predict
+
+    if top_k < 1:
+        raise ConfigError(f"--top-k {top_k} must be at least 1", "Use e.g. --top-k 5")
+    results = predict(model, images, top=top_k)
+    if as_json:
+        print_json(results_json(results))
+        return
+    rows = [(Path(r["image"]).name if rank == 0 else "", rank + 1, c.label, f"{c.score:.4f}") for r in results for rank, c in enumerate(r["top"])]
+    print_table(f"Predictions of {model}", ["image", "rank", "label", "score"], rows)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict_command)

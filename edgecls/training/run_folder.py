@@ -1,0 +1,118 @@
+"""The run folder that `edgecls train` writes and every later command reads."""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecls.errors import ModelError
+from edgecls.fsutil import atomic_path, write_json
+from edgecls.meta import ModelMeta
+
+MODEL_FILE = "model.keras"
+LAST_FILE = "last.keras"
+STATE_FILE = "state.json"
+SPLITS_FILE = "splits.json"
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "curves.png"
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    """Image paths and labels of one split, as recorded in splits.json."""
+
+    paths: list[Path]
+    labels: np.ndarray
+
+
+def is_run_folder(path: Path) -> bool:
+    return path.is_dir() and (path / MODEL_FILE).is_file() and (path / "meta.json").is_file()
+
+
+def require_run_folder(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"run folder '{path}' does not exist", "Pass a folder made by 'edgecls train'")
+    if not path.is_dir():
+        raise ModelError(f"'{path}' is a file, not a run folder", "Pass the folder that holds model.keras and meta.json")
+    if not is_run_folder(path):
+        raise ModelError(f"'{path}' holds no {MODEL_FILE} and meta.json", "Pass a folder made by 'edgecls train' (training may not have finished)")
+    return path
+
+
+def save_model(model: Any, path: Path) -> None:
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+
+
+def load_model(path: str | Path) -> Any:
+    """Load a .keras file written by edgecls, with its custom layers registered."""
+    import keras
+
+    from edgecls.zoo import layers  # noqa: F401  (registers InputNormalization)
+
+    path = Path(path)
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # keras raises many types for corrupt or foreign files
+        raise ModelError(f"cannot load model '{path}': {type(exc).__name__}: {str(exc)[:200]}", "Re-train or restore the file") from exc
+
+
+def load_run(run: str | Path) -> tuple[Any, ModelMeta]:
+    """(keras model, meta) of a run folder, checked against each other."""
+    run = require_run_folder(run)
+    meta = ModelMeta.load(run)
+    model = load_model(run / MODEL_FILE)
+    check_model_matches_meta(model, meta, str(run))
+    return model, meta
+
+
+def check_model_matches_meta(model: Any, meta: ModelMeta, where: str) -> None:
+    in_shape = tuple(model.inputs[0].shape[1:3])
+    out_classes = int(model.outputs[0].shape[-1])
+    if in_shape != tuple(meta.input_size):
+        raise ModelError(f"{where}: model input {in_shape} differs from meta.json input_size {tuple(meta.input_size)}", "Re-create meta.json with 'edgecls train'")
+    if out_classes != meta.num_classes:
+        raise ModelError(f"{where}: model has {out_classes} outputs but meta.json lists {meta.num_classes} labels", "Re-create meta.json with 'edgecls train'")
+
+
+def write_splits(run: Path, root: Path, classes: list[str], splits: dict[str, Any]) -> None:
+    """Record which files went into train/val/test, relative to the data root."""
+    data: dict[str, Any] = {"root": str(root.resolve()), "classes": classes}
+    for name, split in splits.items():
+        data[name] = [[str(Path(p).resolve().relative_to(root.resolve())), int(y)] for p, y in zip(split.paths, split.labels)]
+    write_json(run / SPLITS_FILE, data)
+
+
+def read_split(run: Path, name: str) -> SplitFiles:
+    """One split of a run's splits.json, with absolute paths."""
+    path = run / SPLITS_FILE
+    if not path.is_file():
+        raise ModelError(f"'{run}' has no {SPLITS_FILE}", "Pass --data DIR with labelled images")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    root = Path(data["root"])
+    rows = data.get(name, [])
+    return SplitFiles([root / rel for rel, _ in rows], np.asarray([label for _, label in rows], dtype=np.int64))
+
+
+def write_history(run: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with atomic_path(run / HISTORY_FILE) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_history(run: Path) -> list[dict[str, Any]]:
+    path = run / HISTORY_FILE
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))

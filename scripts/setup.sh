@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One-shot set-up on a fresh machine: a venv with edgecls and its dev extras, and Fashion-MNIST from Debian.
+# Idempotent: re-running with an unchanged pyproject.toml only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+EXTRAS=${EXTRAS:-dev}
+
+if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    echo "setup: installing Debian's dataset-fashion-mnist"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null; }
+  else
+    echo "setup: dataset-fashion-mnist is missing and this is not root; run: sudo apt-get install dataset-fashion-mnist" >&2
+  fi
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+stamp="$VENV/.edgecls-installed-$EXTRAS"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing edgecls[$EXTRAS] into $VENV (first time: a few minutes)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+  "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]" 2>&1 | grep -v "^WARNING: Location" || true
+  "$VENV/bin/python" -c "import edgecls, tensorflow, keras" >/dev/null 2>&1 || { echo "setup: install failed" >&2; exit 1; }
+  touch "$stamp"
+fi

@@ -1,0 +1,180 @@
+"""Integration tests: the real `edgecls train / eval / predict / models / doctor` on real Fashion-MNIST files."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO, assert_clean_error, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _some_images(tree: Path, n: int) -> list[Path]:
+    return sorted((tree / "test").rglob("*.png"))[:: 7][:n]
+
+
+def test_run_folder_contents(plain_run: Path) -> None:
+    for name in ("model.keras", "meta.json", "history.csv", "metrics.json", "curves.png", "splits.json", "confusion_matrix.png", "confusion_matrix.csv", "state.json"):
+        assert (plain_run / name).is_file(), name
+    assert not (plain_run / "last.keras").exists()
+    meta = json.loads((plain_run / "meta.json").read_text())
+    assert meta["architecture"] == "plain_cnn" and meta["input_size"] == [32, 32] and len(meta["labels"]) == 10
+    assert meta["dataset"]["fingerprint"] and meta["training"]["epochs"] == 3 and meta["versions"]["tensorflow-cpu"]
+    rows = list(csv.DictReader((plain_run / "history.csv").open()))
+    assert [r["phase"] for r in rows] == ["head"] * 3 + ["fine_tune"]
+    assert json.loads((plain_run / "state.json").read_text())["phase"] == "done"
+    assert Image.open(plain_run / "curves.png").size[0] > 100
+
+
+def test_eval_on_own_test_split_and_on_folder(plain_run: Path, fmnist_tree: Path) -> None:
+    result = run_cli("eval", plain_run, "--json")
+    assert result.returncode == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["num_images"] == 80 and 0.0 <= report["accuracy"] <= 1.0
+    assert len(report["per_class"]) == 10 and np.asarray(report["confusion_matrix"]).sum() == 80
+    assert (plain_run / "eval_confusion_matrix.png").is_file()
+    table = run_cli("eval", plain_run, "--data", fmnist_tree)
+    assert table.returncode == 0 and "macro avg" in table.stdout and "accuracy" in table.stdout
+
+
+def test_predict_run_folder_json(plain_run: Path, fmnist_tree: Path) -> None:
+    images = _some_images(fmnist_tree, 2)
+    result = run_cli("predict", plain_run, *images, "--top-k", "3", "--json")
+    assert result.returncode == 0, result.output
+    out = json.loads(result.stdout)
+    assert [Path(r["image"]) for r in out] == images
+    scores = [c["score"] for c in out[0]["top"]]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True) and sum(scores) <= 1.0 + 1e-5
+
+
+def test_predict_pretrained_zoo_model_on_a_real_photo(tmp_path: Path) -> None:
+    data = pytest.importorskip("skimage.data")
+    cat = tmp_path / "chelsea.jpg"
+    Image.fromarray(data.chelsea()).save(cat, quality=95)
+    result = run_cli("predict", "efficientnet_lite0", cat, "--json")
+    assert result.returncode == 0, result.output
+    top = json.loads(result.stdout)[0]["top"]
+    assert top[0]["id"] in (281, 282, 285), top  # tabby, tiger cat, Egyptian cat
+
+
+def test_efficientnet_lite0_fine_tunes_offline(fmnist_tree: Path, tmp_path: Path) -> None:
+    run = tmp_path / "lite"
+    result = run_cli("train", "--data", fmnist_tree, "--img-size", "64", "--epochs", "4", "--fine-tune-epochs", "1",
+                     "--unfreeze", "20", "--batch", "16", "--out", run)
+    assert result.returncode == 0, result.output
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert float(rows[-2]["loss"]) < float(rows[0]["loss"])  # the head learned
+    assert f"run folder: {run}" in result.stdout
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["mean"] == [127.0] * 3 and meta["std"] == [128.0] * 3
+
+
+def test_same_seed_same_split_and_history(fmnist_tree: Path, tmp_path: Path) -> None:
+    args = ["train", "--data", fmnist_tree, "--model", "plain_cnn", "--img-size", "16", "--epochs", "2", "--fine-tune-epochs", "0", "--seed", "7"]
+    for name in ("a", "b"):
+        assert run_cli(*args, "--out", tmp_path / name).returncode == 0
+    assert (tmp_path / "a/splits.json").read_text() == (tmp_path / "b/splits.json").read_text()
+    assert (tmp_path / "a/history.csv").read_text() == (tmp_path / "b/history.csv").read_text()
+
+
+def test_mirrored_strategy_on_two_logical_cpus(fmnist_tree: Path, tmp_path: Path) -> None:
+    run = tmp_path / "mirrored"
+    result = run_cli("train", "--data", fmnist_tree, "--model", "plain_cnn", "--img-size", "16", "--epochs", "1",
+                     "--fine-tune-epochs", "1", "--strategy", "mirrored", "--out", run)
+    assert result.returncode == 0, result.output
+    assert json.loads((run / "meta.json").read_text())["training"]["replicas"] == 2
+
+
+def test_interrupt_then_resume(fmnist_tree: Path, tmp_path: Path) -> None:
+    run = tmp_path / "interrupted"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from edgecls.cli.app import main; main()", "train", "--data", str(fmnist_tree), "--model", "plain_cnn",
+         "--img-size", "16", "--epochs", "300", "--patience", "0", "--no-feature-cache", "--fine-tune-epochs", "1", "--out", str(run)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        state = run / "state.json"
+        if state.is_file() and json.loads(state.read_text()).get("epochs_done", 0) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and (run / "last.keras").is_file() and not (run / "model.keras").exists()
+    state = json.loads((run / "state.json").read_text())
+    state["config"]["epochs"] = state["epochs_done"] + 1  # shorten the rest of the run for the test
+    (run / "state.json").write_text(json.dumps(state))
+    resumed = run_cli("train", "--resume", run)
+    assert resumed.returncode == 0, resumed.output
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows if r["phase"] == "head"] == list(range(1, state["epochs_done"] + 2))
+    assert (run / "model.keras").is_file() and not (run / "last.keras").exists()
+
+
+def test_corrupt_image_is_skipped_with_a_warning(fmnist_tree: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    shutil.copytree(fmnist_tree / "train", tree)
+    (tree / "Bag" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    result = run_cli("train", "--data", tree, "--model", "plain_cnn", "--img-size", "16", "--epochs", "1", "--fine-tune-epochs", "0", "--out", tmp_path / "run")
+    assert result.returncode == 0, result.output
+    assert "skipped 1 unreadable" in result.output
+
+
+def _tree(root: Path, classes: dict[str, int]) -> Path:
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.new("RGB", (20, 20), (i * 20, 0, 0)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["train", "--data", "/nonexistent/tree"], ["/nonexistent/tree"]),
+        (["train", "--data", "{tree}", "--model", "efficientnet_lite"], ["efficientnet_lite", "Did you mean 'efficientnet_lite0'"]),
+        (["train", "--data", "{tree}", "--img-size", "8"], ["--img-size 8x8", "minimum 32"]),
+        (["train", "--data", "{tree}", "--epochs", "0"], ["--epochs 0"]),
+        (["train", "--data", "{tree}", "--optimizer", "adamw"], ["adamw"]),
+        (["train", "--data", "{one}"], ["at least 2 classes"]),
+        (["train", "--data", "{empty}", "--model", "plain_cnn"], ["empty"]),
+        (["eval", "/nonexistent/run"], ["/nonexistent/run"]),
+        (["predict", "no_such_model", "x.png"], ["no_such_model"]),
+        (["predict", "{run}", "/nonexistent/image.png"], ["/nonexistent/image.png"]),
+        (["train", "--resume", "{tree}"], ["state.json"]),
+    ],
+)
+def test_bad_inputs_give_one_clean_line(args: list[str], fragments: list[str], tmp_path: Path, plain_run: Path) -> None:
+    paths = {
+        "tree": _tree(tmp_path / "tree", {"a": 3, "b": 3}),
+        "one": _tree(tmp_path / "one", {"only": 3}),
+        "empty": _tree(tmp_path / "empty", {"a": 3, "b": 0}),
+        "run": plain_run,
+    }
+    filled = [a.format(**paths) for a in args]
+    out = tmp_path / "out"
+    result = run_cli(*filled, *(["--out", out] if filled[0] == "train" and "--resume" not in filled else []))
+    assert_clean_error(result, *fragments)
+    assert not (out / "model.keras").exists()
+
+
+def test_models_and_doctor() -> None:
+    listing = run_cli("models", "--json")
+    assert listing.returncode == 0
+    names = {m["name"]: m for m in json.loads(listing.stdout)}
+    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+            "efficientnet_b0", "resnet50", "densenet121", "inception_v3", "vgg16", "plain_cnn"} <= set(names)
+    assert names["efficientnet_lite0"]["offline_weights_installed"] is True
+    doctor = run_cli("doctor", "--json")
+    assert doctor.returncode == 0 and "CPU" in json.loads(doctor.stdout)["tensorflow devices"]
