@@ -13,6 +13,7 @@ _LAZY = {
     "evaluate": "edgecls.training.evaluate",
     "predict": "edgecls.predictor",
     "load_classifier": "edgecls.predictor",
+    "export_model": "edgecls.export.api",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -22,5 +23,10 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        attribute = "export" if name == "export_model" else name
+        return getattr(importlib.import_module(_LAZY[name]), attribute)
+    if name in ("zoo", "runtime", "data", "export"):
+        import importlib
+
+        return importlib.import_module(f"edgecls.{name}")
     raise AttributeError(f"module 'edgecls' has no attribute '{name}'")

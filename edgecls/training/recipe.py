@@ -119,6 +119,7 @@ class _Trainer:
     def __init__(self, config: TrainConfig, resume_state: dict[str, Any] | None) -> None:
         self.config, self.resume_state = config, resume_state
         self.rows: list[dict[str, Any]] = []
+        self.speed: dict[str, float] = {}  # images per second of each stage that ran
 
     def run(self) -> RunResult:
         from rich.console import Console
@@ -268,10 +269,13 @@ class _Trainer:
         chunks = []
         with Progress(console=self.console, transient=True) as progress:
             task = progress.add_task(f"backbone features ({name})", total=len(images))
+            started = time.perf_counter()
             for start in range(0, len(images), batch):
                 chunk = images[start : start + batch].astype(np.float32)
                 chunks.append(np.asarray(extract(tf.constant(chunk)), dtype=np.float32))
                 progress.advance(task, len(chunk))
+        if name == "train" and len(images):
+            self.speed["feature_images_per_second"] = round(len(images) / (time.perf_counter() - started), 1)
         return np.concatenate(chunks) if chunks else np.zeros((0, int(self.classifier.features.outputs[0].shape[-1])), np.float32)
 
     def _fine_tune(self, arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], num_classes: int, done: int) -> None:
@@ -296,8 +300,12 @@ class _Trainer:
         classifier.model.compile(optimizer=_optimizer(config.optimizer, config.tune_lr, config.schedule, epochs * steps),
                                  loss=self._loss(), metrics=["accuracy"], jit_compile=self.gpu)
         offset = config.epochs + done
-        classifier.model.fit(train_ds, epochs=epochs, validation_data=val_ds, class_weight=self.class_weight, shuffle=False,
+        started = time.perf_counter()
+        history = classifier.model.fit(train_ds, epochs=epochs, validation_data=val_ds, class_weight=self.class_weight, shuffle=False,
                              callbacks=self._callbacks("fine_tune", epochs, steps, offset, has_val), verbose=0)
+        epochs_run = len(history.history.get("loss", []))
+        if epochs_run:  # validation time included
+            self.speed["fine_tune_images_per_second"] = round(epochs_run * len(arrays["train"]) / (time.perf_counter() - started), 1)
 
     def _final_evaluation(self, model: Any, arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray],
                           classes: list[str], train_seconds: float) -> dict[str, Any]:
@@ -309,8 +317,7 @@ class _Trainer:
             report = evaluate_arrays(model, arrays[split], labels[split], classes, batch=max(self.config.batch, 64))
             write_eval_outputs(report, self.run_dir, title=f"{split} split")
             metrics.update(report)
-        images_seen = sum(len(arrays["train"]) for row in self.rows)
-        metrics["train_images_per_second"] = round(images_seen / train_seconds, 1) if train_seconds else None
+        metrics.update(self.speed)
         write_json(self.run_dir / "metrics.json", metrics)
         return metrics
 

@@ -1,0 +1,68 @@
+"""Benchmark: fine-tune a backbone on a Fashion-MNIST subset on this machine and report accuracy and speed.
+
+    python bench/train_fashion_mnist.py --per-class 1000 --img-size 96 --epochs 5 --fine-tune-epochs 4
+
+Writes bench/results/train_fashion_mnist-<settings>.json and prints a Markdown row for docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--per-class", type=int, default=1000, help="train (and test) images per class")
+    parser.add_argument("--img-size", type=int, default=96)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--fine-tune-epochs", type=int, default=4)
+    parser.add_argument("--fine-tune-lr", type=float, default=None)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--work", type=Path, default=Path("bench/work"))
+    args = parser.parse_args()
+
+    import edgecls
+    from edgecls.data.fashion_mnist import write_fashion_mnist
+
+    tag = f"{args.model}-{args.per_class}pc-{args.img_size}px-{args.epochs}+{args.fine_tune_epochs}ep"
+    data = args.work / f"fashion-mnist-{args.per_class}"
+    if not (data / "train").is_dir():
+        write_fashion_mnist(data, per_class=args.per_class, source=None, seed=0)
+    run = args.work / f"run-{tag}"
+    start = time.perf_counter()
+    result = edgecls.train(
+        data=data, model=args.model, img_size=args.img_size, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
+        fine_tune_lr=args.fine_tune_lr, batch=args.batch, out=str(run), test_split=0.0,
+    )
+    wall = time.perf_counter() - start
+    metrics = result.metrics
+    record = {
+        "command": "python bench/train_fashion_mnist.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "work" and v is not None),
+        "model": args.model, "per_class": args.per_class, "img_size": args.img_size,
+        "epochs": args.epochs, "fine_tune_epochs": args.fine_tune_epochs,
+        "train_images": result.meta.dataset["counts"]["train"], "test_images": metrics.get("num_images"),
+        "test_accuracy": metrics.get("accuracy"), "macro_f1": metrics.get("macro", {}).get("f1"),
+        "train_seconds": metrics.get("train_seconds"), "wall_seconds": round(wall, 1),
+        "feature_images_per_second": metrics.get("feature_images_per_second"),
+        "fine_tune_images_per_second": metrics.get("fine_tune_images_per_second"),
+        "eval_images_per_second": metrics.get("eval_images_per_second"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
+    }
+    out = Path("bench/results") / f"train_fashion_mnist-{tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+    print(f"| {args.model} | {args.per_class * 10} | {args.img_size} | {args.epochs}+{args.fine_tune_epochs} | "
+          f"{record['test_accuracy']:.4f} | {record['train_seconds']:.0f} s | {record['fine_tune_images_per_second']} | {record['eval_images_per_second']} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Calibration sets for post-training INT8 quantization."""

@@ -1,0 +1,162 @@
+"""Calibration sets: which images INT8 quantization sees, recorded in a reproducible manifest.
+
+Default source: a stratified, seeded per-class sample of the run's TRAINING split (never val or
+test). `--calib DIR` takes the user's own images instead; any that are also in the run's val/test
+splits (same content) are dropped, so calibration never sees the images validation scores.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgecls.data.folder import check_image, is_junk
+from edgecls.errors import ConfigError, DataError
+from edgecls.fsutil import write_json
+from edgecls.meta import ModelMeta
+from edgecls.preprocess import IMAGE_SUFFIXES, load_for_model, resize
+
+MIN_CALIBRATION_IMAGES = 10
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class CalibrationSet:
+    """uint8 (N, h, w, 3) images resized exactly as the runtime resizes, plus where they came from."""
+
+    images: np.ndarray
+    source: str
+    files: list[str]
+    manifest: Path | None = None
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def stratified_sample(labels: np.ndarray, size: int, seed: int) -> list[int]:
+    """Up to `size` indices, spread evenly over classes (round-robin over shuffled per-class lists)."""
+    rng = np.random.default_rng(seed)
+    per_class = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
+    chosen: list[int] = []
+    while len(chosen) < size and any(per_class):
+        for indices in per_class:
+            if indices and len(chosen) < size:
+                chosen.append(int(indices.pop()))
+    return sorted(chosen)
+
+
+def images_in(folder: Path) -> list[Path]:
+    """Every image below `folder` (class sub-folders optional), junk and hidden files skipped."""
+    if not folder.is_dir():
+        raise DataError(f"--calib '{folder}' is not a folder", "Pass a folder of representative images")
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") or is_junk(part) for part in p.relative_to(folder).parts)
+    )
+
+
+def from_files(paths: Sequence[Path], meta: ModelMeta, source: str) -> CalibrationSet:
+    images = np.stack([load_for_model(p, meta.input_size, meta.crop_fraction, meta.interpolation) for p in paths])
+    return CalibrationSet(images, source, [str(p) for p in paths])
+
+
+def _check_size(size: int) -> None:
+    if size < MIN_CALIBRATION_IMAGES:
+        raise ConfigError(f"--calib-size {size} is below the minimum of {MIN_CALIBRATION_IMAGES}", "Use --calib-size 300 (the default)")
+
+
+def from_run_train_split(run: Path, meta: ModelMeta, size: int, seed: int = 0) -> CalibrationSet:
+    from edgecls.training.run_folder import read_split
+
+    _check_size(size)
+    split = read_split(run, "train")
+    usable = [i for i in stratified_sample(split.labels, len(split.paths), seed) if split.paths[i].is_file()]
+    chosen = [split.paths[i] for i in stratified_sample(split.labels[usable], min(size, len(usable)), seed)] if usable else []
+    chosen = [p for p in chosen if check_image(p) is None]
+    if len(chosen) < MIN_CALIBRATION_IMAGES:
+        raise DataError(
+            f"the training split of '{run}' has only {len(chosen)} readable images for calibration (need {MIN_CALIBRATION_IMAGES})",
+            "Pass --calib DIR with at least 10 representative images",
+        )
+    return from_files(chosen, meta, f"train split of {run}")
+
+
+def from_folder(folder: Path, meta: ModelMeta, size: int, exclude_hashes: set[str], seed: int = 0) -> CalibrationSet:
+    _check_size(size)
+    candidates = images_in(folder)
+    broken = [p for p in candidates if check_image(p) is not None]
+    readable = [p for p in candidates if p not in set(broken)]
+    overlapping = [p for p in readable if sha256_file(p) in exclude_hashes]
+    usable = [p for p in readable if p not in set(overlapping)]
+    if len(usable) < MIN_CALIBRATION_IMAGES:
+        detail = f"{len(candidates)} image files, {len(broken)} unreadable" + (f", {len(overlapping)} also in the run's val/test splits" if overlapping else "")
+        raise DataError(
+            f"--calib '{folder}' has {len(usable)} usable images ({detail}); at least {MIN_CALIBRATION_IMAGES} are needed",
+            "Add representative images (a few hundred is best) that are not in the validation or test split",
+        )
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.permutation(len(usable))[: min(size, len(usable))].tolist())
+    result = from_files([usable[i] for i in chosen], meta, str(folder))
+    result.skipped = {"unreadable": [str(p) for p in broken], "in_val_or_test": [str(p) for p in overlapping]}
+    return result
+
+
+def builtin_photos(meta: ModelMeta, crops_per_photo: int = 4) -> CalibrationSet:
+    """Offline default for zoo models: real photos shipped by scikit-image and scikit-learn, several crops each."""
+    photos: list[tuple[str, np.ndarray]] = []
+    try:
+        from skimage import data as skdata
+
+        for name in ("chelsea", "coffee", "astronaut", "rocket", "cat", "immunohistochemistry", "hubble_deep_field", "motorcycle_left"):
+            if hasattr(skdata, name):
+                try:
+                    image = getattr(skdata, name)()
+                except Exception:  # some need pooch downloads in older releases
+                    continue
+                photos.append((f"skimage.data.{name}", image if image.ndim == 3 else np.stack([image] * 3, -1)))
+    except ImportError:
+        pass
+    try:
+        from sklearn.datasets import load_sample_images
+
+        for name, image in zip(("china.jpg", "flower.jpg"), load_sample_images().images):
+            photos.append((f"sklearn {name}", image))
+    except ImportError:
+        pass
+    if not photos:
+        raise DataError("no built-in calibration photos (scikit-image / scikit-learn not installed)", "Pass --calib DIR with representative images")
+    images, files = [], []
+    for name, photo in photos:
+        photo = np.ascontiguousarray(photo[..., :3].astype(np.uint8))
+        height, width = photo.shape[:2]
+        for k in range(crops_per_photo):  # centre, then shifted crops of 60-100% of the short side
+            fraction = 1.0 - 0.1 * k
+            side = int(min(height, width) * fraction)
+            top, left = (height - side) * (k % 2) // 2, (width - side) * ((k + 1) % 3) // 2
+            crop = photo[top : top + side, left : left + side]
+            images.append(resize(crop, meta.input_size, 1.0, meta.interpolation))
+            files.append(f"{name}#crop{k}")
+    return CalibrationSet(np.stack(images), "built-in photos (scikit-image, scikit-learn)", files)
+
+
+def write_manifest(calibration: CalibrationSet, folder: Path, meta: ModelMeta, seed: int) -> Path:
+    """calibration/<run>/manifest.json: the files and their content hashes, so the set can be rebuilt and inspected."""
+    entries = []
+    for name in calibration.files:
+        path = Path(name)
+        entries.append({"file": name, "sha256": sha256_file(path) if path.is_file() else None})
+    manifest = write_json(folder / MANIFEST, {
+        "source": calibration.source, "count": len(calibration), "seed": seed,
+        "input_size": list(meta.input_size), "crop_fraction": meta.crop_fraction, "interpolation": meta.interpolation,
+        "files": entries,
+    })
+    calibration.manifest = manifest
+    return manifest

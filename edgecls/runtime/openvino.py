@@ -1,0 +1,174 @@
+"""OpenVINO backend for IR files (.xml with its .bin) on CPU, GPU, NPU or AUTO. numpy + openvino only.
+
+On CPUs with AMX or AVX512-BF16 the CPU plugin runs bf16 unless told otherwise, so an "fp32" artifact
+gets INFERENCE_PRECISION_HINT=f32 by default; `precision_ran` reads back what was compiled.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecls.errors import ConfigError, MissingDependencyError, ModelError
+from edgecls.meta import ModelMeta
+from edgecls.postprocess import dequantize, to_probabilities
+from edgecls.runtime import check_batch, run_chunked
+
+DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+PRECISION_HINTS = ("auto", "f32", "bf16", "f16")
+OPTIONS = ("precision_hint", "config")
+_COMPUTE_LAYERS = {"Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution"}
+_INT_PRECISIONS = {"i8", "u8"}
+
+
+def _import_openvino() -> Any:
+    try:
+        import openvino
+    except ImportError as exc:
+        raise MissingDependencyError("openvino", "intel") from exc
+    return openvino
+
+
+def _last_line(exc: BaseException) -> str:
+    """OpenVINO errors are C++ stack dumps; the last line says what went wrong."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _device(device: str) -> str:
+    name = device.upper()
+    if name.split(".")[0].split(":")[0] not in DEVICES:
+        raise ConfigError(f"device '{device}' is not an OpenVINO device", f"Use one of: {', '.join(d.lower() for d in DEVICES)}")
+    return name
+
+
+def _hint(precision_hint: str | None, device: str) -> str | None:
+    """The INFERENCE_PRECISION_HINT to set, or None to leave the plugin's default."""
+    if precision_hint is None:
+        return "f32" if device == "CPU" else None  # "fp32" means fp32, also for the float parts of int8 models
+    hint = precision_hint.lower()
+    if hint not in PRECISION_HINTS:
+        raise ConfigError(f"precision_hint '{precision_hint}' is not one of {', '.join(PRECISION_HINTS)}", "Use f32 for exact fp32 results")
+    return None if hint == "auto" else hint
+
+
+def _runtime_precisions(compiled: Any) -> set[str] | None:
+    """Precisions the compiled graph's compute layers run in (CPU plugin), or None if not exposed."""
+    try:
+        found = set()
+        for op in compiled.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            if "layerType" in info and "runtimePrecision" in info and info["layerType"].astype(str) in _COMPUTE_LAYERS:
+                found.add(info["runtimePrecision"].astype(str))
+        return found or None
+    except (RuntimeError, AttributeError, TypeError, KeyError):
+        return None
+
+
+def _describe_precision(model: Any, compiled: Any) -> str:
+    """e.g. 'f32', 'bf16', 'f32 (fp16 weights)', 'int8 (f32 elsewhere)'."""
+    try:
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    except (RuntimeError, AttributeError, TypeError):  # AUTO does not report it: name where it runs
+        try:
+            hint = f"{'/'.join(compiled.get_property('EXECUTION_DEVICES'))} default precision"
+        except (RuntimeError, TypeError):
+            hint = "plugin default precision"
+    ran = _runtime_precisions(compiled)
+    ops = model.get_ops()
+    if ran is not None:
+        is_int8 = bool(ran & _INT_PRECISIONS)
+    else:
+        is_int8 = any(op.get_type_name() == "FakeQuantize" for op in ops)
+    if is_int8:
+        return f"int8 ({hint} elsewhere)"
+    fp16_weights = any(op.get_type_name() == "Constant" and op.get_element_type().get_type_name() == "f16" for op in ops)
+    return f"{hint} (fp16 weights)" if fp16_weights and hint == "f32" else hint
+
+
+class OpenVinoBackend:
+    """A compiled OpenVINO model that maps raw RGB pixels to probabilities."""
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        path: Path,
+        meta: ModelMeta,
+        device: str = "cpu",
+        threads: int | None = None,
+        precision_hint: str | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        ov = _import_openvino()
+        self.path = Path(path)
+        self.meta = meta
+        self.threads = threads
+        self.device = _device(device)
+        weights = self.path.with_suffix(".bin")
+        if not weights.is_file():
+            raise ModelError(f"'{weights}' is missing beside '{self.path}'", "An OpenVINO IR is two files: keep the .bin next to the .xml")
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.path))
+        except RuntimeError as exc:
+            raise ModelError(
+                f"'{self.path}' is not a readable OpenVINO IR ({_last_line(exc)})",
+                "The .xml or .bin may be truncated: export it again",
+            ) from exc
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ModelError(
+                f"'{self.path}' has {len(model.inputs)} inputs and {len(model.outputs)} outputs; a classifier has 1 and 1",
+                "Export a single-input, single-output classifier",
+            )
+        shape = model.input(0).get_partial_shape()
+        if shape.rank.is_dynamic or shape.rank.get_length() != 4:
+            raise ModelError(f"'{self.path}' takes input {shape}", "A classifier takes (N, height, width, 3)")
+        dims = [d.get_length() if d.is_static else None for d in shape]
+        if dims[0] is None and self.device.startswith("NPU"):  # the NPU compiles static shapes only
+            model.reshape({model.input(0): [1, *(d if d is not None else -1 for d in dims[1:])]})
+            dims[0] = 1
+        self.input_hw: tuple[int | None, int | None] = (dims[1], dims[2])
+        self._static_batch = dims[0]
+        out_shape = model.output(0).get_partial_shape()
+        last = out_shape[out_shape.rank.get_length() - 1] if out_shape.rank.is_static and out_shape.rank.get_length() else None
+        self.num_classes: int | None = last.get_length() if last is not None and last.is_static else None
+        self._input_dtype = model.input(0).get_element_type().to_dtype()
+        properties: dict[str, Any] = dict(config or {})
+        hint = _hint(precision_hint, self.device)
+        if hint:
+            properties["INFERENCE_PRECISION_HINT"] = hint
+        if threads and self.device == "CPU":  # GPU/NPU plugins have no thread setting
+            properties["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            self._compiled = core.compile_model(model, self.device, properties)
+        except RuntimeError as exc:
+            available = core.available_devices
+            if self.device.split(".")[0].split(":")[0] not in ("AUTO", *available):
+                raise ConfigError(
+                    f"OpenVINO device '{self.device}' is not available here (found {available})", "Use device='cpu' or install its driver"
+                ) from exc
+            raise ModelError(
+                f"OpenVINO cannot compile '{self.path}' for {self.device} ({_last_line(exc)})", "Try device='cpu' or export it again"
+            ) from exc
+        self._request = self._compiled.create_infer_request()
+        self.precision_ran = _describe_precision(model, self._compiled)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (N, h, w, 3) pixels in 0..255 -> float32 (N, classes) probabilities."""
+        if self._request is None:
+            raise ConfigError(f"the backend for '{self.path}' is closed", "Load it again with load_backend()")
+        batch = check_batch(batch, self.input_hw, self.path)
+        if self._static_batch is None and len(batch):
+            return self._invoke(batch)
+        return run_chunked(batch, self._static_batch or 1, self._invoke, self.num_classes)
+
+    def _invoke(self, chunk: np.ndarray) -> np.ndarray:
+        result = self._request.infer({0: chunk.astype(self._input_dtype, copy=False)})
+        raw = np.asarray(result[0]).reshape(len(chunk), -1)
+        return to_probabilities(dequantize(raw, None), self.meta.output).astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        self._request = None
+        self._compiled = None
