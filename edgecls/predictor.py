@@ -1,4 +1,7 @@
-"""`predict`: classify image files with a run folder or a pretrained zoo model."""
+"""`predict`: classify image files with a run folder, an exported artifact, or a pretrained zoo model.
+
+Artifacts (.tflite/.onnx/.xml) run through edgecls.runtime and never import TensorFlow.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -28,9 +31,26 @@ class KerasClassifier:
         return to_probabilities(np.asarray(self.model(tf.constant(batch), training=False)), self.meta.output)
 
 
-def load_classifier(model: str | Path) -> KerasClassifier:
-    """A run folder (model.keras + meta.json) or a zoo name with offline ImageNet weights."""
+@dataclass
+class ArtifactClassifier:
+    """An exported artifact loaded by a runtime backend."""
+
+    backend: Any
+    meta: ModelMeta
+    source: str
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        return self.backend.run(batch)
+
+
+def load_classifier(model: str | Path, device: str = "cpu", threads: int | None = None) -> KerasClassifier | ArtifactClassifier:
+    """A run folder (model.keras + meta.json), an exported artifact file, or a zoo name with offline ImageNet weights."""
     path = Path(model)
+    if path.is_file():
+        from edgecls.runtime import load_backend
+
+        backend = load_backend(path, device=device, threads=threads)
+        return ArtifactClassifier(backend, backend.meta, f"{path} ({backend.name}, {backend.precision_ran})")
     if path.exists():
         from edgecls.training.run_folder import load_run
 
@@ -51,9 +71,10 @@ def load_classifier(model: str | Path) -> KerasClassifier:
     return KerasClassifier(keras_model, meta, f"{model} (ImageNet)")
 
 
-def predict(model: str | Path | KerasClassifier, images: Sequence[str | Path], top: int = 5, batch: int = 16) -> list[dict[str, Any]]:
+def predict(model: str | Path | KerasClassifier | ArtifactClassifier, images: Sequence[str | Path], top: int = 5,
+            batch: int = 16, device: str = "cpu", threads: int | None = None) -> list[dict[str, Any]]:
     """Top-k classes per image: [{"image": path, "top": [Class, ...]}], in input order."""
-    classifier = model if isinstance(model, KerasClassifier) else load_classifier(model)
+    classifier = model if isinstance(model, (KerasClassifier, ArtifactClassifier)) else load_classifier(model, device, threads)
     results: list[dict[str, Any]] = []
     for start in range(0, len(images), batch):
         chunk = list(images[start : start + batch])
@@ -67,4 +88,4 @@ def as_json(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"image": r["image"], "top": [{"id": c.id, "label": c.label, "score": c.score} for c in r["top"]]} for r in results]
 
 
-__all__ = ["Class", "KerasClassifier", "as_json", "load_classifier", "predict"]
+__all__ = ["ArtifactClassifier", "Class", "KerasClassifier", "as_json", "load_classifier", "predict"]

@@ -3,6 +3,7 @@ integer from the file, outputs match Keras, meta is embedded and read back witho
 Edge TPU report finds where an unsupported op cuts the graph."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -392,6 +393,33 @@ ADD                            1          Mapped to Edge TPU
 LEAKY_RELU                     1          Operation not supported
 CONV_2D                        1          More than one subgraph is not supported
 """
+
+
+def test_edgetpu_with_compiler_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compile branch, with a stand-in `edgetpu_compiler` that writes what the real one writes."""
+    from edgecls.export.edgetpu import export_edgetpu
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "log.txt").write_text(COMPILER_LOG)
+    fake = bin_dir / "edgetpu_compiler"
+    fake.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        # edgetpu_compiler -s -o DIR MODEL.tflite
+        out="$3"; model="$4"; stem=$(basename "$model" .tflite)
+        cp "$model" "$out/${{stem}}_edgetpu.tflite"
+        cp "{bin_dir}/log.txt" "$out/${{stem}}_edgetpu.log"
+        cat "{bin_dir}/log.txt"
+        """))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    out = tmp_path / "out"
+    art = export_edgetpu(make_request(tiny_model("leaky"), TINY_META, out, "int8", calibration=calibration_set(16)))
+    assert art.path == out / "model_edgetpu.tflite" and art.format == "edgetpu"
+    assert [p.name for p in art.extra_files] == ["model.tflite", "model_edgetpu.log"]
+    compiler = art.notes["edgetpu"]["compiler"]
+    assert compiler["ran"] and compiler["ops_mapped"] == 4 and compiler["subgraphs"] == 1
+    assert art.notes["cpu_model"] == "model.tflite"
 
 
 def test_parse_compiler_log() -> None:

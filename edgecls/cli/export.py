@@ -65,11 +65,12 @@ def _render(results: list) -> None:
     for r in results:
         if r.passed:
             console.print(f"{r.target}-{r.precision}: {r.artifact}")
-            notes = r.report.get("notes", {})
-            if r.target == "edgetpu" and notes:
-                summary = notes.get("summary") or notes.get("message")
-                if summary:
-                    console.print(f"  edge tpu: {summary}")
+            tpu = r.report.get("notes", {}).get("edgetpu")
+            if tpu:
+                console.print(f"  edge tpu: {tpu['ops_on_tpu']}/{tpu['ops_total']} ops would map to the TPU ({tpu['tpu_share'] * 100:.0f}%); {tpu['cut']}")
+                compiler = tpu.get("compiler", {})
+                if not compiler.get("ran"):
+                    console.print(f"  {compiler.get('message', '')}; compile with: {compiler.get('command', '')}")
             lost = r.report.get("validation", {}).get("classes_that_lost_accuracy", [])
             if lost:
                 console.print(f"  classes that lost accuracy: {', '.join(lost[:8])}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -9,10 +10,12 @@ from edgecls.cli.common import print_json, print_table
 
 
 def predict_command(
-    model: str = typer.Argument(..., help="Run folder, or a zoo name such as efficientnet_lite0 (ImageNet, offline)."),
+    model: str = typer.Argument(..., help="Run folder, exported artifact (.tflite/.onnx/.xml), or a zoo name such as efficientnet_lite0."),
     images: list[Path] = typer.Argument(..., help="Image files."),
     top_k: int = typer.Option(5, "--top-k", help="How many classes per image."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    device: str = typer.Option("cpu", "--device", help="Artifacts: cpu | coral (Edge TPU) | gpu | npu | auto."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Artifacts: runtime threads."),
 ) -> None:
     """Classify images with a trained run or a pretrained backbone."""
     from edgecls.errors import ConfigError
@@ -21,7 +24,7 @@ def predict_command(
 
     if top_k < 1:
         raise ConfigError(f"--top-k {top_k} must be at least 1", "Use e.g. --top-k 5")
-    results = predict(model, images, top=top_k)
+    results = predict(model, images, top=top_k, device=device, threads=threads)
     if as_json:
         print_json(results_json(results))
         return

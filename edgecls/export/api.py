@@ -193,7 +193,10 @@ def _export_one(source: _Source, fmt: Format, precision: str, root: Path, calibr
                 "calibration": {"source": calibration.source, "images": len(calibration), "manifest": str(calibration.manifest)} if (calibration is not None and precision == "int8") else None,
             })
             report["size_ratio_vs_fp32_weights"] = round(size / report["fp32_weights_bytes"], 4)
-            report["validation"] = validate(artifact.path, fmt.name, precision, holdout, source.meta.labels, max_drop, threads)
+            # A compiled *_edgetpu.tflite needs a Coral to run: validate the CPU model it was compiled from.
+            checked = tmp / artifact.notes.get("cpu_model", artifact.path.name)
+            report["validation"] = validate(checked, fmt.name, precision, holdout, source.meta.labels, max_drop, threads)
+            report["validated_file"] = checked.name
             report["export_seconds"] = round(time.perf_counter() - start, 2)
             if not report["validation"]["passed"]:
                 raise ExportError(f"{name} failed validation: " + "; ".join(report["validation"]["failures"]),
