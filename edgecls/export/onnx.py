@@ -122,6 +122,8 @@ def export_onnx(request: ExportRequest) -> Artifact:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         proto = onnx.load(str(path))
+        if request.max_drop is not None:
+            notes["max_drop"] = "ignored: onnx int8 has no accuracy-controlled mode (openvino has)"
     meta = artifact_meta(request.meta, "onnx", request.precision)
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()

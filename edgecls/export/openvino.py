@@ -38,8 +38,11 @@ OPENVINO_PRECISIONS = ("fp32", "fp16", "int8")
 BF16_NOTE = (
     "OpenVINO CPU runs f32 IRs in bf16 on CPUs with AMX/AVX512-BF16 unless INFERENCE_PRECISION_HINT is f32"
 )
-# NNCF log lines worth keeping in the notes (accuracy control); the rest is progress chatter.
-_KEEP_LOG = ("Metric of", "Accuracy drop", "Algorithm completed", "could not achieve", "Maximum number")
+# NNCF log lines worth keeping in the notes (accuracy control); the rest is per-step chatter.
+_KEEP_LOG = (
+    "Metric of", "Accuracy drop:", "Total number of quantized", "Algorithm completed",
+    "The algorithm could not", "All layers have been checked", "Maximum number",
+)
 
 
 def export_openvino(request: ExportRequest) -> Artifact:
@@ -116,8 +119,9 @@ def _quiet_nncf(nncf_logger: logging.Logger) -> Iterator[list[str]]:
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            message = record.getMessage()
-            if any(key in message for key in _KEEP_LOG):
+            message = record.getMessage().splitlines()[0]  # "N out of M were reverted:" lists ops below
+            wanted = message.startswith(_KEEP_LOG) or "were reverted back" in message
+            if wanted and (not kept or kept[-1] != message):  # NNCF repeats some lines
                 kept.append(message)
 
     handlers = [(h, h.level) for h in nncf_logger.handlers]

@@ -1,0 +1,285 @@
+"""Frame sources for the camera loop: OpenCV cameras, video files, stream URLs, image folders, picamera2.
+
+Every source hands out BGR uint8 frames (H, W, 3), OpenCV's layout, and `None` at the end of a file
+or when a read fails. `edgecls.preprocess.prepare(frame, meta, bgr=True)` turns them into model input.
+
+- "0", "1", "/dev/video0": a V4L2/USB camera through OpenCV (live).
+- "rtsp://...", "http(s)://...", "rtmp://...", "udp://...", "tcp://...": a network stream (live).
+- a video file (.mp4, .avi, .mkv, ...): decoded by OpenCV's FFmpeg backend (finite).
+- a folder of images, or one image: sorted by name, decoded with Pillow like `edgecls predict` (finite).
+- "picamera2": the Raspberry Pi camera through the picamera2 library (live). picamera2's "RGB888"
+  format is laid out B, G, R in memory (libcamera names formats by the 32-bit word, little endian;
+  raspberrypi/picamera2#1148, #848), so its arrays are already BGR like OpenCV's and are passed on
+  unchanged; "XRGB8888" frames are BGRA in memory and lose the padding byte.
+
+Stale frames (opencv/opencv#13145, #10671): camera drivers queue several frames, so a slow reader
+gets old ones. Live sources ask for a 1-frame buffer (CAP_PROP_BUFFERSIZE, honoured by V4L2 and some
+others) and the grabber (grabber.py) reads them continuously on a thread, keeping only the newest.
+
+No TensorFlow here; OpenCV and picamera2 are imported inside the functions that need them.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from edgecls.errors import EdgeclsError, ImageError, require, suggest
+from edgecls.preprocess import IMAGE_SUFFIXES, load_image
+
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+PICAMERA_NAMES = ("picamera2", "picamera", "picam", "libcamera")
+STREAM_TIMEOUT_MS = 5000  # network streams: give up opening / reading after this long instead of hanging
+EMPTY_FRAME = np.zeros((0, 0, 3), np.uint8)  # a corrupt or unreadable frame: the grabber counts it and goes on
+
+
+class CameraError(EdgeclsError):
+    """A frame source that cannot be opened or was lost and could not be reopened."""
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """Where frames come from. `read()` gives a BGR uint8 (H, W, 3) array, or None at the end or on failure."""
+
+    is_live: bool  # cameras and streams: frames keep coming and old ones are worthless
+    fps: float | None  # what the source reports, if anything
+
+    def read(self) -> np.ndarray | None:
+        ...
+
+    def close(self) -> None:
+        ...
+
+    def describe(self) -> str:
+        ...
+
+
+def to_bgr(image: np.ndarray | None, alpha_last: bool = True) -> np.ndarray | None:
+    """Grey (H, W) or (H, W, 1) and BGRA (H, W, 4) to BGR (H, W, 3); other arrays are returned as they are."""
+    if image is None or not isinstance(image, np.ndarray) or image.size == 0:
+        return image
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return np.ascontiguousarray(image[:, :, :3] if alpha_last else image[:, :, 1:])
+    return image
+
+
+@contextlib.contextmanager
+def quiet_opencv(cv2: Any) -> Iterator[None]:
+    """Silence OpenCV's own WARN lines while probing a source: our CameraError says what went wrong."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:
+        yield
+        return
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(level)
+
+
+class OpenCVSource:
+    """A cv2.VideoCapture: camera index or device, video file, or stream URL."""
+
+    def __init__(self, spec: str, target: int | str, kind: str, width: int | None = None, height: int | None = None,
+                 fps: float | None = None) -> None:
+        cv2 = require("cv2", "pi")
+        self.spec, self.kind = spec, kind
+        self.is_live = kind != "file"
+        with quiet_opencv(cv2):
+            if kind == "stream":
+                params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+                self._cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+            else:
+                self._cap = cv2.VideoCapture(target)
+            opened = self._cap.isOpened()
+        if not opened:
+            self._cap.release()
+            raise CameraError(f"cannot open {self._what()}", _OPEN_HINTS[kind])
+        if self.is_live:
+            self._cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a queue of old ones (False where unsupported)
+            if width:
+                self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+            if height:
+                self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+            if fps:
+                self._cap.set(cv2.CAP_PROP_FPS, fps)
+        reported = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = reported if 0.0 < reported < 1000.0 else None
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if kind == "file" else 0
+        self.frame_count = count if count > 0 else None
+
+    def _what(self) -> str:
+        return {"camera": f"camera {self.spec}", "file": f"video file '{self.spec}'", "stream": f"stream '{self.spec}'"}[self.kind]
+
+    def read(self) -> np.ndarray | None:
+        ok, frame = self._cap.read()
+        return to_bgr(frame) if ok else None
+
+    def close(self) -> None:
+        self._cap.release()
+
+    def describe(self) -> str:
+        fps = f", {self.fps:g} fps" if self.fps else ""
+        frames = f", {self.frame_count} frames" if getattr(self, "frame_count", None) else ""
+        return f"{self._what()} (OpenCV{fps}{frames})"
+
+
+_OPEN_HINTS = {
+    "camera": "Check that it is plugged in and listed by 'ls /dev/video*', that no other program uses it, and that "
+              "your user is in the 'video' group; try another index (0, 1, ...), or --device picamera2 for a Pi camera module",
+    "file": "OpenCV cannot decode it: check that it is a video file, or convert it with "
+            "'ffmpeg -i INPUT -c:v libx264 out.mp4'",
+    "stream": f"Check the URL, credentials and network (test it with 'ffplay URL'); edgecls gives up after "
+              f"{STREAM_TIMEOUT_MS // 1000} s",
+}
+
+
+class FolderSource:
+    """Image files of a folder (or one image) in name order, decoded with Pillow (EXIF-rotated) to BGR."""
+
+    is_live = False
+
+    def __init__(self, path: Path, fps: float | None = None) -> None:
+        self.path = path
+        if path.is_dir():
+            self.files = sorted(
+                (p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()),
+                key=lambda p: p.name,
+            )
+        else:
+            self.files = [path]
+        if not self.files:
+            raise CameraError(
+                f"folder '{path}' holds no images ({', '.join(IMAGE_SUFFIXES)})",
+                "Pass a folder of image files, a video file, a camera index or a stream URL",
+            )
+        self.fps = fps
+        self.skipped: list[tuple[str, str]] = []
+        self._next = 0
+
+    def read(self) -> np.ndarray | None:
+        if self._next >= len(self.files):
+            return None
+        path = self.files[self._next]
+        self._next += 1
+        try:
+            return np.ascontiguousarray(load_image(path)[:, :, ::-1])
+        except ImageError as exc:
+            self.skipped.append((str(path), exc.message))
+            return EMPTY_FRAME  # counted as an empty frame; the folder goes on
+
+    def close(self) -> None:
+        self._next = len(self.files)
+
+    def describe(self) -> str:
+        if self.path.is_dir():
+            return f"folder '{self.path}' ({len(self.files)} images)"
+        return f"image '{self.path}'"
+
+
+class Picamera2Source:
+    """The Raspberry Pi camera through picamera2 (installed with apt, not pip)."""
+
+    is_live = True
+
+    def __init__(self, width: int | None = None, height: int | None = None, fps: float | None = None) -> None:
+        try:
+            from picamera2 import Picamera2  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise CameraError(
+                "picamera2 is not installed in this Python environment",
+                "On Raspberry Pi OS: sudo apt install python3-picamera2, and create the virtual environment with "
+                "'python3 -m venv --system-site-packages' so it can see it",
+            ) from exc
+        size = (int(width or 640), int(height or 480))
+        try:
+            self._camera = Picamera2()
+            controls = {"FrameRate": float(fps)} if fps else {}
+            # "RGB888" arrays are B, G, R in memory (picamera2#1148): already OpenCV's BGR.
+            # queue=False: capture_array waits for a frame started after the request, never a queued old one.
+            config = self._camera.create_video_configuration(
+                main={"size": size, "format": "RGB888"}, buffer_count=4, queue=False, controls=controls
+            )
+            self._camera.configure(config)
+            self._camera.start()
+        except Exception as exc:  # picamera2 raises RuntimeError/IndexError/OSError depending on what is missing
+            with contextlib.suppress(Exception):
+                self._camera.close()
+            raise CameraError(
+                f"cannot start the Pi camera through picamera2 ({type(exc).__name__}: {exc})",
+                "Check the ribbon cable and that 'rpicam-hello --list-cameras' lists a camera; close other programs using it",
+            ) from exc
+        self.size = size
+        self.fps = float(fps) if fps else None
+
+    def read(self) -> np.ndarray | None:
+        try:
+            frame = self._camera.capture_array("main")
+        except Exception:  # a camera that went away: the grabber reopens it
+            return None
+        return to_bgr(np.asarray(frame))  # XRGB8888 is B, G, R, X in memory: drop the X
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._camera.stop()
+        with contextlib.suppress(Exception):
+            self._camera.close()
+
+    def describe(self) -> str:
+        return f"Pi camera (picamera2, {self.size[0]}x{self.size[1]} RGB888 = BGR in memory)"
+
+
+def source_kind(spec: str) -> str:
+    """'picamera2' | 'camera' | 'stream' | 'folder' | 'image' | 'file', or CameraError for a path that does not exist."""
+    text = spec.strip()
+    if text.lower() in PICAMERA_NAMES:
+        return "picamera2"
+    if text.isdigit() or text.startswith("/dev/video"):
+        return "camera"
+    scheme, sep, _ = text.partition("://")
+    if sep and scheme.lower() in LIVE_SCHEMES:
+        return "stream"
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return "folder"
+    if path.is_file():
+        return "image" if path.suffix.lower() in IMAGE_SUFFIXES else "file"
+    hint = suggest(text.lower(), PICAMERA_NAMES) or (
+        f" Did you mean the URL '{text}' with one of {', '.join(LIVE_SCHEMES)}?" if sep else ""
+    )
+    raise CameraError(
+        f"camera source '{spec}' is not a camera index, an existing file or folder, a stream URL or 'picamera2'",
+        f"Pass e.g. --device 0, --device clip.mp4, --device frames/, --device rtsp://HOST/stream or --device picamera2.{hint}".rstrip("."),
+    )
+
+
+def open_source(spec: str, width: int | None = None, height: int | None = None, fps: float | None = None) -> FrameSource:
+    """Open a frame source from its command-line spelling. width/height/fps are hints for live sources."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise CameraError(f"empty camera source {spec!r}", "Pass a camera index (0), a video file, a folder, a URL or 'picamera2'")
+    kind = source_kind(spec)
+    text = spec.strip()
+    if kind == "picamera2":
+        return Picamera2Source(width, height, fps)
+    if kind in ("folder", "image"):
+        return FolderSource(Path(text).expanduser(), fps)
+    if kind == "camera":
+        target: int | str = int(text) if text.isdigit() else text
+        if isinstance(target, str) and not os.path.exists(target):
+            raise CameraError(f"camera device '{text}' does not exist", _OPEN_HINTS["camera"])
+        return OpenCVSource(text, target, "camera", width, height, fps)
+    if kind == "stream":
+        return OpenCVSource(text, text, "stream", width, height, fps)
+    return OpenCVSource(text, str(Path(text).expanduser()), "file")
+
+
+__all__ = ["CameraError", "FolderSource", "FrameSource", "OpenCVSource", "Picamera2Source", "open_source", "source_kind", "to_bgr"]
