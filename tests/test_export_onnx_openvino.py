@@ -277,7 +277,7 @@ def test_unsupported_precision(plain: Case, writer: Any, precision: str, message
 def test_bad_opset_and_accuracy_control_inputs(plain: Case, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="opset 11"):
         export_onnx(plain.request(tmp_path, "fp32", opset=11))
-    with pytest.raises(ConfigError, match="needs held-out"):
+    with pytest.raises(ConfigError, match="needs labelled held-out"):
         export_openvino(plain.request(tmp_path, "int8", max_drop=0.01))
     with pytest.raises(ConfigError, match="outside"):
         export_openvino(plain.request(tmp_path, "int8", max_drop=5.0, holdout=(plain.structured, np.zeros(60, int))))

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -117,7 +118,9 @@ class _HTTPServer(ThreadingHTTPServer):
     live: LiveServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: ARG002
-        log.warning("live view: error while serving %s", client_address[0], exc_info=True)
+        # A viewer that vanishes while sending its request is routine; anything else is a bug worth a traceback.
+        level = logging.DEBUG if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)) else logging.WARNING
+        log.log(level, "live view: error while serving %s", client_address[0], exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):

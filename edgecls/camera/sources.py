@@ -253,6 +253,8 @@ def source_kind(spec: str) -> str:
         return "folder"
     if path.is_file():
         return "image" if path.suffix.lower() in IMAGE_SUFFIXES else "file"
+    if path.suffix or os.sep in text:
+        raise CameraError(f"camera source '{spec}' does not exist", "Check the path of the video file or image folder")
     hint = suggest(text.lower(), PICAMERA_NAMES) or (
         f" Did you mean the URL '{text}' with one of {', '.join(LIVE_SCHEMES)}?" if sep else ""
     )

@@ -215,8 +215,8 @@ def quantize_int8(proto: Any, calibration: np.ndarray, scratch: Path, out_path: 
         _reader(calibration),
         quant_format=quantization.QuantFormat.QDQ,
         per_channel=True,
-        # uint8 activations: same accuracy as int8 in our checks, and u8 x s8 is the native x86
-        # VNNI/AVX2 kernel in onnxruntime's MLAS (measured faster on this CPU).
+        # uint8 activations: same top-1 agreement as int8 in our checks, and u8 x s8 is the native
+        # x86 VNNI/AVX2 kernel in onnxruntime's MLAS (Lite0 224 px, 2 threads: p50 18.5 ms vs 21.6 ms).
         activation_type=quantization.QuantType.QUInt8,
         weight_type=quantization.QuantType.QInt8,
         nodes_to_exclude=excluded,

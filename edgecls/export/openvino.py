@@ -10,6 +10,7 @@ INFERENCE_PRECISION_HINT=f32; compare against Keras with that hint.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -83,10 +84,13 @@ def export_openvino(request: ExportRequest) -> Artifact:
 def check_holdout(request: ExportRequest, size: tuple[int, int], calibration: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validate (images, labels) for accuracy control; they must not repeat calibration images."""
     max_drop = request.max_drop
-    if not 0.0 < float(max_drop) < 1.0:
-        raise ConfigError(f"max_drop {max_drop} is outside (0, 1); it is an absolute top-1 drop", "Use e.g. --max-drop 0.01")
+    if not 0.0 <= float(max_drop) < 1.0:
+        raise ConfigError(f"max_drop {max_drop} is outside [0, 1); it is an absolute top-1 drop", "Use e.g. --max-drop 0.01")
     if request.holdout is None:
-        raise ConfigError(f"max_drop {max_drop} needs held-out labelled images, none were given", "Pass a holdout split, or drop --max-drop")
+        raise ConfigError(
+            f"accuracy-controlled int8 (max_drop {max_drop}) needs labelled held-out images, none were given",
+            "Export a run folder (its test split is the holdout), or drop --max-drop",
+        )
     images, labels = request.holdout
     images = check_images(images, size, "holdout images")
     labels = np.asarray(labels)
@@ -95,11 +99,15 @@ def check_holdout(request: ExportRequest, size: tuple[int, int], calibration: np
         raise ConfigError(f"holdout labels have shape {labels.shape} / dtype {labels.dtype}, expected ({len(images)},) integers", "Pass one class index per image")
     if len(images) == 0 or labels.min() < 0 or labels.max() >= classes:
         raise ConfigError(f"holdout labels must be class indices in 0..{classes - 1} (got {len(images)} images)", "Check the label mapping")
-    seen = {image.tobytes() for image in calibration}
-    overlap = sum(image.tobytes() in seen for image in images)
+    seen = {_digest(image) for image in calibration}
+    overlap = sum(_digest(image) in seen for image in images)
     if overlap:
         raise ConfigError(f"{overlap} holdout images also appear in the calibration set", "Calibrate and validate on different images")
     return images, labels.astype(np.int64)
+
+
+def _digest(image: np.ndarray) -> bytes:
+    return hashlib.sha1(np.ascontiguousarray(image), usedforsecurity=False).digest()
 
 
 def _to_input(image: np.ndarray) -> np.ndarray:

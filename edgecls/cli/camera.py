@@ -1,0 +1,83 @@
+"""`edgecls camera`: classify a live camera, stream, video file or image folder with an exported artifact.
+
+Exit codes: 0 when the run ends by itself (--frames, --seconds, end of the file, q in the window);
+130 on Ctrl-C and 143 on SIGTERM, after the report was written and the table printed (the run was
+cut short, like any interrupted edgecls command); 2 when the source is lost for good.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgecls.cli.common import console, err_console, print_json
+
+EXIT_CODES = {"interrupted": 130, "terminated": 143}
+
+
+class _ConsoleHandler(logging.Handler):
+    """Library log lines (reconnects, live-view URL, headless fallback) as short stderr lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        prefix = "[yellow]warning:[/yellow] " if record.levelno >= logging.WARNING else ""
+        err_console.print(f"{prefix}{record.getMessage()}", markup=True, highlight=False)
+
+
+def camera_command(
+    model: Path = typer.Option(..., "--model", help="Exported artifact: .tflite, .onnx or OpenVINO .xml (with meta.json beside it)."),
+    source: str = typer.Option("0", "--device", "--source", help="Camera index (0), /dev/videoN, video file, image folder, rtsp:// or http:// URL, or picamera2."),
+    backend_device: str = typer.Option("cpu", "--backend-device", help="Inference device: cpu | coral | gpu | npu | auto."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads [default: the runtime's]."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Stop after this many frames."),
+    seconds: Optional[float] = typer.Option(None, "--seconds", help="Stop after this many seconds."),
+    smoothing: float = typer.Option(0.0, "--smoothing", help="EMA factor on probabilities, 0 (off) to 0.9."),
+    threshold: float = typer.Option(0.0, "--threshold", help="Top-1 scores below this are shown as 'uncertain'."),
+    top_k: int = typer.Option(3, "--top-k", help="Classes kept per frame."),
+    headless: Optional[bool] = typer.Option(None, "--headless/--show", help="No window / a window [default: a window when a display exists]."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Write annotated frames to this .mp4 (mp4v) or .avi (MJPG)."),
+    serve: Optional[str] = typer.Option(None, "--serve", help="Live view in a browser at HOST:PORT (e.g. 0.0.0.0:8080)."),
+    width: Optional[int] = typer.Option(None, "--width", help="Ask a live camera for this frame width."),
+    height: Optional[int] = typer.Option(None, "--height", help="Ask a live camera for this frame height."),
+    report: Path = typer.Option(Path("camera_report.json"), "--report", help="Where to write the JSON report."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON only."),
+) -> None:
+    """Run an exported model on a camera, stream, video or folder; write a latency report."""
+    from edgecls.camera.loop import run_camera
+    from edgecls.camera.sources import CameraError
+    from edgecls.camera.stats import render_summary
+
+    handler = _ConsoleHandler(logging.INFO)
+    library_log = logging.getLogger("edgecls.camera")
+    library_log.addHandler(handler)
+    library_log.setLevel(logging.INFO)
+    library_log.propagate = False
+    try:
+        summary = run_camera(
+            model, source, device=backend_device, threads=threads, frames=frames, seconds=seconds, smoothing=smoothing,
+            threshold=threshold, top_k=top_k, headless=headless, record=record, serve=serve, report=report,
+            width=width, height=height,
+        )
+    except CameraError as exc:
+        if getattr(exc, "summary", None):
+            _render(exc.summary, report, as_json, render_summary)
+        raise
+    finally:
+        library_log.removeHandler(handler)
+    _render(summary, report, as_json, render_summary)
+    code = EXIT_CODES.get(summary.get("stop_reason", ""), 0)
+    if code:
+        raise typer.Exit(code)
+
+
+def _render(summary: dict, report: Path, as_json: bool, render_summary: object) -> None:
+    if as_json:
+        print_json(summary)
+        return
+    render_summary(summary, console)  # type: ignore[operator]
+    console.print(f"report: {report}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("camera")(camera_command)
