@@ -27,8 +27,14 @@ def dequantize(values: np.ndarray, quant: Quantization | None) -> np.ndarray:
 def quantize(values: np.ndarray, quant: Quantization) -> np.ndarray:
     """q = round(real / scale) + zero_point, clipped to the integer type's range."""
     info = np.iinfo(np.dtype(quant.dtype))
-    scaled = np.round(values.astype(np.float32) / np.float32(quant.scale)) + quant.zero_point
-    return np.clip(scaled, info.min, info.max).astype(quant.dtype)
+    scaled = np.array(values, dtype=np.float32, copy=True)  # one buffer, updated in place (hot path)
+    if quant.scale != 1.0:
+        np.divide(scaled, np.float32(quant.scale), out=scaled)
+    np.rint(scaled, out=scaled)
+    if quant.zero_point:
+        np.add(scaled, np.float32(quant.zero_point), out=scaled)
+    np.clip(scaled, info.min, info.max, out=scaled)
+    return scaled.astype(quant.dtype)
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -104,12 +104,17 @@ def resize(image: np.ndarray, size: tuple[int, int], crop_fraction: float = 1.0,
     return np.asarray(pil.resize((target_w, target_h), resample=resample, box=box), dtype=np.uint8)
 
 
-def prepare(image: np.ndarray | str | Path, meta: ModelMeta, bgr: bool = False) -> np.ndarray:
-    """Turn a path or an RGB (or BGR with bgr=True) uint8 array into the model's float32 input (H, W, 3)."""
+def prepare_pixels(image: np.ndarray | str | Path, meta: ModelMeta, bgr: bool = False) -> np.ndarray:
+    """A path or an RGB (BGR with bgr=True) uint8 array as the model's uint8 RGB pixels (H, W, 3)."""
     array = load_image(image) if isinstance(image, (str, Path)) else image
     if bgr:
         array = array[..., ::-1]
-    array = resize(array, meta.input_size, meta.crop_fraction, meta.interpolation).astype(np.float32)
+    return resize(array, meta.input_size, meta.crop_fraction, meta.interpolation)
+
+
+def prepare(image: np.ndarray | str | Path, meta: ModelMeta, bgr: bool = False) -> np.ndarray:
+    """Turn a path or an RGB (or BGR with bgr=True) uint8 array into the model's float32 input (H, W, 3)."""
+    array = prepare_pixels(image, meta, bgr).astype(np.float32)
     if not meta.normalization_baked_in:
         array = (array - np.asarray(meta.mean, np.float32)) / np.asarray(meta.std, np.float32)
     return array

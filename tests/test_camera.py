@@ -39,6 +39,7 @@ import cv2  # noqa: E402  (after the skip marker: a missing OpenCV skips the mod
 from edgecls.camera.grabber import LatestFrameGrabber, usable  # noqa: E402
 from edgecls.camera.loop import UNCERTAIN, Postprocessor, run_camera  # noqa: E402
 from edgecls.camera.sources import CameraError, open_source  # noqa: E402
+from edgecls.camera.stats import Series  # noqa: E402
 from edgecls.errors import ConfigError  # noqa: E402
 from edgecls.preprocess import prepare  # noqa: E402
 from edgecls.runtime import Classifier  # noqa: E402
@@ -259,6 +260,7 @@ def test_folder_source_with_changing_sizes_and_a_broken_file(artifacts: dict[str
     data = json.loads(report.read_text())
     assert data["frames"] == 6 and data["counts"]["empty"] == 1 and data["stop_reason"] == "end of source"
     assert data["source"]["description"] == f"folder '{folder}' (7 images)"
+    assert [Path(f).name for f, _ in data["source"]["skipped_files"]] == ["03_broken.png"]
     frames = decode_video(video)
     assert len(frames) == 6 and all(f.shape == (96, 96, 3) for f in frames)  # later sizes resized to the first
 
@@ -299,6 +301,15 @@ def test_smoothing_and_threshold_in_the_loop(artifacts: dict[str, Path], clip: P
         np.testing.assert_allclose(s.decision.probabilities, expected, atol=1e-5)
         assert s.decision.uncertain == (s.decision.score < 0.99)
     assert summary["labels"].get(UNCERTAIN, 0) == sum(s.decision.uncertain for s in smoothed) > 0
+
+
+def test_latency_series_is_bounded_with_exact_count_mean_and_max() -> None:
+    series = Series(capacity=100)
+    for value in range(1000):
+        series.add(float(value))
+    numbers = series.describe()
+    assert len(series.sample) == 100 and numbers["n"] == 1000 and numbers["max"] == 999 and numbers["mean"] == 499.5
+    assert 250 < numbers["p50"] < 750 and numbers["p50"] <= numbers["p90"] <= numbers["p99"] <= numbers["max"]
 
 
 # ---------------------------------------------------------------- live sources: grabber, reconnects, junk

@@ -45,7 +45,7 @@ class Counters:
     empty: int = 0  # reads that gave nothing usable: None, zero-size, wrong dtype or shape (not fatal)
     reconnects: int = 0  # times a lost live source was reopened successfully
     reconnect_failures: int = 0  # reopen attempts that failed
-    backoff_s: list[float] = field(default_factory=list)  # every wait before a reopen attempt, in order
+    backoff_s: list[float] = field(default_factory=list)  # waits before reopen attempts, in order (first 100)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -186,9 +186,10 @@ class LatestFrameGrabber:
         delay, last = self.backoff_start, "no attempt made"
         for attempt in range(1, self.max_reconnects + 1):
             self.state = "reconnecting"
-            log.warning("%s: no frames (%d empty reads); reopening in %.1f s (attempt %d of %d)",
+            log.warning("%s: no frames (%d empty reads); reopening in %.2f s (attempt %d of %d)",
                         self._description, misses, delay, attempt, self.max_reconnects)
-            self.counters.backoff_s.append(delay)
+            if len(self.counters.backoff_s) < 100:
+                self.counters.backoff_s.append(delay)
             if self._stop.wait(delay):
                 return False
             try:

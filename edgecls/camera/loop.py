@@ -425,7 +425,9 @@ class _Run:
                     break
                 if reader.finished:
                     return "source lost" if reader.error is not None else "end of source"
-                if reader.state == "running" and time.perf_counter() - last_frame_at > self.stall_timeout:
+                if reader.state != "running":  # reconnecting: the backoff has its own limits
+                    last_frame_at = time.perf_counter()
+                elif time.perf_counter() - last_frame_at > self.stall_timeout:
                     reader.error = CameraError(
                         f"{reader.describe()} delivered no frame for {self.stall_timeout:g} s",
                         "Check the camera or stream; a driver stuck in read() cannot be recovered from here",
@@ -478,7 +480,8 @@ class _Run:
             backend={"name": self.backend.name, "precision_ran": self.backend.precision_ran,
                      "threads": self.backend.threads, "device": self.device},
             source={"spec": self.spec, "description": self.reader.describe(), "mode": self.reader.mode,
-                    "live": bool(self.source.is_live), "fps_reported": self.source.fps},
+                    "live": bool(self.source.is_live), "fps_reported": self.source.fps,
+                    "skipped_files": getattr(self.source, "skipped", [])[:20]},
             settings={"frames": self.frames, "seconds": self.seconds, "smoothing": self.post.smoothing,
                       "threshold": self.post.threshold, "top_k": self.post.top_k, "window": self.outputs.show,
                       "record": str(self.outputs.record) if self.outputs.record else None, "serve": self.outputs.url},

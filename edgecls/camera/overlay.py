@@ -42,15 +42,19 @@ def draw_overlay(
     lines = [(f"{label}  {score:.2f}", UNCERTAIN if uncertain else CONFIDENT, scale * 1.15)]
     lines += [(text, TEXT, scale * 0.8) for text in (" | ".join(numbers), *extra) if text]
     pad = max(4, round(8 * scale))
-    sizes = [cv2.getTextSize(text, font, s, thick)[0] for text, _, s in lines]
-    box_w = min(width, max(w for w, _ in sizes) + 2 * pad)
-    box_h = min(height, sum(h for _, h in sizes) + pad * (len(lines) + 1) + pad)
+    baselines, y = [], 0
+    box_w = 0
+    for text, _, s in lines:
+        (w, h), descent = cv2.getTextSize(text, font, s, thick)
+        y += pad + h
+        baselines.append(y)
+        y += descent
+        box_w = max(box_w, w + 2 * pad)
+    box_w, box_h = min(width, box_w), min(height, y + pad)
     region = out[:box_h, :box_w]
     region[:] = (region.astype(np.float32) * (1.0 - alpha)).astype(np.uint8)  # darken behind the text only
-    y = pad
-    for (text, colour, s), (_, h) in zip(lines, sizes):
-        y += h + pad
-        cv2.putText(out, text, (pad, y), font, s, colour, thick, cv2.LINE_AA)
+    for (text, colour, s), baseline in zip(lines, baselines):
+        cv2.putText(out, text, (pad, baseline), font, s, colour, thick, cv2.LINE_AA)
     return out
 
 

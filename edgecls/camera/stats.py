@@ -12,6 +12,9 @@ frame_age is how old the frame already was when processing started (live: time s
 grabber's slot; near zero for files, which are read on demand).
 
 The first `warmup` frames (model and cache warm-up) are left out of the percentiles, not of the counts.
+Memory stays bounded on week-long runs: n, mean and max are exact; percentiles come from a uniform
+random sample (reservoir) of at most RESERVOIR values per stage, which is every value for runs of up
+to RESERVOIR frames (about 28 minutes at 30 FPS).
 """
 from __future__ import annotations
 
@@ -21,7 +24,6 @@ import platform
 import shutil
 import subprocess
 import time
-from array import array
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,35 @@ THROTTLE_BITS = {
     19: "soft temperature limit occurred",
 }
 _CPU_ZONES = ("cpu", "soc", "x86_pkg_temp", "package", "core", "arm")
+RESERVOIR = 50_000
+
+
+class Series:
+    """Milliseconds of one stage: exact count, mean and max; a bounded uniform sample for percentiles."""
+
+    def __init__(self, capacity: int = RESERVOIR, seed: int = 0) -> None:
+        self.capacity = capacity
+        self.n, self.total, self.max = 0, 0.0, float("-inf")
+        self.sample: list[float] = []
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, value: float) -> None:
+        self.n += 1
+        self.total += value
+        self.max = max(self.max, value)
+        if len(self.sample) < self.capacity:
+            self.sample.append(value)
+        else:  # Algorithm R: keep each of the n values with probability capacity / n
+            slot = int(self._rng.integers(self.n))
+            if slot < self.capacity:
+                self.sample[slot] = value
+
+    def describe(self) -> dict[str, float | int | None]:
+        if not self.n:
+            return describe_ms([])
+        p50, p90, p99 = np.percentile(np.asarray(self.sample, np.float64), [50, 90, 99])
+        return {"n": self.n, "mean": round(self.total / self.n, 3), "p50": round(float(p50), 3),
+                "p90": round(float(p90), 3), "p99": round(float(p99), 3), "max": round(self.max, 3)}
 
 
 def describe_ms(values: Any) -> dict[str, float | int | None]:
@@ -52,7 +83,8 @@ class LoopStats:
 
     def __init__(self, warmup: int = 1, window: int = 120) -> None:
         self.warmup = max(0, warmup)
-        self.samples: dict[str, array] = {name: array("d") for name in (*STAGES, "frame_age")}
+        self.series: dict[str, Series] = {name: Series() for name in (*STAGES, "frame_age")}
+        self._first: list[dict[str, float]] = []  # the warm-up frames, used only when nothing came after them
         self.frames = 0
         self.started = time.perf_counter()
         self.ended: float | None = None
@@ -64,9 +96,12 @@ class LoopStats:
     def add(self, timings_ms: dict[str, float]) -> None:
         """One processed frame: milliseconds per stage name (and frame_age)."""
         self.frames += 1
-        for name, value in timings_ms.items():
-            if name in self.samples:
-                self.samples[name].append(value)
+        if self.frames <= self.warmup:
+            self._first.append(dict(timings_ms))
+        else:
+            for name, value in timings_ms.items():
+                if name in self.series:
+                    self.series[name].add(value)
         self._recent.append((time.perf_counter(), timings_ms.get("end_to_end", float("nan"))))
 
     def stop(self) -> None:
@@ -92,15 +127,18 @@ class LoopStats:
 
     def summary(self, **facts: Any) -> dict[str, Any]:
         """The JSON-ready report: stages, frame age, FPS, plus whatever facts the caller adds."""
-        skip = self.warmup if self.frames > self.warmup else 0
-        stages = {name: describe_ms(self.samples[name][skip:]) for name in STAGES if len(self.samples[name])}
+        if self.frames > self.warmup:
+            skip, described = self.warmup, {name: series.describe() for name, series in self.series.items()}
+        else:  # a run no longer than the warm-up: report what there is
+            skip = 0
+            described = {name: describe_ms([t[name] for t in self._first if name in t]) for name in self.series}
         return {
             "frames": self.frames,
             "seconds": round(self.elapsed, 3),
             "fps": round(self.fps(), 3),
             "warmup_frames_excluded": skip,
-            "stages_ms": stages,
-            "frame_age_ms": describe_ms(self.samples["frame_age"][skip:]),
+            "stages_ms": {name: described[name] for name in STAGES if described[name]["n"]},
+            "frame_age_ms": described["frame_age"],
             **facts,
         }
 
@@ -197,7 +235,7 @@ def render_summary(summary: dict[str, Any], console: Any) -> None:
     throttled = system.get("throttled")
     if throttled and throttled.get("flags"):
         parts.append("THROTTLING: " + ", ".join(throttled["flags"]))
-    console.print("; ".join(parts))
+    console.print("; ".join(parts), markup=False)
 
 
-__all__ = ["STAGES", "LoopStats", "cpu_temperature", "cpu_temperatures", "describe_ms", "render_summary", "system_facts", "throttling"]
+__all__ = ["RESERVOIR", "STAGES", "LoopStats", "Series", "cpu_temperature", "cpu_temperatures", "describe_ms", "render_summary", "system_facts", "throttling"]

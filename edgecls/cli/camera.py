@@ -27,15 +27,15 @@ class _ConsoleHandler(logging.Handler):
 
 def camera_command(
     model: Path = typer.Option(..., "--model", help="Exported artifact: .tflite, .onnx or OpenVINO .xml (with meta.json beside it)."),
-    source: str = typer.Option("0", "--device", "--source", help="Camera index (0), /dev/videoN, video file, image folder, rtsp:// or http:// URL, or picamera2."),
+    source: str = typer.Option("0", "--device", "--source", help="The camera: index (0), /dev/videoN, video file, image folder, rtsp:// or http:// URL, or picamera2. The inference device is --backend-device."),
     backend_device: str = typer.Option("cpu", "--backend-device", help="Inference device: cpu | coral | gpu | npu | auto."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads [default: the runtime's]."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (the runtime's default when left out)."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Stop after this many frames."),
     seconds: Optional[float] = typer.Option(None, "--seconds", help="Stop after this many seconds."),
     smoothing: float = typer.Option(0.0, "--smoothing", help="EMA factor on probabilities, 0 (off) to 0.9."),
     threshold: float = typer.Option(0.0, "--threshold", help="Top-1 scores below this are shown as 'uncertain'."),
     top_k: int = typer.Option(3, "--top-k", help="Classes kept per frame."),
-    headless: Optional[bool] = typer.Option(None, "--headless/--show", help="No window / a window [default: a window when a display exists]."),
+    headless: Optional[bool] = typer.Option(None, "--headless/--show", help="No window / a window (default: a window when a display exists)."),
     record: Optional[Path] = typer.Option(None, "--record", help="Write annotated frames to this .mp4 (mp4v) or .avi (MJPG)."),
     serve: Optional[str] = typer.Option(None, "--serve", help="Live view in a browser at HOST:PORT (e.g. 0.0.0.0:8080)."),
     width: Optional[int] = typer.Option(None, "--width", help="Ask a live camera for this frame width."),
@@ -50,6 +50,7 @@ def camera_command(
 
     handler = _ConsoleHandler(logging.INFO)
     library_log = logging.getLogger("edgecls.camera")
+    saved = library_log.level, library_log.propagate
     library_log.addHandler(handler)
     library_log.setLevel(logging.INFO)
     library_log.propagate = False
@@ -65,6 +66,8 @@ def camera_command(
         raise
     finally:
         library_log.removeHandler(handler)
+        library_log.setLevel(saved[0])
+        library_log.propagate = saved[1]
     _render(summary, report, as_json, render_summary)
     code = EXIT_CODES.get(summary.get("stop_reason", ""), 0)
     if code:

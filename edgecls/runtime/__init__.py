@@ -47,8 +47,8 @@ _NOT_ARTIFACTS = {
 }
 
 
-def check_batch(batch: np.ndarray, input_hw: tuple[int | None, int | None], source: str | Path) -> np.ndarray:
-    """The batch as contiguous float32 (N, h, w, 3), or ConfigError naming the shape that was passed."""
+def check_batch(batch: np.ndarray, input_hw: tuple[int | None, int | None], source: str | Path, keep_uint8: bool = False) -> np.ndarray:
+    """The batch as contiguous float32 (N, h, w, 3) (uint8 kept when asked), or ConfigError naming the shape passed."""
     array = np.asarray(batch)
     height, width = (d if d is not None else "h" for d in input_hw)
     fits = array.ndim == 4 and array.shape[-1] == 3
@@ -58,6 +58,8 @@ def check_batch(batch: np.ndarray, input_hw: tuple[int | None, int | None], sour
             f"'{source}' takes a batch of shape (N, {height}, {width}, 3); got {array.shape}",
             "Prepare images with edgecls.preprocess.prepare(image, meta) and np.stack them",
         )
+    if keep_uint8 and array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
     return np.ascontiguousarray(array, dtype=np.float32)
 
 

@@ -17,7 +17,10 @@ class Backend(Protocol):
     threads: int | None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 (N, h, w, 3) pixels in 0..255 -> float32 (N, classes) probabilities."""
+        """float32 (N, h, w, 3) pixels in 0..255 -> float32 (N, classes) probabilities.
+
+        uint8 pixels are accepted too; a uint8-input model with scale 1 takes them without conversion.
+        """
         ...
 
     def close(self) -> None:

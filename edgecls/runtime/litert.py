@@ -150,6 +150,8 @@ class LiteRTBackend:
             )
         self._input, self._output = inputs[0], outputs[0]
         self._input_quant = _quantization(self._input)
+        # uint8 pixels can go in unconverted when the input is uint8 with scale 1 and zero point 0 (Coral default)
+        self._uint8_passthrough = self._input_quant is not None and self._input_quant.dtype == "uint8" and self._input_quant.scale == 1.0 and self._input_quant.zero_point == 0
         self._output_quant = _quantization(self._output)
         shape = [int(d) for d in self._input["shape"]]
         signature = [int(d) for d in self._input.get("shape_signature", shape)]
@@ -178,7 +180,7 @@ class LiteRTBackend:
         """float32 (N, h, w, 3) pixels in 0..255 -> float32 (N, classes) probabilities."""
         if self._interpreter is None:
             raise ConfigError(f"the backend for '{self.path}' is closed", "Load it again with load_backend()")
-        batch = check_batch(batch, self.input_hw, self.path)
+        batch = check_batch(batch, self.input_hw, self.path, keep_uint8=self._uint8_passthrough)
         # A static batch (1 for the Edge TPU) runs in chunks; a dynamic one in a single call.
         step = len(batch) if self._dynamic_batch else self._allocated[0]
         return run_chunked(batch, max(step, 1), self._invoke, self.num_classes)
@@ -188,7 +190,9 @@ class LiteRTBackend:
             self._interpreter.resize_tensor_input(self._input["index"], list(chunk.shape))
             self._interpreter.allocate_tensors()
             self._allocated = chunk.shape
-        if self._input_quant is not None:
+        if chunk.dtype == np.uint8:
+            pass  # raw pixels straight into a uint8 input with scale 1, zero point 0: nothing to convert
+        elif self._input_quant is not None:
             chunk = quantize(chunk, self._input_quant)
         else:
             chunk = chunk.astype(self._input["dtype"], copy=False)

@@ -100,6 +100,7 @@ class OpenVinoBackend:
         threads: int | None = None,
         precision_hint: str | None = None,
         config: dict[str, Any] | None = None,
+        batch: int | None = 1,
     ) -> None:
         ov = _import_openvino()
         self.path = Path(path)
@@ -126,16 +127,18 @@ class OpenVinoBackend:
         if shape.rank.is_dynamic or shape.rank.get_length() != 4:
             raise ModelError(f"'{self.path}' takes input {shape}", "A classifier takes (N, height, width, 3)")
         dims = [d.get_length() if d.is_static else None for d in shape]
-        if dims[0] is None and self.device.startswith("NPU"):  # the NPU compiles static shapes only
-            model.reshape({model.input(0): [1, *(d if d is not None else -1 for d in dims[1:])]})
-            dims[0] = 1
+        # A static batch compiles faster kernels (the camera runs batch 1); the NPU needs one. batch=None keeps it dynamic.
+        static = batch or (1 if self.device.startswith("NPU") else None)
+        if dims[0] is None and static:
+            model.reshape({model.input(0): [static, *(d if d is not None else -1 for d in dims[1:])]})
+            dims[0] = static
         self.input_hw: tuple[int | None, int | None] = (dims[1], dims[2])
         self._static_batch = dims[0]
         out_shape = model.output(0).get_partial_shape()
         last = out_shape[out_shape.rank.get_length() - 1] if out_shape.rank.is_static and out_shape.rank.get_length() else None
         self.num_classes: int | None = last.get_length() if last is not None and last.is_static else None
         self._input_dtype = model.input(0).get_element_type().to_dtype()
-        properties: dict[str, Any] = dict(config or {})
+        properties: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", **(config or {})}
         hint = _hint(precision_hint, self.device)
         if hint:
             properties["INFERENCE_PRECISION_HINT"] = hint

@@ -1,0 +1,132 @@
+"""Benchmark: edgecls' inference latency per backend vs the vendors' own tools on the same artifact.
+
+    python bench/runtime_latency.py bench/work/lite0-224 --threads 2
+
+For every artifact under the folder (tflite-int8, onnx-int8, openvino-int8, ...): edgecls'
+`Backend.run` on one 224 px image (quantize input, invoke, dequantize, softmax), warm-up excluded,
+each backend in its own process; then `litert-benchmark` (LiteRT) and `benchmark_app` (OpenVINO) on
+the same file with the same thread count. Prints a Markdown table; writes bench/results/runtime_latency.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def measure_edgecls(path: Path, threads: int, runs: int, warmup: int) -> dict:
+    """Runs inside its own process (see --one)."""
+    from edgecls.runtime import load_backend
+
+    backend = load_backend(path, threads=threads)
+    height, width = backend.meta.input_size
+    image = np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8)  # what prepare_pixels gives
+    for _ in range(warmup):
+        backend.run(image)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        backend.run(image)
+        times.append((time.perf_counter() - start) * 1000)
+    result = {"backend": backend.name, "precision_ran": backend.precision_ran, "input_size": [height, width], **percentiles(times)}
+    backend.close()
+    return result
+
+
+def percentiles(times_ms: list[float]) -> dict:
+    values = np.asarray(times_ms)
+    return {"runs": len(values), "mean_ms": float(values.mean()), "p50_ms": float(np.percentile(values, 50)),
+            "p90_ms": float(np.percentile(values, 90)), "p99_ms": float(np.percentile(values, 99))}
+
+
+def litert_benchmark(path: Path, threads: int, runs: int, warmup: int) -> dict | None:
+    tool = shutil.which("litert-benchmark", path=str(Path(sys.executable).parent)) or shutil.which("litert-benchmark")
+    if tool is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        proc = subprocess.run([tool, "--model", str(path), "--num_threads", str(threads), "--num_runs", str(runs),
+                               "--warmup_runs", str(warmup), "--result_json", str(out)], capture_output=True, text=True, timeout=600)
+        data = json.loads(out.read_text()) if out.is_file() else {}
+    return {"tool": "litert-benchmark", "raw": data, "stdout_tail": (proc.stdout + proc.stderr)[-400:], **_litert_numbers(data)}
+
+
+def _litert_numbers(data: dict) -> dict:
+    flat = json.dumps(data)
+    found = {}
+    for key in ("p50", "median", "avg", "mean", "p90", "p99"):
+        match = re.search(rf'"[a-z_]*{key}[a-z_]*(?:_ms|_us)?"\s*:\s*([0-9.]+)', flat)
+        if match:
+            found[key] = float(match.group(1))
+    return {"numbers": found}
+
+
+def benchmark_app(path: Path, threads: int, seconds: int, infer_precision: str | None, height: int, width: int) -> dict | None:
+    tool = shutil.which("benchmark_app", path=str(Path(sys.executable).parent)) or shutil.which("benchmark_app")
+    if tool is None:
+        return None
+    # benchmark_app refuses -nthreads with a hint; the latency hint uses one stream on all cores (2 here).
+    command = [tool, "-m", str(path), "-d", "CPU", "-hint", "latency", "-t", str(seconds), "-shape", "[1,{h},{w},3]".format(h=height, w=width)]
+    if infer_precision:
+        command += ["-infer_precision", infer_precision]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    text = proc.stdout + proc.stderr
+    numbers = {name.lower(): float(value) for name, value in re.findall(r"(Median|Average|Min|Max):\s+([0-9.]+) ms", text)}
+    return {"tool": "benchmark_app " + " ".join(command[2:]), "numbers": numbers, "stdout_tail": text[-400:]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure_edgecls(args.one, args.threads, args.runs, args.warmup)))
+        return
+
+    artifacts = sorted(p for p in args.folder.glob("*/model.*") if p.suffix in (".tflite", ".onnx", ".xml"))
+    rows, records = [], []
+    for path in artifacts:
+        proc = subprocess.run([sys.executable, __file__, str(args.folder), "--one", str(path), "--threads", str(args.threads),
+                               "--runs", str(args.runs), "--warmup", str(args.warmup)], capture_output=True, text=True, timeout=900)
+        if proc.returncode:
+            raise SystemExit(f"{path}: {proc.stderr[-800:]}")
+        ours = json.loads(proc.stdout.strip().splitlines()[-1])
+        vendor = None
+        if path.suffix == ".tflite":
+            vendor = litert_benchmark(path, args.threads, args.runs, args.warmup)
+            numbers = (vendor or {}).get("numbers", {})
+            vendor_ms = numbers.get("p50") or numbers.get("median")
+        elif path.suffix == ".xml":
+            vendor = benchmark_app(path, args.threads, 10, "f32", *ours["input_size"])
+            vendor_ms = (vendor or {}).get("numbers", {}).get("median")
+        else:
+            vendor_ms = None
+        ratio = ours["p50_ms"] / vendor_ms if vendor_ms else None
+        records.append({"artifact": str(path), "edgecls": ours, "vendor": vendor, "vendor_ms": vendor_ms, "ratio": ratio})
+        rows.append(f"| {path.parent.name} | {ours['backend']} ({ours['precision_ran']}) | {ours['p50_ms']:.2f} / {ours['p90_ms']:.2f} / {ours['p99_ms']:.2f} | "
+                    f"{(f'{vendor_ms:.2f}' if vendor_ms else 'n/a')} | {(f'{ratio:.2f}x' if ratio else '-')} |")
+    out = Path("bench/results/runtime_latency.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": f"python bench/runtime_latency.py {args.folder} --threads {args.threads}",
+                               "machine": f"{os.uname().machine}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
+                               "results": records}, indent=2) + "\n")
+    print("| artifact | edgecls backend (ran as) | edgecls p50 / p90 / p99 ms | vendor tool ms | edgecls / vendor |")
+    print("|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
