@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -99,23 +100,29 @@ def main() -> None:
     artifacts = sorted(p for p in args.folder.glob("*/model.*") if p.suffix in (".tflite", ".onnx", ".xml"))
     rows, records = [], []
     for path in artifacts:
-        proc = subprocess.run([sys.executable, __file__, str(args.folder), "--one", str(path), "--threads", str(args.threads),
-                               "--runs", str(args.runs), "--warmup", str(args.warmup)], capture_output=True, text=True, timeout=900)
-        if proc.returncode:
-            raise SystemExit(f"{path}: {proc.stderr[-800:]}")
-        ours = json.loads(proc.stdout.strip().splitlines()[-1])
-        vendor = None
-        if path.suffix == ".tflite":
-            vendor = litert_benchmark(path, args.threads, args.runs, args.warmup)
-            numbers = (vendor or {}).get("numbers", {})
-            vendor_ms = numbers.get("p50") or numbers.get("median")
-        elif path.suffix == ".xml":
-            vendor = benchmark_app(path, args.threads, 10, "f32", *ours["input_size"])
-            vendor_ms = (vendor or {}).get("numbers", {}).get("median")
-        else:
-            vendor_ms = None
+        # Alternate edgecls and the vendor tool for several rounds and keep the median of each: the
+        # machine is shared, so a single pair of runs can be off by 2x either way.
+        ours_runs, vendor_runs, vendor = [], [], None
+        for _ in range(args.rounds):
+            proc = subprocess.run([sys.executable, __file__, str(args.folder), "--one", str(path), "--threads", str(args.threads),
+                                   "--runs", str(args.runs), "--warmup", str(args.warmup)], capture_output=True, text=True, timeout=900)
+            if proc.returncode:
+                raise SystemExit(f"{path}: {proc.stderr[-800:]}")
+            ours = json.loads(proc.stdout.strip().splitlines()[-1])
+            ours_runs.append(ours)
+            if path.suffix == ".tflite":
+                vendor = litert_benchmark(path, args.threads, args.runs, args.warmup)
+                numbers = (vendor or {}).get("numbers", {})
+                vendor_runs.append(numbers.get("p50") or numbers.get("median"))
+            elif path.suffix == ".xml":
+                vendor = benchmark_app(path, args.threads, 5, "f32", *ours["input_size"])
+                vendor_runs.append((vendor or {}).get("numbers", {}).get("median"))
+        ours = sorted(ours_runs, key=lambda r: r["p50_ms"])[len(ours_runs) // 2]
+        valid = sorted(v for v in vendor_runs if v)
+        vendor_ms = valid[len(valid) // 2] if valid else None
         ratio = ours["p50_ms"] / vendor_ms if vendor_ms else None
-        records.append({"artifact": str(path), "edgecls": ours, "vendor": vendor, "vendor_ms": vendor_ms, "ratio": ratio})
+        records.append({"artifact": str(path), "edgecls": ours, "edgecls_rounds": [r["p50_ms"] for r in ours_runs],
+                        "vendor_tool": (vendor or {}).get("tool"), "vendor_rounds": vendor_runs, "vendor_ms": vendor_ms, "ratio": ratio})
         rows.append(f"| {path.parent.name} | {ours['backend']} ({ours['precision_ran']}) | {ours['p50_ms']:.2f} / {ours['p90_ms']:.2f} / {ours['p99_ms']:.2f} | "
                     f"{(f'{vendor_ms:.2f}' if vendor_ms else 'n/a')} | {(f'{ratio:.2f}x' if ratio else '-')} |")
     out = Path("bench/results/runtime_latency.json")

@@ -17,6 +17,12 @@ if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
   fi
 fi
 
+# Headless Chromium renders the live camera view in tests/test_live_server.py.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+  echo "setup: installing Debian's chromium (live-view screenshot test)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || echo "setup: chromium not installed; its test will skip" >&2
+fi
+
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 stamp="$VENV/.edgecls-installed-$EXTRAS"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then

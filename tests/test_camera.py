@@ -8,7 +8,6 @@ would run it; the loop's internals are checked in-process where a subprocess cou
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import json
 import logging
 import os
@@ -53,25 +52,9 @@ STAGE_KEYS = ("p50", "p90", "p99", "max", "mean")
 FAST = {"backoff_start": 0.01, "backoff_max": 0.04, "empty_limit": 3, "empty_pause": 0.001, "join_timeout": 1.0}
 
 
-def _camera_registered() -> bool:
-    from edgecls.cli import app
-
-    return "camera" in inspect.getsource(app._register)
-
-
 def camera_cli(*args: str | Path, cwd: Path | None = None) -> CliResult:
-    """`edgecls camera ARGS` through the real entry point (registering the command first if app.py does not yet)."""
-    if _camera_registered():
-        return run_cli("camera", *args, cwd=cwd, timeout=120)
-    proc = subprocess.run([sys.executable, "-c", _SHIM, "camera", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd or REPO, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "200"})
-    return CliResult(proc.returncode, proc.stdout, proc.stderr)
-
-
-_SHIM = (
-    "import edgecls.cli.app as a; from edgecls.cli import camera as c; r = a._register; "
-    "a._register = lambda: (r(), c.register(a.app)); a.main()"
-)
+    """`edgecls camera ARGS` through the real entry point."""
+    return run_cli("camera", *args, cwd=cwd, timeout=120)
 
 
 # ---------------------------------------------------------------- fixtures
@@ -420,7 +403,7 @@ def test_interrupt_still_writes_the_report(signum: int, code: int, reason: str, 
     """Ctrl-C (130) and SIGTERM (143) stop the loop cleanly: table printed, report written."""
     report = tmp_path / "r.json"
     args = ["camera", "--device", str(long_clip), "--model", str(artifacts["onnx"]), "--report", str(report)]
-    code_text = "from edgecls.cli.app import main; main()" if _camera_registered() else _SHIM
+    code_text = "from edgecls.cli.app import main; main()"
     proc = subprocess.Popen([sys.executable, "-c", code_text, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "200"})
     try:

@@ -5,7 +5,7 @@ window's q/Esc key is pressed, or on Ctrl-C / SIGTERM (caught inside the loop: s
 "interrupted" / "terminated"). Once frames flow, the JSON report is always written (in `finally`),
 also when the loop fails; while running it is refreshed every `report_every` seconds (status "running").
 
-Preprocessing is `edgecls.preprocess.prepare(frame, meta, bgr=True)`, the same code that `predict`,
+Preprocessing is `edgecls.preprocess.prepare_pixels` / `prepare(frame, meta, bgr=True)`, the same code that `predict`,
 export validation and `Classifier` use, so a frame gives the same scores here as there.
 No TensorFlow: the model is an exported artifact run by edgecls.runtime; OpenCV is imported lazily.
 """
@@ -35,7 +35,7 @@ from edgecls.errors import ConfigError, EdgeclsError, ModelError, require, sugge
 from edgecls.fsutil import write_json
 from edgecls.postprocess import Class
 from edgecls.postprocess import top_k as rank
-from edgecls.preprocess import prepare
+from edgecls.preprocess import prepare, prepare_pixels
 
 log = logging.getLogger(__name__)
 
@@ -439,7 +439,8 @@ class _Run:
             if reader.counters.reconnects != reconnects:  # a new stream: old evidence says nothing about it
                 reconnects = reader.counters.reconnects
                 self.post.reset()
-            batch = prepare(frame.image, meta, bgr=True)[None]
+            # uint8 pixels when normalisation is inside the model: a uint8-input model takes them unconverted
+            batch = (prepare_pixels(frame.image, meta, bgr=True) if meta.normalization_baked_in else prepare(frame.image, meta, bgr=True))[None]
             t2 = time.perf_counter()
             raw = self.backend.run(batch)[0]
             t3 = time.perf_counter()

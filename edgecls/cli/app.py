@@ -18,10 +18,10 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from edgecls.cli import data, doctor, evaluate, export, models, predict, train
+    from edgecls.cli import camera, data, doctor, evaluate, export, models, predict, train
 
     app.add_typer(data.app, name="data")
-    for module in (train, evaluate, predict, export, models, doctor):
+    for module in (train, evaluate, predict, export, camera, models, doctor):
         module.register(app)
 
 
