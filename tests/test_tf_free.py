@@ -25,7 +25,8 @@ RUNTIME_MODULES = [
     "edgecls.runtime", "edgecls.runtime.litert", "edgecls.runtime.onnx", "edgecls.runtime.openvino",
     "edgecls.camera.sources", "edgecls.camera.grabber", "edgecls.camera.stats", "edgecls.camera.overlay",
     "edgecls.camera.loop", "edgecls.camera.server", "edgecls.predictor", "edgecls.quantize.calibration",
-    "edgecls.export.formats", "edgecls.cli.camera", "edgecls.cli.predict",
+    "edgecls.export.formats", "edgecls.cli.camera", "edgecls.cli.predict", "edgecls.bench.measure",
+    "edgecls.bench.runner", "edgecls.cli.bench", "edgecls.devices",
 ]
 
 

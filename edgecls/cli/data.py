@@ -89,3 +89,20 @@ def check_command(
         print_table("identical files", ["files", "across splits", "across classes"], rows)
     for message in report["warnings"]:
         warn(message)
+
+
+@app.command("video")
+def video_command(
+    folder: Path = typer.Argument(..., help="Folder of images (searched recursively), e.g. DATA/test."),
+    out: Path = typer.Argument(..., help="Video file to write (.mp4 or .avi)."),
+    frames: int = typer.Option(120, "--frames"),
+    fps: float = typer.Option(30.0, "--fps"),
+    width: int = typer.Option(640, "--width"),
+    height: int = typer.Option(480, "--height"),
+    hold: int = typer.Option(5, "--hold", help="Frames each image stays on screen."),
+) -> None:
+    """Write a video from images: a stand-in camera for `edgecls camera --device VIDEO`."""
+    from edgecls.data.video import images_to_video
+
+    summary = images_to_video(folder, out, frames, fps, (height, width), hold)
+    console.print(f"wrote {summary['video']}: {frames} frames at {fps:g} fps, {width}x{height}, {len(summary['images'])} images")
