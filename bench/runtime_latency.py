@@ -20,32 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-
-def measure_edgecls(path: Path, threads: int, runs: int, warmup: int) -> dict:
-    """Runs inside its own process (see --one)."""
-    from edgecls.runtime import load_backend
-
-    backend = load_backend(path, threads=threads)
-    height, width = backend.meta.input_size
-    image = np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8)  # what prepare_pixels gives
-    for _ in range(warmup):
-        backend.run(image)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        backend.run(image)
-        times.append((time.perf_counter() - start) * 1000)
-    result = {"backend": backend.name, "precision_ran": backend.precision_ran, "input_size": [height, width], **percentiles(times)}
-    backend.close()
-    return result
-
-
-def percentiles(times_ms: list[float]) -> dict:
-    values = np.asarray(times_ms)
-    return {"runs": len(values), "mean_ms": float(values.mean()), "p50_ms": float(np.percentile(values, 50)),
-            "p90_ms": float(np.percentile(values, 90)), "p99_ms": float(np.percentile(values, 99))}
 
 
 def litert_benchmark(path: Path, threads: int, runs: int, warmup: int) -> dict | None:
@@ -91,11 +65,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.one:
-        print(json.dumps(measure_edgecls(args.one, args.threads, args.runs, args.warmup)))
-        return
+    from edgecls.bench.runner import run_one
 
     artifacts = sorted(p for p in args.folder.glob("*/model.*") if p.suffix in (".tflite", ".onnx", ".xml"))
     rows, records = [], []
@@ -104,11 +75,11 @@ def main() -> None:
         # machine is shared, so a single pair of runs can be off by 2x either way.
         ours_runs, vendor_runs, vendor = [], [], None
         for _ in range(args.rounds):
-            proc = subprocess.run([sys.executable, __file__, str(args.folder), "--one", str(path), "--threads", str(args.threads),
-                                   "--runs", str(args.runs), "--warmup", str(args.warmup)], capture_output=True, text=True, timeout=900)
-            if proc.returncode:
-                raise SystemExit(f"{path}: {proc.stderr[-800:]}")
-            ours = json.loads(proc.stdout.strip().splitlines()[-1])
+            measured = run_one(path, "cpu", args.threads, args.runs, args.warmup, None, 1)  # own process
+            if "error" in measured:
+                raise SystemExit(f"{path}: {measured['error']}")
+            ours = {"backend": measured["backend"], "precision_ran": measured["precision_ran"],
+                    "input_size": measured["input_size"], **measured["latency"]}
             ours_runs.append(ours)
             if path.suffix == ".tflite":
                 vendor = litert_benchmark(path, args.threads, args.runs, args.warmup)

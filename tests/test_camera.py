@@ -35,11 +35,12 @@ pytestmark = [
 
 import cv2  # noqa: E402  (after the skip marker: a missing OpenCV skips the module above)
 
+from edgecls.camera import pipeline as camera_pipeline  # noqa: E402
 from edgecls.camera.grabber import LatestFrameGrabber, usable  # noqa: E402
 from edgecls.camera.loop import UNCERTAIN, Postprocessor, run_camera  # noqa: E402
 from edgecls.camera.sources import CameraError, open_source  # noqa: E402
-from edgecls.camera.stats import Series  # noqa: E402
-from edgecls.errors import ConfigError  # noqa: E402
+from edgecls.camera.stats import LoopStats, Series  # noqa: E402
+from edgecls.errors import ConfigError, ImageError  # noqa: E402
 from edgecls.preprocess import prepare  # noqa: E402
 from edgecls.runtime import Classifier  # noqa: E402
 
@@ -186,10 +187,17 @@ class BlockedSource(CountingSource):
 def test_cli_on_video_for_each_backend(backend: str, artifacts: dict[str, Path], clip: Path, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     extra = ["--record", tmp_path / "annotated.mp4"] if backend == "tflite" else []
-    result = camera_cli("--device", clip, "--model", artifacts[backend], "--frames", "20", "--report", report, "--json", *extra)
+    pipelined = backend != "onnx"  # the default; onnx runs with --no-pipeline
+    flags = [] if pipelined else ["--no-pipeline"]
+    result = camera_cli("--device", clip, "--model", artifacts[backend], "--frames", "20", "--report", report, "--json", *extra, *flags)
     assert result.returncode == 0, result.output
     data = json.loads(report.read_text())
     assert json.loads(result.stdout) == data
+    assert data["settings"]["pipeline"] is pipelined and ("input_wait" in data["stages_ms"]) is pipelined
+    frame_time = data["frame_time_ms"]
+    assert frame_time["n"] == 18 and 0 < frame_time["p50"] <= frame_time["p90"] <= frame_time["p99"] <= frame_time["max"]
+    assert data["frame_time_vs_inference"] == round(frame_time["p50"] / data["stages_ms"]["inference"]["p50"], 3)
+    assert data["counts"]["consumed"] == data["counts"]["captured"] == 20  # the pipeline reads no frame past --frames
     assert data["frames"] == 20 and data["counts"]["processed"] == 20 and data["fps"] > 0
     assert data["status"] == "finished" and data["stop_reason"] == "frames" and data["error"] is None
     for stage in ("capture_wait", "preprocess", "inference", "postprocess", "end_to_end"):
@@ -227,6 +235,56 @@ def test_loop_predictions_equal_classifier(backend: str, artifacts: dict[str, Pa
     assert all(len(r.decision.top) == 2 for r in results)
 
 
+def test_pipelined_and_inline_runs_agree_frame_by_frame(artifacts: dict[str, Path], clip: Path) -> None:
+    """The pipeline changes when frames are prepared, never which frames or what comes out: every frame, in order."""
+    runs = {}
+    for pipeline in (False, True):
+        results: list = []
+        summary = run_camera(artifacts["tflite"], str(clip), smoothing=0.5, on_result=results.append, pipeline=pipeline)
+        assert summary["stop_reason"] == "end of source" and summary["settings"]["pipeline"] is pipeline
+        assert summary["frames"] == summary["counts"]["consumed"] == 30 and summary["frame_time_ms"]["n"] == 28
+        runs[pipeline] = results
+    inline, pipelined = runs[False], runs[True]
+    assert [r.seq for r in pipelined] == [r.seq for r in inline] == list(range(1, 31))
+    assert [r.index for r in pipelined] == list(range(30))
+    for a, b in zip(inline, pipelined):
+        assert np.array_equal(a.frame, b.frame)
+        np.testing.assert_allclose(b.raw, a.raw, atol=1e-6)
+        np.testing.assert_allclose(b.decision.probabilities, a.decision.probabilities, atol=1e-6)  # smoothing saw the same order
+        assert b.label == a.label and "input_wait" in b.timings_ms and "input_wait" not in a.timings_ms
+
+
+class FiniteCountingSource(CountingSource):
+    """Numbered frames like a video file: finite, read in order, none dropped."""
+
+    is_live = False
+
+
+@pytest.mark.parametrize("pipeline", [True, False], ids=["pipelined", "inline"])
+def test_preprocessing_error_stops_the_run_after_the_frames_before_it(
+    pipeline: bool, artifacts: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A frame that makes preprocessing raise: raised in the caller's thread (pipelined: from the worker) after
+    every frame before it was processed; the report says so; no thread is left behind."""
+    real = camera_pipeline.prepare_batch
+
+    def failing(image: np.ndarray, meta: object) -> np.ndarray:
+        if frame_number(image) == 5:
+            raise ImageError("frame 5 cannot be resized", "test hint")
+        return real(image, meta)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(camera_pipeline, "prepare_batch", failing)
+    seen: list[int] = []
+    report = tmp_path / "r.json"
+    with pytest.raises(ImageError, match="frame 5 cannot be resized"):
+        run_camera(artifacts["onnx"], FiniteCountingSource(limit=12), report=report, pipeline=pipeline,
+                   on_result=lambda r: seen.append(frame_number(r.frame)))
+    data = json.loads(report.read_text())
+    assert seen == [1, 2, 3, 4] and data["frames"] == 4
+    assert data["status"] == "failed" and data["stop_reason"] == "error" and "frame 5 cannot be resized" in data["error"]
+    assert not [t for t in threading.enumerate() if t.name == "edgecls-preprocess"]
+
+
 def test_folder_source_with_changing_sizes_and_a_broken_file(artifacts: dict[str, Path], pictures: list[np.ndarray], tmp_path: Path) -> None:
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -240,6 +298,7 @@ def test_folder_source_with_changing_sizes_and_a_broken_file(artifacts: dict[str
     result = camera_cli("--device", folder, "--model", artifacts["onnx"], "--report", report, "--record", video)
     assert result.returncode == 0, result.output
     assert "end of source" in result.stdout and "inference" in result.stdout  # the table
+    assert "frame_time (1/FPS)" in result.stdout and "x inference p50" in result.stdout and "pipelined" in result.stdout
     data = json.loads(report.read_text())
     assert data["frames"] == 6 and data["counts"]["empty"] == 1 and data["stop_reason"] == "end of source"
     assert data["source"]["description"] == f"folder '{folder}' (7 images)"
@@ -293,6 +352,19 @@ def test_latency_series_is_bounded_with_exact_count_mean_and_max() -> None:
     numbers = series.describe()
     assert len(series.sample) == 100 and numbers["n"] == 1000 and numbers["max"] == 999 and numbers["mean"] == 499.5
     assert 250 < numbers["p50"] < 750 and numbers["p50"] <= numbers["p90"] <= numbers["p99"] <= numbers["max"]
+
+
+def test_frame_time_is_the_interval_between_results_after_warmup() -> None:
+    stats = LoopStats(warmup=1)
+    for done_at, inference in ((0.000, 50.0), (0.010, 4.0), (0.030, 6.0), (0.040, 8.0)):  # seconds, ms
+        stats.add({"inference": inference, "end_to_end": inference}, done_at=done_at)
+    summary = stats.summary()
+    # 10 ms from the warm-up frame is left out; 20 and 10 ms remain
+    assert summary["frame_time_ms"]["n"] == 2 and summary["frame_time_ms"]["p50"] == 15.0 and summary["frame_time_ms"]["max"] == 20.0
+    assert summary["stages_ms"]["inference"]["p50"] == 6.0 and summary["frame_time_vs_inference"] == 2.5
+    short = LoopStats(warmup=1)
+    short.add({"inference": 3.0}, done_at=1.0)
+    assert short.summary()["frame_time_ms"]["n"] == 0 and short.summary()["frame_time_vs_inference"] is None
 
 
 # ---------------------------------------------------------------- live sources: grabber, reconnects, junk
@@ -368,14 +440,17 @@ def test_empty_and_resized_frames_are_counted_not_fatal(artifacts: dict[str, Pat
     assert not usable(np.zeros((2, 2), np.uint8)) and usable(np.zeros((2, 2, 3), np.uint8))
 
 
-def test_stuck_source_stops_within_timeouts(artifacts: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("pipeline", [True, False], ids=["pipelined", "inline"])
+def test_stuck_source_stops_within_timeouts(pipeline: bool, artifacts: dict[str, Path], tmp_path: Path) -> None:
     source = BlockedSource()
     report = tmp_path / "r.json"
     started = time.perf_counter()
     try:
         with pytest.raises(CameraError, match="delivered no frame for 0.3 s"):
-            run_camera(artifacts["onnx"], source, report=report, stall_timeout=0.3, reader_options={"join_timeout": 0.2})
+            run_camera(artifacts["onnx"], source, report=report, stall_timeout=0.3, reader_options={"join_timeout": 0.2},
+                       pipeline=pipeline)
         assert time.perf_counter() - started < 10
+        assert not [t for t in threading.enumerate() if t.name == "edgecls-preprocess" and t.is_alive()]
         assert json.loads(report.read_text())["stop_reason"] == "source stalled"
     finally:
         source.release.set()
@@ -449,8 +524,8 @@ def test_camera_runs_with_tensorflow_blocked(artifacts: dict[str, Path], picture
     code = BLOCKER + textwrap.dedent(
         f"""
         import importlib, sys
-        for name in ("edgecls.camera.sources", "edgecls.camera.grabber", "edgecls.camera.stats",
-                     "edgecls.camera.overlay", "edgecls.camera.loop", "edgecls.cli.camera"):
+        for name in ("edgecls.camera.sources", "edgecls.camera.grabber", "edgecls.camera.stats", "edgecls.camera.overlay",
+                     "edgecls.camera.outputs", "edgecls.camera.pipeline", "edgecls.camera.loop", "edgecls.cli.camera"):
             importlib.import_module(name)
         assert "cv2" not in sys.modules, "cv2 must be imported lazily"
         from edgecls.camera.loop import run_camera

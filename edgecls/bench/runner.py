@@ -62,7 +62,7 @@ def bench(models: list[str | Path], data: str | Path | None = None, device_profi
         if profile and "latency" in result:
             ref = profile.reference_for(result["architecture"], result["input_size"][0], result["precision"], result["format"])
             result["reference"] = ({"latency_ms": ref.latency_ms, "source": ref.source, "verdict": compare(result["latency"]["p50_ms"], ref)}
-                                   if ref else {"verdict": f"no reference for {result['architecture']} {result['precision']} on {profile.name}"})
+                                   if ref else {"verdict": f"no {profile.name} reference for {result['architecture']} {result['input_size'][0]} px {result['precision']}"})
         results.append(result)
         if on_result:
             on_result(result)
@@ -84,10 +84,11 @@ def chart(report: dict[str, Any], path: Path) -> Path | None:
     if not points:
         return None
     fig, axis = plt.subplots(figsize=(7, 4.5))
-    for r in points:
+    for index, r in enumerate(points):
         y = r.get("accuracy")
         axis.scatter(r["latency"]["p50_ms"], y if y is not None else 0, s=60)
-        axis.annotate(f"{Path(r['artifact']).parent.name}", (r["latency"]["p50_ms"], y if y is not None else 0), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        axis.annotate(f"{Path(r['artifact']).parent.name}", (r["latency"]["p50_ms"], y if y is not None else 0),
+                      textcoords="offset points", xytext=(5, 5 + 11 * (index % 3)), fontsize=8)  # staggered: points may coincide
     axis.set_xlabel("latency p50 (ms, batch 1)")
     axis.set_ylabel("accuracy" if any("accuracy" in r for r in points) else "(no --data: accuracy not measured)")
     axis.set_title("edgecls bench: latency vs accuracy")

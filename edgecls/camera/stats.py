@@ -6,10 +6,16 @@ Stages, in milliseconds from time.perf_counter():
   inference     backend.run on a batch of one
   postprocess   smoothing, threshold, top-k
   output        overlay, window, recording and live view (only when one of them is on)
-  end_to_end    from the moment the frame was captured to the result being ready (frame age + the three
-                processing stages): what a user waiting for the label experiences
+  input_wait    pipelined runs only: how long the inference thread waited for the next prepared frame
+                (near zero: inference is the slowest stage; large: capture or preprocessing is)
+  end_to_end    from the moment the frame was captured to the result being ready (frame age + the
+                processing stages, + the time a prepared frame waited for inference when pipelined):
+                what a user waiting for the label experiences
 frame_age is how old the frame already was when processing started (live: time spent waiting in the
 grabber's slot; near zero for files, which are read on demand).
+frame_time is the interval between consecutive results (1 / FPS, steady state): with the pipeline on,
+capture and preprocessing of the next frame overlap inference of this one, so it approaches the
+slowest stage instead of the sum; `frame_time_vs_inference` is its p50 over the inference p50.
 
 The first `warmup` frames (model and cache warm-up) are left out of the percentiles, not of the counts.
 Memory stays bounded on week-long runs: n, mean and max are exact; percentiles come from a uniform
@@ -30,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-STAGES = ("capture_wait", "preprocess", "inference", "postprocess", "output", "end_to_end")
+STAGES = ("capture_wait", "preprocess", "input_wait", "inference", "postprocess", "output", "end_to_end")
+EXTRA_SERIES = ("frame_age", "frame_time")
 THROTTLE_BITS = {
     0: "under-voltage now", 1: "ARM frequency capped now", 2: "throttled now", 3: "soft temperature limit now",
     16: "under-voltage occurred", 17: "ARM frequency capping occurred", 18: "throttling occurred",
@@ -83,26 +90,34 @@ class LoopStats:
 
     def __init__(self, warmup: int = 1, window: int = 120) -> None:
         self.warmup = max(0, warmup)
-        self.series: dict[str, Series] = {name: Series() for name in (*STAGES, "frame_age")}
+        self.series: dict[str, Series] = {name: Series() for name in (*STAGES, *EXTRA_SERIES)}
         self._first: list[dict[str, float]] = []  # the warm-up frames, used only when nothing came after them
         self.frames = 0
         self.started = time.perf_counter()
         self.ended: float | None = None
         self._recent: deque[tuple[float, float]] = deque(maxlen=max(2, window))  # (done at, end_to_end ms)
+        self._last_done: float | None = None
 
     def start(self) -> None:
         self.started = time.perf_counter()
 
-    def add(self, timings_ms: dict[str, float]) -> None:
-        """One processed frame: milliseconds per stage name (and frame_age)."""
+    def add(self, timings_ms: dict[str, float], done_at: float | None = None) -> None:
+        """One processed frame: milliseconds per stage name (and frame_age); done_at: when its result was
+        ready (time.perf_counter(); now when None). frame_time is measured from the previous frame's done_at,
+        and counted once both frames are past the warm-up."""
+        now = time.perf_counter() if done_at is None else done_at
+        values = dict(timings_ms)
+        if self._last_done is not None:
+            values["frame_time"] = (now - self._last_done) * 1e3
+        self._last_done = now
         self.frames += 1
         if self.frames <= self.warmup:
-            self._first.append(dict(timings_ms))
+            self._first.append(values)
         else:
-            for name, value in timings_ms.items():
-                if name in self.series:
+            for name, value in values.items():
+                if name in self.series and not (name == "frame_time" and self.warmup and self.frames == self.warmup + 1):
                     self.series[name].add(value)
-        self._recent.append((time.perf_counter(), timings_ms.get("end_to_end", float("nan"))))
+        self._recent.append((now, values.get("end_to_end", float("nan"))))
 
     def stop(self) -> None:
         self.ended = time.perf_counter()
@@ -139,8 +154,14 @@ class LoopStats:
             "warmup_frames_excluded": skip,
             "stages_ms": {name: described[name] for name in STAGES if described[name]["n"]},
             "frame_age_ms": described["frame_age"],
+            "frame_time_ms": described["frame_time"],
+            "frame_time_vs_inference": _ratio(described["frame_time"]["p50"], described["inference"]["p50"]),
             **facts,
         }
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return round(numerator / denominator, 3) if numerator is not None and denominator else None
 
 
 def _read(path: str | Path) -> str | None:
@@ -215,11 +236,18 @@ def render_summary(summary: dict[str, Any], console: Any) -> None:
     table = Table()
     for name in ("stage (ms)", "p50", "p90", "p99", "max", "mean"):
         table.add_column(name, justify="left" if name.startswith("stage") else "right")
-    rows = [*summary.get("stages_ms", {}).items(), ("frame_age", summary.get("frame_age_ms", {}))]
+    rows = [*summary.get("stages_ms", {}).items(), ("frame_age", summary.get("frame_age_ms", {})),
+            ("frame_time (1/FPS)", summary.get("frame_time_ms", {}))]
     for name, stage in rows:
         if stage and stage.get("n"):
             table.add_row(name, *(_ms(stage.get(key)) for key in ("p50", "p90", "p99", "max", "mean")))
     console.print(table)
+    frame_time, ratio = (summary.get("frame_time_ms") or {}).get("p50"), summary.get("frame_time_vs_inference")
+    if frame_time and ratio is not None:
+        pipelined = (summary.get("settings") or {}).get("pipeline")
+        how = "" if pipelined is None else (", pipelined" if pipelined else ", not pipelined")
+        console.print(f"frame time p50 {frame_time:.2f} ms = {ratio:.2f}x inference p50 "
+                      f"({1000.0 / frame_time:.0f} FPS steady{how})", markup=False)
     backend = summary.get("backend", {})
     counts = summary.get("counts", {})
     system = summary.get("system", {})
@@ -238,4 +266,4 @@ def render_summary(summary: dict[str, Any], console: Any) -> None:
     console.print("; ".join(parts), markup=False)
 
 
-__all__ = ["RESERVOIR", "STAGES", "LoopStats", "Series", "cpu_temperature", "cpu_temperatures", "describe_ms", "render_summary", "system_facts", "throttling"]
+__all__ = ["EXTRA_SERIES", "RESERVOIR", "STAGES", "LoopStats", "Series", "cpu_temperature", "cpu_temperatures", "describe_ms", "render_summary", "system_facts", "throttling"]

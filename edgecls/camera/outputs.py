@@ -1,0 +1,179 @@
+"""Where the camera loop's annotated frames go: an OpenCV window, a recording, the live view server.
+
+OpenCV is imported only when one of them is on (edgecls.errors.require names the extra to install).
+A recording is written to a temporary file beside its target and renamed into place when it holds
+frames, so an interrupted run never leaves a half-written file under the requested name.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecls.errors import ConfigError, require, suggest
+
+log = logging.getLogger(__name__)
+
+RECORD_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
+WINDOW = "edgecls camera"
+DEFAULT_RECORD_FPS = 15.0  # live sources that report no frame rate
+
+
+def display_available() -> bool:
+    """Whether a window can be shown: a desktop session on Linux, always elsewhere."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def check_output_path(path: Path, what: str) -> None:
+    """Fail before the camera starts, not after an hour of frames, when an output cannot be written."""
+    if path.is_dir():
+        raise ConfigError(f"{what} '{path}' is a folder", f"Pass a file path for the {what}")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create folder '{parent}' for the {what}: {exc.strerror}", "Choose a writable path") from exc
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"folder '{parent}' for the {what} is not writable", "Choose a writable path")
+
+
+def check_outputs(headless: bool | None, record: str | Path | None, report: str | Path | None) -> tuple[bool, Path | None, Path | None]:
+    """(show a window, recording path, report path), checked before the camera starts.
+
+    headless: True = no window; False = a window (headless with a warning where no display exists);
+    None = a window when a display exists.
+    """
+    record = Path(record).expanduser() if record is not None else None
+    report = Path(report).expanduser() if report is not None else None
+    if record is not None:
+        if record.suffix.lower() not in RECORD_CODECS:
+            raise ConfigError(f"cannot record to '{record}': unsupported suffix '{record.suffix}'{suggest(record.suffix.lower(), RECORD_CODECS)}",
+                              f"Use one of {', '.join(RECORD_CODECS)}")
+        check_output_path(record, "recording")
+    if report is not None:
+        check_output_path(report, "report")
+    show = display_available() if headless is None else not headless
+    if show and not display_available():
+        log.warning("no display (DISPLAY is not set); running headless. Use --serve HOST:PORT to watch in a browser")
+        show = False
+    return show, record, report
+
+
+class Outputs:
+    """Overlay plus any of: an OpenCV window, an annotated recording, the live view server."""
+
+    def __init__(self, show: bool, record: Path | None, serve: str | None, record_fps: float | None) -> None:
+        self.show, self.record, self.serve = show, record, serve
+        self.record_fps = record_fps or DEFAULT_RECORD_FPS
+        self.server: Any = None
+        self.url: str | None = None
+        self.recorded = 0
+        self._writer: Any = None
+        self._tmp: Path | None = None
+        self._size: tuple[int, int] | None = None
+        self._cv2: Any = require("cv2", "pi") if (show or record or serve) else None
+        if show:
+            try:
+                self._cv2.namedWindow(WINDOW, self._cv2.WINDOW_NORMAL)
+            except self._cv2.error:
+                log.warning("this OpenCV build cannot open windows (opencv-python-headless?); running headless. "
+                            "Use --serve HOST:PORT to watch in a browser")
+                self.show = False
+        if serve:
+            self._start_server(serve)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.show or self.record or self.server)
+
+    def _start_server(self, address: str) -> None:
+        try:
+            from edgecls.camera.server import LiveServer, parse_address
+        except ImportError as exc:
+            raise ConfigError("--serve needs edgecls.camera.server, which this installation lacks", "Reinstall edgecls") from exc
+        host, port = parse_address(address)
+        self.server = LiveServer(host, port)
+        self.server.start()
+        self.url = self.server.url
+        log.info("live view at %s", self.url)
+
+    def _open_writer(self, width: int, height: int) -> None:
+        cv2, record = self._cv2, self.record
+        if record is None:
+            raise RuntimeError("_open_writer called without a recording path")
+        fd, tmp = tempfile.mkstemp(prefix=f".{record.name}.", suffix=".tmp" + record.suffix, dir=record.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        codec = RECORD_CODECS[record.suffix.lower()]
+        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*codec), float(self.record_fps), (width, height))
+        if not self._writer.isOpened():
+            self._tmp.unlink(missing_ok=True)
+            raise ConfigError(f"OpenCV cannot write {codec} video to '{record}'", "Try a .avi path (MJPG), or check disk space")
+        self._size = (width, height)
+
+    def handle(self, frame: np.ndarray, decision: Any, live: dict[str, Any], extra: dict[str, Any]) -> bool:
+        """Draw and send the frame everywhere it goes; True when the user asked to quit (q, Esc, window closed).
+
+        decision: anything with label, score and uncertain (edgecls.camera.loop.Decision).
+        """
+        from edgecls.camera.overlay import draw_overlay
+
+        cv2 = self._cv2
+        annotated = draw_overlay(frame, decision.label, decision.score, live.get("fps"), live.get("latency_p50_ms"),
+                                 uncertain=decision.uncertain)
+        if self.record is not None:
+            height, width = annotated.shape[:2]
+            if self._writer is None:
+                self._open_writer(width, height)
+            if self._size != (width, height):  # a source whose frame size changed: keep the video's size
+                annotated_out = cv2.resize(annotated, self._size, interpolation=cv2.INTER_AREA)
+            else:
+                annotated_out = annotated
+            self._writer.write(annotated_out)
+            self.recorded += 1
+        if self.server is not None:
+            ok, jpeg = cv2.imencode(".jpg", annotated, [cv2.IMWRITE_JPEG_QUALITY, 80])
+            if ok:
+                self.server.publish(jpeg.tobytes(), {"label": decision.label, "score": decision.score, **live, **extra})
+        if self.show:
+            cv2.imshow(WINDOW, annotated)
+            key = cv2.waitKey(1) & 0xFF
+            if key in (ord("q"), 27):
+                return True
+            with contextlib.suppress(cv2.error):
+                if cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
+                    return True
+        return False
+
+    def idle(self) -> None:
+        """Keep the window responsive while no frame arrives."""
+        if self.show:
+            self._cv2.waitKey(1)
+
+    def close(self) -> None:
+        """Finish the recording (kept when it has frames, renamed into place), close window and server."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+            if self._tmp is not None and self.record is not None:
+                if self.recorded:
+                    os.replace(self._tmp, self.record)
+                else:
+                    self._tmp.unlink(missing_ok=True)
+        if self.server is not None:
+            self.server.stop()
+        if self.show:
+            with contextlib.suppress(Exception):
+                self._cv2.destroyWindow(WINDOW)
+                self._cv2.waitKey(1)
+
+
+__all__ = ["DEFAULT_RECORD_FPS", "RECORD_CODECS", "WINDOW", "Outputs", "check_output_path", "check_outputs", "display_available"]

@@ -1,0 +1,230 @@
+"""Frames in, prepared model input out: inline on the loop's thread, or pipelined on a worker thread.
+
+`open_frames` opens whatever names a source; `edgecls.camera.grabber.frame_reader` reads it (newest
+frame only for live sources, every frame in order for files and folders); a feed prepares the frames.
+
+The camera loop asks a feed for the next `Prepared` frame and runs inference on it. Two feeds:
+
+- `InlineFeed`: reads (files: decodes) and preprocesses on the caller's thread, one frame at a time.
+  Frame time = capture wait + preprocess + inference + postprocess (+ outputs).
+- `PipelinedFeed`: a worker thread reads and preprocesses frame N+1 while the loop's thread runs
+  inference on frame N. Pillow's resize and the runtimes' invoke release the GIL, so the two overlap
+  and the frame time approaches the slowest stage instead of the sum. Per-frame latency (capture ->
+  result) stays the sum of the stages.
+
+The pipeline is bounded: `depth` slots (default 1) limit how many frames are taken from the reader
+but not yet handed to the loop. The worker takes a frame only once a slot is free, so a live frame
+waits at most about one inference in the queue (the grabber keeps handing over the newest frame), and
+a finite source is read in order, every frame, none dropped. Every wait has a timeout; `stop()`
+joins the worker within `join_timeout` seconds; an exception in the worker is raised again in the
+loop's thread when the loop reaches the frame that failed (the frames before it are still processed).
+
+Preprocessing is `edgecls.preprocess.prepare_pixels` / `prepare`, the code training and `predict` use.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgecls.camera.grabber import Frame, FrameReader, SequentialReader
+from edgecls.camera.sources import FrameSource, open_source
+from edgecls.errors import ConfigError
+from edgecls.meta import ModelMeta
+from edgecls.preprocess import prepare, prepare_pixels
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1  # how often a waiting worker checks whether it was asked to stop
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One frame ready for inference, with what it took to get it there."""
+
+    frame: Frame
+    batch: np.ndarray  # (1, h, w, 3): uint8 pixels when normalisation is inside the model, else float32
+    started: float  # time.perf_counter() when preprocessing began (where frame_age ends)
+    capture_wait_ms: float  # waiting for the reader (pipelined: on the worker thread)
+    preprocess_ms: float
+    reconnects: int  # the reader's reconnect count when the frame was taken (a change resets smoothing)
+
+
+def prepare_batch(image: np.ndarray, meta: ModelMeta) -> np.ndarray:
+    """A BGR frame as a batch of one: uint8 pixels when normalisation is baked in (a uint8-input model
+    takes them unconverted), else normalised float32."""
+    pixels = prepare_pixels(image, meta, bgr=True) if meta.normalization_baked_in else prepare(image, meta, bgr=True)
+    return pixels[None]
+
+
+def _prepare(frame: Frame, meta: ModelMeta, wait_start: float, reconnects: int) -> Prepared:
+    started = time.perf_counter()
+    batch = prepare_batch(frame.image, meta)
+    done = time.perf_counter()
+    return Prepared(frame, batch, started, (started - wait_start) * 1e3, (done - started) * 1e3, reconnects)
+
+
+class InlineFeed:
+    """Read and prepare on the caller's thread: no overlap, no extra thread."""
+
+    pipelined = False
+
+    def __init__(self, reader: FrameReader, meta: ModelMeta) -> None:
+        self.reader, self.meta = reader, meta
+
+    @property
+    def finished(self) -> bool:
+        return self.reader.finished
+
+    def start(self) -> None:
+        self.reader.start()
+
+    def get(self, timeout: float) -> Prepared | None:
+        """The next prepared frame; None after `timeout` seconds or at the end of the source."""
+        wait_start = time.perf_counter()
+        frame = self.reader.get(timeout)
+        if frame is None:
+            return None
+        return _prepare(frame, self.meta, wait_start, self.reader.counters.reconnects)
+
+    def stop(self) -> None:
+        self.reader.stop()  # stopping twice is harmless
+
+
+_END = object()  # the worker is done: end of source, its frame limit, stop() or an error
+
+
+class PipelinedFeed:
+    """A worker thread reads and prepares the next frame while the caller runs inference on this one.
+
+    depth: frames taken from the reader but not yet handed to the caller (1: one being prepared or
+    waiting while one is in inference). limit: take at most this many frames (the loop's --frames), so
+    a finite source is not read past what the loop will process.
+    """
+
+    pipelined = True
+
+    def __init__(self, reader: FrameReader, meta: ModelMeta, depth: int = 1, limit: int | None = None,
+                 join_timeout: float = 2.0) -> None:
+        if depth < 1:
+            raise ValueError(f"pipeline depth {depth} must be at least 1")
+        self.reader, self.meta, self.depth, self.limit = reader, meta, depth, limit
+        self.join_timeout = join_timeout
+        self.error: BaseException | None = None  # what stopped the worker, raised again by get()
+        self._slots = threading.Semaphore(depth)
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth + 1)  # + 1: room for _END, so put never waits
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the worker is done and every frame it prepared was handed out."""
+        return self._ended
+
+    def start(self) -> None:
+        if self._thread is None:
+            self.reader.start()
+            self._thread = threading.Thread(target=self._work, name="edgecls-preprocess", daemon=True)
+            self._thread.start()
+
+    def get(self, timeout: float) -> Prepared | None:
+        """The next prepared frame, in reader order; None after `timeout` seconds or once the worker is done.
+
+        Raises the worker's exception once the frames prepared before it were handed out.
+        """
+        if self._ended:
+            return None
+        try:
+            item = self._queue.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
+        if item is _END:
+            self._ended = True
+            if self.error is not None:
+                raise self.error
+            return None
+        self._slots.release()  # the worker may take the next frame while this one is in inference
+        return item  # type: ignore[return-value]
+
+    def stop(self) -> None:
+        """Stop the worker (within join_timeout seconds), then the reader."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(self.join_timeout)
+            if thread.is_alive():
+                log.warning("%s: the preprocessing thread is still busy after %.1f s; it exits with the program",
+                            self.reader.describe(), self.join_timeout)
+                if isinstance(self.reader, SequentialReader):
+                    return  # closing a capture that another thread is reading can crash OpenCV: leave it open
+        self.reader.stop()
+
+    def _work(self) -> None:
+        taken = 0
+        try:
+            while not self._stop.is_set() and (self.limit is None or taken < self.limit):
+                if not self._slots.acquire(timeout=POLL_S):
+                    continue
+                wait_start = time.perf_counter()
+                frame = None
+                while frame is None and not self._stop.is_set():
+                    frame = self.reader.get(POLL_S)
+                    if frame is None and self.reader.finished:
+                        return
+                if frame is None:
+                    return  # stopped
+                taken += 1
+                self._put(_prepare(frame, self.meta, wait_start, self.reader.counters.reconnects))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by get()
+            self.error = exc
+        finally:
+            self._put(_END)
+
+    def _put(self, item: object) -> None:
+        try:
+            self._queue.put(item, timeout=self.join_timeout)
+        except queue.Full:  # cannot happen while slots bound the queue; never hang on it
+            log.error("%s: the pipeline queue stayed full for %.1f s; a prepared frame was lost",
+                      self.reader.describe(), self.join_timeout)
+
+
+def open_frames(source: str | FrameSource | Callable[[], FrameSource], width: int | None = None, height: int | None = None,
+                fps: float | None = None) -> tuple[FrameSource, Callable[[], FrameSource] | None, str]:
+    """(opened source, how to reopen it when lost (live sources only), its spelling) for any way to name one:
+    an `open_source` spelling, an opened FrameSource, or a function that opens one."""
+    if isinstance(source, (str, Path)):
+        spec = str(source)
+
+        def reopen() -> FrameSource:
+            return open_source(spec, width, height, fps)
+
+        opened = reopen()
+        return opened, (reopen if opened.is_live else None), spec
+    if hasattr(source, "read"):
+        return source, None, type(source).__name__  # type: ignore[return-value]
+    if callable(source):
+        opened = source()
+        return opened, source, getattr(source, "__name__", type(opened).__name__)
+    raise ConfigError(f"camera source {source!r} is not a string, a FrameSource or a function that opens one",
+                      "Pass e.g. '0', 'clip.mp4', 'frames/' or 'picamera2'")
+
+
+Feed = InlineFeed | PipelinedFeed
+
+
+def make_feed(reader: FrameReader, meta: ModelMeta, pipeline: bool = True, limit: int | None = None,
+              join_timeout: float = 2.0) -> Feed:
+    """PipelinedFeed (a preprocessing thread) or InlineFeed (everything on the caller's thread)."""
+    if pipeline:
+        return PipelinedFeed(reader, meta, limit=limit, join_timeout=join_timeout)
+    return InlineFeed(reader, meta)
+
+
+__all__ = ["Feed", "InlineFeed", "PipelinedFeed", "Prepared", "make_feed", "open_frames", "prepare_batch"]

@@ -1,0 +1,47 @@
+"""`edgecls deploy`: a self-contained bundle (artifact, wheels, install script, systemd unit) for a device profile."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgecls.cli.common import console, err_console, print_json
+
+
+def deploy_command(
+    run: Path = typer.Argument(..., help="Run folder with a validated export (RUN/export/<target>-<precision>/)."),
+    device: str = typer.Option(..., "--device", help="Device profile: pi4, pi5, coral-usb-pi, coral-usb-x86, coral-devboard, intel-cpu, or a .toml path."),
+    out: Path = typer.Option(..., "--out", help="Bundle folder to write (atomically)."),
+    target: Optional[str] = typer.Option(None, "--target", help="tflite | edgetpu | openvino [default: the profile's]."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="int8 | fp16 | fp32 | dynamic [default: the profile's]."),
+    serve: str = typer.Option("0.0.0.0:8080", "--serve", help="HOST:PORT of the live view the service runs."),
+    picamera2: Optional[bool] = typer.Option(None, "--picamera2/--no-picamera2", help="Install apt's python3-picamera2 [default: when the profile's camera is picamera2]."),
+    offline: bool = typer.Option(False, "--offline", help="Also download the device's dependency wheels, so install.sh needs no network."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON only."),
+) -> None:
+    """Bundle a run's artifact with edgecls, runtime requirements, install.sh and a systemd unit for a device."""
+    from edgecls.deploy import build_bundle
+
+    if not as_json:
+        err_console.print("[dim]building the edgecls wheel and the bundle...[/dim]")
+    manifest = build_bundle(run, device, out, target=target, precision=precision, serve=serve, picamera2=picamera2,
+                            offline=offline, overwrite=force)
+    if as_json:
+        print_json(manifest)
+        return
+    device_info = manifest["device"]
+    validation = manifest.get("validation", {})
+    agreement = validation.get("top1_agreement")
+    console.print(f"bundle for {device_info.get('name')} ({device_info.get('title')}): {manifest['out']}")
+    console.print(f"  model    {manifest['artifact']}  ({manifest['target']} {manifest['precision']} on {manifest['backend_device']}"
+                  + (f", top-1 agreement {agreement:.4f} at export" if isinstance(agreement, float) else "") + ")")
+    console.print(f"  wheels   {manifest['wheel']}" + (f" + {len(manifest['dependency_wheels'])} dependency wheels" if manifest["offline"] else ""))
+    console.print(f"  needs    {', '.join(manifest['requirements'])}")
+    console.print(f"  service  {manifest['service']['name']}: edgecls camera --serve {manifest['service']['serve']}")
+    console.print(f"install on the device: copy the folder, then: sudo ./install.sh   (see {manifest['out']}/README.md)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deploy")(deploy_command)
