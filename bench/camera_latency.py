@@ -18,6 +18,8 @@ times; the table shows the round with the median frame time. Columns:
   frame time p50  interval between consecutive results, warm-up excluded (1 / steady FPS)
   FPS             frames / seconds of the whole run (warm-up and first frame included)
   ratio           frame time p50 / inference p50 (the report's frame_time_vs_inference), and / raw inference
+  CPU cores busy  the edgecls process's CPU time over wall time (the report's cpu_cores_used): at the
+                  machine's core count the run is CPU-bound and overlapping stages cannot speed it up
 
 Prints a Markdown table; writes bench/results/camera_latency.json with the command and every round.
 """
@@ -81,6 +83,7 @@ def run_once(artifact: Path, video: Path, pipeline: bool, frames: int, threads: 
     stages = data["stages_ms"]
     return {
         "pipeline": pipeline, "frames": data["frames"], "fps": data["fps"], "seconds": data["seconds"],
+        "cpu_cores_used": data["cpu_cores_used"], "load_average_1min": round(os.getloadavg()[0], 2),
         "inference_p50": stages["inference"]["p50"], "end_to_end_p50": stages["end_to_end"]["p50"],
         "capture_wait_p50": stages["capture_wait"]["p50"], "preprocess_p50": stages["preprocess"]["p50"],
         "input_wait_p50": stages.get("input_wait", {}).get("p50"),
@@ -129,7 +132,8 @@ def main() -> None:
                                         "rounds_inference_p50": [r["inference_p50"] for r in rounds[pipeline]]})
                         rows.append(f"| {artifact.parent.name} | {threads} | {size[0]}x{size[1]} | {'on' if pipeline else 'off'} | "
                                     f"{best['inference_p50']:.2f} | {raw:.2f} | {best['end_to_end_p50']:.2f} | {frame_p50:.2f} | "
-                                    f"{best['fps']:.0f} | {best['frame_time_vs_inference']:.2f}x | {frame_p50 / raw:.2f}x |")
+                                    f"{best['fps']:.0f} | {best['frame_time_vs_inference']:.2f}x | {frame_p50 / raw:.2f}x | "
+                                    f"{best['cpu_cores_used']:.2f} |")
                         print(rows[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     threads_text = " ".join(map(str, args.threads))
@@ -138,8 +142,8 @@ def main() -> None:
                                     "date": time.strftime("%Y-%m-%d"), "photos": list(PHOTOS), "results": records}, indent=2) + "\n")
     print()
     print("| artifact | threads | video | pipeline | inference p50 ms | raw inference p50 ms | end-to-end p50 ms | frame time p50 ms "
-          "| FPS | frame time / inference | frame time / raw inference |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| FPS | frame time / inference | frame time / raw inference | CPU cores busy |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 

@@ -456,15 +456,12 @@ def render_install(c: dict[str, Any]) -> str:
         "@TITLE@": p.title, "@PROFILE@": p.name, "@ARCH@": p.arch, "@PYTHON@": str(p.python),
         "@PICAMERA2@": "1" if c["picamera2"] else "0", "@CORAL@": "1" if c["backend_device"] == "coral" else "0",
         "@PREFIX@": DEFAULT_PREFIX, "@SERVICE@": SERVICE_NAME, "@WHEEL@": c["wheel"], "@ARTIFACT@": c["artifact"],
-        "@EXTRA_APT@": " ".join(OPENVINO_APT if c["target"] == "openvino" else ()),
     }
     text = INSTALL_TEMPLATE
     for key, value in values.items():
         text = text.replace(key, value)
     return text
 
-
-OPENVINO_APT: tuple[str, ...] = ()  # OpenVINO's pip wheels bring their own libraries
 
 INSTALL_TEMPLATE = r"""#!/usr/bin/env bash
 # Install this edgecls bundle on @TITLE@.
@@ -526,7 +523,7 @@ fi
 
 # 1. System packages
 if [ "$APT" = 1 ]; then
-  packages=(python3 python3-venv python3-pip @EXTRA_APT@)
+  packages=(python3 python3-venv python3-pip)
   [ "$PICAMERA2" = 1 ] && packages+=(python3-picamera2)
   if [ "$CORAL" = 1 ]; then
     if ! apt-cache show libedgetpu1-std >/dev/null 2>&1; then
@@ -651,7 +648,7 @@ The service runs `edgecls {shlex.join(c['exec_args'])}` (camera `{camera.get('so
 
 {notes}
 
-The device's wheels resolve with: `pip download -d /tmp/w {shlex.join(pip_target_flags(p))} -r requirements.txt`
+The device's wheels resolve with: `pip download -d /tmp/w {shlex.join(pip_target_flags(p))} -r requirements.txt`{' -c constraints-picamera2.txt' if c['picamera2'] else ''}
 """
 
 

@@ -194,13 +194,16 @@ def _tensorflow_and_gpus(profile: Any, root: Path, list_devices: bool) -> list[C
     else:
         rows.append(Check("tensorflow", INFO, "not installed (not needed to run exported artifacts)"))
     tf_gpus: list[str] = []
-    if list_devices and tf_version and importlib.util.find_spec("tensorflow") is not None:
+    if list_devices and tf_version:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
-
-        devices = tf.config.list_physical_devices()
-        rows.append(Check("tensorflow devices", INFO, ", ".join(f"{d.device_type}:{d.name.split(':')[-1]}" for d in devices) or "none"))
-        tf_gpus = [d.name for d in devices if d.device_type == "GPU"]
+        try:
+            import tensorflow as tf
+        except ImportError as exc:  # installed but broken: say so instead of failing the whole report
+            rows.append(Check("tensorflow devices", WARN, f"cannot import tensorflow: {exc}", "pip install --force-reinstall 'edgecls[train]'"))
+        else:
+            devices = tf.config.list_physical_devices()
+            rows.append(Check("tensorflow devices", INFO, ", ".join(f"{d.device_type}:{d.name.split(':')[-1]}" for d in devices) or "none"))
+            tf_gpus = [d.name for d in devices if d.device_type == "GPU"]
     gpus = []
     if tf_gpus:
         gpus.append(f"TensorFlow sees {len(tf_gpus)} (mixed precision + XLA used by train)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -11,6 +12,31 @@ from pathlib import Path
 from typing import Any
 
 from edgecls.errors import ConfigError
+
+
+# Errors that say the output cannot be written, whichever call in the body hit them first.
+_WRITE_ERRNOS = {errno.ENOSPC: "Free some disk space or choose an output folder on another disk",
+                 errno.EDQUOT: "Free some disk space or choose an output folder on another disk",
+                 errno.EFBIG: "Choose an output folder on another file system",
+                 errno.EROFS: "Choose a writable output path"}
+
+
+def _write_error(target: Path, exc: OSError) -> ConfigError:
+    return ConfigError(f"cannot write '{target}': {exc.strerror or exc}", _WRITE_ERRNOS.get(exc.errno, "Choose a writable output path"))
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _check_parent(target: Path) -> None:
@@ -30,14 +56,20 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temp file path; on success it replaces `target`, on error it is removed."""
     target = Path(target)
     _check_parent(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=target.parent)
+    except OSError as exc:
+        raise _write_error(target, exc) from exc
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the mode a plain open() would
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            raise _write_error(target, exc) from exc
         raise
 
 
@@ -46,7 +78,11 @@ def atomic_dir(target: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temp folder; on success it replaces `target`, on error it is deleted."""
     target = Path(target)
     _check_parent(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise _write_error(target, exc) from exc
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give the mode a plain mkdir would
     try:
         yield tmp
         if target.exists():
@@ -59,8 +95,10 @@ def atomic_dir(target: str | Path, overwrite: bool = True) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            raise _write_error(target, exc) from exc
         raise
 
 

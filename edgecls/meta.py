@@ -71,6 +71,8 @@ class ModelMeta:
         try:
             height, width = (int(v) for v in kwargs["input_size"])
             kwargs["input_size"] = (height, width)
+            if not isinstance(kwargs["labels"], list):  # a string would become one label per character
+                raise TypeError(f"labels must be a list, not {type(kwargs['labels']).__name__}")
             kwargs["labels"] = [str(label) for label in kwargs["labels"]]
             for key in ("mean", "std"):
                 if key in kwargs:

@@ -5,6 +5,7 @@ only steps outside it are: decode -> RGB uint8 -> centre crop -> resize. numpy a
 """
 from __future__ import annotations
 
+import stat
 import warnings
 from pathlib import Path
 
@@ -50,6 +51,11 @@ def load_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):  # opening a FIFO would block forever
+            raise ImageError(f"'{path}' is not a regular file (a pipe, socket or device)", "Pass image files")
+        if stat.S_ISREG(info.st_mode) and info.st_size == 0:
+            raise ImageError(f"'{path}' is empty (0 bytes)", "Remove or replace the file")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:

@@ -3,15 +3,16 @@
 #
 #  1. an arm64 Debian bookworm userland (Raspberry Pi OS is bookworm, Python 3.11), cached in .cache/pi-root:
 #     debootstrap's first stage only + dpkg-deb -x, no chroot, no binfmt (qemu-aarch64-static -L ROOT)
-#  2. a tiny run with the real CLI: data fashion-mnist -> train plain_cnn 32 px -> export --int8 -> deploy --device pi5
-#  3. the bundle installed into ROOT/opt/site the way install.sh does it (requirements.txt, the picamera2
-#     constraints when the bundle uses them, then the edgecls wheel with --no-deps), by host pip with the
-#     bundle's aarch64 platform flags: so the requirements really resolve as aarch64 cp311 wheels, without TensorFlow
+#  2. a tiny run with the real CLI: data fashion-mnist -> train plain_cnn 32 px -> export --int8 ->
+#     deploy --device pi5 --offline (which pip-downloads the aarch64 cp311 wheels of requirements.txt into the bundle)
+#  3. the bundle installed into ROOT/opt/site the way install.sh does it offline (requirements.txt from the bundle's
+#     wheels/ only, with the picamera2 constraints when the bundle uses them, then the edgecls wheel with --no-deps),
+#     by host pip with the bundle's aarch64 platform flags: the bundle alone suffices, and holds no TensorFlow
 #  4. `python3.11 -m edgecls camera` on a short mp4 and `edgecls predict` on its frames, under qemu-aarch64-static,
 #     compared with the same commands on the host: same top-1 on most frames (aarch64 OpenCV decodes video a few
 #     levels differently, so scores are compared with a tolerance, labels by majority)
 #
-# Env: PROFILE (pi5 | pi4 | coral-usb-pi: any aarch64 profile with a tflite artifact), FRAMES (3),
+# Env: PROFILE (pi5 or pi4: an aarch64 profile whose preferred target is tflite), FRAMES (3),
 #      EDGECLS_PI_CACHE (.cache/pi-root), MIRROR (the Debian mirror this machine's apt uses), PYTHON (.venv/bin/python),
 #      KEEP=1 keeps the work folder. Needs: qemu-user-static, debootstrap (installed with apt-get when run as root).
 set -euo pipefail
@@ -25,7 +26,7 @@ ROOT="$CACHE/bookworm-arm64"
 PY="${PYTHON:-$REPO/.venv/bin/python}"
 [ -x "$PY" ] || PY="$(command -v python3)"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/edgecls-pi-emulation.XXXXXX")"
-[ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
+[ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$WORK" "$ROOT/opt/site"' EXIT
 
 step() { printf '\n== [%4ss] %s\n' "$SECONDS" "$*"; }
 fail() { printf 'pi_emulation_test: FAILED: %s\n' "$*" >&2; exit 1; }
@@ -96,21 +97,25 @@ edgecls data fashion-mnist "$WORK/D" --per-class 8 >"$WORK/data.log" 2>&1 || { c
 edgecls train --data "$WORK/D" --model plain_cnn --img-size 32 --epochs 1 --fine-tune-epochs 0 --out "$WORK/R" >"$WORK/train.log" 2>&1 \
   || { tail -n 20 "$WORK/train.log"; fail "edgecls train"; }
 edgecls export "$WORK/R" --int8 --target tflite >"$WORK/export.log" 2>&1 || { tail -n 20 "$WORK/export.log"; fail "edgecls export"; }
-edgecls deploy "$WORK/R" --device "$PROFILE" --out "$WORK/B" || fail "edgecls deploy"
-(cd "$WORK/B" && find . -type f | sort | sed 's#^\./#  #')
+edgecls deploy "$WORK/R" --device "$PROFILE" --out "$WORK/B" --offline || fail "edgecls deploy"
+(cd "$WORK/B" && find . -type f ! -path './wheels/*' | sort | sed 's#^\./#  #')
+echo "  wheels/: $(ls "$WORK/B/wheels" | wc -l) wheels, $(du -sh "$WORK/B/wheels" | cut -f1)"
+ls "$WORK/B/wheels" | grep -iE '^(tensorflow|keras|tf_keras)' && fail "TensorFlow got into the bundle"
 bash -n "$WORK/B/install.sh" || fail "install.sh has a syntax error"
 
-step "install the bundle into the arm64 root, as install.sh would (host pip, aarch64 cp311 wheels only)"
+step "install the bundle into the arm64 root, as install.sh --offline would (host pip, the bundle's wheels only)"
 read -r -a FLAGS <<<"$("$PY" -c 'import json, sys; print(" ".join(json.load(open(sys.argv[1]))["pip_target_flags"]))' "$WORK/B/bundle.json")"
 constraints=()
 if "$PY" -c 'import json, sys; sys.exit(not json.load(open(sys.argv[1]))["picamera2"])' "$WORK/B/bundle.json"; then
   constraints=(-c "$WORK/B/constraints-picamera2.txt")  # install.sh --picamera2 does the same
 fi
 rm -rf "$ROOT/opt/site"
-"$PY" -m pip install --disable-pip-version-check -q --target "$ROOT/opt/site" "${FLAGS[@]}" -r "$WORK/B/requirements.txt" "${constraints[@]}" \
-  2>&1 | grep -v "is ignored: it is neither" || true
-"$PY" -m pip install --disable-pip-version-check -q --upgrade --no-deps --no-index --target "$ROOT/opt/site" "${FLAGS[@]}" \
-  "$WORK/B"/wheels/edgecls-*.whl 2>&1 | grep -v "is ignored: it is neither" || true
+pip_target() {
+  "$PY" -m pip install --disable-pip-version-check -q --target "$ROOT/opt/site" "${FLAGS[@]}" "$@" >"$WORK/pip.log" 2>&1 \
+    || { grep -v "is ignored: it is neither" "$WORK/pip.log" | tail -n 20; fail "pip install $*"; }
+}
+pip_target --no-index --find-links "$WORK/B/wheels" -r "$WORK/B/requirements.txt" "${constraints[@]}"
+pip_target --upgrade --no-deps --no-index "$WORK/B"/wheels/edgecls-*.whl
 ls "$ROOT/opt/site" | grep -iE '^(numpy|opencv|ai_edge_litert|pillow|edgecls)-.*dist-info$' | sed 's/^/  /'
 ls "$ROOT/opt/site" | grep -qiE '^(tensorflow|keras|tf_keras)' && fail "TensorFlow got into the device's site-packages"
 emu - "$ROOT/opt/site" <<'EOF' || fail "the emulated environment is not the bundle's"

@@ -26,7 +26,7 @@ RUNTIME_MODULES = [
     "edgecls.camera.sources", "edgecls.camera.grabber", "edgecls.camera.stats", "edgecls.camera.overlay",
     "edgecls.camera.loop", "edgecls.camera.server", "edgecls.predictor", "edgecls.quantize.calibration",
     "edgecls.export.formats", "edgecls.cli.camera", "edgecls.cli.predict", "edgecls.bench.measure",
-    "edgecls.bench.runner", "edgecls.cli.bench", "edgecls.devices",
+    "edgecls.bench.runner", "edgecls.cli.bench", "edgecls.devices", "edgecls.deploy", "edgecls.cli.deploy",
 ]
 
 

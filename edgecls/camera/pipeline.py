@@ -13,11 +13,17 @@ The camera loop asks a feed for the next `Prepared` frame and runs inference on 
   result) stays the sum of the stages.
 
 The pipeline is bounded: `depth` slots (default 1) limit how many frames are taken from the reader
-but not yet handed to the loop. The worker takes a frame only once a slot is free, so a live frame
-waits at most about one inference in the queue (the grabber keeps handing over the newest frame), and
-a finite source is read in order, every frame, none dropped. Every wait has a timeout; `stop()`
-joins the worker within `join_timeout` seconds; an exception in the worker is raised again in the
-loop's thread when the loop reaches the frame that failed (the frames before it are still processed).
+but not yet handed to the loop, so a finite source is read in order, every frame, none dropped, and
+a live source still gives the newest frame (the grabber keeps only that one). The worker paces
+itself: it takes the next frame once a slot is free and late enough that the frame is ready about
+when the loop asks for it (from recent timings of both threads: the loop's busy time, the worker's
+read + preprocess time, a small safety margin). A frame taken as soon as a slot frees would wait
+in the queue for most of an inference, adding that to its age and to the end-to-end latency; paced,
+the latency stays the sum of the stages while the stages still overlap.
+
+Every wait has a timeout; `stop()` joins the worker within `join_timeout` seconds; an exception in
+the worker is raised again in the loop's thread when the loop reaches the frame that failed (the
+frames before it are still processed).
 
 Preprocessing is `edgecls.preprocess.prepare_pixels` / `prepare`, the code training and `predict` use.
 """
@@ -27,6 +33,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +49,8 @@ from edgecls.preprocess import prepare, prepare_pixels
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1  # how often a waiting worker checks whether it was asked to stop
+PACING_WINDOW = 15  # recent frames the pacing estimates come from
+PACING_MARGIN_S = 0.0003  # start this much earlier than the estimates say (plus their spread, below)
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,9 @@ class PipelinedFeed:
         self._stop = threading.Event()
         self._ended = False
         self._thread: threading.Thread | None = None
+        self._taken_at: float | None = None  # when the loop last took a frame (its busy time starts)
+        self._busy_s: deque[float] = deque(maxlen=PACING_WINDOW)  # loop: frame taken -> next get()
+        self._work_s: deque[float] = deque(maxlen=PACING_WINDOW)  # worker: reader wait + preprocess
 
     @property
     def finished(self) -> bool:
@@ -141,6 +153,9 @@ class PipelinedFeed:
         """
         if self._ended:
             return None
+        if self._taken_at is not None:  # the first call since the last frame: the loop's busy time ends here
+            self._busy_s.append(time.perf_counter() - self._taken_at)
+            self._taken_at = None
         try:
             item = self._queue.get(timeout=max(0.0, timeout))
         except queue.Empty:
@@ -150,7 +165,8 @@ class PipelinedFeed:
             if self.error is not None:
                 raise self.error
             return None
-        self._slots.release()  # the worker may take the next frame while this one is in inference
+        self._taken_at = time.perf_counter()
+        self._slots.release()  # the worker may prepare the next frame while this one is in inference
         return item  # type: ignore[return-value]
 
     def stop(self) -> None:
@@ -172,6 +188,9 @@ class PipelinedFeed:
             while not self._stop.is_set() and (self.limit is None or taken < self.limit):
                 if not self._slots.acquire(timeout=POLL_S):
                     continue
+                delay = self._start_delay()
+                if delay > 0 and self._stop.wait(delay):
+                    return
                 wait_start = time.perf_counter()
                 frame = None
                 while frame is None and not self._stop.is_set():
@@ -181,11 +200,29 @@ class PipelinedFeed:
                 if frame is None:
                     return  # stopped
                 taken += 1
-                self._put(_prepare(frame, self.meta, wait_start, self.reader.counters.reconnects))
+                item = _prepare(frame, self.meta, wait_start, self.reader.counters.reconnects)
+                self._work_s.append(time.perf_counter() - wait_start)
+                self._put(item)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by get()
             self.error = exc
         finally:
             self._put(_END)
+
+    def _start_delay(self) -> float:
+        """Seconds to wait before taking the next frame so that it is ready about when the loop asks for it.
+
+        Errs early: the loop's busy time from its lower quartile, the worker's time from its upper quartile
+        (a frame that is late costs throughput; one that is early only waits in the queue). 0 until both
+        threads have a few timings, when the worker is the slower stage, and when the reader must be waited
+        for anyway (a live camera slower than the model: its wait is part of the worker's time).
+        """
+        taken_at, busy, work = self._taken_at, list(self._busy_s), list(self._work_s)
+        if taken_at is None or len(busy) < 3 or len(work) < 3:
+            return 0.0
+        busy_low = sorted(busy)[len(busy) // 4]
+        work_high = sorted(work)[(3 * len(work)) // 4]
+        target = taken_at + busy_low - work_high - PACING_MARGIN_S
+        return min(max(0.0, target - time.perf_counter()), 1.0)
 
     def _put(self, item: object) -> None:
         try:

@@ -16,6 +16,8 @@ grabber's slot; near zero for files, which are read on demand).
 frame_time is the interval between consecutive results (1 / FPS, steady state): with the pipeline on,
 capture and preprocessing of the next frame overlap inference of this one, so it approaches the
 slowest stage instead of the sum; `frame_time_vs_inference` is its p50 over the inference p50.
+cpu_cores_used is the process's CPU time (all its threads) over the run's wall time: close to the
+machine's core count means the run is CPU-bound, and overlapping stages cannot make it faster.
 
 The first `warmup` frames (model and cache warm-up) are left out of the percentiles, not of the counts.
 Memory stays bounded on week-long runs: n, mean and max are exact; percentiles come from a uniform
@@ -97,9 +99,11 @@ class LoopStats:
         self.ended: float | None = None
         self._recent: deque[tuple[float, float]] = deque(maxlen=max(2, window))  # (done at, end_to_end ms)
         self._last_done: float | None = None
+        self._cpu_started = self._cpu_ended = time.process_time()
 
     def start(self) -> None:
         self.started = time.perf_counter()
+        self._cpu_started = time.process_time()
 
     def add(self, timings_ms: dict[str, float], done_at: float | None = None) -> None:
         """One processed frame: milliseconds per stage name (and frame_age); done_at: when its result was
@@ -121,6 +125,12 @@ class LoopStats:
 
     def stop(self) -> None:
         self.ended = time.perf_counter()
+        self._cpu_ended = time.process_time()
+
+    def cpu_cores_used(self) -> float | None:
+        """Average number of cores the process kept busy (CPU time of all its threads / wall time)."""
+        cpu = (self._cpu_ended if self.ended is not None else time.process_time()) - self._cpu_started
+        return round(cpu / self.elapsed, 2) if self.elapsed > 0 else None
 
     @property
     def elapsed(self) -> float:
@@ -151,6 +161,7 @@ class LoopStats:
             "frames": self.frames,
             "seconds": round(self.elapsed, 3),
             "fps": round(self.fps(), 3),
+            "cpu_cores_used": self.cpu_cores_used(),
             "warmup_frames_excluded": skip,
             "stages_ms": {name: described[name] for name in STAGES if described[name]["n"]},
             "frame_age_ms": described["frame_age"],
@@ -256,6 +267,8 @@ def render_summary(summary: dict[str, Any], console: Any) -> None:
         f"source {summary.get('source', {}).get('description', '?')} [{summary.get('source', {}).get('mode', '?')}]",
         f"dropped {counts.get('dropped', 0)}, empty {counts.get('empty', 0)}, reconnects {counts.get('reconnects', 0)}",
     ]
+    if summary.get("cpu_cores_used") is not None:
+        parts.append(f"CPU busy {summary['cpu_cores_used']:.2f} of {system.get('cpu_count') or '?'} cores")
     if system.get("cpu_temp_c") is not None:
         parts.append(f"CPU {system['cpu_temp_c']:.1f} °C")
     if system.get("cpu_governor"):

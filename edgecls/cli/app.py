@@ -18,10 +18,10 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from edgecls.cli import bench, camera, data, doctor, evaluate, export, models, predict, train
+    from edgecls.cli import bench, camera, data, deploy, doctor, evaluate, export, models, predict, train
 
     app.add_typer(data.app, name="data")
-    for module in (train, evaluate, predict, export, camera, bench, models, doctor):
+    for module in (train, evaluate, predict, export, deploy, camera, bench, models, doctor):
         module.register(app)
 
 

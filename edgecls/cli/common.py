@@ -8,21 +8,30 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 # Piped output (CI logs, `| tee`) gets a wide console instead of rich's 80-column default.
 _WIDTH = int(os.environ.get("COLUMNS", "0") or 0) or (None if sys.stdout.isatty() else 160)
-console = Console(stderr=False, highlight=False, width=_WIDTH)
-err_console = Console(stderr=True, highlight=False, width=_WIDTH)
+# emoji=False: a file called "a:smile:.png" is printed as it is. Markup stays on for our own styles, so
+# text from users (paths, labels, messages) goes through Text() or escape(): "[/x]" in a name must not crash.
+console = Console(stderr=False, highlight=False, width=_WIDTH, emoji=False)
+err_console = Console(stderr=True, highlight=False, width=_WIDTH, emoji=False)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")
     for name in columns:
-        table.add_column(name, justify="left" if name == columns[0] else "right")
+        table.add_column(Text(name), justify="left" if name == columns[0] else "right")
     for row in rows:
-        table.add_row(*(_fmt(v) for v in row))
+        table.add_row(*(Text(_fmt(v)) for v in row))
     console.print(table)
+
+
+def say(message: str, stderr: bool = False) -> None:
+    """Print a plain line (paths, labels, messages from users): no markup, and no wrapping of long paths."""
+    (err_console if stderr else console).print(Text(message), soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
@@ -31,7 +40,7 @@ def print_json(data: Any) -> None:
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/yellow] {message}")
+    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}")
 
 
 def _fmt(value: Any) -> str:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from edgecls.cli.common import console, err_console, print_json, print_table, warn
+from edgecls.cli.common import err_console, print_json, print_table, say, warn
 
 app = typer.Typer(help="Prepare and check image-folder datasets.", no_args_is_help=True)
 
@@ -38,8 +38,8 @@ def fashion_mnist_command(
     rows.append(("total", summary["total"]["train"], summary["total"]["test"]))
     print_table("Fashion-MNIST", ["class", "train", "test"], rows)
     origin = "downloaded to" if summary["downloaded"] else "read from"
-    console.print(f"IDX files {origin} {summary['source']}")
-    console.print(f"wrote {summary['out']}")
+    say(f"IDX files {origin} {summary['source']}")
+    say(f"wrote {summary['out']}")
 
 
 @app.command("check")
@@ -105,4 +105,4 @@ def video_command(
     from edgecls.data.video import images_to_video
 
     summary = images_to_video(folder, out, frames, fps, (height, width), hold)
-    console.print(f"wrote {summary['video']}: {frames} frames at {fps:g} fps, {width}x{height}, {len(summary['images'])} images")
+    say(f"wrote {summary['video']}: {frames} frames at {fps:g} fps, {width}x{height}, {len(summary['images'])} images")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from edgecls.cli.common import console, print_json, print_table
+from edgecls.cli.common import print_json, print_table, say
 
 
 def eval_command(
@@ -35,8 +35,8 @@ def eval_command(
     extra = ", ".join(f"{k} {v:.4f}" for k, v in report["top_k"].items())
     if "roc_auc" in report:
         extra += f", ROC-AUC {report['roc_auc']:.4f}"
-    console.print(f"accuracy {report['accuracy']:.4f} on {report['num_images']} images ({extra})")
-    console.print(f"confusion matrix: {report['outputs']['confusion_png']}, {report['outputs']['confusion_csv']}; report: {report['outputs']['json']}")
+    say(f"accuracy {report['accuracy']:.4f} on {report['num_images']} images ({extra})")
+    say(f"confusion matrix: {report['outputs']['confusion_png']}, {report['outputs']['confusion_csv']}; report: {report['outputs']['json']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
-from edgecls.cli.common import console, err_console, print_json, print_table
+from rich.markup import escape
+
+from edgecls.cli.common import err_console, print_json, print_table, say
 
 
 def export_command(
@@ -34,9 +36,9 @@ def export_command(
     if len(chosen) > 1:
         raise ConfigError(f"conflicting precisions {' and '.join(chosen)}", "Pass only one of --int8, --fp16, --precision")
     results = export(
-        model, target=target, precision=chosen[0] if chosen else "fp32", calib=calib, calib_size=calib_size,
+        model, target=target, precision=chosen[0] if chosen else None, calib=calib, calib_size=calib_size,
         max_drop=max_drop, io_type=io, opset=opset, holdout_size=holdout_size, seed=seed, threads=threads, out=out,
-        on_step=None if as_json else (lambda message: err_console.print(f"[dim]{message}...[/dim]")),
+        on_step=None if as_json else (lambda message: err_console.print(f"[dim]{escape(message)}...[/dim]")),
     )
     if as_json:
         print_json([{**r.report, "folder": str(r.folder) if r.folder else None, "passed": r.passed, "error": r.error} for r in results])
@@ -45,7 +47,7 @@ def export_command(
     failed = [r for r in results if not r.passed]
     if failed:
         for result in failed:
-            err_console.print(f"error: {result.error}")
+            say(f"error: {result.error}", stderr=True)
         raise typer.Exit(1)
 
 
@@ -64,19 +66,19 @@ def _render(results: list) -> None:
     print_table("Export", ["target", "precision", "size", "vs fp32", "top-1 agree", "accuracy (Keras -> artifact)", "max |diff|", "ran as", "time", "status"], rows)
     for r in results:
         if r.passed:
-            console.print(f"{r.target}-{r.precision}: {r.artifact}")
+            say(f"{r.target}-{r.precision}: {r.artifact}")
             tpu = r.report.get("notes", {}).get("edgetpu")
             if tpu:
-                console.print(f"  edge tpu: {tpu['ops_on_tpu']}/{tpu['ops_total']} ops would map to the TPU ({tpu['tpu_share'] * 100:.0f}%); {tpu['cut']}")
+                say(f"  edge tpu: {tpu['ops_on_tpu']}/{tpu['ops_total']} ops would map to the TPU ({tpu['tpu_share'] * 100:.0f}%); {tpu['cut']}")
                 compiler = tpu.get("compiler", {})
                 if not compiler.get("ran"):
-                    console.print(f"  {compiler.get('message', '')}; compile with: {compiler.get('command', '')}")
+                    say(f"  {compiler.get('message', '')}; compile with: {compiler.get('command', '')}")
             lost = r.report.get("validation", {}).get("classes_that_lost_accuracy", [])
             if lost:
-                console.print(f"  classes that lost accuracy: {', '.join(lost[:8])}")
+                say(f"  classes that lost accuracy: {', '.join(lost[:8])}")
             warning = r.report.get("validation", {}).get("warning")
             if warning:
-                err_console.print(f"[yellow]warning:[/yellow] {r.target}-{r.precision}: {warning}")
+                err_console.print(f"[yellow]warning:[/yellow] {r.target}-{r.precision}: {escape(warning)}")
 
 
 def register(app: typer.Typer) -> None:

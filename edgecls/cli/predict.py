@@ -24,6 +24,8 @@ def predict_command(
 
     if top_k < 1:
         raise ConfigError(f"--top-k {top_k} must be at least 1", "Use e.g. --top-k 5")
+    if threads is not None and threads < 1:  # a run folder (Keras) ignores --threads: check it here, not only in the runtime
+        raise ConfigError(f"--threads {threads} must be at least 1", "Pass e.g. --threads 4, or leave it out for the runtime's default")
     results = predict(model, images, top=top_k, device=device, threads=threads)
     if as_json:
         print_json(results_json(results))

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from edgecls.cli.common import console, print_table
+from edgecls.cli.common import print_table, say
 
 
 def train_command(
@@ -60,7 +60,7 @@ def train_command(
     if "accuracy" in metrics:
         rows += [("accuracy", f"{metrics['accuracy']:.4f}"), ("macro F1", f"{metrics['macro']['f1']:.4f}")]
     print_table("Training finished", ["", "value"], rows)
-    console.print(f"run folder: {result.run_dir}")
+    say(f"run folder: {result.run_dir}")
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from edgecls.data.folder import load_splits
+from edgecls.data.folder import DatasetSplits, load_splits
 
 IMBALANCE_WARN = 3.0  # max/min train images per class above this gets a warning
 FEW_IMAGES_WARN = 10  # classes with fewer train images than this get a warning
@@ -32,6 +32,31 @@ def _file_info(path: Path) -> tuple[str, tuple[int, int] | None, str | None]:
             return digest.hexdigest(), image.size, image.mode
     except (OSError, SyntaxError, ValueError):  # already verified by load_splits; a file changed since then only loses its size
         return digest.hexdigest(), None, None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:  # gone or unreadable since the scan: it cannot be a duplicate of anything
+        return f"unreadable {path}"
+    return digest.hexdigest()
+
+
+def cross_split_duplicates(data: DatasetSplits) -> list[list[tuple[str, Path]]]:
+    """Groups of byte-identical files that sit in more than one split, as [(split, path), ...].
+
+    Training warns about them: a test image that is also a training image makes evaluation optimistic.
+    """
+    files = [(name, path) for name, split in data.splits().items() for path in split.paths]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        digests = list(pool.map(lambda item: _sha256(item[1]), files))
+    groups: dict[str, list[tuple[str, Path]]] = defaultdict(list)
+    for item, digest in zip(files, digests):
+        groups[digest].append(item)
+    return [members for members in groups.values() if len({split for split, _ in members}) > 1]
 
 
 def _stats(values: list[int]) -> dict[str, float]:

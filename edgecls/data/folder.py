@@ -237,6 +237,14 @@ def _check_classes(root: Path, scans: dict[str, _Scan]) -> list[str]:
         if loose:
             raise DataError(f"'{where}' holds images but no class folders", f"Move each class's images into its own folder: {where}/<class>/")
         raise DataError(f"'{where}' has no class folders", f"Put each class's images in its own folder: {where}/<class>/")
+    for scan in scans.values():
+        for name in scan.classes:
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:  # a non-UTF-8 byte in the folder name (surrogate-escaped by os.scandir)
+                shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+                raise DataError(f"class folder name '{shown}' in '{scan.folder}' is not valid UTF-8",
+                                "Rename the folder: class names become the model's labels and must be text") from None
     if len(classes) < 2:
         raise DataError(f"a classifier needs at least 2 classes; found 1: '{classes[0]}' in '{where}'", f"Add a folder per class under '{where}'")
     problems = []
@@ -286,7 +294,8 @@ def split_counts(n: int, val_split: float, test_split: float) -> tuple[int, int]
 
 
 def _rank_key(root: Path, path: Path, seed: int) -> bytes:
-    return hashlib.sha256(f"{seed}\0{path.relative_to(root).as_posix()}".encode()).digest()
+    # os.fsencode: file names need not be valid UTF-8 (same bytes as .encode() for those that are)
+    return hashlib.sha256(os.fsencode(f"{seed}\0{path.relative_to(root).as_posix()}")).digest()
 
 
 def stratified_split(
@@ -311,7 +320,7 @@ def _make_split(paths: list[Path], labels: list[int], index: list[int] | None = 
 
 
 def fingerprint(root: Path, classes: list[str], paths: list[Path]) -> str:
-    digest = hashlib.sha256("\n".join(classes).encode() + b"\n\n")
+    digest = hashlib.sha256(os.fsencode("\n".join(classes)) + b"\n\n")
     rows = []
     for path in paths:
         try:
@@ -320,7 +329,7 @@ def fingerprint(root: Path, classes: list[str], paths: list[Path]) -> str:
             size = -1
         rows.append(f"{path.relative_to(root).as_posix()}\t{size}\n")
     for row in sorted(rows):
-        digest.update(row.encode())
+        digest.update(os.fsencode(row))
     return digest.hexdigest()[:16]
 
 

@@ -6,8 +6,12 @@ validation report is kept as RUN/export/<target>-<precision>.failed.json for ins
 """
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -98,7 +102,7 @@ def _holdout(source: _Source, size: int, seed: int, calib_from_builtin: bool) ->
 def export(
     model: str | Path,
     target: str = "tflite",
-    precision: str = "fp32",
+    precision: str | None = None,
     calib: str | Path | None = None,
     calib_size: int = 300,
     max_drop: float | None = None,
@@ -110,9 +114,12 @@ def export(
     out: str | Path | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> list[ExportResult]:
-    """Export `model` (run folder or zoo name) to one target or `all`, validating every artifact."""
+    """Export `model` (run folder or zoo name) to one target or `all`, validating every artifact.
+
+    precision None: each target's default (int8 for edgetpu, which takes nothing else; fp32 otherwise).
+    """
     say = on_step or (lambda message: None)
-    if precision not in PRECISIONS:
+    if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{precision}'", f"Use one of {', '.join(PRECISIONS)}")
     if io_type not in IO_TYPES:
         raise ConfigError(f"--io '{io_type}' is not one of {', '.join(IO_TYPES)}", "Use --io uint8 (default), int8 or float")
@@ -120,41 +127,84 @@ def export(
         raise ConfigError(f"--max-drop {max_drop} is outside [0, 1)", "Give a fraction: --max-drop 0.01 is one accuracy point")
     if holdout_size < 1:
         raise ConfigError(f"--holdout-size {holdout_size} must be positive", "Use e.g. --holdout-size 1000")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads {threads} must be at least 1", "Pass e.g. --threads 4, or leave it out for the runtime's default")
     plan = _plan(target, precision)
-    source = _load_source(model)
-    root = Path(out) if out else (source.run / "export" if source.run else Path("models") / f"{source.name}-imagenet" / "export")
+    with _noticing_interrupts():  # Ctrl-C stops the export even where a converter swallows it
+        source = _load_source(model)
+        root = Path(out) if out else (source.run / "export" if source.run else Path("models") / f"{source.name}-imagenet" / "export")
 
-    calibration = None
-    if any(p == "int8" for _, p in plan):
-        say("building the calibration set")
-        exclude = _holdout_hashes(source) if calib is not None else set()
-        calibration = _calibration(source, Path(calib) if calib else None, calib_size, seed, exclude)
-        from edgecls.quantize.calibration import write_manifest
+        calibration = None
+        if any(p == "int8" for _, p in plan):
+            say("building the calibration set")
+            exclude = _holdout_hashes(source) if calib is not None else set()
+            calibration = _calibration(source, Path(calib) if calib else None, calib_size, seed, exclude)
+            from edgecls.quantize.calibration import write_manifest
 
-        write_manifest(calibration, Path("calibration") / source.name, source.meta, seed)
-    say("predicting the held-out images with the Keras model")
-    holdout = _holdout(source, holdout_size, seed, calib_from_builtin=calibration is not None and calib is None and source.run is None)
+            write_manifest(calibration, Path("calibration") / source.name, source.meta, seed)
+        say("predicting the held-out images with the Keras model")
+        holdout = _holdout(source, holdout_size, seed, calib_from_builtin=calibration is not None and calib is None and source.run is None)
+        _raise_if_interrupted()
 
-    results = []
-    for fmt, prec in plan:
-        say(f"exporting {fmt.name} {prec}")
-        results.append(_export_one(source, fmt, prec, root, calibration, holdout, max_drop, io_type, opset, threads))
-    return results
+        results = []
+        for fmt, prec in plan:
+            say(f"exporting {fmt.name} {prec}")
+            results.append(_export_one(source, fmt, prec, root, calibration, holdout, max_drop, io_type, opset, threads))
+        return results
 
 
-def _plan(target: str, precision: str) -> list[tuple[Format, str]]:
-    """(format, precision) pairs; edgetpu is always int8, and `all` skips what a format cannot take."""
+def _plan(target: str, precision: str | None) -> list[tuple[Format, str]]:
+    """(format, precision) pairs. `all` skips what a format cannot take (without a precision: fp32, so
+    no edgetpu); a named target refuses it, so `--fp16 --target edgetpu` is an error, not an INT8 export."""
     formats = resolve_targets(target)
     plan = []
     for fmt in formats:
-        prec = "int8" if fmt.name == "edgetpu" else precision
-        if target == "all" and prec not in fmt.precisions:
-            continue
-        if target == "all" and fmt.name == "edgetpu" and precision != "int8":
-            continue
-        check_precision(fmt, prec)
+        if target == "all":
+            prec = precision or "fp32"
+            if prec not in fmt.precisions:
+                continue
+        else:
+            prec = precision or ("fp32" if "fp32" in fmt.precisions else fmt.precisions[0])
+            check_precision(fmt, prec)
         plan.append((fmt, prec))
     return plan
+
+
+_INTERRUPTED = threading.Event()
+
+
+@contextlib.contextmanager
+def _noticing_interrupts() -> Iterator[None]:
+    """Remember a Ctrl-C, even one that a converter's native code turns into its own error or swallows
+    (OpenVINO's frontend reports it as a RuntimeError): the export must stop, not carry on."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        _INTERRUPTED.set()
+        previous(signum, frame)
+
+    def unraisable(info: Any) -> None:  # a KeyboardInterrupt raised inside a __del__ is dropped by Python, not by us
+        if not (isinstance(info.exc_value, KeyboardInterrupt) and _INTERRUPTED.is_set()):
+            previous_hook(info)
+
+    previous_hook = sys.unraisablehook
+    _INTERRUPTED.clear()
+    signal.signal(signal.SIGINT, handler)
+    sys.unraisablehook = unraisable
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
+        _INTERRUPTED.clear()
+
+
+def _raise_if_interrupted() -> None:
+    if _INTERRUPTED.is_set():
+        raise KeyboardInterrupt
 
 
 def _holdout_hashes(source: _Source) -> set[str]:
@@ -201,11 +251,16 @@ def _export_one(source: _Source, fmt: Format, precision: str, root: Path, calibr
             if not report["validation"]["passed"]:
                 raise ExportError(f"{name} failed validation: " + "; ".join(report["validation"]["failures"]),
                                   f"See {failed_report}")
+            _raise_if_interrupted()  # before the rename: an interrupted export leaves nothing that looks valid
             write_json(tmp / REPORT, report)
             artifact_name = artifact.path.name
         failed_report.unlink(missing_ok=True)
         return ExportResult(fmt.name, precision, final, final / artifact_name, size, report["export_seconds"], report)
-    except EdgeclsError as exc:
+    except Exception as exc:
+        if _INTERRUPTED.is_set():
+            raise KeyboardInterrupt from exc
+        if not isinstance(exc, EdgeclsError):
+            raise
         report["error"] = str(exc)
         if "validation" in report:
             write_json(failed_report, report)

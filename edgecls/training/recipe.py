@@ -36,17 +36,34 @@ def train(data: str | Path | None = None, resume: str | Path | None = None, **op
     """
     if resume is not None:
         run = Path(resume)
-        state_path = run / STATE_FILE
-        if not state_path.is_file():
-            raise ModelError(f"'{run}' has no {STATE_FILE} to resume from", "Pass a run folder made by 'edgecls train'")
-        state = json.loads(state_path.read_text(encoding="utf-8"))
+        state = _read_state(run)
         if state.get("phase") == "done":
             raise ConfigError(f"run '{run}' already finished", "Start a new run with --out")
-        config = TrainConfig.from_dict({**state["config"], "out": str(run)})
+        try:
+            config = TrainConfig.from_dict({**state["config"], "out": str(run)})
+        except TypeError as exc:  # unknown or missing settings: another edgecls version, or an edited file
+            raise ModelError(f"'{run / STATE_FILE}' holds settings this edgecls cannot use: {exc}",
+                             "Start a new run with --out (or resume with the edgecls version that began it)") from exc
         return _Trainer(config, state).run()
     if data is None:
         raise ConfigError("no --data given", "Pass --data DIR (an ImageFolder tree) or --resume RUN")
     return _Trainer(TrainConfig(data=str(data), **options), None).run()
+
+
+def _read_state(run: Path) -> dict[str, Any]:
+    """The resume state of an interrupted run, or ModelError saying what is wrong with it."""
+    path = run / STATE_FILE
+    if not path.is_file():
+        raise ModelError(f"'{run}' has no {STATE_FILE} to resume from", "Pass a run folder made by 'edgecls train'")
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read '{path}': {exc}", "Start a new run with --out; this one cannot be resumed") from exc
+    if (not isinstance(state, dict) or not isinstance(state.get("config"), dict) or state.get("phase") not in ("head", "fine_tune", "done")
+            or not isinstance(state.get("epochs_done"), int)):
+        raise ModelError(f"'{path}' is not an edgecls training state (config, phase, epochs_done)",
+                         "Start a new run with --out; this one cannot be resumed")
+    return state
 
 
 def _strategy(name: str, tf: Any) -> Any:
@@ -137,6 +154,9 @@ class _Trainer:
         if config.mixed_precision == "on" or (config.mixed_precision == "auto" and self.gpu):
             keras.mixed_precision.set_global_policy("mixed_float16")
 
+        from rich.markup import escape
+
+        from edgecls.data.check import cross_split_duplicates
         from edgecls.data.folder import load_splits
         from edgecls.zoo.classifier import build_classifier, check_input_size, resolve_weights, split_classifier
         from edgecls.zoo.registry import get_spec
@@ -147,7 +167,13 @@ class _Trainer:
         check_input_size(spec, size)
         splits = load_splits(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
         if splits.skipped:
-            self.console.print(f"[yellow]warning:[/yellow] skipped {len(splits.skipped)} unreadable image(s), e.g. {splits.skipped[0][0]}: {splits.skipped[0][1]}")
+            self.console.print(f"[yellow]warning:[/yellow] skipped {len(splits.skipped)} unreadable image(s), e.g. "
+                               f"{escape(str(splits.skipped[0][0]))}: {escape(splits.skipped[0][1])}")
+        duplicates = cross_split_duplicates(splits)
+        if duplicates:
+            example = " and ".join(f"{split}/{path.name}" for split, path in duplicates[0][:2])
+            self.console.print(f"[yellow]warning:[/yellow] {len(duplicates)} image(s) appear in more than one split (e.g. {escape(example)}): "
+                               f"test and validation results will be optimistic. List them with: edgecls data check {escape(str(config.data))}")
         classes = list(splits.classes)
         self.run_dir = self._prepare_run_dir(config, spec.name)
         write_splits(self.run_dir, Path(splits.root), classes, {"train": splits.train, "val": splits.val, "test": splits.test})

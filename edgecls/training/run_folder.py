@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,10 +58,15 @@ def load_model(path: str | Path) -> Any:
     from edgecls.zoo import layers  # noqa: F401  (registers InputNormalization)
 
     path = Path(path)
-    try:
-        return keras.saving.load_model(path, compile=False)
+    if not zipfile.is_zipfile(path):  # keras says "File not found" for a truncated file
+        raise ModelError(f"'{path}' is not a .keras model (truncated or corrupt: no zip archive)", "Re-train or restore the file")
+    try:  # safe_mode (the default) refuses Lambda layers and other serialized Python code
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # keras raises many types for corrupt or foreign files
-        raise ModelError(f"cannot load model '{path}': {type(exc).__name__}: {str(exc)[:200]}", "Re-train or restore the file") from exc
+        text = " ".join(str(exc).split())
+        if len(text) > 200:
+            text = text[: text.rfind(". ", 0, 200) + 1 or 200]
+        raise ModelError(f"cannot load model '{path}': {type(exc).__name__}: {text}", "Re-train or restore the file") from exc
 
 
 def load_run(run: str | Path) -> tuple[Any, ModelMeta]:
@@ -94,10 +100,14 @@ def read_split(run: Path, name: str) -> SplitFiles:
     path = run / SPLITS_FILE
     if not path.is_file():
         raise ModelError(f"'{run}' has no {SPLITS_FILE}", "Pass --data DIR with labelled images")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    root = Path(data["root"])
-    rows = data.get(name, [])
-    return SplitFiles([root / rel for rel, _ in rows], np.asarray([label for _, label in rows], dtype=np.int64))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        root = Path(data["root"])
+        rows = data.get(name, [])
+        return SplitFiles([root / rel for rel, _ in rows], np.asarray([int(label) for _, label in rows], dtype=np.int64))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        raise ModelError(f"'{path}' is unreadable or not an edgecls splits file ({type(exc).__name__}: {exc})",
+                         "Pass --data DIR with labelled images, or re-train the run") from exc
 
 
 def write_history(run: Path, rows: list[dict[str, Any]]) -> None:
