@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,7 +174,8 @@ def _short_reason(exc: ImageError, path: Path) -> str:
 def check_image(path: Path) -> str | None:
     """None when the file decodes (with the decoder training uses), else the reason it does not."""
     try:
-        if path.stat().st_size == 0:
+        info = path.stat()
+        if stat.S_ISREG(info.st_mode) and info.st_size == 0:
             return "empty file (0 bytes)"
     except OSError as exc:
         return f"cannot read: {exc.strerror}"

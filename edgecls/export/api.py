@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgecls.errors import ConfigError, EdgeclsError, ExportError
+from edgecls.errors import ConfigError, DataError, EdgeclsError, ExportError
 from edgecls.export.base import PRECISIONS, ExportRequest
 from edgecls.export.formats import Format, check_precision, resolve_targets
 from edgecls.export.validate import Holdout, validate
@@ -129,6 +129,10 @@ def export(
         raise ConfigError(f"--holdout-size {holdout_size} must be positive", "Use e.g. --holdout-size 1000")
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads {threads} must be at least 1", "Pass e.g. --threads 4, or leave it out for the runtime's default")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out '{out}' is a file", "Pass a folder path to --out")
+    if calib is not None and not Path(calib).is_dir():  # before loading the model and the held-out images
+        raise DataError(f"--calib '{calib}' is not a folder", "Pass a folder of representative images")
     plan = _plan(target, precision)
     with _noticing_interrupts():  # Ctrl-C stops the export even where a converter swallows it
         source = _load_source(model)

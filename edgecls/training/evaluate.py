@@ -59,6 +59,8 @@ def evaluate(run: str | Path, data: str | Path | None = None, batch: int = 64, s
     from edgecls.training.run_folder import load_run, read_split
 
     run = Path(run)
+    if data is not None and not Path(data).is_dir():  # before loading the model: a wrong --data fails at once
+        raise DataError(f"--data '{data}' is not a folder", "Pass an ImageFolder tree (a folder per class)")
     model, meta = load_run(run)
     if data is None:
         files = read_split(run, split)
@@ -81,16 +83,15 @@ def _labelled_folder(root: Path, labels: list[str]) -> tuple[list[Path], np.ndar
     """Images of an ImageFolder tree (its test/ split when pre-split), mapped onto the model's labels."""
     from edgecls.data.folder import check_image, scan_class_folders
 
-    if not root.is_dir():
-        raise DataError(f"--data '{root}' is not a folder", "Pass an ImageFolder tree (a folder per class)")
     test_dirs = [p for p in root.iterdir() if p.is_dir() and p.name.lower() == "test"]
     folder = test_dirs[0] if test_dirs else root
     names, all_paths, all_indices = scan_class_folders(folder)
     readable = [(p, i) for p, i in zip(all_paths, all_indices) if check_image(p) is None]
     if len(readable) < len(all_paths):
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True).print(f"[yellow]warning:[/yellow] skipped {len(all_paths) - len(readable)} unreadable image(s) in '{folder}'")
+        Console(stderr=True).print(f"[yellow]warning:[/yellow] skipped {len(all_paths) - len(readable)} unreadable image(s) in '{escape(str(folder))}'")
     paths, indices = [p for p, _ in readable], [i for _, i in readable]
     unknown = sorted(set(names) - set(labels))
     if unknown:

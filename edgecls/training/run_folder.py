@@ -53,13 +53,13 @@ def save_model(model: Any, path: Path) -> None:
 
 def load_model(path: str | Path) -> Any:
     """Load a .keras file written by edgecls, with its custom layers registered."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):  # keras says "File not found" for a truncated file
+        raise ModelError(f"'{path}' is not a .keras model (truncated or corrupt: no zip archive)", "Re-train or restore the file")
     import keras
 
     from edgecls.zoo import layers  # noqa: F401  (registers InputNormalization)
 
-    path = Path(path)
-    if not zipfile.is_zipfile(path):  # keras says "File not found" for a truncated file
-        raise ModelError(f"'{path}' is not a .keras model (truncated or corrupt: no zip archive)", "Re-train or restore the file")
     try:  # safe_mode (the default) refuses Lambda layers and other serialized Python code
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # keras raises many types for corrupt or foreign files
