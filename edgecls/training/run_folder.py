@@ -56,6 +56,9 @@ def load_model(path: str | Path) -> Any:
     path = Path(path)
     if not zipfile.is_zipfile(path):  # keras says "File not found" for a truncated file
         raise ModelError(f"'{path}' is not a .keras model (truncated or corrupt: no zip archive)", "Re-train or restore the file")
+    if _holds_python_code(path):  # keras' safe_mode refuses it too, but with a message about from_config()
+        raise ModelError(f"'{path}' holds serialized Python code (a Lambda layer or function), which edgecls never runs",
+                         "Rebuild the model from registered Keras layers, without Lambda")
     import keras
 
     from edgecls.zoo import layers  # noqa: F401  (registers InputNormalization)
@@ -67,6 +70,16 @@ def load_model(path: str | Path) -> Any:
         if len(text) > 200:
             text = text[: text.rfind(". ", 0, 200) + 1 or 200]
         raise ModelError(f"cannot load model '{path}': {type(exc).__name__}: {text}", "Re-train or restore the file") from exc
+
+
+def _holds_python_code(path: Path) -> bool:
+    """Whether a .keras archive's config asks for marshalled Python (keras' `__lambda__` / `Lambda`)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = archive.read("config.json").decode("utf-8", "replace")
+    except (KeyError, OSError, zipfile.BadZipFile):
+        return False  # no config: keras reports the broken file
+    return '"__lambda__"' in config or '"class_name": "Lambda"' in config
 
 
 def load_run(run: str | Path) -> tuple[Any, ModelMeta]:
