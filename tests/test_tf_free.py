@@ -24,7 +24,7 @@ RUNTIME_MODULES = [
     "edgecls.data.folder", "edgecls.data.check", "edgecls.data.fashion_mnist", "edgecls.cli.app",
     "edgecls.runtime", "edgecls.runtime.litert", "edgecls.runtime.onnx", "edgecls.runtime.openvino",
     "edgecls.camera.sources", "edgecls.camera.grabber", "edgecls.camera.stats", "edgecls.camera.overlay",
-    "edgecls.camera.loop", "edgecls.camera.server", "edgecls.predictor", "edgecls.quantize.calibration",
+    "edgecls.camera.loop", "edgecls.camera.pipeline", "edgecls.camera.outputs", "edgecls.camera.server", "edgecls.predictor", "edgecls.quantize.calibration",
     "edgecls.export.formats", "edgecls.cli.camera", "edgecls.cli.predict", "edgecls.bench.measure",
     "edgecls.bench.runner", "edgecls.cli.bench", "edgecls.devices", "edgecls.deploy", "edgecls.cli.deploy",
 ]

@@ -77,6 +77,8 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} {value} is outside [0, 0.9)", "Use a fraction such as 0.1")
         if not Path(self.data).exists():
             raise ConfigError(f"--data '{self.data}' does not exist", "Point --data to an ImageFolder tree (a folder per class)")
+        if not Path(self.data).is_dir():  # here, before TensorFlow loads
+            raise ConfigError(f"--data '{self.data}' is a file, not a folder", "Point --data to an ImageFolder tree (a folder per class)")
 
     @property
     def head_lr(self) -> float:

@@ -56,16 +56,18 @@ def evaluate(run: str | Path, data: str | Path | None = None, batch: int = 64, s
     Writes eval_metrics.json and eval_confusion_matrix.{png,csv} into the run folder; returns the report.
     """
     from edgecls.training.pipeline import load_images
-    from edgecls.training.run_folder import load_run, read_split
+    from edgecls.training.run_folder import load_run, read_split, require_run_folder
 
-    run = Path(run)
-    if data is not None and not Path(data).is_dir():  # before loading the model: a wrong --data fails at once
+    run = require_run_folder(run)
+    # Bad --data or a broken splits.json fail here, before the model (and TensorFlow) load.
+    if data is not None and not Path(data).is_dir():
         raise DataError(f"--data '{data}' is not a folder", "Pass an ImageFolder tree (a folder per class)")
-    model, meta = load_run(run)
     if data is None:
         files = read_split(run, split)
         if not files.paths and split == "test":
             files, split = read_split(run, "val"), "val"
+    model, meta = load_run(run)
+    if data is None:
         paths, labels, source = files.paths, files.labels, f"{split} split of {run}"
     else:
         paths, labels, source = _labelled_folder(Path(data), meta.labels)
