@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import errno
+import hashlib
 import json
 import marshal
 import os
@@ -27,7 +28,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgecls.errors import ConfigError, DataError, ImageError, ModelError
+from edgecls.errors import ConfigError, ImageError, ModelError
 from edgecls.fsutil import atomic_dir, atomic_path
 from edgecls.meta import ModelMeta
 from edgecls.preprocess import load_image
@@ -80,6 +81,11 @@ def artifact_copy(artifact: Path, dest: Path) -> Path:
     """An exported artifact folder (model, .bin, meta.json) copied to dest; returns the model file."""
     shutil.copytree(artifact.parent, dest)
     return dest / artifact.name
+
+
+def cli_cases(*rows: tuple[list[str], list[str]]) -> list:
+    """Parameters named by their command line, placeholders in capitals: 'export RUN --fp16 --target edgetpu'."""
+    return [pytest.param(args, fragments, id=" ".join(a.strip("{}").upper() if "{" in a else a for a in args)) for args, fragments in rows]
 
 
 def current_umask() -> int:
@@ -191,24 +197,24 @@ def bad_image(case: str, folder: Path) -> Path:
     return folder / "folder.png"
 
 
-@pytest.mark.parametrize(
-    "case, fragment",
-    [
-        ("zero-bytes", "empty (0 bytes)"),
-        ("truncated-jpeg", "not a readable image"),
-        ("truncated-png", "not a readable image"),
-        ("text-named-jpg", "not a readable image"),
-        ("bomb", "decompression bomb"),
-        ("over-64M-pixels", "pixel limit"),
-        ("fifo", "not a regular file"),
-        ("folder", "is a folder"),
-    ],
-)
-def test_unusable_image_is_one_clean_line(case: str, fragment: str, artifacts: dict[str, Path], tmp_path: Path) -> None:
+BAD_IMAGES = {
+    "zero-bytes": "empty (0 bytes)",
+    "truncated-jpeg": "not a readable image",
+    "truncated-png": "not a readable image",
+    "text-named-jpg": "not a readable image",
+    "bomb": "decompression bomb",
+    "over-64M-pixels": "pixel limit",
+    "fifo": "not a regular file",
+    "folder": "is a folder",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_IMAGES))
+def test_unusable_image_is_one_clean_line(case: str, artifacts: dict[str, Path], tmp_path: Path) -> None:
     bad = bad_image(case, tmp_path)
     started = time.monotonic()
     result = run_cli("predict", artifacts["tflite"], bad, timeout=60)
-    assert_clean_error(result, str(bad), fragment)
+    assert_clean_error(result, str(bad), BAD_IMAGES[case])
     assert time.monotonic() - started < 30
 
 
@@ -344,6 +350,17 @@ def test_unusable_dataset_is_one_clean_line(case: str, tmp_path: Path) -> None:
     assert_clean_error(run_cli("data", "check", root), *fragments)
 
 
+def test_split_keys_hash_file_name_bytes(tmp_path: Path) -> None:
+    """Seeded splits rank files by a hash of their name: a non-UTF-8 name hashes its bytes instead of
+    crashing, and a UTF-8 name hashes exactly as before, so existing datasets keep their splits."""
+    from edgecls.data.folder import _rank_key
+
+    utf8 = tmp_path / "a" / "ü 0.png"
+    assert _rank_key(tmp_path, utf8, 3) == hashlib.sha256("3\0a/ü 0.png".encode()).digest()
+    raw = tmp_path / "a" / os.fsdecode(b"\xff.png")
+    assert _rank_key(tmp_path, raw, 3) == hashlib.sha256(b"3\0a/\xff.png").digest()
+
+
 # ============================================================================= models and artifacts
 
 @pytest.mark.parametrize("kind", ["tflite", "onnx", "openvino"])
@@ -391,18 +408,18 @@ def test_keras_model_with_python_code_is_refused_and_never_runs(plain_run: Path,
     assert not marker.exists()
 
 
-@pytest.mark.parametrize(
-    "case, fragments",
-    [
-        ("missing", ["no meta.json"]),
-        ("labels", ["outputs 10 classes", "lists 3 labels", "Export the artifact again"]),
-        ("input", ["takes 32x32 input", "input_size 48x48"]),
-        ("newer", ["meta_version 99", "newer than this edgecls understands", "Upgrade edgecls"]),
-        ("not-a-list", ["malformed", "labels must be a list"]),
-        ("folder", ["no meta.json"]),
-    ],
-)
-def test_artifact_meta_missing_or_inconsistent(case: str, fragments: list[str], artifacts: dict[str, Path], tmp_path: Path) -> None:
+ARTIFACT_META = {
+    "missing": ["no meta.json"],
+    "labels": ["outputs 10 classes", "lists 3 labels", "Export the artifact again"],
+    "input": ["takes 32x32 input", "input_size 48x48"],
+    "newer": ["meta_version 99", "newer than this edgecls understands", "Upgrade edgecls"],
+    "not-a-list": ["malformed", "labels must be a list"],
+    "folder": ["no meta.json"],
+}
+
+
+@pytest.mark.parametrize("case", list(ARTIFACT_META))
+def test_artifact_meta_missing_or_inconsistent(case: str, artifacts: dict[str, Path], tmp_path: Path) -> None:
     model = artifact_copy(artifacts["onnx"], tmp_path / "a")
     meta = model.parent / "meta.json"
     if case in ("missing", "folder"):
@@ -419,21 +436,22 @@ def test_artifact_meta_missing_or_inconsistent(case: str, fragments: list[str], 
         edit_json(meta, labels="abcdefghij")  # ten characters: must not become ten labels
     image = tmp_path / "x.png"
     noise(1).save(image)
-    assert_clean_error(run_cli("predict", model, image), *fragments)
+    assert_clean_error(run_cli("predict", model, image), *ARTIFACT_META[case])
 
 
-@pytest.mark.parametrize(
-    "case, command, fragments",
-    [
-        ("newer", "predict", ["meta_version 99", "Upgrade edgecls"]),
-        ("newer", "export", ["meta_version 99", "Upgrade edgecls"]),
-        ("labels", "predict", ["model has 10 outputs but meta.json lists 4 labels", "Re-create meta.json"]),
-        ("splits", "eval", ["splits.json", "not an edgecls splits file"]),
-        ("state", "resume", ["state.json", "cannot read", "cannot be resumed"]),
-        ("state-shape", "resume", ["state.json", "not an edgecls training state"]),
-    ],
-)
-def test_run_folder_meta_and_records_inconsistent(case: str, command: str, fragments: list[str], plain_run: Path, tmp_path: Path) -> None:
+RUN_FOLDER = {  # "<what is wrong>-<command>": fragments of the error line
+    "newer-predict": ["meta_version 99", "Upgrade edgecls"],
+    "newer-export": ["meta_version 99", "Upgrade edgecls"],
+    "labels-predict": ["model has 10 outputs but meta.json lists 4 labels", "Re-create meta.json"],
+    "splits-eval": ["splits.json", "not an edgecls splits file"],
+    "state-resume": ["state.json", "cannot read", "cannot be resumed"],
+    "state_shape-resume": ["state.json", "not an edgecls training state"],
+}
+
+
+@pytest.mark.parametrize("key", list(RUN_FOLDER))
+def test_run_folder_meta_and_records_inconsistent(key: str, plain_run: Path, tmp_path: Path) -> None:
+    case, command = key.split("-")
     run = copy_run(plain_run, tmp_path / "run")
     if case == "newer":
         edit_json(run / "meta.json", meta_version=99)
@@ -443,19 +461,19 @@ def test_run_folder_meta_and_records_inconsistent(case: str, command: str, fragm
         (run / "splits.json").write_text('{"train": [["a.png", 0]]')
     elif case == "state":
         (run / "state.json").write_text('{"phase": "head", "epochs_done": ')
-    elif case == "state-shape":
+    elif case == "state_shape":
         (run / "state.json").write_text('[1, 2, 3]')
     image = tmp_path / "x.png"
     noise(1).save(image)
     args = {"predict": ["predict", run, image], "export": ["export", run, "--out", tmp_path / "e"], "eval": ["eval", run],
             "resume": ["train", "--resume", run]}[command]
-    assert_clean_error(run_cli(*args, cwd=tmp_path), *fragments)
+    assert_clean_error(run_cli(*args, cwd=tmp_path), *RUN_FOLDER[key])
     assert not (tmp_path / "e").exists()
 
 
 @pytest.mark.parametrize(
     "args, fragments",
-    [
+    cli_cases(
         (["predict", "{tflite}", "{folder}"], ["is a folder, not an image"]),
         (["predict", "{folder}", "{image}"], ["holds no model.keras and meta.json"]),
         (["export", "{run}", "--int8", "--calib", "{image}"], ["--calib", "is not a folder"]),
@@ -463,7 +481,7 @@ def test_run_folder_meta_and_records_inconsistent(case: str, command: str, fragm
         (["eval", "{run}", "--data", "{image}"], ["--data", "is not a folder"]),
         (["train", "--data", "{image}", "--model", "plain_cnn"], ["is a file, not a folder"]),
         (["data", "check", "{image}"], ["is a file, not a folder"]),
-    ],
+    ),
 )
 def test_folder_where_a_file_is_expected_and_back(args: list[str], fragments: list[str], artifacts: dict[str, Path],
                                                   plain_run: Path, tmp_path: Path) -> None:
@@ -476,11 +494,16 @@ def test_folder_where_a_file_is_expected_and_back(args: list[str], fragments: li
     assert not (plain_run / "export").exists() or not hidden_leftovers(plain_run / "export")
 
 
+def test_meta_labels_must_be_a_list() -> None:
+    with pytest.raises(ModelError, match="labels must be a list"):
+        ModelMeta.from_dict({"architecture": "x", "input_size": [8, 8], "labels": "abc"})
+
+
 # ============================================================================= arguments
 
 @pytest.mark.parametrize(
     "args, fragments",
-    [
+    cli_cases(
         (["train", "--data", "{tree}", "--img-size", "0"], ["--img-size 0", "must be positive"]),
         (["train", "--data", "{tree}", "--img-size", "-32"], ["--img-size -32"]),
         (["train", "--data", "{tree}", "--batch", "0"], ["--batch 0"]),
@@ -499,7 +522,7 @@ def test_folder_where_a_file_is_expected_and_back(args: list[str], fragments: li
         (["export", "{run}", "--precision", "fp32", "--target", "edgetpu"], ["edgetpu cannot export precision fp32"]),
         (["export", "{run}", "--precision", "dynamic", "--target", "openvino"], ["openvino cannot export precision dynamic"]),
         (["export", "{run}", "--precision", "int4"], ["unknown precision 'int4'"]),
-    ],
+    ),
 )
 def test_bad_argument_values_give_one_clean_line(args: list[str], fragments: list[str], plain_run: Path, tmp_path: Path) -> None:
     tree = tmp_path / "tree"
@@ -676,28 +699,3 @@ def test_ctrl_c_swallowed_by_a_converter_still_stops_the_export(writer: str, tmp
     assert hidden_leftovers(tmp_path) == [] and not (tmp_path / "exports" / "tflite-fp32").exists()
     assert not (tmp_path / "exports" / "tflite-fp32.failed.json").exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and sys.unraisablehook is hook
-
-
-def test_meta_labels_must_be_a_list() -> None:
-    with pytest.raises(ModelError, match="labels must be a list"):
-        ModelMeta.from_dict({"architecture": "x", "input_size": [8, 8], "labels": "abc"})
-
-
-def test_non_utf8_file_names_split_stably(tmp_path: Path) -> None:
-    """Seeded splits hash file names as bytes: a non-UTF-8 name works, and UTF-8 names keep their split."""
-    from edgecls.data.folder import load_splits
-
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        for i in range(5):
-            noise(i + 10 * (name == "b")).save(tmp_path / name / f"ü{i}.png")
-    before = load_splits(tmp_path)
-    noise(99).save(tmp_path / "a" / os.fsdecode(b"\xff\xfe.png"), format="PNG")
-    after = load_splits(tmp_path)
-    assert sum(map(len, after.splits().values())) == 11
-    moved = set(before.test.paths) - set(after.test.paths) | set(before.val.paths) - set(after.val.paths)
-    assert len(moved) <= 1
-    with pytest.raises(DataError, match="not valid UTF-8"):
-        (tmp_path / os.fsdecode(b"\xe9t\xe9")).mkdir()
-        noise(1).save(tmp_path / os.fsdecode(b"\xe9t\xe9") / "x.png")
-        load_splits(tmp_path)

@@ -21,7 +21,8 @@ err_console = Console(stderr=True, highlight=False, width=_WIDTH, emoji=False)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    table = Table(title=Text(title), title_justify="left")
+    console.print(Text(title, style="table.title"), soft_wrap=True)  # not the table's title: that wraps long paths to its width
+    table = Table()
     for name in columns:
         table.add_column(Text(name), justify="left" if name == columns[0] else "right")
     for row in rows:
