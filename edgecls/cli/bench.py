@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from edgecls.cli.common import console, err_console, print_json, print_table
+from edgecls.cli.common import print_json, print_table, say
 
 
 def bench_command(
@@ -27,7 +27,7 @@ def bench_command(
 
     def progress(result: dict) -> None:
         if not as_json:
-            err_console.print(f"[dim]measured {result['artifact']}[/dim]")
+            say(f"measured {result['artifact']}", stderr=True)
 
     report = bench(models, data, device_profile, threads, runs, warmup, limit, backend_device, on_result=progress)
     write_json(out, report)
@@ -49,7 +49,7 @@ def bench_command(
             ))
         print_table(f"edgecls bench ({report['device']}, threads {report['threads'] or 'default'}, {report['runs']} runs after {report['warmup']} warm-up)",
                     ["artifact", "format", "precision", "size", "ran as", "p50 / p90 / p99 ms", "FPS", "accuracy", "top-5", "vs reference"], rows)
-        console.print(f"report: {out}" + (f", chart: {png}" if png else ""))
+        say(f"report: {out}" + (f", chart: {png}" if png else ""))
     if any("error" in r for r in report["results"]):
         raise typer.Exit(1)
 

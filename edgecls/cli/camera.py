@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from edgecls.cli.common import console, err_console, print_json
+from edgecls.cli.common import console, err_console, print_json, say
 
 EXIT_CODES = {"interrupted": 130, "terminated": 143}
 
@@ -80,7 +80,7 @@ def _render(summary: dict, report: Path, as_json: bool, render_summary: object) 
         print_json(summary)
         return
     render_summary(summary, console)  # type: ignore[operator]
-    console.print(f"report: {report}")
+    say(f"report: {report}")
 
 
 def register(app: typer.Typer) -> None:

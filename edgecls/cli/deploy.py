@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from edgecls.cli.common import console, err_console, print_json
+from edgecls.cli.common import err_console, print_json, say
 
 
 def deploy_command(
@@ -34,13 +34,13 @@ def deploy_command(
     device_info = manifest["device"]
     validation = manifest.get("validation", {})
     agreement = validation.get("top1_agreement")
-    console.print(f"bundle for {device_info.get('name')} ({device_info.get('title')}): {manifest['out']}")
-    console.print(f"  model    {manifest['artifact']}  ({manifest['target']} {manifest['precision']} on {manifest['backend_device']}"
+    say(f"bundle for {device_info.get('name')} ({device_info.get('title')}): {manifest['out']}")
+    say(f"  model    {manifest['artifact']}  ({manifest['target']} {manifest['precision']} on {manifest['backend_device']}"
                   + (f", top-1 agreement {agreement:.4f} at export" if isinstance(agreement, float) else "") + ")")
-    console.print(f"  wheels   {manifest['wheel']}" + (f" + {len(manifest['dependency_wheels'])} dependency wheels" if manifest["offline"] else ""))
-    console.print(f"  needs    {', '.join(manifest['requirements'])}")
-    console.print(f"  service  {manifest['service']['name']}: edgecls camera --serve {manifest['service']['serve']}")
-    console.print(f"install on the device: copy the folder, then: sudo ./install.sh   (see {manifest['out']}/README.md)")
+    say(f"  wheels   {manifest['wheel']}" + (f" + {len(manifest['dependency_wheels'])} dependency wheels" if manifest["offline"] else ""))
+    say(f"  needs    {', '.join(manifest['requirements'])}")
+    say(f"  service  {manifest['service']['name']}: edgecls camera --serve {manifest['service']['serve']}")
+    say(f"install on the device: copy the folder, then: sudo ./install.sh   (see {manifest['out']}/README.md)")
 
 
 def register(app: typer.Typer) -> None:
