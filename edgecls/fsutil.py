@@ -39,7 +39,8 @@ def _umask() -> int:
     return mask
 
 
-def _check_parent(target: Path) -> None:
+def check_parent(target: Path) -> None:
+    """Create `target`'s folder if needed, or raise ConfigError when it cannot hold a new file."""
     parent = target.parent
     if parent.exists() and not parent.is_dir():
         raise ConfigError(f"cannot write '{target}': '{parent}' is a file", "Choose an output path inside a folder")
@@ -55,7 +56,7 @@ def _check_parent(target: Path) -> None:
 def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temp file path; on success it replaces `target`, on error it is removed."""
     target = Path(target)
-    _check_parent(target)
+    check_parent(target)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=target.parent)
     except OSError as exc:
@@ -77,7 +78,7 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
 def atomic_dir(target: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temp folder; on success it replaces `target`, on error it is deleted."""
     target = Path(target)
-    _check_parent(target)
+    check_parent(target)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     except OSError as exc:

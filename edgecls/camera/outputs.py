@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecls.fsutil import check_parent
 from edgecls.errors import ConfigError, require, suggest
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,7 @@ def check_output_path(path: Path, what: str) -> None:
     """Fail before the camera starts, not after an hour of frames, when an output cannot be written."""
     if path.is_dir():
         raise ConfigError(f"{what} '{path}' is a folder", f"Pass a file path for the {what}")
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create folder '{parent}' for the {what}: {exc.strerror}", "Choose a writable path") from exc
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"folder '{parent}' for the {what} is not writable", "Choose a writable path")
+    check_parent(path)
 
 
 def check_outputs(headless: bool | None, record: str | Path | None, report: str | Path | None) -> tuple[bool, Path | None, Path | None]:

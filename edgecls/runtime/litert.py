@@ -7,6 +7,7 @@ imported inside `_interpreter_api` only when neither runtime package is installe
 from __future__ import annotations
 
 import ctypes
+import importlib
 import platform
 from collections.abc import Callable
 from pathlib import Path
@@ -44,9 +45,8 @@ def _interpreter_api() -> tuple[str, Any, Callable[..., Any]]:
         return "tflite-runtime", Interpreter, load_delegate
     except ImportError:
         pass
-    try:  # last resort, and the only TensorFlow import under runtime/
-        import tensorflow as tf
-
+    try:  # last resort, and the only TensorFlow import under runtime/ (never reached when ai-edge-litert exists)
+        tf = importlib.import_module("tensorflow")
         return "tensorflow-lite", tf.lite.Interpreter, tf.lite.experimental.load_delegate
     except ImportError:
         raise MissingDependencyError("ai_edge_litert", "pi") from first_error
