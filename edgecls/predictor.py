@@ -43,9 +43,21 @@ class ArtifactClassifier:
         return self.backend.run(batch)
 
 
+def _single_artifact(folder: Path) -> Path:
+    """The one artifact in an export folder, or the folder itself when it holds none (then it must be a run)."""
+    from edgecls.runtime import RUNTIMES
+
+    found = sorted(p for p in folder.iterdir() if p.suffix in RUNTIMES and not p.name.startswith("."))
+    if len(found) > 1:
+        raise ModelError(f"'{folder}' holds {len(found)} artifacts ({', '.join(p.name for p in found)})", "Pass one of the files")
+    return found[0] if found else folder
+
+
 def load_classifier(model: str | Path, device: str = "cpu", threads: int | None = None) -> KerasClassifier | ArtifactClassifier:
     """A run folder (model.keras + meta.json), an exported artifact file, or a zoo name with offline ImageNet weights."""
     path = Path(model)
+    if path.is_dir() and not (path / "model.keras").exists():
+        path = _single_artifact(path)  # an export folder such as RUN/export/tflite-int8/
     if path.is_file():
         from edgecls.runtime import load_backend
 

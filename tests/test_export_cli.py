@@ -148,3 +148,14 @@ def test_bad_export_inputs(args: list[str], fragments: list[str], plain_run: Pat
     result = run_cli("export", *[a.format(**paths) for a in args], "--out", out, cwd=tmp_path)
     assert_clean_error(result, *fragments)
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_predict_on_an_export_folder_and_io_only_for_tflite(plain_run: Path, tmp_path: Path, fmnist_tree: Path) -> None:
+    out = tmp_path / "exp"
+    assert run_cli("export", plain_run, "--int8", "--target", "tflite", "--out", out, cwd=tmp_path).returncode == 0
+    image = sorted((fmnist_tree / "test" / "Bag").glob("*.png"))[0]
+    result = run_cli("predict", out / "tflite-int8", image, "--json")
+    assert result.returncode == 0, result.output
+    assert len(json.loads(result.stdout)[0]["top"]) == 5
+    assert_clean_error(run_cli("export", plain_run, "--int8", "--target", "onnx", "--io", "int8", "--out", out, cwd=tmp_path),
+                       "--io int8 only applies to tflite")

@@ -134,6 +134,8 @@ def export(
     if calib is not None and not Path(calib).is_dir():  # before loading the model and the held-out images
         raise DataError(f"--calib '{calib}' is not a folder", "Pass a folder of representative images")
     plan = _plan(target, precision)
+    if io_type != "uint8" and not any(fmt.name == "tflite" and prec == "int8" for fmt, prec in plan):
+        raise ConfigError(f"--io {io_type} only applies to tflite INT8 exports", "Drop --io, or export --target tflite --int8")
     with _noticing_interrupts():  # Ctrl-C stops the export even where a converter swallows it
         source = _load_source(model)
         root = Path(out) if out else (source.run / "export" if source.run else Path("models") / f"{source.name}-imagenet" / "export")
