@@ -20,7 +20,9 @@ fi
 # Headless Chromium renders the live camera view in tests/test_live_server.py.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
   echo "setup: installing Debian's chromium (live-view screenshot test)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || echo "setup: chromium not installed; its test will skip" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } \
+    || echo "setup: chromium not installed; the live-view screenshot test will skip" >&2
 fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

@@ -81,11 +81,14 @@ def _strategy(name: str, tf: Any) -> Any:
     return tf.distribute.get_strategy()
 
 
-def _optimizer(name: str, lr: float, schedule: str, total_steps: int) -> Any:
+def _optimizer(name: str, lr: float, schedule: str, total_steps: int, warmup_steps: int = 0) -> Any:
     import keras
 
     rate: Any = lr
-    if schedule == "cosine":
+    if schedule == "cosine" and warmup_steps:  # linear warm-up from lr/20, then cosine decay
+        rate = keras.optimizers.schedules.CosineDecay(lr / 20, decay_steps=max(1, total_steps - warmup_steps), alpha=0.01,
+                                                      warmup_target=lr, warmup_steps=warmup_steps)
+    elif schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps), alpha=0.01)
     elif schedule == "step":
         bounds = [max(1, total_steps // 2), max(2, total_steps * 3 // 4)]
@@ -323,7 +326,9 @@ class _Trainer:
         has_val = len(arrays["val"]) > 0
         train_ds = make_dataset(arrays["train"], labels["train"], num_classes, config.batch, True, config.augment, config.seed)
         val_ds = make_dataset(arrays["val"], labels["val"], num_classes, config.batch, False, None, config.seed) if has_val else None
-        classifier.model.compile(optimizer=_optimizer(config.optimizer, config.tune_lr, config.schedule, epochs * steps),
+        # Half an epoch of warm-up: fresh optimizer state at full rate jolts the unfrozen backbone.
+        warmup = min(epochs * steps // 2, max(1, steps // 2))
+        classifier.model.compile(optimizer=_optimizer(config.optimizer, config.tune_lr, config.schedule, epochs * steps, warmup),
                                  loss=self._loss(), metrics=["accuracy"], jit_compile=self.gpu)
         offset = config.epochs + done
         started = time.perf_counter()
