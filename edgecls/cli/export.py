@@ -55,7 +55,7 @@ def _render(results: list) -> None:
     rows = []
     for r in results:
         v = r.report.get("validation", {})
-        accuracy = (f"{v['reference_accuracy']:.4f} -> {v['artifact_accuracy']:.4f} ({-v['accuracy_drop'] * 100:+.2f} pt)"
+        accuracy = (f"{v['reference_accuracy']:.4f} -> {v['artifact_accuracy']:.4f} ({(-v['accuracy_drop'] * 100) + 0.0:+.2f} pt)"
                     if "accuracy_drop" in v else "-")
         rows.append((
             r.target, r.precision, f"{r.size_bytes / 1e6:.2f} MB" if r.size_bytes else "-",
