@@ -77,6 +77,17 @@ def run_chunked(batch: np.ndarray, step: int, invoke: Callable[[np.ndarray], np.
     return np.concatenate(outputs)
 
 
+def run_batch(backend: Any, handle: Any, batch: np.ndarray, static_batch: int | None, invoke: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The shared `run` of the ONNX Runtime and OpenVINO backends: closed check, shape check, then one call
+    for a dynamic batch or chunks of the static one."""
+    if handle is None:
+        raise ConfigError(f"the backend for '{backend.path}' is closed", "Load it again with load_backend()")
+    batch = check_batch(batch, backend.input_hw, backend.path)
+    if static_batch is None and len(batch):
+        return invoke(batch)
+    return run_chunked(batch, static_batch or 1, invoke, backend.num_classes)
+
+
 def _check_contract(backend: Any, meta: ModelMeta, path: Path, meta_source: str) -> None:
     """The artifact's input size and class count must match meta.json."""
     height, width = backend.input_hw
@@ -167,4 +178,4 @@ class Classifier:
         self.close()
 
 
-__all__ = ["Backend", "Classifier", "EdgeTPUError", "RUNTIMES", "check_batch", "load_backend", "run_chunked"]
+__all__ = ["Backend", "Classifier", "EdgeTPUError", "RUNTIMES", "check_batch", "load_backend", "run_batch", "run_chunked"]

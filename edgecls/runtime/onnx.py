@@ -9,7 +9,7 @@ import numpy as np
 from edgecls.errors import ConfigError, MissingDependencyError, ModelError
 from edgecls.meta import ModelMeta
 from edgecls.postprocess import dequantize, to_probabilities
-from edgecls.runtime import check_batch, run_chunked
+from edgecls.runtime import run_batch
 
 CPU = "CPUExecutionProvider"
 # device -> providers to try, best first; CPU is always appended as the fallback for unsupported ops.
@@ -154,12 +154,7 @@ class OnnxBackend:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, h, w, 3) pixels in 0..255 -> float32 (N, classes) probabilities."""
-        if self._session is None:
-            raise ConfigError(f"the backend for '{self.path}' is closed", "Load it again with load_backend()")
-        batch = check_batch(batch, self.input_hw, self.path)
-        if self._static_batch is None and len(batch):
-            return self._invoke(batch)
-        return run_chunked(batch, self._static_batch or 1, self._invoke, self.num_classes)
+        return run_batch(self, self._session, batch, self._static_batch, self._invoke)
 
     def _invoke(self, chunk: np.ndarray) -> np.ndarray:
         if self._input_dtype == np.uint8:

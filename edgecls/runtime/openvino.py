@@ -13,7 +13,7 @@ import numpy as np
 from edgecls.errors import ConfigError, MissingDependencyError, ModelError
 from edgecls.meta import ModelMeta
 from edgecls.postprocess import dequantize, to_probabilities
-from edgecls.runtime import check_batch, run_chunked
+from edgecls.runtime import run_batch
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 PRECISION_HINTS = ("auto", "f32", "bf16", "f16")
@@ -160,12 +160,7 @@ class OpenVinoBackend:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, h, w, 3) pixels in 0..255 -> float32 (N, classes) probabilities."""
-        if self._request is None:
-            raise ConfigError(f"the backend for '{self.path}' is closed", "Load it again with load_backend()")
-        batch = check_batch(batch, self.input_hw, self.path)
-        if self._static_batch is None and len(batch):
-            return self._invoke(batch)
-        return run_chunked(batch, self._static_batch or 1, self._invoke, self.num_classes)
+        return run_batch(self, self._request, batch, self._static_batch, self._invoke)
 
     def _invoke(self, chunk: np.ndarray) -> np.ndarray:
         result = self._request.infer({0: chunk.astype(self._input_dtype, copy=False)})
