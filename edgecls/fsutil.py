@@ -1,18 +1,32 @@
-"""Atomic file and folder writes: write to a temp path beside the target, then rename."""
+"""Safe outputs: atomic file and folder writes, output-vs-input checks, edgecls' output marker, folder locks.
+
+Every temp file or folder edgecls makes is named `.edgecls-tmp-<pid>-<8 chars>.tmp<suffix>` beside its
+target: short (a 249-character target name still works), recognisable, removed on errors and signals
+(clean-ups run on BaseException), and swept at the next write into the same folder once its pid is dead
+(left by SIGKILL or a power cut). A folder edgecls publishes carries OUTPUT_MARKER; only such a folder is
+ever deleted or replaced, and never when it is, or contains, an input of the command.
+"""
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import fnmatch
 import json
 import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from edgecls.errors import ConfigError
 
+OUTPUT_MARKER = ".edgecls-output"
+TEMP_PREFIX = ".edgecls-tmp-"
+PathArg = str | Path | None
 
 # Errors that say the output cannot be written, whichever call in the body hit them first.
 _WRITE_ERRNOS = {errno.ENOSPC: "Free some disk space or choose an output folder on another disk",
@@ -22,21 +36,7 @@ _WRITE_ERRNOS = {errno.ENOSPC: "Free some disk space or choose an output folder 
 
 
 def _write_error(target: Path, exc: OSError) -> ConfigError:
-    return ConfigError(f"cannot write '{target}': {exc.strerror or exc}", _WRITE_ERRNOS.get(exc.errno, "Choose a writable output path"))
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where the OS allows (Linux /proc)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    return ConfigError(f"cannot write '{target}': {exc.strerror or exc}", _WRITE_ERRNOS.get(exc.errno or 0, "Choose a writable output path"))
 
 
 def check_parent(target: Path) -> None:
@@ -52,55 +52,309 @@ def check_parent(target: Path) -> None:
         raise ConfigError(f"output folder '{parent}' is not writable", "Choose a writable output path")
 
 
+# ----------------------------------------------------------------------------- outputs vs inputs
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+def _same(a: os.stat_result | None, b: os.stat_result | None) -> bool:
+    return a is not None and b is not None and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _ancestors(path: Path) -> list[Path]:
+    """`path` resolved, then each folder above it."""
+    resolved = path.expanduser().resolve()
+    return [resolved, *resolved.parents]
+
+
+def _relation(output: Path, source: Path) -> str | None:
+    """'is', 'inside' or 'contains' when `output` is `source`, lies inside it or contains it; None otherwise.
+
+    Compared by resolved path (symlinks followed) and by inode where the paths exist (hard links, bind mounts).
+    """
+    out_chain, in_chain = _ancestors(output), _ancestors(source)
+    if out_chain[0] == in_chain[0]:
+        return "is"
+    out_stat, in_stat = _stat(out_chain[0]), _stat(in_chain[0])
+    if _same(out_stat, in_stat):
+        return "is"
+    if in_chain[0] in out_chain[1:] or (in_stat is not None and any(_same(_stat(p), in_stat) for p in out_chain[1:] if p.exists())):
+        return "inside"
+    if out_chain[0] in in_chain[1:] or (out_stat is not None and any(_same(_stat(p), out_stat) for p in in_chain[1:] if p.exists())):
+        return "contains"
+    return None
+
+
+_RELATION_TEXT = {"is": "would overwrite", "inside": "lies inside", "contains": "contains"}
+
+
+def check_outputs(outputs: Mapping[str, PathArg], inputs: Mapping[str, PathArg]) -> None:
+    """Refuse before any work when an output is, or lies inside, an input, or contains one.
+
+    Keys are the option names the user typed ({"--report": report}); None values are skipped.
+    """
+    for out_name, output in outputs.items():
+        if output is None:
+            continue
+        for in_name, source in inputs.items():
+            if source is None:
+                continue
+            relation = _relation(Path(output), Path(source))
+            if relation is not None:
+                raise ConfigError(f"{out_name} '{output}' {_RELATION_TEXT[relation]} the input {in_name} '{source}'",
+                                  "Choose an output path outside the command's inputs")
+
+
+# ----------------------------------------------------------------------------- marker and deletion
+
+def make_marker(folder: Path, command: str) -> None:
+    """Mark `folder` as made by edgecls, so a later --force may replace it."""
+    from edgecls import __version__
+
+    write_json(Path(folder) / OUTPUT_MARKER, {"tool": "edgecls", "version": __version__, "command": command,
+                                              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def has_marker(folder: Path) -> bool:
+    marker = Path(folder) / OUTPUT_MARKER
+    if marker.is_symlink() or not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("tool") == "edgecls"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _only_known_files(folder: Path, known_files: Collection[str]) -> bool:
+    """True when `folder` is empty or holds only plain files whose names match one of `known_files` (fnmatch patterns)."""
+    for entry in folder.iterdir():
+        if entry.is_symlink() or not entry.is_file() or not any(fnmatch.fnmatchcase(entry.name, p) for p in known_files):
+            return False
+    return True
+
+
+def check_removable(folder: Path, inputs: Mapping[str, PathArg] | None = None, known_files: Collection[str] = ()) -> None:
+    """Raise ConfigError unless edgecls may delete `folder`: a real folder (not a link) that carries OUTPUT_MARKER
+    (or, made by an older edgecls, is empty or holds only files named in `known_files`) and is not, and does not
+    contain, any input."""
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir():
+        kind = "a symbolic link" if folder.is_symlink() else "a file"
+        raise ConfigError(f"'{folder}' is {kind}, not a folder made by edgecls", "Remove it yourself or choose another --out")
+    for name, source in (inputs or {}).items():
+        if source is not None and _relation(folder, Path(source)) in ("is", "contains"):
+            raise ConfigError(f"'{folder}' {'is' if _relation(folder, Path(source)) == 'is' else 'contains'} the input {name} '{source}'",
+                              "Choose an --out outside the command's inputs")
+    if not has_marker(folder) and not _only_known_files(folder, known_files):
+        raise ConfigError(f"'{folder}' was not made by edgecls (no {OUTPUT_MARKER} marker)", "Remove it yourself or choose another --out")
+
+
+def remove_output_folder(folder: Path, inputs: Mapping[str, PathArg] | None = None, known_files: Collection[str] = ()) -> None:
+    """Delete a folder only under the check_removable rules; otherwise ConfigError and nothing is touched."""
+    folder = Path(folder)
+    check_removable(folder, inputs, known_files)
+    with folder_lock(folder.parent, wait=True):
+        trash = _temp_name(folder.parent, ".old")
+        os.replace(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- locks
+
+class _HeldLock:
+    def __init__(self) -> None:
+        self.thread_lock = threading.RLock()
+        self.depth = 0
+        self.fd: int | None = None
+
+
+_HELD: dict[tuple[int, int], _HeldLock] = {}
+_HELD_GUARD = threading.Lock()
+os.register_at_fork(after_in_child=_HELD.clear)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, wait: bool = False, what: str = "written") -> Iterator[None]:
+    """An exclusive fcntl.flock on the folder's own directory fd (no lock file), re-entrant within a process.
+
+    wait=False: a lock held by another process (or thread) raises ConfigError; wait=True blocks until it is free.
+    """
+    folder = Path(folder)
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise ConfigError(f"cannot lock folder '{folder}': {exc.strerror}", "Choose a writable output path") from exc
+    busy = ConfigError(f"'{folder}' is being {what} by another edgecls process", "Wait for it to finish or choose another folder")
+    info = os.fstat(fd)
+    with _HELD_GUARD:
+        held = _HELD.setdefault((info.st_dev, info.st_ino), _HeldLock())
+    if not held.thread_lock.acquire(blocking=wait):
+        os.close(fd)
+        raise busy
+    try:
+        if held.depth == 0:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                raise busy from None
+            held.fd = fd
+        else:
+            os.close(fd)  # re-entered: the outer level's fd holds the lock
+        held.depth += 1
+        try:
+            yield
+        finally:
+            held.depth -= 1
+            if held.depth == 0 and held.fd is not None:
+                os.close(held.fd)  # closing the fd releases the flock
+                held.fd = None
+    finally:
+        held.thread_lock.release()
+
+
+# ----------------------------------------------------------------------------- temps
+
+_SWEPT: set[Path] = set()
+
+
+def _temp_name(folder: Path, suffix: str) -> Path:
+    return folder / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def sweep_stale_temps(folder: Path) -> int:
+    """Remove TEMP_PREFIX entries in `folder` whose pid is no longer alive (left by SIGKILL); returns the count."""
+    removed = 0
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.name.startswith(TEMP_PREFIX):
+            continue
+        pid_text = entry.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass  # another process swept it first
+        except OSError:
+            continue
+    return removed
+
+
+def _sweep_once(folder: Path) -> None:
+    """Sweep each folder once per process (writers of many files into one folder stay O(n))."""
+    key = folder.resolve()
+    if key not in _SWEPT:
+        _SWEPT.add(key)
+        sweep_stale_temps(folder)
+
+
+def _make_temp(target: Path, suffix: str, directory: bool) -> Path:
+    """Create a fresh temp file or folder beside `target`; mode 0666/0777 minus the umask, as open()/mkdir() give."""
+    for _ in range(100):
+        tmp = _temp_name(target.parent, suffix)
+        try:
+            if directory:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise _write_error(target, exc) from exc
+    raise ConfigError(f"cannot create a temp file beside '{target}'", "Choose another output folder")
+
+
+# ----------------------------------------------------------------------------- atomic writers
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temp file path; on success it replaces `target`, on error it is removed."""
+    """Yield a temp file path; on success it replaces `target`, on error (or signal) it is removed."""
     target = Path(target)
     check_parent(target)
+    if target.is_dir() and not target.is_symlink():
+        raise ConfigError(f"cannot write '{target}': it is a folder", "Choose a file name for the output")
+    _sweep_once(target.parent)
+    tmp = _make_temp(target, ".tmp" + suffix, directory=False)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=target.parent)
-    except OSError as exc:
-        raise _write_error(target, exc) from exc
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the mode a plain open() would
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
+        yield tmp
+        os.replace(tmp, target)
     except BaseException as exc:
-        tmp_path.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
             raise _write_error(target, exc) from exc
         raise
 
 
+def _check_replaceable(target: Path, overwrite: bool, inputs: Mapping[str, PathArg] | None, known_files: Collection[str]) -> None:
+    if not os.path.lexists(target):
+        return
+    if not overwrite:
+        raise ConfigError(f"'{target}' already exists", "Pass a new --out path or remove it")
+    check_removable(target, inputs, known_files)
+
+
 @contextlib.contextmanager
-def atomic_dir(target: str | Path, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temp folder; on success it replaces `target`, on error it is deleted."""
+def atomic_dir(target: str | Path, overwrite: bool = True, inputs: Mapping[str, PathArg] | None = None,
+               command: str = "edgecls", known_files: Collection[str] = ()) -> Iterator[Path]:
+    """Yield a temp folder; on success it gets OUTPUT_MARKER and replaces `target`, on error (or signal) it is deleted.
+
+    An existing `target` is replaced only when `overwrite` and check_removable allows it: it carries the marker, or
+    (an older edgecls' output) is empty or holds only files matching `known_files`; and it is not, and does not
+    contain, an input. That is checked before the body runs and again at the final replace, which runs under
+    folder_lock(target.parent, wait=True): two publishers of one folder never collide, the later one wins.
+    """
     target = Path(target)
     check_parent(target)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    except OSError as exc:
-        raise _write_error(target, exc) from exc
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give the mode a plain mkdir would
+    _check_replaceable(target, overwrite, inputs, known_files)
+    _sweep_once(target.parent)
+    tmp = _make_temp(target, ".tmp", directory=True)
+    trash: Path | None = None
     try:
         yield tmp
-        if target.exists():
-            if not overwrite:
-                raise ConfigError(f"'{target}' already exists", "Pass a new --out path or remove it")
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        make_marker(tmp, command)
+        with folder_lock(target.parent, wait=True):
+            _check_replaceable(target, overwrite, inputs, known_files)
+            if os.path.lexists(target):
+                trash = _temp_name(target.parent, ".old")
+                os.replace(target, trash)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                if trash is not None:
+                    os.replace(trash, target)  # put the previous output back: nothing lost
+                    trash = None
+                raise
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
             raise _write_error(target, exc) from exc
         raise
+    finally:
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
 
 
 def write_json(path: str | Path, data: Any) -> Path:
