@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Collection, Iterator, Mapping
@@ -36,7 +37,8 @@ _WRITE_ERRNOS = {errno.ENOSPC: "Free some disk space or choose an output folder 
 
 
 def _write_error(target: Path, exc: OSError) -> ConfigError:
-    return ConfigError(f"cannot write '{target}': {exc.strerror or exc}", _WRITE_ERRNOS.get(exc.errno or 0, "Choose a writable output path"))
+    hint = _WRITE_ERRNOS.get(exc.errno or 0, "Choose a writable output path")
+    return ConfigError(f"cannot write '{target}': {exc.strerror or exc}", hint)
 
 
 def check_parent(target: Path) -> None:
@@ -130,25 +132,37 @@ def has_marker(folder: Path) -> bool:
 
 
 def _only_known_files(folder: Path, known_files: Collection[str]) -> bool:
-    """True when `folder` is empty or holds only plain files whose names match one of `known_files` (fnmatch patterns)."""
-    for entry in folder.iterdir():
-        if entry.is_symlink() or not entry.is_file() or not any(fnmatch.fnmatchcase(entry.name, p) for p in known_files):
-            return False
+    """True when `folder` holds nothing but sub-folders and plain files whose path relative to it (POSIX form)
+    matches one of the `known_files` fnmatch patterns ("model.tflite", "train/*/*.png"); an empty folder qualifies."""
+    for current, dirs, files in os.walk(folder):
+        here = Path(current)
+        for name in dirs:
+            if (here / name).is_symlink():
+                return False
+        for name in files:
+            entry = here / name
+            relative = entry.relative_to(folder).as_posix()
+            if entry.is_symlink() or not entry.is_file() or not any(fnmatch.fnmatchcase(relative, p) for p in known_files):
+                return False
     return True
 
 
 def check_removable(folder: Path, inputs: Mapping[str, PathArg] | None = None, known_files: Collection[str] = ()) -> None:
     """Raise ConfigError unless edgecls may delete `folder`: a real folder (not a link) that carries OUTPUT_MARKER
-    (or, made by an older edgecls, is empty or holds only files named in `known_files`) and is not, and does not
-    contain, any input."""
+    (or, made by an older edgecls, is empty or holds only files matching `known_files`) and is not, and does not
+    contain, any input. A folder that does not exist passes (there is nothing to delete)."""
     folder = Path(folder)
-    if folder.is_symlink() or not folder.is_dir():
-        kind = "a symbolic link" if folder.is_symlink() else "a file"
+    try:
+        mode = folder.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "a file"
         raise ConfigError(f"'{folder}' is {kind}, not a folder made by edgecls", "Remove it yourself or choose another --out")
     for name, source in (inputs or {}).items():
-        if source is not None and _relation(folder, Path(source)) in ("is", "contains"):
-            raise ConfigError(f"'{folder}' {'is' if _relation(folder, Path(source)) == 'is' else 'contains'} the input {name} '{source}'",
-                              "Choose an --out outside the command's inputs")
+        relation = _relation(folder, Path(source)) if source is not None else None
+        if relation in ("is", "contains"):
+            raise ConfigError(f"'{folder}' {relation} the input {name} '{source}'", "Choose an --out outside the command's inputs")
     if not has_marker(folder) and not _only_known_files(folder, known_files):
         raise ConfigError(f"'{folder}' was not made by edgecls (no {OUTPUT_MARKER} marker)", "Remove it yourself or choose another --out")
 
@@ -158,6 +172,9 @@ def remove_output_folder(folder: Path, inputs: Mapping[str, PathArg] | None = No
     folder = Path(folder)
     check_removable(folder, inputs, known_files)
     with folder_lock(folder.parent, wait=True):
+        check_removable(folder, inputs, known_files)  # again, now that no other edgecls process can publish it
+        if not os.path.lexists(folder):
+            return
         trash = _temp_name(folder.parent, ".old")
         os.replace(folder, trash)
     shutil.rmtree(trash, ignore_errors=True)

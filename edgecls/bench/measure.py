@@ -1,5 +1,7 @@
 """Measure one artifact: latency percentiles on one image and accuracy/top-5 on a labelled folder.
 
+Top-5 needs at least 5 classes: with fewer, "top5" is null (top-k with k = classes is always 1.0, not a top-5).
+
 Run as `python -m edgecls.bench.measure ARGS_JSON` so each backend has its own process and thread pools.
 """
 from __future__ import annotations
@@ -12,9 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import DataError, EdgeclsError
+from edgecls.data.labelled import read_labelled_folder
+from edgecls.errors import EdgeclsError
 from edgecls.metrics import classification_report
 from edgecls.preprocess import prepare_pixels
+
+TOP_K = 5
 
 
 def percentiles(times_ms: list[float]) -> dict[str, float]:
@@ -24,21 +29,9 @@ def percentiles(times_ms: list[float]) -> dict[str, float]:
             "p99_ms": float(np.percentile(values, 99)), "max_ms": float(values.max()), "fps": 1000.0 / p50 if p50 else 0.0}
 
 
-def labelled_images(folder: Path, labels: list[str], limit: int) -> tuple[list[Path], np.ndarray]:
-    """Up to `limit` images of an ImageFolder tree (its test/ split if pre-split), stratified, mapped onto `labels`."""
-    from edgecls.data.folder import check_image, scan_class_folders
-    from edgecls.quantize.calibration import stratified_sample
-
-    if not folder.is_dir():
-        raise DataError(f"--data '{folder}' is not a folder", "Pass a labelled ImageFolder tree (a folder per class)")
-    test = [p for p in folder.iterdir() if p.is_dir() and p.name.lower() == "test"]
-    names, paths, indices = scan_class_folders(test[0] if test else folder)
-    unknown = sorted(set(names) - set(labels))
-    if unknown:
-        raise DataError(f"classes {unknown} in '{folder}' are not among the model's labels", "Use folders named like the model's labels")
-    truth = np.asarray([labels.index(names[i]) for i in indices], dtype=np.int64)
-    chosen = [i for i in stratified_sample(truth, min(limit, len(paths)), seed=0) if check_image(paths[i]) is None]
-    return [paths[i] for i in chosen], truth[chosen]
+def top5(top_k: dict[str, float], classes: int) -> float | None:
+    """Top-5 accuracy, or None when the model has fewer than 5 classes (never top-1 under the top-5 name)."""
+    return top_k["top5"] if classes >= TOP_K else None
 
 
 def measure(path: Path, device: str = "cpu", threads: int | None = None, runs: int = 200, warmup: int = 20,
@@ -55,11 +48,12 @@ def measure(path: Path, device: str = "cpu", threads: int | None = None, runs: i
     }
     try:
         if data is not None:
-            files, truth = labelled_images(data, meta.labels, limit)
-            pixels = np.stack([prepare_pixels(p, meta) for p in files])
+            images = read_labelled_folder(data, meta.labels, limit)
+            pixels = np.stack([prepare_pixels(p, meta) for p in images.paths])
             scores = np.concatenate([backend.run(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
-            report = classification_report(truth, scores, meta.labels)
-            result.update({"images": len(files), "accuracy": report["accuracy"], "top5": report["top_k"].get("top5", report["top_k"].get("top1"))})
+            report = classification_report(images.labels, scores, meta.labels)
+            result.update({"images": len(images), "skipped_images": len(images.skipped), "accuracy": report["accuracy"],
+                           "top5": top5(report["top_k"], len(meta.labels))})
             image = pixels[:1]
         else:
             height, width = meta.input_size

@@ -1,16 +1,25 @@
-"""Benchmark several artifacts, each in its own process; compare with a device profile; table, JSON, PNG."""
+"""Benchmark several artifacts, each in its own process; compare with a device profile; table, JSON, PNG.
+
+The report goes beside what it measures unless --out says otherwise (see default_report_path), and no output
+may land on an artifact, its meta.json or weights, or inside --data: checked before any measurement.
+One artifact that fails or runs past its timeout is recorded with the reason; the others are still measured.
+"""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edgecls.errors import ConfigError, ModelError
 
 ARTIFACT_SUFFIXES = (".tflite", ".onnx", ".xml")
+REPORT_NAME = "bench_report.json"
+REPORT_FOLDER = "bench"
+DEFAULT_TIMEOUT_S = 3600.0
 
 
 def expand(models: list[str | Path]) -> list[Path]:
@@ -34,11 +43,57 @@ def expand(models: list[str | Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def run_one(path: Path, device: str, threads: int | None, runs: int, warmup: int, data: Path | None, limit: int) -> dict[str, Any]:
+def _is_run(folder: Path) -> bool:
+    return (folder / "meta.json").is_file() and ((folder / "model.keras").is_file() or (folder / "export").is_dir())
+
+
+def _run_folder_of(path: Path) -> Path | None:
+    """The run folder when `path` is RUN, RUN/export, RUN/export/<name> or RUN/export/<name>/<artifact>; else None."""
+    if path.is_dir() and _is_run(path):
+        return path
+    for export in (path, path.parent, path.parent.parent):
+        if export.name == "export" and _is_run(export.parent) and path.is_relative_to(export):
+            return export.parent
+    return None
+
+
+def default_report_path(models: list[str | Path]) -> Path:
+    """Where the report goes without --out: RUN/bench/bench_report.json for a run (or an artifact inside RUN/export/),
+    else FOLDER/bench/bench_report.json beside the first folder or artifact measured; never the current folder."""
+    first = Path(models[0]).expanduser().absolute()
+    run = _run_folder_of(first)
+    base = run if run is not None else (first if first.is_dir() else first.parent)
+    return base / REPORT_FOLDER / REPORT_NAME
+
+
+def artifact_files(path: Path) -> dict[str, Path]:
+    """The files one artifact is made of, named for error messages: model, meta.json and OpenVINO weights."""
+    files = {"artifact": path, "artifact meta.json": path.parent / "meta.json"}
+    if path.suffix == ".xml":
+        files["artifact weights"] = path.with_suffix(".bin")
+    return files
+
+
+def check_report_paths(outputs: dict[str, Path], artifacts: list[Path], data: Path | None) -> None:
+    """Refuse (ConfigError, one line naming both) any output that is, lies in or contains an artifact file or --data."""
+    from edgecls.fsutil import check_outputs
+
+    check_outputs(outputs, {"--data": data})
+    for artifact in artifacts:
+        check_outputs(outputs, artifact_files(artifact))
+
+
+def run_one(path: Path, device: str, threads: int | None, runs: int, warmup: int, data: Path | None, limit: int,
+            timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """Measure one artifact in its own process; a failure or a timeout comes back as {"artifact", "error"}."""
     args = {"path": str(path), "device": device, "threads": threads, "runs": runs, "warmup": warmup,
             "data": str(data) if data else None, "limit": limit}
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-m", "edgecls.bench.measure", json.dumps(args)], capture_output=True, text=True, env=env, timeout=3600)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "edgecls.bench.measure", json.dumps(args)], capture_output=True, text=True, env=env,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:  # subprocess.run has killed the process
+        return {"artifact": str(path), "error": f"timed out after {timeout_s:g} s (the benchmark process was stopped)", "timed_out": True}
     for line in proc.stdout.splitlines():
         if line.startswith("EDGECLS-BENCH "):
             return json.loads(line.removeprefix("EDGECLS-BENCH "))
@@ -47,26 +102,52 @@ def run_one(path: Path, device: str, threads: int | None, runs: int, warmup: int
 
 
 def bench(models: list[str | Path], data: str | Path | None = None, device_profile: str | None = None, threads: int | None = None,
-          runs: int = 200, warmup: int = 20, limit: int = 1000, device: str | None = None, on_result: Any = None) -> dict[str, Any]:
-    """Measure every artifact; returns {"results": [...], "profile": ...}."""
+          runs: int = 200, warmup: int = 20, limit: int = 1000, device: str | None = None,
+          on_result: Callable[[dict[str, Any]], None] | None = None, out: str | Path | None = None,
+          timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """Measure every artifact; returns {"results": [...], "profile": ...}.
+
+    With `out`, the JSON report is written there and the chart beside it (.png); both paths are checked against
+    the inputs before anything is measured. Each artifact gets `timeout_s` seconds.
+    """
     from edgecls.devices import compare, load_profile
 
     if runs < 1 or warmup < 0 or limit < 1:
         raise ConfigError(f"--runs {runs} / --warmup {warmup} / --limit {limit} out of range", "Use runs >= 1, warmup >= 0, limit >= 1")
+    if not timeout_s > 0:
+        raise ConfigError(f"--timeout {timeout_s} out of range", "Use a timeout in seconds above 0")
     profile = load_profile(device_profile) if device_profile else None
     threads = threads if threads is not None else (profile.threads if profile else None)
     device = device or (profile.backend_device if profile else "cpu")
+    artifacts = expand(models)
+    data_path = Path(data) if data else None
+    outputs = {"--out": Path(out), "--out chart": Path(out).with_suffix(".png")} if out is not None else {}
+    check_report_paths(outputs, artifacts, data_path)
     results = []
-    for path in expand(models):
-        result = run_one(path, device, threads, runs, warmup, Path(data) if data else None, limit)
+    for path in artifacts:
+        result = run_one(path, device, threads, runs, warmup, data_path, limit, timeout_s)
         if profile and "latency" in result:
             ref = profile.reference_for(result["architecture"], result["input_size"][0], result["precision"], result["format"])
-            result["reference"] = ({"latency_ms": ref.latency_ms, "source": ref.source, "verdict": compare(result["latency"]["p50_ms"], ref)}
-                                   if ref else {"verdict": f"no {profile.name} reference for {result['architecture']} {result['input_size'][0]} px {result['precision']}"})
+            missing = f"no {profile.name} reference for {result['architecture']} {result['input_size'][0]} px {result['precision']}"
+            verdict = compare(result["latency"]["p50_ms"], ref) if ref else missing
+            result["reference"] = {"latency_ms": ref.latency_ms, "source": ref.source, "verdict": verdict} if ref else {"verdict": verdict}
         results.append(result)
         if on_result:
             on_result(result)
-    return {"profile": profile.name if profile else None, "threads": threads, "device": device, "runs": runs, "warmup": warmup, "results": results}
+    report = {"profile": profile.name if profile else None, "threads": threads, "device": device, "runs": runs, "warmup": warmup,
+              "results": results}
+    if out is not None:
+        write_report(report, Path(out))
+    return report
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """The chart (when matplotlib is installed) beside the JSON, then the JSON, which names both; both atomic."""
+    from edgecls.fsutil import write_json
+
+    png = chart(report, out.with_suffix(".png"))
+    report["outputs"] = {"json": str(out), "chart": str(png) if png else None}
+    write_json(out, report)
 
 
 def chart(report: dict[str, Any], path: Path) -> Path | None:

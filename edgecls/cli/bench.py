@@ -2,56 +2,68 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import typer
 
 from edgecls.cli.common import print_json, print_table, say
 
+_COLUMNS = ["artifact", "format", "precision", "size", "ran as", "p50 / p90 / p99 ms", "FPS", "accuracy", "top-5", "vs reference"]
+
 
 def bench_command(
     models: list[Path] = typer.Argument(..., help="Artifacts (.tflite/.onnx/.xml) or run folders (every artifact in RUN/export/)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Labelled ImageFolder tree for accuracy and top-5."),
-    device_profile: Optional[str] = typer.Option(None, "--device", help="Device profile (pi5, coral-usb-pi, intel-cpu, ...) or a .toml path."),
-    backend_device: Optional[str] = typer.Option(None, "--backend-device", help="cpu | coral | gpu | npu | auto [default: the profile's, else cpu]"),
-    threads: Optional[int] = typer.Option(None, "--threads"),
+    data: Path | None = typer.Option(None, "--data", help="Labelled ImageFolder tree for accuracy and top-5."),
+    device_profile: str | None = typer.Option(None, "--device", help="Device profile (pi5, coral-usb-pi, intel-cpu, ...) or a .toml path."),
+    backend_device: str | None = typer.Option(
+        None, "--backend-device", help="cpu | coral | gpu | npu | auto [default: the profile's, else cpu]"),
+    threads: int | None = typer.Option(None, "--threads", help="Inference threads [default: the profile's, else the runtime's]."),
     runs: int = typer.Option(200, "--runs", help="Timed runs per artifact, after warm-up."),
-    warmup: int = typer.Option(20, "--warmup"),
+    warmup: int = typer.Option(20, "--warmup", help="Untimed runs per artifact before timing."),
     limit: int = typer.Option(1000, "--limit", help="Images of --data to score, at most."),
-    out: Path = typer.Option(Path("bench_report.json"), "--out", help="JSON report; the chart goes beside it as .png."),
+    out: Path | None = typer.Option(
+        None, "--out", help="JSON report, chart beside it (.png) [default: RUN/bench/bench_report.json, or bench/ by the artifact]."),
+    timeout: float = typer.Option(
+        3600.0, "--timeout", help="Seconds one artifact may take; past it, it is recorded as failed and the others still run."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON only."),
 ) -> None:
     """Like `yolo benchmark`, with percentiles, the precision that actually ran, and accuracy per artifact."""
-    from edgecls.bench.runner import bench, chart
-    from edgecls.fsutil import write_json
+    from edgecls.bench.runner import bench, default_report_path
 
-    def progress(result: dict) -> None:
+    def progress(result: dict[str, Any]) -> None:
         if not as_json:
             say(f"measured {result['artifact']}", stderr=True)
 
-    report = bench(models, data, device_profile, threads, runs, warmup, limit, backend_device, on_result=progress)
-    write_json(out, report)
-    png = chart(report, out.with_suffix(".png"))
+    report = bench(list(models), data, device_profile, threads, runs, warmup, limit, backend_device, on_result=progress,
+                   out=out or default_report_path(list(models)), timeout_s=timeout)
     if as_json:
         print_json(report)
     else:
-        rows = []
-        for r in report["results"]:
-            if "error" in r:
-                rows.append((r["artifact"], "-", "-", "-", "-", "-", "-", "-", "-", r["error"]))
-                continue
-            lat = r["latency"]
-            rows.append((
-                f"{Path(r['artifact']).parent.name}/{Path(r['artifact']).name}", r["format"], r["precision"], f"{r['size_bytes'] / 1e6:.2f} MB", r["precision_ran"],
-                f"{lat['p50_ms']:.2f} / {lat['p90_ms']:.2f} / {lat['p99_ms']:.2f}", f"{lat['fps']:.0f}",
-                f"{r['accuracy']:.4f}" if "accuracy" in r else "-", f"{r['top5']:.4f}" if "top5" in r else "-",
-                r.get("reference", {}).get("verdict", "-"),
-            ))
-        print_table(f"edgecls bench ({report['device']}, threads {report['threads'] or 'default'}, {report['runs']} runs after {report['warmup']} warm-up)",
-                    ["artifact", "format", "precision", "size", "ran as", "p50 / p90 / p99 ms", "FPS", "accuracy", "top-5", "vs reference"], rows)
-        say(f"report: {out}" + (f", chart: {png}" if png else ""))
+        title = (f"edgecls bench ({report['device']}, threads {report['threads'] or 'default'}, "
+                 f"{report['runs']} runs after {report['warmup']} warm-up)")
+        print_table(title, _COLUMNS, [_row(r) for r in report["results"]])
+        outputs = report["outputs"]
+        say(f"report: {outputs['json']}" + (f", chart: {outputs['chart']}" if outputs["chart"] else ""))
     if any("error" in r for r in report["results"]):
         raise typer.Exit(1)
+
+
+def _row(result: dict[str, Any]) -> tuple[str, ...]:
+    if "error" in result:
+        return (result["artifact"], "-", "-", "-", "-", "-", "-", "-", "-", result["error"])
+    lat = result["latency"]
+    artifact = Path(result["artifact"])
+    return (
+        f"{artifact.parent.name}/{artifact.name}", result["format"], result["precision"], f"{result['size_bytes'] / 1e6:.2f} MB",
+        result["precision_ran"], f"{lat['p50_ms']:.2f} / {lat['p90_ms']:.2f} / {lat['p99_ms']:.2f}", f"{lat['fps']:.0f}",
+        f"{result['accuracy']:.4f}" if "accuracy" in result else "-", _top5_cell(result), result.get("reference", {}).get("verdict", "-"),
+    )
+
+
+def _top5_cell(result: dict[str, Any]) -> str:
+    if "top5" not in result:
+        return "-"
+    return "n/a (< 5 classes)" if result["top5"] is None else f"{result['top5']:.4f}"
 
 
 def register(app: typer.Typer) -> None:

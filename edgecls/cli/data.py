@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,8 +13,9 @@ app = typer.Typer(help="Prepare and check image-folder datasets.", no_args_is_he
 @app.command("fashion-mnist")
 def fashion_mnist_command(
     out: Path = typer.Argument(..., help="Folder to create: OUT/train/<class>/*.png and OUT/test/<class>/*.png."),
-    per_class: Optional[int] = typer.Option(None, "--per-class", help="Images per class in each split (seeded subset); default: all."),
-    source: Optional[Path] = typer.Option(None, "--source", help="Folder with the four IDX files; default: the Debian package, then the cache."),
+    per_class: int | None = typer.Option(None, "--per-class", help="Images per class in each split (seeded subset); default: all."),
+    source: Path | None = typer.Option(
+        None, "--source", help="Folder with the four IDX files [default: the Debian package, then the cache]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the per-class subset."),
     download: bool = typer.Option(True, "--download/--no-download", help="Download when no local copy is found."),
 ) -> None:
@@ -23,7 +23,9 @@ def fashion_mnist_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from edgecls.data.fashion_mnist import write_fashion_mnist
+    from edgecls.fsutil import check_outputs
 
+    check_outputs({"OUT": out}, {"--source": source})
     columns = (TextColumn("writing PNGs"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task("write", total=None)
@@ -95,14 +97,16 @@ def check_command(
 def video_command(
     folder: Path = typer.Argument(..., help="Folder of images (searched recursively), e.g. DATA/test."),
     out: Path = typer.Argument(..., help="Video file to write (.mp4 or .avi)."),
-    frames: int = typer.Option(120, "--frames"),
-    fps: float = typer.Option(30.0, "--fps"),
-    width: int = typer.Option(640, "--width"),
-    height: int = typer.Option(480, "--height"),
+    frames: int = typer.Option(120, "--frames", help="Frames to write."),
+    fps: float = typer.Option(30.0, "--fps", help="Frame rate of the video."),
+    width: int = typer.Option(640, "--width", help="Frame width in pixels."),
+    height: int = typer.Option(480, "--height", help="Frame height in pixels."),
     hold: int = typer.Option(5, "--hold", help="Frames each image stays on screen."),
 ) -> None:
     """Write a video from images: a stand-in camera for `edgecls camera --device VIDEO`."""
     from edgecls.data.video import images_to_video
+    from edgecls.fsutil import check_outputs
 
+    check_outputs({"OUT": out}, {"FOLDER": folder})
     summary = images_to_video(folder, out, frames, fps, (height, width), hold)
     say(f"wrote {summary['video']}: {frames} frames at {fps:g} fps, {width}x{height}, {len(summary['images'])} images")

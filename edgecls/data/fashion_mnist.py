@@ -32,7 +32,7 @@ from PIL import Image
 
 from edgecls.data.idx import read_idx
 from edgecls.errors import ConfigError, DataError
-from edgecls.fsutil import atomic_dir, atomic_path
+from edgecls.fsutil import atomic_dir, atomic_path, check_outputs, has_marker
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "T-shirt_top", "Trouser", "Pullover", "Dress", "Coat",
@@ -191,9 +191,11 @@ def load_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     images = read_idx(found[images_name], expect_ndim=3)
     labels = read_idx(found[labels_name], expect_ndim=1)
     if images.dtype != np.uint8 or images.shape[1:] != (28, 28):
-        raise DataError(f"'{found[images_name]}' holds {images.dtype} images of shape {images.shape[1:]}, expected uint8 28x28", "Pass the Fashion-MNIST files, not another IDX dataset")
+        raise DataError(f"'{found[images_name]}' holds {images.dtype} images of shape {images.shape[1:]}, expected uint8 28x28",
+                        "Pass the Fashion-MNIST files, not another IDX dataset")
     if labels.dtype != np.uint8 or len(labels) != len(images):
-        raise DataError(f"'{found[labels_name]}' holds {len(labels)} {labels.dtype} labels for {len(images)} images", "Use the labels file that belongs to the images file")
+        raise DataError(f"'{found[labels_name]}' holds {len(labels)} {labels.dtype} labels for {len(images)} images",
+                        "Use the labels file that belongs to the images file")
     if len(labels) and int(labels.max()) >= len(FASHION_MNIST_CLASSES):
         raise DataError(f"'{found[labels_name]}' has label {int(labels.max())}, expected 0 to 9", "Pass the Fashion-MNIST files")
     return images, labels
@@ -211,6 +213,10 @@ def select_indices(labels: np.ndarray, per_class: int | None, seed: int, stream:
     return np.sort(np.concatenate(picks))
 
 
+# What an older edgecls (before the output marker) left in OUT: replaceable without the marker.
+PREVIOUS_TREE_FILES = tuple(f"{split}/{name}/*" for split in SPLITS for name in FASHION_MNIST_CLASSES)
+
+
 def _is_previous_export(out: Path) -> bool:
     entries = list(out.iterdir())
     if not all(e.is_dir() and e.name in SPLITS for e in entries):
@@ -219,16 +225,22 @@ def _is_previous_export(out: Path) -> bool:
 
 
 def _check_out(out: Path) -> None:
-    """Refuse to replace anything but an empty folder or a previous Fashion-MNIST tree."""
+    """Refuse to replace anything but an empty folder, a folder edgecls made, or a previous Fashion-MNIST tree."""
     if not out.exists():
         return
     if not out.is_dir():
         raise ConfigError(f"output '{out}' is a file", "Pass a folder path for OUT")
-    if any(out.iterdir()) and not _is_previous_export(out):
+    if not has_marker(out) and any(out.iterdir()) and not _is_previous_export(out):
         raise ConfigError(
             f"output folder '{out}' already exists and holds other files",
             "Pass a new OUT path, or remove that folder first",
         )
+
+
+def check_sources(out: Path, source: Path | None) -> None:
+    """Refuse an OUT that is, lies inside or contains a folder the IDX files are read from (or downloaded to)."""
+    for folder in candidate_dirs(source):
+        check_outputs({"OUT": out}, {"--source" if source is not None else "the Fashion-MNIST copy": folder})
 
 
 def _write_pngs(jobs: list[tuple[np.ndarray, Path]], progress: Progress | None, done: int, total: int) -> int:
@@ -260,6 +272,7 @@ def write_fashion_mnist(
     if seed < 0:
         raise ConfigError(f"--seed must be 0 or more, got {seed}", "Pass a non-negative seed")
     _check_out(out)
+    check_sources(out, source)
     folder, downloaded = locate_or_download(source, download)
 
     data = {split: load_split(folder, split) for split in SPLITS}
@@ -267,7 +280,7 @@ def write_fashion_mnist(
     total = sum(len(p) for p in picks.values())
     counts: dict[str, dict[str, int]] = {}
     done = 0
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, inputs={"the IDX folder": folder}, command="data fashion-mnist", known_files=PREVIOUS_TREE_FILES) as tmp:
         for split in SPLITS:
             images, labels = data[split]
             for name in FASHION_MNIST_CLASSES:
