@@ -101,10 +101,10 @@ def get(live: LiveServer, path: str, method: str = "GET") -> tuple[int, dict[str
         conn.close()
 
 
-def raw_request(live: LiveServer, request_line: str) -> bytes:
+def raw_request(live: LiveServer, request_line: str, host: str | None = None) -> bytes:
     """Send a request byte for byte (no client-side path normalisation) and read the whole answer."""
     with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
-        sock.sendall(f"{request_line}\r\nHost: x\r\n\r\n".encode())
+        sock.sendall(f"{request_line}\r\nHost: {host or f'127.0.0.1:{live.port}'}\r\n\r\n".encode())
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
@@ -137,7 +137,7 @@ def stalled_stream_socket(live: LiveServer) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", live.port))
-    sock.sendall(b"GET /stream.mjpg HTTP/1.0\r\n\r\n")
+    sock.sendall(f"GET /stream.mjpg HTTP/1.0\r\nHost: 127.0.0.1:{live.port}\r\n\r\n".encode())
     return sock
 
 

@@ -3,24 +3,30 @@
 The camera loop calls `LiveServer.publish(jpeg, stats)` once per annotated frame. A browser opens
 `http://HOST:PORT/` and sees the MJPEG stream next to a panel that polls `/stats.json`.
 
-Routes (GET only; everything else is 404, other methods 405; nothing is read from disk):
-    /              self-contained HTML page (no external assets)
+Routes (a table: `add_route` adds more, e.g. a JSON API; every other path is 404, other methods 405):
+    /              the page, edgecls/camera/static/live.html (no external assets)
     /stream.mjpg   multipart/x-mixed-replace stream of JPEG parts
     /stats.json    the last published stats plus `frame_age_ms` and `frames`
     /snapshot.jpg  the last published frame (503 until the first publish)
     /healthz       "ok"
 
-Memory stays bounded with slow viewers: there is one shared latest-frame slot and every stream
-client always sends the newest frame (frames published while a client is busy are skipped, never
-queued). A client that cannot take a part within `send_timeout` seconds is dropped.
+Before any route runs (edgecls.camera.access): on a loopback address the `Host:` header must name
+loopback with the port (421 otherwise: DNS rebinding); with a token (always on other addresses) the
+request must carry it (401 otherwise).
 
-Stats keys the page knows (others are listed under them): label, score, fps, latency_p50_ms,
-latency_p99_ms, backend, precision.
+Bounded whatever the clients do:
+- connections: at most `max_connections` at once, counted when accepted, before a thread is started.
+  When all are taken, the oldest connection still sending its request headers after `evict_after`
+  seconds is closed for the newcomer; with none, the newcomer gets a short 503 and is closed at once.
+- request headers: `header_timeout` seconds and `max_header_bytes` in total (a client sending a byte a
+  second is dropped), then `send_timeout` seconds per send.
+- memory: one shared latest-frame slot; every stream client sends the newest frame (frames published
+  while a client is busy are skipped, never queued); at most `max_clients` streams.
 """
 from __future__ import annotations
 
 import html
-import ipaddress
+import io
 import json
 import logging
 import math
@@ -28,16 +34,23 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
+from edgecls.camera.access import allowed_hosts, check_token, host_allowed, is_loopback, new_token, request_token, token_cookie, token_matches
 from edgecls.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 BOUNDARY = "edgeclsframe"
 STATS_KEYS = ("label", "score", "fps", "latency_p50_ms", "latency_p99_ms", "backend", "precision")
+TEXT = "text/plain; charset=utf-8"
+_CSP = "default-src 'none'; img-src 'self'; connect-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
+_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 22\r\nRetry-After: 5\r\n\r\ntoo many connections\r\n"
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -53,15 +66,6 @@ def parse_address(text: str) -> tuple[str, int]:
     if host and not all(part and all(c.isalnum() or c == "-" for c in part) for part in host.split(".")):
         raise ConfigError(f"bad host in live-view address {text!r}", "Use an IPv4 address or a host name, e.g. 127.0.0.1:8080 or 0.0.0.0:8080.")
     return host or "127.0.0.1", int(port_text)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _jsonable(value: Any) -> Any:
@@ -80,6 +84,13 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
     return str(value)
+
+
+def load_page(title: str) -> bytes:
+    """The live view page from the package's static folder, with the title escaped and the known stats keys."""
+    template = resources.files("edgecls.camera").joinpath("static/live.html").read_text(encoding="utf-8")
+    known = json.dumps([*STATS_KEYS, "frame_age_ms", "frames"])
+    return template.replace("{{title}}", html.escape(title)).replace("{{known}}", known).encode()
 
 
 class _FrameSlot:
@@ -112,15 +123,86 @@ class _FrameSlot:
             self.cond.notify_all()
 
 
+@dataclass
+class _Connection:
+    """One accepted connection: when it came, whether its request headers are in, who serves it."""
+
+    accepted_at: float
+    headers_done: bool = False
+    evicted: bool = False
+    thread: threading.Thread | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """What answers one path: `handler(request)` writes the whole answer (request.send or its own writes)."""
+
+    handler: Callable[[Any], None]
+    methods: tuple[str, ...] = ("GET",)
+
+
+class _HeaderPhaseIO(socket.SocketIO):
+    """The request's raw reader: until `end_headers()`, every read must finish before one deadline and all
+    reads together stay under a byte budget (a client sending a byte a second is dropped)."""
+
+    def __init__(self, sock: socket.socket, timeout: float, max_bytes: int) -> None:
+        super().__init__(sock, "rb")
+        self.deadline: float | None = time.monotonic() + timeout
+        self.budget = max_bytes
+
+    def readinto(self, buffer: Any) -> int | None:
+        if self.deadline is None:
+            return super().readinto(buffer)
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request headers did not arrive in time")
+        if self.budget <= 0:
+            raise ConnectionAbortedError("the request headers are too large")
+        self._sock.settimeout(left)
+        count = super().readinto(memoryview(buffer)[: self.budget])
+        self.budget -= count or 0
+        return count
+
+    def end_headers(self, timeout: float) -> None:
+        self.deadline = None
+        self._sock.settimeout(timeout)
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() joins the handler threads itself, with a timeout
+    request_queue_size = 128  # a burst of connections waits in the kernel's backlog, not in Python
     live: LiveServer
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.live._admit(request):
+            _refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self.live._leave(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.live._leave(request)
+
     def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: ARG002
-        # A viewer that vanishes while sending its request is routine; anything else is a bug worth a traceback.
+        # A viewer that vanishes or stalls while sending its request is routine; anything else is a bug worth a traceback.
         level = logging.DEBUG if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)) else logging.WARNING
         log.log(level, "live view: error while serving %s", client_address[0], exc_info=True)
+
+
+def _refuse(sock: socket.socket) -> None:
+    """Answer 503 without waiting (the send buffer of a new socket is empty) and close: no thread, no buffer."""
+    try:
+        sock.send(_BUSY, socket.MSG_DONTWAIT)
+    except OSError:
+        pass
+    sock.close()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -130,56 +212,68 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
 
     def setup(self) -> None:
-        self.timeout = self.server.live.send_timeout  # read and send timeout; a stalled peer raises TimeoutError
+        live = self.server.live
+        self.timeout = live.header_timeout
         super().setup()
-        self.server.live._register(self.connection)
+        self.rfile.close()  # replaced by a reader with a deadline and a size limit for the request headers
+        self._reader = _HeaderPhaseIO(self.connection, live.header_timeout, live.max_header_bytes)
+        self.rfile = io.BufferedReader(self._reader)
+        self.extra_headers: dict[str, str] = {}
+        live._register(self.connection)
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        self._reader.end_headers(self.server.live.send_timeout)
+        self.server.live._headers_done(self.connection)
+        return parsed
 
     def finish(self) -> None:
         try:
             super().finish()
         except OSError:
             pass  # the peer is already gone; nothing left to flush
-        finally:
-            self.server.live._unregister(self.connection)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         log.debug("live view %s: " + format, self.address_string(), *args)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("do_"):  # every method except GET, including unknown ones
-            return self._method_not_allowed
+        if name.startswith("do_"):  # every method, including unknown ones: the route table decides
+            return self._dispatch
         raise AttributeError(name)
 
-    def _method_not_allowed(self) -> None:
-        self._send(405, b"method not allowed: this server only answers GET\n", "text/plain; charset=utf-8", {"Allow": "GET"})
-
-    def do_GET(self) -> None:  # noqa: N802
+    def _dispatch(self) -> None:
         live = self.server.live
-        path = urlsplit(self.path).path
-        if path == "/":
-            self._send(200, live._page, "text/html; charset=utf-8", {"Content-Security-Policy": _CSP})
-        elif path == "/stream.mjpg":
-            self._stream()
-        elif path == "/stats.json":
-            self._send(200, live._stats_json(), "application/json")
-        elif path == "/snapshot.jpg":
-            jpeg = live._slot.jpeg
-            if jpeg is None:
-                self._send(503, b"no frame published yet; try again in a moment\n", "text/plain; charset=utf-8", {"Retry-After": "1"})
-            else:
-                self._send(200, jpeg, "image/jpeg")
-        elif path == "/healthz":
-            self._send(200, b"ok\n", "text/plain; charset=utf-8")
+        url = urlsplit(self.path)
+        if live.allowed_hosts is not None:
+            hosts = self.headers.get_all("Host") or []
+            if len(hosts) != 1 or not host_allowed(hosts[0], live.allowed_hosts):
+                names = ", ".join(sorted(h for h in live.allowed_hosts if h.endswith(f":{live.port}")))
+                self.send(421, f"this live view answers only to Host {names}\n".encode(), TEXT)
+                return
+        if live.token is not None:
+            given, from_url = request_token(url.query, self.headers)
+            if not token_matches(given, live.token):
+                body = b"this live view needs its access token: open the URL with ?token= that edgecls printed, or send Authorization: Bearer TOKEN\n"
+                self.send(401, body, TEXT, {"WWW-Authenticate": 'Bearer realm="edgecls"'})
+                return
+            if from_url:
+                self.extra_headers["Set-Cookie"] = token_cookie(live.token)
+        route = live.routes.get(url.path)
+        if route is None:
+            self.send(404, b"not found\n", TEXT)
+        elif self.command not in route.methods:
+            allow = ", ".join(route.methods)
+            self.send(405, f"method not allowed: {url.path} answers {allow}\n".encode(), TEXT, {"Allow": allow})
         else:
-            self._send(404, b"not found\n", "text/plain; charset=utf-8")
+            route.handler(self)
 
-    def _send(self, code: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+    def send(self, code: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        """A whole answer: status, headers (plus `extra_headers`), body."""
         try:
             self.send_response(code)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
+            self._common_headers()
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
             self.end_headers()
@@ -188,134 +282,112 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # BrokenPipe, ConnectionReset, send timeout: the viewer is gone
             self.close_connection = True
 
-    def _stream(self) -> None:
-        live = self.server.live
-        if not live._acquire_stream():
-            body = f"too many live-view clients (max {live.max_clients}); close another viewer and reload\n"
-            self._send(503, body.encode(), "text/plain; charset=utf-8", {"Retry-After": "5"})
-            return
-        seq = 0
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("Pragma", "no-cache")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(f"--{BOUNDARY}\r\n".encode())
-            while True:
-                # Re-send the newest frame when nothing new arrives, so dead viewers are noticed.
-                seq, jpeg = live._slot.newer_than(seq, live.idle_resend)
-                if jpeg is None:
-                    if live._slot.closed:
-                        break
-                    continue
-                # The boundary goes right after each part, so browsers show the part without waiting
-                # for the next one. Header, frame and trailer are written separately: no copy of the frame.
-                self.wfile.write(f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode())
-                self.wfile.write(jpeg)
-                self.wfile.write(f"\r\n--{BOUNDARY}\r\n".encode())
-        except OSError as exc:  # BrokenPipe, ConnectionReset, TimeoutError (stalled viewer), stop()
-            log.debug("live view: stream client %s dropped (%s)", self.address_string(), type(exc).__name__)
-        finally:
-            self.close_connection = True
-            live._release_stream()
+    def _common_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        for key, value in self.extra_headers.items():
+            self.send_header(key, value)
 
 
-_CSP = "default-src 'none'; img-src 'self'; connect-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
+def _page(request: _Handler) -> None:
+    request.send(200, request.server.live.page, "text/html; charset=utf-8", {"Content-Security-Policy": _CSP})
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-body {{ margin: 0; font: 15px/1.4 system-ui, sans-serif; background: #111; color: #eee; }}
-header {{ padding: 8px 14px; background: #222; font-weight: 600; }}
-main {{ display: flex; flex-wrap: wrap; gap: 14px; padding: 14px; align-items: flex-start; }}
-#live {{ max-width: 100%; background: #000; min-width: 320px; min-height: 240px; }}
-#panel {{ min-width: 220px; background: #1b1b1b; padding: 10px 14px; border-radius: 6px; }}
-#label {{ font-size: 24px; font-weight: 700; color: #7fd67f; word-break: break-word; }}
-table {{ border-collapse: collapse; }} td {{ padding: 2px 10px 2px 0; }} td:first-child {{ color: #999; }}
-#state {{ color: #e88; }}
-</style></head>
-<body><header>{title}</header>
-<main>
-<img id="live" src="/stream.mjpg" alt="live camera stream">
-<div id="panel">
-<div id="label">&hellip;</div>
-<table>
-<tr><td>score</td><td id="score">-</td></tr>
-<tr><td>FPS</td><td id="fps">-</td></tr>
-<tr><td>latency p50</td><td id="p50">-</td></tr>
-<tr><td>latency p99</td><td id="p99">-</td></tr>
-<tr><td>frame age</td><td id="age">-</td></tr>
-<tr><td>backend</td><td id="backend">-</td></tr>
-<tbody id="extra"></tbody>
-</table>
-<div id="state"></div>
-</div>
-</main>
-<script>
-"use strict";
-const KNOWN = {known};
-const $ = (id) => document.getElementById(id);
-const num = (v, digits, unit) => (typeof v === "number" ? v.toFixed(digits) + unit : "-");
-const img = $("live");
-img.onerror = () => {{  // stream refused (too many viewers) or lost: fall back to snapshots
-  setTimeout(() => {{ img.src = "/snapshot.jpg?t=" + Date.now(); }}, 1000);
-}};
-async function poll() {{
-  try {{
-    const r = await fetch("/stats.json", {{cache: "no-store"}});
-    const s = await r.json();
-    $("label").textContent = s.label ?? "-";
-    $("score").textContent = num(s.score, 3, "");
-    $("fps").textContent = num(s.fps, 1, "");
-    $("p50").textContent = num(s.latency_p50_ms, 1, " ms");
-    $("p99").textContent = num(s.latency_p99_ms, 1, " ms");
-    $("age").textContent = num(s.frame_age_ms, 0, " ms");
-    $("backend").textContent = [s.backend, s.precision].filter((x) => x != null).join(" / ") || "-";
-    const extra = $("extra");
-    extra.replaceChildren();
-    for (const [k, v] of Object.entries(s)) {{
-      if (KNOWN.includes(k) || (v !== null && typeof v === "object")) continue;
-      const row = extra.insertRow();
-      row.insertCell().textContent = k;
-      row.insertCell().textContent = String(v);
-    }}
-    $("state").textContent = "";
-  }} catch (e) {{
-    $("state").textContent = "stats unavailable";
-  }}
-}}
-poll();
-setInterval(poll, 500);
-</script>
-</body></html>
-"""
+
+def _stats(request: _Handler) -> None:
+    request.send(200, request.server.live._stats_json(), "application/json")
+
+
+def _snapshot(request: _Handler) -> None:
+    jpeg = request.server.live._slot.jpeg
+    if jpeg is None:
+        request.send(503, b"no frame published yet; try again in a moment\n", TEXT, {"Retry-After": "1"})
+    else:
+        request.send(200, jpeg, "image/jpeg")
+
+
+def _healthz(request: _Handler) -> None:
+    request.send(200, b"ok\n", TEXT)
+
+
+def _stream(request: _Handler) -> None:
+    live = request.server.live
+    if not live._acquire_stream():
+        body = f"too many live-view clients (max {live.max_clients}); close another viewer and reload\n"
+        request.send(503, body.encode(), TEXT, {"Retry-After": "5"})
+        return
+    seq = 0
+    try:
+        request.send_response(200)
+        request.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        request._common_headers()
+        request.send_header("Pragma", "no-cache")
+        request.send_header("Connection", "close")
+        request.end_headers()
+        request.wfile.write(f"--{BOUNDARY}\r\n".encode())
+        while True:
+            # Re-send the newest frame when nothing new arrives, so dead viewers are noticed.
+            seq, jpeg = live._slot.newer_than(seq, live.idle_resend)
+            if jpeg is None:
+                if live._slot.closed:
+                    break
+                continue
+            # The boundary goes right after each part, so browsers show the part without waiting
+            # for the next one. Header, frame and trailer are written separately: no copy of the frame.
+            request.wfile.write(f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode())
+            request.wfile.write(jpeg)
+            request.wfile.write(f"\r\n--{BOUNDARY}\r\n".encode())
+    except OSError as exc:  # BrokenPipe, ConnectionReset, TimeoutError (stalled viewer), stop()
+        log.debug("live view: stream client %s dropped (%s)", request.address_string(), type(exc).__name__)
+    finally:
+        request.close_connection = True
+        live._release_stream()
 
 
 class LiveServer:
-    """Serve the newest annotated frame (MJPEG) and live stats over HTTP from a daemon thread."""
+    """Serve the newest annotated frame (MJPEG) and live stats over HTTP from a daemon thread.
 
-    send_timeout = 5.0  # seconds a viewer may block a send (or a request read) before it is dropped
+    token: required on every route when given; made fresh (`token_generated`) when the server is bound to a
+    non-loopback address without one. Loopback addresses answer only loopback Host headers.
+    """
+
+    send_timeout = 5.0  # seconds a viewer may block one send before it is dropped
+    header_timeout = 5.0  # seconds a client has for its request line and headers, all together
+    max_header_bytes = 16384  # request line and headers together
+    evict_after = 1.0  # a connection still sending headers this long may be closed for a new one
     idle_resend = 2.0  # seconds without a new frame before the newest one is sent again
     join_timeout = 2.0  # seconds stop() waits for the server and client threads
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8080, max_clients: int = 4, title: str = "edgecls live") -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, max_clients: int = 4, title: str = "edgecls live", *,
+                 token: str | None = None, max_connections: int = 32) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigError(f"bad live-view port {port!r}", "Use a port from 0 to 65535 (0 picks a free port).")
         if not isinstance(max_clients, int) or max_clients < 1:
             raise ConfigError(f"max_clients must be at least 1, got {max_clients!r}", "Allow at least one live-view client.")
+        if not isinstance(max_connections, int) or max_connections < max_clients + 1:
+            raise ConfigError(f"max_connections must be more than max_clients ({max_clients}), got {max_connections!r}",
+                              "Allow the stream clients plus room for the page and its stats requests.")
         self.host, self.port, self.max_clients, self.title = host, port, max_clients, title
+        self.max_connections = max_connections
+        self.token_generated = token is None and not is_loopback(host)
+        self.token = new_token() if self.token_generated else (check_token(token, "the token passed in") if token is not None else None)
+        self.allowed_hosts: frozenset[str] | None = None  # set by start(), once the port is known
+        self.routes: dict[str, Route] = {"/": Route(_page), "/stream.mjpg": Route(_stream), "/stats.json": Route(_stats),
+                                         "/snapshot.jpg": Route(_snapshot), "/healthz": Route(_healthz)}
+        self.page = load_page(title)
+        self.refused = 0  # connections refused at the cap
+        self.evicted = 0  # connections closed while still sending headers, to make room
         self._slot = _FrameSlot()
         self._lock = threading.Lock()
         self._streams = 0
-        self._conns: dict[socket.socket, threading.Thread] = {}
+        self._conns: dict[socket.socket, _Connection] = {}
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
-        known = json.dumps([*STATS_KEYS, "frame_age_ms", "frames"])
-        self._page = _PAGE.format(title=html.escape(title), known=known).encode()
+
+    def add_route(self, path: str, handler: Callable[[Any], None], methods: tuple[str, ...] = ("GET",)) -> None:
+        """Answer `path` with `handler(request)`, behind the same Host and token checks as the built-in routes."""
+        self.routes[path] = Route(handler, tuple(m.upper() for m in methods))
 
     def start(self) -> None:
         """Bind (port 0 picks a free port) and serve from a daemon thread."""
@@ -335,20 +407,33 @@ class LiveServer:
         httpd.live = self
         self._httpd = httpd
         self.port = httpd.server_address[1]
-        if not _is_loopback(self.host):
-            log.warning("live view on %s is visible to anyone on the network; bind 127.0.0.1 to keep it local", self.url)
+        if is_loopback(self.host):
+            self.allowed_hosts = allowed_hosts(self.host, self.port)
+        else:
+            log.warning("live view on %s is visible to anyone on the network (its token is required); bind 127.0.0.1 to keep it local", self.url)
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="edgecls-live", daemon=True)
         self._thread.start()
 
     @property
     def url(self) -> str:
-        """http://host:port/ (the real port once started)."""
+        """http://host:port/ (the real port once started); never carries the token."""
         return f"http://{self.host}:{self.port}/"
+
+    @property
+    def url_with_token(self) -> str:
+        """The URL to open in a browser: with ?token= when the server has one."""
+        return f"{self.url}?token={self.token}" if self.token else self.url
 
     @property
     def stream_clients(self) -> int:
         """Stream viewers connected now."""
         return self._streams
+
+    @property
+    def connections(self) -> int:
+        """Connections being served now (not counting ones closed to make room that are still winding down)."""
+        with self._lock:
+            return sum(1 for c in self._conns.values() if not c.evicted)
 
     @property
     def buffered_bytes(self) -> int:
@@ -378,12 +463,9 @@ class LiveServer:
         httpd.shutdown()  # serve_forever polls every 0.1 s
         httpd.server_close()
         for conn in conns:  # unblock handlers stuck in send() or recv() on stalled viewers
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _shutdown(conn)
         deadline = time.monotonic() + self.join_timeout
-        for thread in [self._thread, *conns.values()]:
+        for thread in [self._thread, *(c.thread for c in conns.values())]:
             if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
 
@@ -412,16 +494,50 @@ class LiveServer:
         with self._lock:
             self._streams -= 1
 
+    def _admit(self, conn: socket.socket) -> bool:
+        """Count a new connection in, closing the oldest one still sending headers when all are taken; False to refuse it."""
+        now = time.monotonic()
+        with self._lock:
+            if self._closed or len(self._conns) >= 2 * self.max_connections:  # evicted ones still winding down count here
+                self.refused += 1
+                return False
+            active = [(c.accepted_at, s) for s, c in self._conns.items() if not c.evicted]
+            if len(active) >= self.max_connections:
+                stale = [(at, s) for at, s in active if not self._conns[s].headers_done and now - at >= self.evict_after]
+                if not stale:
+                    self.refused += 1
+                    return False
+                victim = min(stale, key=lambda item: item[0])[1]
+                self._conns[victim].evicted = True
+                self.evicted += 1
+                _shutdown(victim)  # its thread sees the end of the stream and leaves
+            self._conns[conn] = _Connection(accepted_at=now)
+            return True
+
     def _register(self, conn: socket.socket) -> None:
         with self._lock:
-            if not self._closed:
-                self._conns[conn] = threading.current_thread()
+            state = self._conns.get(conn)
+            if state is not None and not self._closed:
+                state.thread = threading.current_thread()
                 return
-        try:
-            conn.shutdown(socket.SHUT_RDWR)  # accepted just as stop() ran
-        except OSError:
-            pass
+        _shutdown(conn)  # accepted just as stop() ran
 
-    def _unregister(self, conn: socket.socket) -> None:
+    def _headers_done(self, conn: socket.socket) -> None:
+        with self._lock:
+            state = self._conns.get(conn)
+            if state is not None:
+                state.headers_done = True
+
+    def _leave(self, conn: socket.socket) -> None:
         with self._lock:
             self._conns.pop(conn, None)
+
+
+def _shutdown(conn: socket.socket) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+__all__ = ["BOUNDARY", "STATS_KEYS", "LiveServer", "Route", "load_page", "parse_address"]
