@@ -18,7 +18,7 @@ from edgecls.meta import ModelMeta
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 MAX_PIXELS = 64_000_000  # refuse decompression bombs before allocating them
 
-_INTERPOLATION = {
+_INTERPOLATION = {  # one resampler per name in meta.INTERPOLATIONS (test_meta_checks.py holds them equal)
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
     "nearest": Image.Resampling.NEAREST,
@@ -67,8 +67,7 @@ def load_image(path: str | Path) -> np.ndarray:
                     )
                 image.seek(0)  # first frame of animations
                 image.load()
-                image = ImageOps.exif_transpose(image) or image
-                rgb = _to_rgb(image)
+                rgb = _to_rgb(ImageOps.exif_transpose(image) or image)
     except ImageError:
         raise
     except FileNotFoundError as exc:
@@ -111,19 +110,21 @@ def resize(image: np.ndarray, size: tuple[int, int], crop_fraction: float = 1.0,
 
 
 def prepare_pixels(image: np.ndarray | str | Path, meta: ModelMeta, bgr: bool = False) -> np.ndarray:
-    """A path or an RGB (BGR with bgr=True) uint8 array as the model's uint8 RGB pixels (H, W, 3)."""
+    """A path or an RGB (BGR with bgr=True) uint8 array as the model's uint8 pixels (H, W, 3), in the
+    channel order meta.color_order names (RGB for every edgecls model)."""
     array = load_image(image) if isinstance(image, (str, Path)) else image
     array = resize(array, meta.input_size, meta.crop_fraction, meta.interpolation)
-    # Resizing works per channel, so swapping BGR -> RGB after it gives the same pixels at a fraction
+    # Resizing works per channel, so swapping channels after it gives the same pixels at a fraction
     # of the cost (a reversed-stride copy of a full camera frame costs more than the resize).
-    return np.ascontiguousarray(array[..., ::-1]) if bgr else array
+    return np.ascontiguousarray(array[..., ::-1]) if bgr != (meta.color_order == "BGR") else array
 
 
 def prepare(image: np.ndarray | str | Path, meta: ModelMeta, bgr: bool = False) -> np.ndarray:
     """Turn a path or an RGB (or BGR with bgr=True) uint8 array into the model's float32 input (H, W, 3)."""
     array = prepare_pixels(image, meta, bgr).astype(np.float32)
     if not meta.normalization_baked_in:
-        array = (array - np.asarray(meta.mean, np.float32)) / np.asarray(meta.std, np.float32)
+        array -= np.asarray(meta.mean, np.float32)
+        array /= np.asarray(meta.std, np.float32)
     return array
 
 

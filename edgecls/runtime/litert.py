@@ -18,7 +18,7 @@ import numpy as np
 from edgecls.errors import ConfigError, MissingDependencyError, ModelError
 from edgecls.meta import ModelMeta, Quantization
 from edgecls.postprocess import dequantize, quantize, to_probabilities
-from edgecls.runtime import EdgeTPUError, check_batch, run_chunked
+from edgecls.runtime.common import BaseBackend, EdgeTPUError
 
 EDGETPU_SUFFIX = "_edgetpu.tflite"
 EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
@@ -91,7 +91,7 @@ def _quantization(detail: dict[str, Any]) -> Quantization | None:
 def _describe_precision(interpreter: Any, input_dtype: np.dtype, output_dtype: np.dtype) -> str:
     """What the arithmetic ran in, read from the tensors the compute ops consume."""
     dtypes = {d["index"]: np.dtype(d["dtype"]) for d in interpreter.get_tensor_details()}
-    ops = getattr(interpreter, "_get_ops_details", lambda: [])()
+    ops: list[dict[str, Any]] = getattr(interpreter, "_get_ops_details", lambda: [])()
     io = input_dtype.name if input_dtype == output_dtype else f"{input_dtype.name} in, {output_dtype.name} out"
     on_tpu = {op["index"] for op in ops if "edgetpu" in str(op["op_name"]).lower()}
     if on_tpu:
@@ -116,7 +116,7 @@ def _describe_precision(interpreter: Any, input_dtype: np.dtype, output_dtype: n
     return "fp32"
 
 
-class LiteRTBackend:
+class LiteRTBackend(BaseBackend):
     """A .tflite interpreter that maps raw RGB pixels to probabilities."""
 
     def __init__(
@@ -149,41 +149,24 @@ class LiteRTBackend:
                 "Export a single-input, single-output classifier",
             )
         self._input, self._output = inputs[0], outputs[0]
-        self._input_quant = _quantization(self._input)
+        self.input_quantization = _quantization(self._input)
+        self.output_quantization = _quantization(self._output)
         # uint8 pixels can go in unconverted when the input is uint8 with scale 1 and zero point 0 (Coral default)
-        self._uint8_passthrough = self._input_quant is not None and self._input_quant.dtype == "uint8" and self._input_quant.scale == 1.0 and self._input_quant.zero_point == 0
-        self._output_quant = _quantization(self._output)
+        quant = self.input_quantization
+        self._keep_uint8 = quant is not None and quant.dtype == "uint8" and quant.scale == 1.0 and quant.zero_point == 0
         shape = [int(d) for d in self._input["shape"]]
         signature = [int(d) for d in self._input.get("shape_signature", shape)]
         if len(shape) != 4:
             raise ModelError(f"'{self.path}' takes a {len(shape)}-D input {shape}", "A classifier takes (N, height, width, 3)")
-        self.input_hw: tuple[int | None, int | None] = (
-            None if signature[1] == -1 else shape[1], None if signature[2] == -1 else shape[2]
-        )
-        self.num_classes: int | None = int(self._output["shape"][-1])
-        self._dynamic_batch = signature[0] == -1
+        self.input_hw = (None if signature[1] == -1 else shape[1], None if signature[2] == -1 else shape[2])
+        self.num_classes = int(self._output["shape"][-1])
+        # A static batch (1 for the Edge TPU) runs in chunks; a dynamic one in a single call.
+        self._static_batch = None if signature[0] == -1 else max(shape[0], 1)
         self._resizable = -1 in signature
         self._allocated = tuple(shape)
         self.precision_ran = _describe_precision(
             self._interpreter, np.dtype(self._input["dtype"]), np.dtype(self._output["dtype"])
         )
-
-    @property
-    def input_quantization(self) -> Quantization | None:
-        return self._input_quant
-
-    @property
-    def output_quantization(self) -> Quantization | None:
-        return self._output_quant
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 (N, h, w, 3) pixels in 0..255 -> float32 (N, classes) probabilities."""
-        if self._interpreter is None:
-            raise ConfigError(f"the backend for '{self.path}' is closed", "Load it again with load_backend()")
-        batch = check_batch(batch, self.input_hw, self.path, keep_uint8=self._uint8_passthrough)
-        # A static batch (1 for the Edge TPU) runs in chunks; a dynamic one in a single call.
-        step = len(batch) if self._dynamic_batch else self._allocated[0]
-        return run_chunked(batch, max(step, 1), self._invoke, self.num_classes)
 
     def _invoke(self, chunk: np.ndarray) -> np.ndarray:
         if self._resizable and chunk.shape != self._allocated:
@@ -192,15 +175,15 @@ class LiteRTBackend:
             self._allocated = chunk.shape
         if chunk.dtype == np.uint8:
             pass  # raw pixels straight into a uint8 input with scale 1, zero point 0: nothing to convert
-        elif self._input_quant is not None:
-            chunk = quantize(chunk, self._input_quant)
+        elif self.input_quantization is not None:
+            chunk = quantize(chunk, self.input_quantization)
         else:
             chunk = chunk.astype(self._input["dtype"], copy=False)
         self._interpreter.set_tensor(self._input["index"], chunk)
         self._interpreter.invoke()
         raw = self._interpreter.get_tensor(self._output["index"]).reshape(len(chunk), -1)
-        return to_probabilities(dequantize(raw, self._output_quant), self.meta.output).astype(np.float32, copy=False)
+        return to_probabilities(dequantize(raw, self.output_quantization), self.meta.output).astype(np.float32, copy=False)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._interpreter = None  # the interpreter must go before its delegates
         self._delegates = []

@@ -9,7 +9,7 @@ import numpy as np
 from edgecls.errors import ConfigError, MissingDependencyError, ModelError
 from edgecls.meta import ModelMeta
 from edgecls.postprocess import dequantize, to_probabilities
-from edgecls.runtime import run_batch
+from edgecls.runtime.common import BaseBackend, ort_detail
 
 CPU = "CPUExecutionProvider"
 # device -> providers to try, best first; CPU is always appended as the fallback for unsupported ops.
@@ -98,7 +98,7 @@ def _choose_providers(ort: Any, device: str, providers: list[str] | None) -> lis
     return wanted + ([CPU] if CPU not in wanted and CPU in available else [])
 
 
-class OnnxBackend:
+class OnnxBackend(BaseBackend):
     """An onnxruntime session that maps raw RGB pixels to probabilities."""
 
     name = "onnxruntime"
@@ -110,11 +110,13 @@ class OnnxBackend:
         self.path = Path(path)
         self.meta = meta
         self.threads = threads
+        self.device = device
         wanted = _choose_providers(ort, device, providers)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default (one per physical core)
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # fatal only: a failing node is reported once, by BackendRunError, not logged too
+        self._run_errors = _load_errors(ort)
         try:
             self._session = ort.InferenceSession(str(self.path), options, providers=wanted)
         except _load_errors(ort) as exc:
@@ -143,26 +145,25 @@ class OnnxBackend:
             )
         self._input_dtype = _NUMPY_TYPES[self._input.type]
         dims = [d if isinstance(d, int) and d > 0 else None for d in self._input.shape]
-        self.input_hw: tuple[int | None, int | None] = (dims[1], dims[2])
+        self.input_hw = (dims[1], dims[2])
         self._static_batch = dims[0]
         last = self._output.shape[-1] if self._output.shape else None
-        self.num_classes: int | None = last if isinstance(last, int) and last > 0 else None
+        self.num_classes = last if isinstance(last, int) and last > 0 else None
         self._output_integer = self._output.type in ("tensor(uint8)", "tensor(int8)")
         if self._output_integer and meta.output_quantization is None:
             raise ModelError(f"'{self.path}' outputs {self._output.type} but meta.json has no output_quantization", "Export it again")
+        self.output_quantization = meta.output_quantization if self._output_integer else None
         self.precision_ran = onnx_precision(self.path, self._input.type)
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 (N, h, w, 3) pixels in 0..255 -> float32 (N, classes) probabilities."""
-        return run_batch(self, self._session, batch, self._static_batch, self._invoke)
 
     def _invoke(self, chunk: np.ndarray) -> np.ndarray:
         if self._input_dtype == np.uint8:
             chunk = np.clip(np.round(chunk), 0, 255)
         (raw,) = self._session.run([self._output.name], {self._input.name: chunk.astype(self._input_dtype, copy=False)})
         raw = raw.reshape(len(chunk), -1)
-        scores = dequantize(raw, self.meta.output_quantization if self._output_integer else None)
-        return to_probabilities(scores, self.meta.output).astype(np.float32, copy=False)
+        return to_probabilities(dequantize(raw, self.output_quantization), self.meta.output).astype(np.float32, copy=False)
 
-    def close(self) -> None:
+    def _describe_error(self, exc: BaseException) -> str:
+        return ort_detail(exc)
+
+    def _release(self) -> None:
         self._session = None

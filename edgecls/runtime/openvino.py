@@ -13,7 +13,7 @@ import numpy as np
 from edgecls.errors import ConfigError, MissingDependencyError, ModelError
 from edgecls.meta import ModelMeta
 from edgecls.postprocess import dequantize, to_probabilities
-from edgecls.runtime import run_batch
+from edgecls.runtime.common import BaseBackend, one_line
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 PRECISION_HINTS = ("auto", "f32", "bf16", "f16")
@@ -28,12 +28,6 @@ def _import_openvino() -> Any:
     except ImportError as exc:
         raise MissingDependencyError("openvino", "intel") from exc
     return openvino
-
-
-def _last_line(exc: BaseException) -> str:
-    """OpenVINO errors are C++ stack dumps; the last line says what went wrong."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
 
 
 def _device(device: str) -> str:
@@ -87,7 +81,7 @@ def _describe_precision(model: Any, compiled: Any) -> str:
     return f"{hint} (fp16 weights)" if fp16_weights and hint == "f32" else hint
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(BaseBackend):
     """A compiled OpenVINO model that maps raw RGB pixels to probabilities."""
 
     name = "openvino"
@@ -115,7 +109,7 @@ class OpenVinoBackend:
             model = core.read_model(str(self.path))
         except RuntimeError as exc:
             raise ModelError(
-                f"'{self.path}' is not a readable OpenVINO IR ({_last_line(exc)})",
+                f"'{self.path}' is not a readable OpenVINO IR ({one_line(exc)})",
                 "The .xml or .bin may be truncated: export it again",
             ) from exc
         if len(model.inputs) != 1 or len(model.outputs) != 1:
@@ -132,11 +126,11 @@ class OpenVinoBackend:
         if dims[0] is None and static:
             model.reshape({model.input(0): [static, *(d if d is not None else -1 for d in dims[1:])]})
             dims[0] = static
-        self.input_hw: tuple[int | None, int | None] = (dims[1], dims[2])
+        self.input_hw = (dims[1], dims[2])
         self._static_batch = dims[0]
         out_shape = model.output(0).get_partial_shape()
         last = out_shape[out_shape.rank.get_length() - 1] if out_shape.rank.is_static and out_shape.rank.get_length() else None
-        self.num_classes: int | None = last.get_length() if last is not None and last.is_static else None
+        self.num_classes = last.get_length() if last is not None and last.is_static else None
         self._input_dtype = model.input(0).get_element_type().to_dtype()
         properties: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", **(config or {})}
         hint = _hint(precision_hint, self.device)
@@ -153,20 +147,16 @@ class OpenVinoBackend:
                     f"OpenVINO device '{self.device}' is not available here (found {available})", "Use device='cpu' or install its driver"
                 ) from exc
             raise ModelError(
-                f"OpenVINO cannot compile '{self.path}' for {self.device} ({_last_line(exc)})", "Try device='cpu' or export it again"
+                f"OpenVINO cannot compile '{self.path}' for {self.device} ({one_line(exc)})", "Try device='cpu' or export it again"
             ) from exc
         self._request = self._compiled.create_infer_request()
         self.precision_ran = _describe_precision(model, self._compiled)
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 (N, h, w, 3) pixels in 0..255 -> float32 (N, classes) probabilities."""
-        return run_batch(self, self._request, batch, self._static_batch, self._invoke)
 
     def _invoke(self, chunk: np.ndarray) -> np.ndarray:
         result = self._request.infer({0: chunk.astype(self._input_dtype, copy=False)})
         raw = np.asarray(result[0]).reshape(len(chunk), -1)
         return to_probabilities(dequantize(raw, None), self.meta.output).astype(np.float32, copy=False)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._request = None
         self._compiled = None
