@@ -63,9 +63,9 @@ def evaluation_set(size: int) -> np.ndarray:  # other seeds: never the calibrati
 
 def run_tflite(path: Path, images: np.ndarray) -> np.ndarray:
     """Probabilities from LiteRT for uint8 images, quantizing/dequantizing integer I/O like a runtime would."""
-    from edgecls.export.tflite import load_interpreter
+    from edgecls.export.tflite_inspect import open_interpreter
 
-    interpreter = load_interpreter(path)
+    interpreter = open_interpreter(path, inspect_only=False)
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     results = []
@@ -160,7 +160,7 @@ TINY_META = ModelMeta(architecture="tiny", input_size=(16, 16), labels=["yes", "
 
 # ----------------------------------------------------------------------------- conversion
 def test_every_precision_converts_at_batch_1(case: dict[str, Any]) -> None:
-    from edgecls.export.tflite import tensor_types
+    from edgecls.export.tflite_inspect import tensor_types
 
     size = case["size"]
     sizes = {}
@@ -182,7 +182,7 @@ def test_every_precision_converts_at_batch_1(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("key, dtype", [("int8-uint8", "uint8"), ("int8-int8", "int8"), ("int8-float", "float32")])
 def test_int8_is_integer_with_requested_io(plain: dict[str, Any], key: str, dtype: str) -> None:
-    from edgecls.export.tflite import tensor_types
+    from edgecls.export.tflite_inspect import tensor_types
 
     art = plain["arts"][key]
     types = tensor_types(art.path)
@@ -204,7 +204,7 @@ def test_int8_is_integer_with_requested_io(plain: dict[str, Any], key: str, dtyp
 
 
 def test_lite0_int8_is_integer(lite0: dict[str, Any]) -> None:
-    from edgecls.export.tflite import tensor_types
+    from edgecls.export.tflite_inspect import tensor_types
 
     types = tensor_types(lite0["arts"]["int8-uint8"].path)
     assert types["integer"] and types["float_tensors"] == 0
@@ -261,13 +261,13 @@ def test_bad_arguments_are_config_errors(plain: dict[str, Any], tmp_path: Path) 
     from edgecls.export.edgetpu import export_edgetpu
     from edgecls.export.tflite import export_tflite
 
-    with pytest.raises(ConfigError, match="io type 'uint16'"):
+    with pytest.raises(ConfigError, match="--io 'uint16' is not one of uint8, int8, float"):
         export_tflite(make_request(plain["model"], plain["meta"], tmp_path, "int8", calibration=calibration_set(32), io_type="uint16"))
-    with pytest.raises(ConfigError, match="precision 'int4'"):
+    with pytest.raises(ConfigError, match="unknown precision 'int4'"):
         export_tflite(make_request(plain["model"], plain["meta"], tmp_path, "int4"))
-    with pytest.raises(ConfigError, match="full-integer.*'fp16'"):
+    with pytest.raises(ConfigError, match="target edgetpu cannot export precision fp16. edgetpu takes int8"):
         export_edgetpu(make_request(plain["model"], plain["meta"], tmp_path, "fp16"))
-    with pytest.raises(ConfigError, match="differs from meta input_size"):
+    with pytest.raises(ModelError, match="model input 32x32 differs from meta input_size 64x64"):
         export_tflite(make_request(plain["model"], replace(plain["meta"], input_size=(64, 64)), tmp_path, "fp32"))
 
 
@@ -275,7 +275,8 @@ def test_bad_arguments_are_config_errors(plain: dict[str, Any], tmp_path: Path) 
 def test_embedded_meta_round_trips(plain: dict[str, Any]) -> None:
     from ai_edge_litert import schema_py_generated as schema
 
-    from edgecls.export.tflite import META_KEY, read_embedded_meta
+    from edgecls.export.base import META_KEY
+    from edgecls.export.tflite_inspect import read_embedded_meta
 
     for key, art in plain["arts"].items():
         embedded = read_embedded_meta(art.path)
@@ -292,7 +293,8 @@ def test_embedded_meta_round_trips(plain: dict[str, Any]) -> None:
 
 
 def test_read_embedded_meta_without_entry_and_on_garbage(tmp_path: Path) -> None:
-    from edgecls.export.tflite import convert, read_embedded_meta
+    from edgecls.export.tflite import convert
+    from edgecls.export.tflite_inspect import read_embedded_meta
 
     bare = tmp_path / "bare.tflite"
     bare.write_bytes(convert(tiny_model("leaky"), (16, 16), "fp32"))
@@ -309,7 +311,7 @@ def test_readers_work_without_tensorflow(plain: dict[str, Any]) -> None:
     code = BLOCKER + textwrap.dedent(
         f"""
         import sys
-        from edgecls.export.tflite import read_embedded_meta, tensor_types
+        from edgecls.export.tflite_inspect import read_embedded_meta, tensor_types
         from edgecls.export.edgetpu import edgetpu_report
         meta = read_embedded_meta({str(path)!r})
         types = tensor_types({str(path)!r})

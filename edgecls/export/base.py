@@ -1,30 +1,42 @@
-"""What every format writer receives and returns. Writers write into a folder the caller made
-(a temp folder that is renamed into place only after validation passed)."""
+"""What every format writer receives and returns, and the I/O contract every artifact keeps.
+
+Writers write into a folder the caller made (a temp folder that is renamed into place only after
+validation passed). No TensorFlow here.
+"""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgecls.errors import ModelError
+from edgecls.export.formats import OPTIONS
 from edgecls.meta import ModelMeta, Quantization
 
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+INPUT_NAME = "pixels"  # float32 (batch, h, w, 3) RGB 0..255 in every artifact
+OUTPUT_NAME = "probabilities"  # ONNX and OpenVINO output name
+META_KEY = "edgecls_meta"  # where each format embeds ModelMeta as JSON (TFLite metadata, ONNX metadata_props, IR rt_info)
 
 
 @dataclass
 class ExportRequest:
-    """One export: a Keras classifier (raw 0..255 RGB pixels in, probabilities out) and how to convert it."""
+    """One export: a Keras classifier (raw 0..255 RGB pixels in, probabilities out) and how to convert it.
+
+    The format-specific fields (io_type, opset, batch) take their defaults from formats.OPTIONS.
+    """
 
     model: Any  # keras.Model, input float32 (1|None, h, w, 3)
     meta: ModelMeta
-    precision: str  # one of PRECISIONS
+    precision: str  # one of the format's precisions (formats.FORMATS)
     out_dir: Path  # an existing, empty folder to write into
     stem: str = "model"  # artifact file stem: model.tflite, model.onnx, model.xml
     calibration: np.ndarray | None = None  # uint8 (N, h, w, 3) resized RGB pixels; required for int8
-    io_type: str = "uint8"  # tflite int8 only: uint8 | int8 | float
-    opset: int = 17  # onnx
+    io_type: str = OPTIONS["io_type"].default  # tflite int8 only: uint8 | int8 | float
+    opset: int = OPTIONS["opset"].default  # onnx
+    batch: int | None = OPTIONS["batch"].default  # openvino: static batch, None = dynamic
     max_drop: float | None = None  # openvino int8: accuracy-controlled quantization when set
     holdout: tuple[np.ndarray, np.ndarray] | None = None  # (uint8 images, labels) for accuracy control
 
@@ -40,3 +52,23 @@ class Artifact:
     output_quantization: Quantization | None = None
     extra_files: list[Path] = field(default_factory=list)  # e.g. the .bin beside an .xml
     notes: dict[str, Any] = field(default_factory=dict)  # format-specific report (edgetpu ops, nncf mode...)
+
+
+def input_size(request: ExportRequest) -> tuple[int, int]:
+    """(h, w) from the meta, checked against the Keras model's input shape (None dimensions take the meta's)."""
+    height, width = (int(v) for v in request.meta.input_size)
+    shape = tuple(request.model.input_shape)
+    if len(shape) != 4 or shape[-1] != 3:
+        raise ModelError(f"model input shape {shape} is not (batch, h, w, 3)", "Export a classifier built by edgecls")
+    got = tuple(int(d) if d else want for d, want in zip(shape[1:3], (height, width)))
+    if got != (height, width):
+        raise ModelError(f"model input {got[0]}x{got[1]} differs from meta input_size {height}x{width}",
+                         "Export the run folder's own model and meta.json together")
+    return height, width
+
+
+def artifact_meta(meta: ModelMeta, fmt: str, precision: str, input_quantization: Quantization | None = None,
+                  output_quantization: Quantization | None = None) -> ModelMeta:
+    """The meta as it describes an artifact (ONNX/OpenVINO: float in, float out; QDQ / FakeQuantize are internal)."""
+    return dataclasses.replace(meta, format=fmt, precision=precision,
+                               input_quantization=input_quantization, output_quantization=output_quantization)

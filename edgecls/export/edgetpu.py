@@ -20,8 +20,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edgecls.errors import ConfigError, ExportError
+from edgecls.errors import ExportError
 from edgecls.export.base import Artifact, ExportRequest
+from edgecls.export.formats import FORMATS, check_request
+from edgecls.export.tflite_inspect import graph
 
 SOURCE = "https://coral.ai/docs/edgetpu/models-intro/#supported-operations"
 COMPILER = "edgetpu_compiler"
@@ -106,12 +108,9 @@ def export_edgetpu(request: ExportRequest) -> Artifact:
     """INT8 batch-1 uint8-I/O `<stem>.tflite`, the compatibility report, and `<stem>_edgetpu.tflite` if the compiler exists."""
     from edgecls.export.tflite import export_tflite
 
-    if request.precision != "int8":
-        raise ConfigError(f"the Edge TPU only runs full-integer models, got precision '{request.precision}'", "Use --precision int8")
-    artifact = export_tflite(replace(request, io_type="uint8"))  # Coral's default I/O, whatever --io says for other targets
+    check_request(FORMATS["edgetpu"], request)
+    artifact = export_tflite(replace(request, io_type="uint8"))  # Coral's default I/O (edgetpu takes no --io)
     report = edgetpu_report(artifact.path)
-    if request.io_type != "uint8":
-        report["io_type_note"] = f"io type '{request.io_type}' was requested; the Edge TPU export always uses uint8 input/output"
     compiler = shutil.which(COMPILER)
     if compiler is None:
         report["compiler"] = compiler_missing(artifact.path.name)
@@ -173,7 +172,7 @@ def parse_compiler_log(text: str) -> dict[str, Any]:
     total = number("Total number of operations")
     mapped = number("Number of operations that will run on Edge TPU")
     if mapped is None and rows:
-        mapped = sum(r["count"] for r in rows if r["status"] == "Mapped to Edge TPU")
+        mapped = sum(int(r["count"]) for r in rows if r["status"] == "Mapped to Edge TPU")
     on_cpu = number("Number of operations that will run on CPU")
     if on_cpu is None and total is not None and mapped is not None:
         on_cpu = total - mapped
@@ -187,8 +186,6 @@ def parse_compiler_log(text: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- static report (no TensorFlow)
 def edgetpu_report(tflite_path: str | Path) -> dict[str, Any]:
     """Per-op Edge TPU compatibility of a .tflite in execution order, the cut point and the TPU share."""
-    from edgecls.export.tflite import graph
-
     g = graph(Path(tflite_path))
     tensors = g["tensors"]
     ops = []

@@ -1,11 +1,81 @@
-"""The one table of export formats: argument checks, export, validation, bench and docs read it."""
+"""The one table of export formats and their options: the plan, argument checks, writers, validation,
+bench and docs read it. No TensorFlow, no writer imports (`Format.load_writer` imports one on demand).
+
+A format lists the precisions it exports and the format-specific options it takes; `check_options`
+is the only place that decides whether a requested option applies (like Ultralytics' export_formats()
+and its argument validation), and `check_request` the only place a writer checks what it was given.
+"""
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from edgecls.errors import ConfigError, suggest
+
+if TYPE_CHECKING:
+    from edgecls.export.base import ExportRequest
+
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+QUANTIZED = ("int8", "dynamic")  # precisions validated by agreement and accuracy drop rather than tolerance
+IO_TYPES = ("uint8", "int8", "float")
+
+
+@dataclass(frozen=True)
+class ExportDefaults:
+    """Defaults of the options every export takes (the CLI and the API both read these)."""
+
+    target: str = "tflite"
+    calib_size: int = 300  # calibration images, at most
+    holdout_size: int = 1000  # held-out images that validate each artifact, at most
+    seed: int = 0
+
+
+DEFAULTS = ExportDefaults()
+
+
+@dataclass(frozen=True)
+class ExportOption:
+    """A format-specific export option: API keyword / ExportRequest field `name`, CLI `flag`, its one default."""
+
+    name: str
+    flag: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    precisions: tuple[str, ...] = PRECISIONS  # the precisions it means something for
+    example: str = ""  # a valid value for hints
+
+    def check_value(self, value: Any) -> None:
+        """ConfigError naming the flag and the value when `value` is not allowed (None: the default, always allowed)."""
+        if value is None:
+            return
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"{self.flag} '{value}' is not one of {', '.join(self.choices)}.{suggest(str(value), self.choices)}",
+                              f"Use {self.flag} {self.example or self.choices[0]}")
+        if self.minimum is not None or self.maximum is not None:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{self.flag} {value!r} is not a whole number", f"Use e.g. {self.flag} {self.example}")
+            low = self.minimum if self.minimum is not None else value
+            high = self.maximum if self.maximum is not None else value
+            if not low <= value <= high:
+                span = f"{self.minimum}..{self.maximum}" if self.maximum is not None else f"at least {self.minimum}"
+                raise ConfigError(f"{self.flag} {value} is outside {span}", f"Use e.g. {self.flag} {self.example}")
+
+
+OPTIONS: dict[str, ExportOption] = {
+    "io_type": ExportOption(
+        "io_type", "--io", "uint8", "Input/output type of a full-integer TFLite model: uint8 | int8 | float.",
+        choices=IO_TYPES, precisions=("int8",), example="uint8",
+    ),
+    "opset": ExportOption("opset", "--opset", 17, "ONNX opset, 13..18 (13: per-channel QDQ; 18: newest tf2onnx emits).",
+                          minimum=13, maximum=18, example="17"),
+    "batch": ExportOption("batch", "--batch", None, "Static batch size of the OpenVINO IR (default: a dynamic batch).",
+                          minimum=1, example="1"),
+}
 
 
 @dataclass(frozen=True)
@@ -13,10 +83,18 @@ class Format:
     name: str
     suffix: str  # of the main artifact file
     precisions: tuple[str, ...]
+    options: tuple[str, ...]  # keys of OPTIONS this format takes
     writer: str  # "module:function" taking an ExportRequest, returning an Artifact
     runtime: str  # what runs it
     extra: str  # pip extra that installs the exporter
     description: str
+
+    @property
+    def default_precision(self) -> str:
+        return "fp32" if "fp32" in self.precisions else self.precisions[0]
+
+    def takes(self, option: str, precision: str) -> bool:
+        return option in self.options and precision in OPTIONS[option].precisions
 
     def load_writer(self) -> Callable:
         module, function = self.writer.split(":")
@@ -24,16 +102,17 @@ class Format:
 
 
 FORMATS: dict[str, Format] = {
-    "tflite": Format("tflite", ".tflite", ("fp32", "fp16", "dynamic", "int8"), "edgecls.export.tflite:export_tflite",
+    "tflite": Format("tflite", ".tflite", ("fp32", "fp16", "dynamic", "int8"), ("io_type",), "edgecls.export.tflite:export_tflite",
                      "LiteRT (ai-edge-litert), XNNPACK", "train", "LiteRT flatbuffer; full-integer INT8 with uint8/int8/float I/O"),
-    "edgetpu": Format("edgetpu", ".tflite", ("int8",), "edgecls.export.edgetpu:export_edgetpu",
-                      "LiteRT + libedgetpu delegate", "train", "full-integer, batch 1, Coral op-compatibility report"),
-    "onnx": Format("onnx", ".onnx", ("fp32", "int8"), "edgecls.export.onnx:export_onnx",
+    "edgetpu": Format("edgetpu", ".tflite", ("int8",), (), "edgecls.export.edgetpu:export_edgetpu",
+                      "LiteRT + libedgetpu delegate", "train", "full-integer, batch 1, uint8 I/O, Coral op-compatibility report"),
+    "onnx": Format("onnx", ".onnx", ("fp32", "int8"), ("opset",), "edgecls.export.onnx:export_onnx",
                    "ONNX Runtime", "export", "tf2onnx, dynamic batch; INT8 as QDQ with per-channel weights"),
-    "openvino": Format("openvino", ".xml", ("fp32", "fp16", "int8"), "edgecls.export.openvino:export_openvino",
-                       "OpenVINO", "export", "OpenVINO IR; INT8 through NNCF post-training quantization"),
+    "openvino": Format("openvino", ".xml", ("fp32", "fp16", "int8"), ("batch",), "edgecls.export.openvino:export_openvino",
+                       "OpenVINO", "export", "OpenVINO IR (dynamic or --batch N); INT8 through NNCF post-training quantization"),
 }
-QUANTIZED = ("int8", "dynamic")  # precisions validated by agreement and accuracy drop rather than tolerance
+
+Plan = list[tuple[Format, str]]  # (format, precision) pairs, in FORMATS order
 
 
 def resolve_targets(target: str) -> list[Format]:
@@ -45,8 +124,52 @@ def resolve_targets(target: str) -> list[Format]:
 
 
 def check_precision(fmt: Format, precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{precision}'.{suggest(precision, PRECISIONS)}", f"Use one of {', '.join(PRECISIONS)}")
     if precision not in fmt.precisions:
-        raise ConfigError(
-            f"target {fmt.name} cannot export precision {precision}",
-            f"{fmt.name} takes {', '.join(fmt.precisions)}",
-        )
+        raise ConfigError(f"target {fmt.name} cannot export precision {precision}", f"{fmt.name} takes {', '.join(fmt.precisions)}")
+
+
+def plan_exports(target: str, precision: str | None) -> Plan:
+    """(format, precision) pairs. `all` skips what a format cannot take (without a precision: fp32, so
+    no edgetpu); a named target refuses it, so `--fp16 --target edgetpu` is an error, not an INT8 export."""
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{precision}'.{suggest(precision, PRECISIONS)}", f"Use one of {', '.join(PRECISIONS)}")
+    plan = []
+    for fmt in resolve_targets(target):
+        if target == "all":
+            chosen = precision or "fp32"
+            if chosen not in fmt.precisions:
+                continue
+        else:
+            chosen = precision or fmt.default_precision
+            check_precision(fmt, chosen)
+        plan.append((fmt, chosen))
+    return plan
+
+
+def check_options(plan: Sequence[tuple[Format, str]], given: Mapping[str, Any]) -> None:
+    """Refuse an option no export of the plan takes, or a value the option does not allow (None = not given)."""
+    for name, value in given.items():
+        if value is None:
+            continue
+        option = OPTIONS.get(name)
+        if option is None:
+            raise ConfigError(f"unknown export option '{name}'.{suggest(name, OPTIONS)}", f"Options: {', '.join(OPTIONS)}")
+        option.check_value(value)
+        if any(fmt.takes(name, precision) for fmt, precision in plan):
+            continue
+        takers = [fmt.name for fmt in FORMATS.values() if name in fmt.options]
+        scope = "" if option.precisions == PRECISIONS else f" {'/'.join(option.precisions)}"
+        planned = ", ".join(f"{fmt.name} {precision}" for fmt, precision in plan)
+        flag = "" if option.precisions == PRECISIONS else f" --precision {option.precisions[0]}"
+        raise ConfigError(f"{option.flag} {value} only applies to {' and '.join(takers)}{scope} exports, not {planned}",
+                          f"Drop {option.flag}, or export --target {takers[0]}{flag}")
+
+
+def check_request(fmt: Format, request: ExportRequest) -> None:
+    """What a writer checks first: the precision is one `fmt` exports and every option value is allowed."""
+    check_precision(fmt, request.precision)
+    for name in fmt.options:
+        OPTIONS[name].check_value(getattr(request, name))
+

@@ -2,14 +2,11 @@
 
 The graph takes float32 "pixels" (batch, h, w, 3) in 0..255 and returns float32 "probabilities";
 the batch dimension is dynamic. The ModelMeta JSON is embedded in metadata_props["edgecls_meta"].
-Also holds the checks and the traced tf.function that the OpenVINO writer shares.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,99 +14,23 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import ConfigError, ExportError, ModelError, require
-from edgecls.export.base import Artifact, ExportRequest
-from edgecls.meta import ModelMeta
+from edgecls.errors import ExportError, require
+from edgecls.export.base import INPUT_NAME, META_KEY, OUTPUT_NAME, Artifact, ExportRequest, artifact_meta, input_size
+from edgecls.export.formats import FORMATS, check_request
+from edgecls.export.serving import serving_function, work_dir
+from edgecls.quantize.calibration import check_calibration
 
-INPUT_NAME = "pixels"
-OUTPUT_NAME = "probabilities"
-META_KEY = "edgecls_meta"
-ONNX_PRECISIONS = ("fp32", "int8")
-MIN_CALIBRATION = 10
-OPSET_RANGE = (13, 18)  # 13: per-channel QDQ; 18: newest opset tf2onnx 1.17 emits
 CALIBRATION_BATCH = 8
 HEAD_OPS = ("MatMul", "Gemm")
 # Ops allowed between the classifier's Dense and the graph output (bias add, softmax, reshapes).
 TAIL_OPS = ("Softmax", "Add", "Reshape", "Identity", "Flatten", "Squeeze", "Cast")
 
 
-# ---------------------------------------------------------------- shared with openvino.py
-def check_precision(request: ExportRequest, allowed: tuple[str, ...], fmt: str) -> None:
-    if request.precision not in allowed:
-        raise ConfigError(
-            f"{fmt} supports {' and '.join(allowed)} (got precision '{request.precision}')",
-            f"Use one of: {', '.join(allowed)}",
-        )
-
-
-def input_size(request: ExportRequest) -> tuple[int, int]:
-    """(h, w) from the meta, checked against the Keras model's input shape."""
-    height, width = (int(v) for v in request.meta.input_size)
-    shape = tuple(request.model.input_shape)
-    if len(shape) != 4 or shape[-1] != 3:
-        raise ModelError(f"model input shape {shape} is not (batch, h, w, 3)", "Export a classifier built by edgecls")
-    if any(got is not None and got != want for got, want in zip(shape[1:3], (height, width))):
-        raise ModelError(
-            f"model input is {shape[1]}x{shape[2]} but meta.json says {height}x{width}",
-            "Export the run folder's own model and meta.json together",
-        )
-    return height, width
-
-
-def check_images(images: Any, size: tuple[int, int], what: str) -> np.ndarray:
-    """uint8 (N, h, w, 3) resized RGB pixels, or ConfigError naming what is wrong."""
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
-        kind = getattr(images, "dtype", type(images).__name__)
-        raise ConfigError(f"{what} must be a uint8 numpy array, got {kind}", "Load images with edgecls' preprocessing")
-    if images.ndim != 4 or images.shape[1:] != (*size, 3):
-        raise ConfigError(
-            f"{what} has shape {images.shape}, expected (N, {size[0]}, {size[1]}, 3)",
-            "Resize images to the model's input size",
-        )
-    return images
-
-
-def check_calibration(request: ExportRequest, size: tuple[int, int], fmt: str) -> np.ndarray:
-    hint = f"Pass at least {MIN_CALIBRATION} calibration images (100-300 training images work well)"
-    if request.calibration is None:
-        raise ConfigError(f"int8 {fmt} export needs calibration images, none were given", hint)
-    images = check_images(request.calibration, size, "calibration images")
-    if len(images) < MIN_CALIBRATION:
-        raise ConfigError(f"int8 {fmt} export got {len(images)} calibration images, fewer than {MIN_CALIBRATION}", hint)
-    return images
-
-
-def serving_function(model: Any, size: tuple[int, int]) -> Any:
-    """The Keras model as a tf.function: "pixels" (None, h, w, 3) -> {"probabilities": ...}."""
-    tf = require("tensorflow", "train")
-    spec = tf.TensorSpec([None, *size, 3], tf.float32, name=INPUT_NAME)
-
-    @tf.function(input_signature=[spec])
-    def serve(pixels: Any) -> dict[str, Any]:
-        return {OUTPUT_NAME: tf.cast(model(pixels, training=False), tf.float32)}
-
-    return serve
-
-
-def artifact_meta(meta: ModelMeta, fmt: str, precision: str) -> ModelMeta:
-    """The meta as it describes an artifact: float in, float out (QDQ / FakeQuantize are internal)."""
-    return dataclasses.replace(meta, format=fmt, precision=precision, input_quantization=None, output_quantization=None)
-
-
-def work_dir(out_dir: Path) -> Path:
-    """A scratch folder inside out_dir (writers write nowhere else); the caller removes it."""
-    return Path(tempfile.mkdtemp(prefix=".work-", dir=out_dir))
-
-
-# ---------------------------------------------------------------- onnx
 def export_onnx(request: ExportRequest) -> Artifact:
     """Write out_dir/<stem>.onnx at request.precision ("fp32" or "int8")."""
-    check_precision(request, ONNX_PRECISIONS, "onnx")
+    check_request(FORMATS["onnx"], request)
     size = input_size(request)
-    low, high = OPSET_RANGE
-    if not low <= request.opset <= high:
-        raise ConfigError(f"onnx opset {request.opset} is outside {low}..{high}", "Use --opset 17")
-    calibration = check_calibration(request, size, "onnx") if request.precision == "int8" else None
+    calibration = check_calibration(request.calibration, size, "onnx") if request.precision == "int8" else None
     onnx = require("onnx", "export")
 
     start = time.perf_counter()
@@ -131,7 +52,8 @@ def export_onnx(request: ExportRequest) -> Artifact:
     try:
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"the {request.precision} ONNX graph is invalid: {str(exc).splitlines()[0]}", "Report this with the model architecture") from exc
+        raise ExportError(f"the {request.precision} ONNX graph is invalid: {str(exc).splitlines()[0]}",
+                          "Report this with the model architecture") from exc
     onnx.save(proto, str(path))
     notes["export_seconds"] = round(time.perf_counter() - start, 2)
     return Artifact(path=path, format="onnx", precision=request.precision, notes=notes)
@@ -145,7 +67,8 @@ def convert_fp32(model: Any, size: tuple[int, int], opset: int) -> tuple[Any, di
     try:
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=opset)
     except Exception as exc:  # tf2onnx raises bare ValueError/KeyError/etc. for unsupported graphs
-        raise ExportError(f"tf2onnx could not convert the model: {type(exc).__name__}: {exc}", "Try another --opset or report the architecture") from exc
+        raise ExportError(f"tf2onnx could not convert the model: {type(exc).__name__}: {exc}",
+                          "Try another --opset or report the architecture") from exc
     names = ([i.name for i in proto.graph.input], [o.name for o in proto.graph.output])
     if names != ([INPUT_NAME], [OUTPUT_NAME]):
         raise ExportError(f"tf2onnx produced inputs/outputs {names}, expected (['{INPUT_NAME}'], ['{OUTPUT_NAME}'])", "Report this")
@@ -186,7 +109,7 @@ def _reader(images: np.ndarray) -> Any:
     """A CalibrationDataReader yielding float32 batches of the uint8 images."""
     quantization = require("onnxruntime.quantization", "export")
 
-    class ImageReader(quantization.CalibrationDataReader):
+    class ImageReader(quantization.CalibrationDataReader):  # type: ignore[name-defined]
         def __init__(self) -> None:
             self._batches: Iterator[np.ndarray] = (
                 images[i : i + CALIBRATION_BATCH].astype(np.float32) for i in range(0, len(images), CALIBRATION_BATCH)

@@ -1,8 +1,9 @@
 """OpenVINO IR export: fp32, fp16 (weights compressed) and int8 (NNCF post-training quantization).
 
 The Keras model is traced to a tf.function and converted by OpenVINO's TensorFlow frontend
-(no ONNX detour). Input "pixels" float32 (batch, h, w, 3) 0..255 with a dynamic batch, output
-"probabilities". The ModelMeta JSON is embedded as rt_info["edgecls_meta"] in the .xml.
+(no ONNX detour). Input "pixels" float32 (batch, h, w, 3) 0..255, output "probabilities"; the batch
+is dynamic unless the `batch` option fixes it (after quantization: NNCF calibrates one image at a time).
+The ModelMeta JSON is embedded as rt_info["edgecls_meta"] in the .xml.
 
 OpenVINO's CPU plugin runs f32 IRs in bf16 on CPUs with AMX / AVX512-BF16 unless compiled with
 INFERENCE_PRECISION_HINT=f32; compare against Keras with that hint.
@@ -22,20 +23,11 @@ from typing import Any
 import numpy as np
 
 from edgecls.errors import ConfigError, ExportError, require
-from edgecls.export.base import Artifact, ExportRequest
-from edgecls.export.onnx import (
-    INPUT_NAME,
-    META_KEY,
-    OUTPUT_NAME,
-    artifact_meta,
-    check_calibration,
-    check_images,
-    check_precision,
-    input_size,
-    serving_function,
-)
+from edgecls.export.base import INPUT_NAME, META_KEY, OUTPUT_NAME, Artifact, ExportRequest, artifact_meta, input_size
+from edgecls.export.formats import FORMATS, check_request
+from edgecls.export.serving import serving_function
+from edgecls.quantize.calibration import check_calibration, check_pixels
 
-OPENVINO_PRECISIONS = ("fp32", "fp16", "int8")
 BF16_NOTE = (
     "OpenVINO CPU runs f32 IRs in bf16 on CPUs with AMX/AVX512-BF16 unless INFERENCE_PRECISION_HINT is f32"
 )
@@ -48,11 +40,11 @@ _KEEP_LOG = (
 
 def export_openvino(request: ExportRequest) -> Artifact:
     """Write out_dir/<stem>.xml + .bin at request.precision ("fp32", "fp16" or "int8")."""
-    check_precision(request, OPENVINO_PRECISIONS, "openvino")
+    check_request(FORMATS["openvino"], request)
     size = input_size(request)
     int8 = request.precision == "int8"
-    calibration = check_calibration(request, size, "openvino") if int8 else None
-    holdout = check_holdout(request, size, calibration) if int8 and request.max_drop is not None else None
+    calibration = check_calibration(request.calibration, size, "openvino") if int8 else None
+    holdout = check_holdout(request, size, calibration) if calibration is not None and request.max_drop is not None else None
     ov = require("openvino", "export")
 
     start = time.perf_counter()
@@ -69,8 +61,11 @@ def export_openvino(request: ExportRequest) -> Artifact:
         "cpu_precision": BF16_NOTE,
     }
     if calibration is not None:
-        model, quant_notes = quantize_int8(model, calibration, holdout, request.max_drop)
+        model, quant_notes = quantize_int8(model, calibration, holdout, request.max_drop or 0.0)
         notes.update(quant_notes)
+    if request.batch is not None:
+        model.reshape({model.input(0): [request.batch, *size, 3]})
+        notes["batch"] = request.batch
 
     meta = artifact_meta(request.meta, "openvino", request.precision)
     model.set_rt_info(json.dumps(meta.to_dict()), META_KEY)
@@ -83,8 +78,8 @@ def export_openvino(request: ExportRequest) -> Artifact:
 
 def check_holdout(request: ExportRequest, size: tuple[int, int], calibration: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validate (images, labels) for accuracy control; they must not repeat calibration images."""
-    max_drop = request.max_drop
-    if not 0.0 <= float(max_drop) < 1.0:
+    max_drop = float(request.max_drop or 0.0)
+    if not 0.0 <= max_drop < 1.0:
         raise ConfigError(f"max_drop {max_drop} is outside [0, 1); it is an absolute top-1 drop", "Use e.g. --max-drop 0.01")
     if request.holdout is None:
         raise ConfigError(
@@ -92,11 +87,12 @@ def check_holdout(request: ExportRequest, size: tuple[int, int], calibration: np
             "Export a run folder (its test split is the holdout), or drop --max-drop",
         )
     images, labels = request.holdout
-    images = check_images(images, size, "holdout images")
+    images = check_pixels(images, size, "holdout images")
     labels = np.asarray(labels)
     classes = request.meta.num_classes
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-        raise ConfigError(f"holdout labels have shape {labels.shape} / dtype {labels.dtype}, expected ({len(images)},) integers", "Pass one class index per image")
+        raise ConfigError(f"holdout labels have shape {labels.shape} / dtype {labels.dtype}, expected ({len(images)},) integers",
+                          "Pass one class index per image")
     if len(images) == 0 or labels.min() < 0 or labels.max() >= classes:
         raise ConfigError(f"holdout labels must be class indices in 0..{classes - 1} (got {len(images)} images)", "Check the label mapping")
     seen = {_digest(image) for image in calibration}
@@ -107,7 +103,7 @@ def check_holdout(request: ExportRequest, size: tuple[int, int], calibration: np
 
 
 def _digest(image: np.ndarray) -> bytes:
-    return hashlib.sha1(np.ascontiguousarray(image), usedforsecurity=False).digest()
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes(), usedforsecurity=False).digest()
 
 
 def _to_input(image: np.ndarray) -> np.ndarray:
@@ -149,7 +145,7 @@ def _quiet_nncf(nncf_logger: logging.Logger) -> Iterator[list[str]]:
 
 
 def quantize_int8(
-    model: Any, calibration: np.ndarray, holdout: tuple[np.ndarray, np.ndarray] | None, max_drop: float | None
+    model: Any, calibration: np.ndarray, holdout: tuple[np.ndarray, np.ndarray] | None, max_drop: float
 ) -> tuple[Any, dict[str, Any]]:
     """NNCF PTQ (PERFORMANCE preset, full bias correction), with accuracy control when holdout is given."""
     nncf = require("nncf", "export")
@@ -181,18 +177,19 @@ def quantize_int8(
                 items = list(zip(*holdout))
                 quantized = nncf.quantize_with_accuracy_control(
                     model, dataset, nncf.Dataset(items, lambda item: _to_input(item[0])),
-                    validation_fn=top1, max_drop=float(max_drop), drop_type=nncf.DropType.ABSOLUTE, **options,
+                    validation_fn=top1, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, **options,
                 )
                 notes["nncf_mode"] = "quantize_with_accuracy_control"
         except (nncf.ValidationError, nncf.InternalError, nncf.UnsupportedModelError, RuntimeError) as exc:
-            raise ExportError(f"NNCF quantization failed: {type(exc).__name__}: {exc}", "Check the calibration images or report the architecture") from exc
+            raise ExportError(f"NNCF quantization failed: {type(exc).__name__}: {exc}",
+                              "Check the calibration images or report the architecture") from exc
     fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops())
     notes["fake_quantize_ops"] = fake_quantize
     if fake_quantize == 0:
         raise ExportError("NNCF inserted no FakeQuantize ops: the int8 model is not quantized", "Report the architecture")
     if holdout is not None:
         notes["nncf_log"] = log
-        notes.update(_measure_drop(ov, model, quantized, holdout, float(max_drop)))
+        notes.update(_measure_drop(ov, model, quantized, holdout, max_drop))
     return quantized, notes
 
 
@@ -205,7 +202,8 @@ def _measure_drop(ov: Any, model: Any, quantized: Any, holdout: tuple[np.ndarray
     drop = round(fp32 - int8, 4)
     if drop > max_drop:
         raise ExportError(
-            f"int8 OpenVINO top-1 on {len(items)} holdout images dropped {drop:.3f} ({fp32:.3f} -> {int8:.3f}), more than max_drop {max_drop}",
+            f"int8 OpenVINO top-1 on {len(items)} holdout images dropped {drop:.3f} ({fp32:.3f} -> {int8:.3f}), "
+            f"more than max_drop {max_drop}",
             "Raise --max-drop, add calibration images, or export fp16",
         )
     return {"holdout_images": len(items), "holdout_top1_fp32": fp32, "holdout_top1_int8": int8, "accuracy_drop": drop, "max_drop": max_drop}

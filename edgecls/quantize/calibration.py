@@ -3,6 +3,9 @@
 Default source: a stratified, seeded per-class sample of the run's TRAINING split (never val or
 test). `--calib DIR` takes the user's own images instead; any that are also in the run's val/test
 splits (same content) are dropped, so calibration never sees the images validation scores.
+The manifest goes beside the exports (`RUN/export/calibration/manifest.json`), never into the current folder.
+
+Also the one definition of what a writer accepts as calibration pixels (`check_calibration`).
 """
 from __future__ import annotations
 
@@ -10,16 +13,19 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgecls.data.folder import check_image, is_junk
+from edgecls.data.sampling import stratified_sample
 from edgecls.errors import ConfigError, DataError
 from edgecls.fsutil import write_json
 from edgecls.meta import ModelMeta
 from edgecls.preprocess import IMAGE_SUFFIXES, load_for_model, resize
 
 MIN_CALIBRATION_IMAGES = 10
+MANIFEST_FOLDER = "calibration"  # inside the export folder (RUN/export or --out)
 MANIFEST = "manifest.json"
 
 
@@ -41,16 +47,25 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def stratified_sample(labels: np.ndarray, size: int, seed: int) -> list[int]:
-    """Up to `size` indices, spread evenly over classes (round-robin over shuffled per-class lists)."""
-    rng = np.random.default_rng(seed)
-    per_class = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
-    chosen: list[int] = []
-    while len(chosen) < size and any(per_class):
-        for indices in per_class:
-            if indices and len(chosen) < size:
-                chosen.append(int(indices.pop()))
-    return sorted(chosen)
+def check_pixels(images: Any, size: tuple[int, int], what: str) -> np.ndarray:
+    """`images` as uint8 (N, h, w, 3) resized RGB pixels, or ConfigError naming what is wrong."""
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (*size, 3):
+        got = f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}".strip()
+        raise ConfigError(f"{what} must be uint8 (N, {size[0]}, {size[1]}, 3), got {got}",
+                          "Load them with edgecls' preprocessing at the model's input size")
+    return images
+
+
+def check_calibration(images: Any, size: tuple[int, int], fmt: str) -> np.ndarray:
+    """What every INT8 writer needs: at least MIN_CALIBRATION_IMAGES uint8 (N, h, w, 3) images at the model's size."""
+    if images is None:
+        raise ConfigError(f"int8 {fmt} export needs calibration images, got none",
+                          "Pass --calib DIR or export from a run folder with training images")
+    images = check_pixels(images, size, "calibration images")
+    if len(images) < MIN_CALIBRATION_IMAGES:
+        raise ConfigError(f"{len(images)} calibration images is below the minimum of {MIN_CALIBRATION_IMAGES}",
+                          "Use --calib-size 300 (the default) or a --calib folder with more images")
+    return images
 
 
 def images_in(folder: Path) -> list[Path]:
@@ -59,7 +74,8 @@ def images_in(folder: Path) -> list[Path]:
         raise DataError(f"--calib '{folder}' is not a folder", "Pass a folder of representative images")
     return sorted(
         p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") or is_junk(part) for part in p.relative_to(folder).parts)
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") or is_junk(part) for part in p.relative_to(folder).parts)
     )
 
 
@@ -78,8 +94,9 @@ def from_run_train_split(run: Path, meta: ModelMeta, size: int, seed: int = 0) -
 
     _check_size(size)
     split = read_split(run, "train")
-    usable = [i for i in stratified_sample(split.labels, len(split.paths), seed) if split.paths[i].is_file()]
-    chosen = [split.paths[i] for i in stratified_sample(split.labels[usable], min(size, len(usable)), seed)] if usable else []
+    usable = [i for i, path in enumerate(split.paths) if path.is_file()]  # positions in the full split
+    picked = stratified_sample(split.labels[usable], min(size, len(usable)), seed) if usable else []  # positions in `usable`
+    chosen = [split.paths[usable[j]] for j in picked]
     chosen = [p for p in chosen if check_image(p) is None]
     if len(chosen) < MIN_CALIBRATION_IMAGES:
         raise DataError(
@@ -97,7 +114,9 @@ def from_folder(folder: Path, meta: ModelMeta, size: int, exclude_hashes: set[st
     overlapping = [p for p in readable if sha256_file(p) in exclude_hashes]
     usable = [p for p in readable if p not in set(overlapping)]
     if len(usable) < MIN_CALIBRATION_IMAGES:
-        detail = f"{len(candidates)} image files, {len(broken)} unreadable" + (f", {len(overlapping)} also in the run's val/test splits" if overlapping else "")
+        detail = f"{len(candidates)} image files, {len(broken)} unreadable"
+        if overlapping:
+            detail += f", {len(overlapping)} also in the run's val/test splits"
         raise DataError(
             f"--calib '{folder}' has {len(usable)} usable images ({detail}); at least {MIN_CALIBRATION_IMAGES} are needed",
             "Add representative images (a few hundred is best) that are not in the validation or test split",
@@ -119,7 +138,7 @@ def builtin_photos(meta: ModelMeta, crops_per_photo: int = 4) -> CalibrationSet:
             if hasattr(skdata, name):
                 try:
                     image = getattr(skdata, name)()
-                except Exception:  # some need pooch downloads in older releases
+                except Exception:  # noqa: BLE001  (some need pooch downloads in older releases; any failure skips that photo)
                     continue
                 photos.append((f"skimage.data.{name}", image if image.ndim == 3 else np.stack([image] * 3, -1)))
     except ImportError:
@@ -132,7 +151,8 @@ def builtin_photos(meta: ModelMeta, crops_per_photo: int = 4) -> CalibrationSet:
     except ImportError:
         pass
     if not photos:
-        raise DataError("no built-in calibration photos (scikit-image / scikit-learn not installed)", "Pass --calib DIR with representative images")
+        raise DataError("no built-in calibration photos (scikit-image / scikit-learn not installed)",
+                        "Pass --calib DIR with representative images")
     images, files = [], []
     for name, photo in photos:
         photo = np.ascontiguousarray(photo[..., :3].astype(np.uint8))
@@ -147,13 +167,15 @@ def builtin_photos(meta: ModelMeta, crops_per_photo: int = 4) -> CalibrationSet:
     return CalibrationSet(np.stack(images), "built-in photos (scikit-image, scikit-learn)", files)
 
 
-def write_manifest(calibration: CalibrationSet, folder: Path, meta: ModelMeta, seed: int) -> Path:
-    """calibration/<run>/manifest.json: the files and their content hashes, so the set can be rebuilt and inspected."""
-    entries = []
-    for name in calibration.files:
-        path = Path(name)
-        entries.append({"file": name, "sha256": sha256_file(path) if path.is_file() else None})
-    manifest = write_json(folder / MANIFEST, {
+def manifest_path(export_root: Path) -> Path:
+    """Where an export records its calibration set: beside the artifacts, e.g. RUN/export/calibration/manifest.json."""
+    return Path(export_root) / MANIFEST_FOLDER / MANIFEST
+
+
+def write_manifest(calibration: CalibrationSet, path: Path, meta: ModelMeta, seed: int) -> Path:
+    """The manifest at `path`: the files and their content hashes, so the set can be rebuilt and inspected."""
+    entries = [{"file": name, "sha256": sha256_file(Path(name)) if Path(name).is_file() else None} for name in calibration.files]
+    manifest = write_json(path, {
         "source": calibration.source, "count": len(calibration), "seed": seed,
         "input_size": list(meta.input_size), "crop_fraction": meta.crop_fraction, "interpolation": meta.interpolation,
         "files": entries,

@@ -1,0 +1,139 @@
+"""Typed export and validation reports. `as_dict()` gives the export_report.json layout (same keys as
+ever: optional parts are left out when they do not apply) so files and --json readers keep working."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def _without_none(data: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if value is not None or key in keep}
+
+
+@dataclass(frozen=True)
+class ClassAccuracy:
+    """Keras vs artifact accuracy on one class of the held-out images."""
+
+    label: str
+    images: int
+    reference_accuracy: float
+    artifact_accuracy: float
+    drop: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ValidationReport:
+    """One artifact run through its real runtime on held-out images, compared with the Keras model."""
+
+    images: int
+    source: str
+    precision_ran: str
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float
+    tolerance: float | None = None  # float precisions
+    reference_accuracy: float | None = None  # when the held-out images are labelled
+    artifact_accuracy: float | None = None
+    accuracy_drop: float | None = None
+    per_class: list[ClassAccuracy] | None = None
+    classes_that_lost_accuracy: list[str] | None = None
+    warning: str | None = None
+    integer_check: dict[str, Any] | None = None  # int8: format-specific proof read from the file
+    quantized: bool | None = None  # True for quantized precisions
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict[str, Any]:
+        data = _without_none(dict(self.__dict__))
+        if self.per_class is not None:
+            data["per_class"] = [c.as_dict() for c in self.per_class]
+        return {**data, "passed": self.passed}
+
+
+@dataclass(frozen=True)
+class CalibrationInfo:
+    source: str
+    images: int
+    manifest: str | None
+
+
+@dataclass(frozen=True)
+class EdgeTpuSummary:
+    """The lines `edgecls export` prints about an Edge TPU artifact, read from its notes."""
+
+    ops_on_tpu: int
+    ops_total: int
+    tpu_share: float
+    cut: str
+    compiler_ran: bool
+    compiler_message: str
+    compiler_command: str
+
+
+@dataclass
+class ExportReport:
+    """export_report.json of one artifact (and the .failed.json of one that failed validation)."""
+
+    target: str
+    precision: str
+    source: str
+    artifact: str | None = None
+    files: list[str] | None = None
+    size_bytes: int | None = None
+    fp32_weights_bytes: int | None = None
+    notes: dict[str, Any] | None = None  # format-specific, from the writer
+    calibration: CalibrationInfo | None = None
+    size_ratio_vs_fp32_weights: float | None = None
+    validation: ValidationReport | None = None
+    validated_file: str | None = None
+    export_seconds: float | None = None
+    error: str | None = None
+
+    @property
+    def edgetpu(self) -> EdgeTpuSummary | None:
+        tpu = (self.notes or {}).get("edgetpu")
+        if not tpu:
+            return None
+        compiler = tpu.get("compiler", {})
+        return EdgeTpuSummary(tpu["ops_on_tpu"], tpu["ops_total"], tpu["tpu_share"], tpu["cut"], bool(compiler.get("ran")),
+                              compiler.get("message", ""), compiler.get("command", ""))
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = dict(self.__dict__)
+        data["calibration"] = None if self.calibration is None else dict(self.calibration.__dict__)
+        data["validation"] = None if self.validation is None else self.validation.as_dict()
+        # "calibration" is written (null for float precisions) once an artifact exists, as it always was
+        return _without_none(data, keep=("calibration",) if self.artifact is not None else ())
+
+
+@dataclass
+class ExportResult:
+    """What `edgecls.export.export` returns for each (target, precision)."""
+
+    target: str
+    precision: str
+    folder: Path | None
+    artifact: Path | None
+    size_bytes: int
+    seconds: float
+    report: ExportReport
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None
+
+    @property
+    def validation(self) -> ValidationReport | None:
+        return self.report.validation
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report plus where it landed, as `edgecls export --json` prints it."""
+        return {**self.report.as_dict(), "folder": str(self.folder) if self.folder else None, "passed": self.passed, "error": self.error}
