@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = ((640, 480), (320, 240))
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 
@@ -104,8 +105,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[2], help="runtime threads; several values: one set of rows each")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--all", action="store_true", help="also run edgetpu-* artifacts (on the CPU)")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/camera_latency.json"))
+    parser.add_argument("--out", type=Path, default=RESULTS / "camera_latency.json")
     args = parser.parse_args()
+    from edgecls.fsutil import check_outputs, write_json
+
+    check_outputs({"--out": args.out}, {"FOLDER": args.folder})
 
     artifacts = sorted(p for p in args.folder.glob("*/model.*") if p.suffix in (".tflite", ".onnx", ".xml")
                        and (args.all or not p.parent.name.startswith("edgetpu")))
@@ -135,11 +139,10 @@ def main() -> None:
                                     f"{best['fps']:.0f} | {best['frame_time_vs_inference']:.2f}x | {frame_p50 / raw:.2f}x | "
                                     f"{best['cpu_cores_used']:.2f} |")
                         print(rows[-1], flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     threads_text = " ".join(map(str, args.threads))
     command = f"python bench/camera_latency.py {args.folder} --frames {args.frames} --threads {threads_text} --rounds {args.rounds}"
-    args.out.write_text(json.dumps({"command": command, "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
-                                    "date": time.strftime("%Y-%m-%d"), "photos": list(PHOTOS), "results": records}, indent=2) + "\n")
+    write_json(args.out, {"command": command, "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
+                          "date": time.strftime("%Y-%m-%d"), "photos": list(PHOTOS), "results": records})
     print()
     print("| artifact | threads | video | pipeline | inference p50 ms | raw inference p50 ms | end-to-end p50 ms | frame time p50 ms "
           "| FPS | frame time / inference | frame time / raw inference | CPU cores busy |")

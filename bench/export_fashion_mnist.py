@@ -9,13 +9,13 @@ bench/results/export-<run>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
@@ -26,6 +26,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from edgecls.export import export
+    from edgecls.fsutil import write_json
 
     out = args.run / "bench-export"
     rows = {}
@@ -52,15 +53,14 @@ def main() -> None:
         records.append(record)
         table.append(
             f"| {target} | {record['fp32_accuracy']:.4f} | {record['int8_accuracy']:.4f} | {record['drop_points']:+.2f} | "
-            f"{record['agreement']:.4f} | {record['fp32_bytes'] / 1e6:.2f} -> {record['int8_bytes'] / 1e6:.2f} MB ({record['size_ratio'] * 100:.0f}%) | "
+            f"{record['agreement']:.4f} | {record['fp32_bytes'] / 1e6:.2f} -> {record['int8_bytes'] / 1e6:.2f} MB "
+            f"({record['size_ratio'] * 100:.0f}%) | "
             f"{record['fp32_export_s']:.0f} / {record['int8_export_s']:.0f} s |"
         )
-    result_file = Path("bench/results") / f"export-{args.run.name}.json"
-    result_file.parent.mkdir(parents=True, exist_ok=True)
-    result_file.write_text(json.dumps({
+    write_json(RESULTS / f"export-{args.run.name}.json", {
         "command": f"python bench/export_fashion_mnist.py {args.run} --holdout-size {args.holdout_size} --calib-size {args.calib_size}",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"), "targets": records,
-    }, indent=2) + "\n")
+    })
     print("| target | fp32 acc | int8 acc | drop (pt) | top-1 agreement | size fp32 -> int8 | export time fp32 / int8 |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(table))

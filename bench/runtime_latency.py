@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def litert_benchmark(path: Path, threads: int, runs: int, warmup: int) -> dict | None:
@@ -49,7 +50,7 @@ def benchmark_app(path: Path, threads: int, seconds: int, infer_precision: str |
     if tool is None:
         return None
     # benchmark_app refuses -nthreads with a hint; the latency hint uses one stream on all cores (2 here).
-    command = [tool, "-m", str(path), "-d", "CPU", "-hint", "latency", "-t", str(seconds), "-shape", "[1,{h},{w},3]".format(h=height, w=width)]
+    command = [tool, "-m", str(path), "-d", "CPU", "-hint", "latency", "-t", str(seconds), "-shape", f"[1,{height},{width},3]"]
     if infer_precision:
         command += ["-infer_precision", infer_precision]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -67,6 +68,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     from edgecls.bench.runner import run_one
+    from edgecls.fsutil import write_json
 
     artifacts = sorted(p for p in args.folder.glob("*/model.*") if p.suffix in (".tflite", ".onnx", ".xml"))
     rows, records = [], []
@@ -94,13 +96,12 @@ def main() -> None:
         ratio = ours["p50_ms"] / vendor_ms if vendor_ms else None
         records.append({"artifact": str(path), "edgecls": ours, "edgecls_rounds": [r["p50_ms"] for r in ours_runs],
                         "vendor_tool": (vendor or {}).get("tool"), "vendor_rounds": vendor_runs, "vendor_ms": vendor_ms, "ratio": ratio})
-        rows.append(f"| {path.parent.name} | {ours['backend']} ({ours['precision_ran']}) | {ours['p50_ms']:.2f} / {ours['p90_ms']:.2f} / {ours['p99_ms']:.2f} | "
+        latency = f"{ours['p50_ms']:.2f} / {ours['p90_ms']:.2f} / {ours['p99_ms']:.2f}"
+        rows.append(f"| {path.parent.name} | {ours['backend']} ({ours['precision_ran']}) | {latency} | "
                     f"{(f'{vendor_ms:.2f}' if vendor_ms else 'n/a')} | {(f'{ratio:.2f}x' if ratio else '-')} |")
-    out = Path("bench/results/runtime_latency.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": f"python bench/runtime_latency.py {args.folder} --threads {args.threads}",
-                               "machine": f"{os.uname().machine}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
-                               "results": records}, indent=2) + "\n")
+    write_json(RESULTS / "runtime_latency.json", {"command": f"python bench/runtime_latency.py {args.folder} --threads {args.threads}",
+                                                  "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
+                                                  "date": time.strftime("%Y-%m-%d"), "results": records})
     print("| artifact | edgecls backend (ran as) | edgecls p50 / p90 / p99 ms | vendor tool ms | edgecls / vendor |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))

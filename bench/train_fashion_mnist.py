@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
@@ -30,6 +31,7 @@ def main() -> None:
 
     import edgecls
     from edgecls.data.fashion_mnist import write_fashion_mnist
+    from edgecls.fsutil import write_json
 
     tag = f"{args.model}-{args.per_class}pc-{args.img_size}px-{args.epochs}+{args.fine_tune_epochs}ep"
     data = args.work / f"fashion-mnist-{args.per_class}"
@@ -56,12 +58,11 @@ def main() -> None:
         "eval_images_per_second": metrics.get("eval_images_per_second"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
     }
-    out = Path("bench/results") / f"train_fashion_mnist-{tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(RESULTS / f"train_fashion_mnist-{tag}.json", record)
     print(json.dumps(record, indent=2))
     print(f"| {args.model} | {args.per_class * 10} | {args.img_size} | {args.epochs}+{args.fine_tune_epochs} | "
-          f"{record['test_accuracy']:.4f} | {record['train_seconds']:.0f} s | {record['fine_tune_images_per_second']} | {record['eval_images_per_second']} |")
+          f"{record['test_accuracy']:.4f} | {record['train_seconds']:.0f} s | "
+          f"{record['fine_tune_images_per_second']} | {record['eval_images_per_second']} |")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,301 @@
+"""edgecls/fsutil.py: outputs vs inputs, deletion only of what edgecls made, short prefixed temps cleaned on errors,
+signals and after SIGKILL, folder locks, and two real processes publishing one folder at once."""
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edgecls.errors import ConfigError
+from edgecls.fsutil import (
+    OUTPUT_MARKER,
+    TEMP_PREFIX,
+    atomic_dir,
+    atomic_path,
+    check_outputs,
+    folder_lock,
+    has_marker,
+    make_marker,
+    remove_output_folder,
+    sweep_stale_temps,
+)
+from tests.conftest import REPO
+
+
+def hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != OUTPUT_MARKER)
+
+
+def python(code: str, **kwargs: object) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)  # type: ignore[call-overload]
+
+
+def dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
+# ----------------------------------------------------------------------------- check_outputs
+
+def test_check_outputs_refuses_outputs_on_inside_or_around_inputs(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "cat").mkdir(parents=True)
+    model = tmp_path / "a" / "model.tflite"
+    model.parent.mkdir()
+    model.write_bytes(b"model")
+    (tmp_path / "alias").symlink_to(data)
+    os.link(model, tmp_path / "hard.tflite")
+    cases = {
+        model: f"--report '{model}' would overwrite the input --model '{model}'",
+        tmp_path / "hard.tflite": "would overwrite the input --model",  # a hard link of the model
+        data / "cat" / "r.json": "lies inside the input --data",
+        tmp_path / "alias" / "new" / "r.json": "lies inside the input --data",  # through a symlink, not created yet
+        tmp_path: "contains the input",
+        tmp_path / "a" / "." / "model.tflite": "would overwrite the input --model",
+    }
+    for output, message in cases.items():
+        with pytest.raises(ConfigError, match="Choose an output path outside the command's inputs") as caught:
+            check_outputs({"--report": output}, {"--model": model, "--data": data, "--labels": None})
+        assert message in str(caught.value), (output, str(caught.value))
+    check_outputs({"--report": tmp_path / "a" / "report.json", "--record": None}, {"--model": model, "--data": data})
+    check_outputs({"--report": tmp_path / "data2"}, {"--data": data})  # a name prefix is not containment
+
+
+# ----------------------------------------------------------------------------- marker and deletion
+
+def test_atomic_dir_publishes_a_marker_and_replaces_only_what_edgecls_made(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with atomic_dir(out, command="export RUN") as tmp:
+        (tmp / "model.tflite").write_text("1")
+    assert has_marker(out) and (out / "model.tflite").read_text() == "1"
+    with atomic_dir(out) as tmp:  # marked: replaced
+        (tmp / "model.tflite").write_text("2")
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "model.tflite"] and (out / "model.tflite").read_text() == "2"
+
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_text("irreplaceable")
+    with pytest.raises(ConfigError, match=r"'.*photos' was not made by edgecls \(no .edgecls-output marker\)\. Remove it yourself"):
+        with atomic_dir(foreign) as tmp:
+            raise AssertionError("refused before the body runs")
+    assert [p.name for p in foreign.iterdir()] == ["holiday.jpg"] and hidden(tmp_path) == []
+
+    with pytest.raises(ConfigError, match="already exists"):
+        with atomic_dir(out, overwrite=False):
+            raise AssertionError("refused before the body runs")
+
+
+def test_unmarked_folders_of_an_older_edgecls_are_replaced_only_when_they_hold_declared_files(tmp_path: Path) -> None:
+    known = ("model.tflite", "meta.json", "export_report.json")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    old = tmp_path / "tflite-int8"
+    old.mkdir()
+    (old / "model.tflite").write_text("old")
+    (old / "meta.json").write_text("{}")
+    for target in (empty, old):
+        with atomic_dir(target, known_files=known) as tmp:
+            (tmp / "model.tflite").write_text("new")
+        assert has_marker(target) and (target / "model.tflite").read_text() == "new"
+    mixed = tmp_path / "mixed"
+    (mixed / "sub").mkdir(parents=True)
+    (mixed / "model.tflite").write_text("old")
+    (mixed / "sub" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="was not made by edgecls"):
+        with atomic_dir(mixed, known_files=known):
+            pass
+    assert (mixed / "sub" / "notes.txt").read_text() == "mine"
+    link = tmp_path / "link"
+    link.symlink_to(old)
+    with pytest.raises(ConfigError, match="is a symbolic link"):
+        with atomic_dir(link):
+            pass
+    assert has_marker(old)
+
+
+def test_outputs_that_are_or_contain_an_input_are_never_deleted(tmp_path: Path) -> None:
+    run = tmp_path / "parent" / "run"
+    run.mkdir(parents=True)
+    (run / "meta.json").write_text("{}")
+    make_marker(tmp_path / "parent", "deploy")  # even a folder edgecls made
+    make_marker(run, "train")
+    for out in (run, tmp_path / "parent"):
+        with pytest.raises(ConfigError, match=r"(is|contains) the input --run"):
+            remove_output_folder(out, {"--run": run})
+        with pytest.raises(ConfigError, match=r"(is|contains) the input --run"):
+            with atomic_dir(out, inputs={"--run": run}):
+                pass
+    assert (run / "meta.json").is_file()
+    bundle = tmp_path / "bundle"
+    with atomic_dir(bundle, command="deploy") as tmp:
+        (tmp / "install.sh").write_text("#!/bin/sh\n")
+    remove_output_folder(bundle, {"--run": run})
+    assert not bundle.exists() and hidden(tmp_path) == []
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "x").write_text("x")
+    with pytest.raises(ConfigError, match="not made by edgecls"):
+        remove_output_folder(tmp_path / "plain", {})
+    remove_output_folder(tmp_path / "missing", {})  # nothing there: nothing to do
+
+
+# ----------------------------------------------------------------------------- temps
+
+def test_temp_names_are_short_and_prefixed_so_long_output_names_work(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        target = tmp_path / ("r" * 244 + ".json")  # 249 characters: the old '.<name>.XXXX.tmp' temp could not exist
+        with atomic_path(target) as tmp:
+            assert tmp.name.startswith(f"{TEMP_PREFIX}{os.getpid()}-") and len(tmp.name) < 40
+            tmp.write_text("{}")
+        folder = tmp_path / ("d" * 249)
+        with atomic_dir(folder) as tmp:
+            assert tmp.name.startswith(TEMP_PREFIX)
+            (tmp / "a").write_text("1")
+    finally:
+        os.umask(old)
+    assert target.read_text() == "{}" and (folder / "a").read_text() == "1"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640 and stat.S_IMODE(folder.stat().st_mode) == 0o750  # the umask, as before
+    assert hidden(tmp_path) == []
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit, RuntimeError])
+def test_temps_are_removed_on_any_exception(tmp_path: Path, interrupt: type[BaseException]) -> None:
+    with pytest.raises(interrupt):
+        with atomic_path(tmp_path / "model.keras", suffix=".keras") as tmp:
+            tmp.write_text("half")
+            raise interrupt()
+    with pytest.raises(interrupt):
+        with atomic_dir(tmp_path / "export") as tmp:
+            (tmp / "half").write_text("half")
+            raise interrupt()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_in_a_real_process_leaves_no_temp(tmp_path: Path) -> None:
+    """The CLI turns SIGTERM into SystemExit(143); the context managers then remove their temps."""
+    proc = python(f"""
+        import signal, sys, time
+        from pathlib import Path
+        from edgecls.fsutil import atomic_dir, atomic_path
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        out = Path({str(tmp_path)!r})
+        with atomic_dir(out / "export") as folder, atomic_path(out / "video.mp4", suffix=".mp4") as tmp:
+            tmp.write_bytes(b"frames")
+            (folder / "model.tflite").write_bytes(b"half")
+            print("ready", flush=True)
+            for _ in range(600):
+                time.sleep(0.1)
+    """)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        assert len(hidden(tmp_path)) == 2  # both temps exist while it works
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_temps_left_by_sigkill_are_swept_at_the_next_run(tmp_path: Path) -> None:
+    proc = python(f"""
+        import time
+        from pathlib import Path
+        from edgecls.fsutil import atomic_dir, atomic_path
+        out = Path({str(tmp_path)!r})
+        with atomic_dir(out / "export") as folder, atomic_path(out / "model.keras", suffix=".keras") as tmp:
+            tmp.write_bytes(b"half")
+            (folder / "model.tflite").write_bytes(b"half")
+            print("ready", flush=True)
+            time.sleep(60)
+    """)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    left = hidden(tmp_path)
+    assert len(left) == 2 and all(name.startswith(f"{TEMP_PREFIX}{proc.pid}-") for name in left)
+    mine = tmp_path / f"{TEMP_PREFIX}{os.getpid()}-abcdefgh.tmp"  # a live process's temp is never touched
+    mine.write_text("in use")
+    other = tmp_path / f"{TEMP_PREFIX}{dead_pid()}-abcdefgh.tmp.mp4"
+    other.write_text("left by a power cut")
+    not_ours = tmp_path / ".edgecls-tmp-notapid"
+    not_ours.write_text("x")
+    with atomic_path(tmp_path / "meta.json") as tmp:  # the next write into the folder sweeps
+        tmp.write_text("{}")
+    assert hidden(tmp_path) == sorted([mine.name, not_ours.name])
+    assert sweep_stale_temps(tmp_path) == 0
+
+
+# ----------------------------------------------------------------------------- locks
+
+def test_folder_lock_refuses_or_waits_while_another_process_holds_it(tmp_path: Path) -> None:
+    holder = python(f"""
+        import sys
+        from pathlib import Path
+        from edgecls.fsutil import folder_lock
+        with folder_lock(Path({str(tmp_path)!r})):
+            print("locked", flush=True)
+            sys.stdin.readline()
+    """)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConfigError, match=r"'.*' is being written by another edgecls process\. Wait for it to finish"):
+            with folder_lock(tmp_path):
+                pass
+        holder.communicate("go\n", timeout=60)
+    finally:
+        holder.kill()
+    assert holder.returncode == 0
+    with folder_lock(tmp_path), folder_lock(tmp_path, wait=True), atomic_dir(tmp_path / "x") as tmp:  # re-entrant in a process
+        (tmp / "a").write_text("1")
+    assert (tmp_path / "x" / "a").is_file() and list(tmp_path.iterdir()) == [tmp_path / "x"]  # no lock file litter
+
+
+def test_two_processes_publishing_one_folder_never_collide(tmp_path: Path) -> None:
+    """Each writer publishes 40 complete folders; every folder seen (under the lock) is one writer's whole set."""
+    target = tmp_path / "export"
+    writer = """
+        import sys
+        from pathlib import Path
+        from edgecls.fsutil import atomic_dir
+        name, target = sys.argv[1], Path(sys.argv[2])
+        for i in range(40):
+            with atomic_dir(target, command="test") as tmp:
+                for part in range(6):
+                    (tmp / f"{name}-{part}").write_text(f"{name} {i}")
+        print("done", flush=True)
+    """
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(writer), name, str(target)], cwd=REPO, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in ("a", "b")]
+    seen = 0
+    try:
+        while any(p.poll() is None for p in procs) and seen < 2000:
+            with folder_lock(tmp_path, wait=True):
+                if target.exists():
+                    names = sorted(p.name for p in target.iterdir())
+                    writers = {n.split("-")[0] for n in names if n != OUTPUT_MARKER}
+                    assert len(writers) == 1 and len(names) == 7, names
+                    contents = {(target / n).read_text() for n in names if n != OUTPUT_MARKER}
+                    assert len(contents) == 1, contents
+                    seen += 1
+        outputs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for proc, (stdout, stderr) in zip(procs, outputs):
+        assert proc.returncode == 0 and stdout.strip() == "done", stderr
+        assert "Traceback" not in stderr and "Directory not empty" not in stderr
+    final = sorted(p.name for p in target.iterdir())
+    assert final in ([OUTPUT_MARKER, *(f"a-{i}" for i in range(6))], [OUTPUT_MARKER, *(f"b-{i}" for i in range(6))])
+    assert {(target / n).read_text().split()[1] for n in final if n != OUTPUT_MARKER} == {"39"}
+    assert hidden(tmp_path) == []
