@@ -120,6 +120,14 @@ def test_bench_chart_beside_out_onto_an_input_is_refused(tmp_path: Path) -> None
     assert not (tmp_path / "shots.json").exists() and sorted(p.name for p in data.iterdir()) == sorted(COLOURS)
 
 
+def test_bench_out_onto_a_folder_is_refused_before_any_work(run: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    result = run_cli("bench", run, "--runs", "2", "--out", folder, cwd=tmp_path)
+    assert_clean_error(result, f"--out '{folder}' is a folder", "Pass a file name")
+    assert "measured" not in result.stderr and list(folder.iterdir()) == []
+
+
 def test_a_hung_artifact_times_out_and_the_others_are_still_measured(tmp_path: Path) -> None:
     hung = tiny_onnx(tmp_path / "exp" / "onnx-hang" / "model.onnx", hang=True)
     good = tiny_onnx(tmp_path / "exp" / "onnx-fp32" / "model.onnx")

@@ -75,12 +75,17 @@ def artifact_files(path: Path) -> dict[str, Path]:
 
 
 def check_report_paths(outputs: dict[str, Path], artifacts: list[Path], data: Path | None) -> None:
-    """Refuse (ConfigError, one line naming both) any output that is, lies in or contains an artifact file or --data."""
-    from edgecls.fsutil import check_outputs
+    """Refuse (ConfigError, one line naming both) any output that is, lies in or contains an artifact file or --data,
+    is a folder, or cannot be written."""
+    from edgecls.fsutil import check_outputs, check_parent
 
     check_outputs(outputs, {"--data": data})
     for artifact in artifacts:
         check_outputs(outputs, artifact_files(artifact))
+    for name, path in outputs.items():
+        if path.is_dir():
+            raise ConfigError(f"{name} '{path}' is a folder", "Pass a file name for the report, e.g. --out bench_report.json")
+        check_parent(path)  # an unwritable folder is found now, not after every artifact was measured
 
 
 def run_one(path: Path, device: str, threads: int | None, runs: int, warmup: int, data: Path | None, limit: int,
