@@ -191,7 +191,18 @@ class _HeldLock:
 
 _HELD: dict[tuple[int, int], _HeldLock] = {}
 _HELD_GUARD = threading.Lock()
-os.register_at_fork(after_in_child=_HELD.clear)
+
+
+def _forget_locks_in_child() -> None:
+    """A forked child closes its copies of the lock fds (so a long-lived child does not keep the parent's lock)."""
+    for held in _HELD.values():
+        if held.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(held.fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
 @contextlib.contextmanager

@@ -299,3 +299,24 @@ def test_two_processes_publishing_one_folder_never_collide(tmp_path: Path) -> No
     assert final in ([OUTPUT_MARKER, *(f"a-{i}" for i in range(6))], [OUTPUT_MARKER, *(f"b-{i}" for i in range(6))])
     assert {(target / n).read_text().split()[1] for n in final if n != OUTPUT_MARKER} == {"39"}
     assert hidden(tmp_path) == []
+
+
+def test_a_forked_child_does_not_keep_the_parents_lock(tmp_path: Path) -> None:
+    """Training may fork data workers while the run folder is locked: once the parent releases, the lock is free."""
+    read_end, write_end = os.pipe()
+    with folder_lock(tmp_path):
+        pid = os.fork()
+        if pid == 0:  # the child: wait until the test is done with it
+            os.close(write_end)
+            os.read(read_end, 1)
+            os._exit(0)
+    try:
+        probe = subprocess.run([sys.executable, "-c", f"from pathlib import Path; from edgecls.fsutil import folder_lock\n"
+                                f"with folder_lock(Path({str(tmp_path)!r})): print('free')"],
+                               cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert probe.returncode == 0 and probe.stdout.strip() == "free", probe.stderr
+    finally:
+        os.write(write_end, b"x")
+        os.waitpid(pid, 0)
+        os.close(read_end)
+        os.close(write_end)
