@@ -519,8 +519,10 @@ def test_live_view_gets_frames_and_stats(artifacts: dict[str, Path], clip: Path,
 
 
 def test_camera_runs_with_tensorflow_blocked(artifacts: dict[str, Path], pictures: list[np.ndarray], tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
     for i in range(3):
-        Image.fromarray(pictures[i]).save(tmp_path / f"{i}.png")
+        Image.fromarray(pictures[i]).save(folder / f"{i}.png")
     code = BLOCKER + textwrap.dedent(
         f"""
         import importlib, sys
@@ -529,7 +531,7 @@ def test_camera_runs_with_tensorflow_blocked(artifacts: dict[str, Path], picture
             importlib.import_module(name)
         assert "cv2" not in sys.modules, "cv2 must be imported lazily"
         from edgecls.camera.loop import run_camera
-        summary = run_camera({str(artifacts["tflite"])!r}, {str(tmp_path)!r}, record={str(tmp_path / "o.mp4")!r})
+        summary = run_camera({str(artifacts["tflite"])!r}, {str(folder)!r}, record={str(tmp_path / "o.mp4")!r})
         assert summary["frames"] == 3, summary
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
         assert not heavy, heavy

@@ -20,6 +20,7 @@ import secrets
 import stat
 import string
 from collections.abc import Mapping
+from email.message import Message
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -55,7 +56,8 @@ def check_token(token: str, where: str) -> str:
         raise ConfigError(f"the token in {where} is {len(token)} characters long; at least {MIN_TOKEN_LENGTH} are needed", MAKE_TOKEN_HINT)
     bad = sorted(set(token) - TOKEN_CHARACTERS)
     if bad:
-        raise ConfigError(f"the token in {where} holds {len(bad)} character(s) outside A-Z a-z 0-9 - . _ ~ (e.g. {bad[0]!r})", MAKE_TOKEN_HINT)
+        raise ConfigError(f"the token in {where} holds {len(bad)} character(s) outside A-Z a-z 0-9 - . _ ~ (e.g. {bad[0]!r})",
+                          MAKE_TOKEN_HINT)
     return token
 
 
@@ -104,7 +106,7 @@ def host_allowed(header: str | None, allowed: frozenset[str]) -> bool:
     return header is not None and header.strip().lower() in allowed
 
 
-def request_token(query: str, headers: Mapping[str, str]) -> tuple[str | None, bool]:
+def request_token(query: str, headers: Mapping[str, str] | Message) -> tuple[str | None, bool]:
     """(token the request carries, whether it came in the URL) from `?token=`, `Authorization: Bearer` or the cookie."""
     try:
         from_url = parse_qs(query, max_num_fields=20).get("token")

@@ -106,7 +106,7 @@ class LatestFrameGrabber:
     def describe(self) -> str:
         return self._description
 
-    def start(self) -> "LatestFrameGrabber":
+    def start(self) -> LatestFrameGrabber:
         if self._thread is None:
             self.state = "running"
             self._thread = threading.Thread(target=self._run, name="edgecls-grabber", daemon=True)
@@ -148,7 +148,7 @@ class LatestFrameGrabber:
             while not self._stop.is_set():
                 try:
                     image = self.source.read()
-                except Exception as exc:  # a driver error is a lost source, not a crash of the loop
+                except Exception as exc:  # noqa: BLE001 - a driver error is a lost source, not a crash of the loop
                     log.warning("%s: read failed (%s: %s)", self._description, type(exc).__name__, exc)
                     image, misses = None, self.empty_limit - 1
                 now = time.perf_counter()
@@ -241,7 +241,7 @@ class SequentialReader:
     def describe(self) -> str:
         return self._description
 
-    def start(self) -> "SequentialReader":
+    def start(self) -> SequentialReader:
         self.state = "running"
         return self
 

@@ -4,6 +4,12 @@
 window's q/Esc key is pressed, or on Ctrl-C / SIGTERM (caught inside the loop: stop_reason
 "interrupted" / "terminated"). Once frames flow, the JSON report is always written (in `finally`),
 also when the loop fails; while running it is refreshed every `report_every` seconds (status "running").
+Shutdown (threads, outputs, the final report) runs with Ctrl-C and SIGTERM deferred, so a second
+Ctrl-C cannot leave the report "running" or a recording half-published.
+
+A frame whose inference raises is counted (`counts.inference_failed`, the first error in
+`inference_error`) and skipped; MAX_FAILURES_IN_A_ROW of them in a row stop the run. A run that
+classified no frame at all raises CameraRunError saying why, after the report was written.
 
 Preprocessing is `edgecls.preprocess.prepare_pixels` / `prepare(frame, meta, bgr=True)`, the same code that `predict`,
 export validation and `Classifier` use, so a frame gives the same scores here as there.
@@ -34,7 +40,8 @@ from edgecls.camera.pipeline import Feed, Prepared, make_feed, open_frames
 from edgecls.camera.sources import CameraError, FrameSource
 from edgecls.camera.stats import LoopStats, system_facts
 from edgecls.errors import ConfigError, EdgeclsError, ModelError
-from edgecls.fsutil import write_json
+from edgecls.fsutil import check_outputs as check_not_inputs
+from edgecls.fsutil import sweep_stale_temps, write_json
 from edgecls.postprocess import Class
 from edgecls.postprocess import top_k as rank
 
@@ -42,11 +49,20 @@ log = logging.getLogger(__name__)
 
 UNCERTAIN = "uncertain"
 ARTIFACT_NAMES = ("model.tflite", "model.onnx", "model.xml")
+REPORT_NAME = "camera_report.json"
 FAILURES = ("error", "source lost", "source stalled")
+SIGNAL_STOPS = ("interrupted", "terminated")
+MAX_FAILURES_IN_A_ROW = 30  # frames whose inference raised, in a row, before the run stops
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (systemd stop, docker stop) turned into a clean stop of the loop."""
+
+
+class CameraRunError(EdgeclsError):
+    """The loop ran but classified no frame, or inference kept failing. Carries the report as `.summary`."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -125,6 +141,20 @@ def resolve_model(model: str | Path) -> Path:
     return path
 
 
+def default_report_path(model: str | Path) -> Path:
+    """Where `edgecls camera` writes its report unless told: beside the model artifact."""
+    return resolve_model(model).parent / REPORT_NAME
+
+
+def _inputs(artifact: Path, source: object, token_file: Path | None) -> dict[str, Path | None]:
+    """What the run reads, by the option the user named it with: no output may be, or lie inside, one of them."""
+    spec = str(source) if isinstance(source, (str, Path)) else ""
+    device = Path(spec).expanduser() if spec and not spec.isdigit() and "://" not in spec and Path(spec).expanduser().exists() else None
+    weights = artifact.with_suffix(".bin") if artifact.suffix.lower() == ".xml" else None
+    return {"--model": artifact, "--model's meta.json": artifact.parent / "meta.json", "--model's weights": weights,
+            "--device": device, "--token-file": token_file}
+
+
 @contextlib.contextmanager
 def _sigterm_stops_loop() -> Iterator[None]:
     """Turn SIGTERM into `Terminated` while the loop runs, so the report is still written."""
@@ -140,6 +170,26 @@ def _sigterm_stops_loop() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _signals_deferred(received: list[int]) -> Iterator[None]:
+    """Ctrl-C and SIGTERM only noted (in `received`) while the block runs: shutdown always completes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum: int, frame: Any) -> None:  # noqa: ARG001
+        if not received:
+            log.warning("stopping: the report and any recording are being finished first")
+        received.append(signum)
+
+    previous = {signum: signal.signal(signum, note) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_camera(
@@ -166,6 +216,7 @@ def run_camera(
     stall_timeout: float = 10.0,
     reader_options: dict[str, float] | None = None,
     pipeline: bool = True,
+    token_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Classify frames from a camera, stream, video or folder; returns the report (also written to `report`).
 
@@ -174,17 +225,35 @@ def run_camera(
     headless: True = no window; False = show one; None = show one when a display exists.
     width/height/fps: hints for live sources. reader_options: LatestFrameGrabber settings (backoff etc.).
     pipeline: read and preprocess the next frame on a worker thread while this one is in inference.
-    Raises CameraError, with the report as `.summary`, when a live source is lost for good.
+    token_file: the live view's access token (required on every route); without one, a server bound to a
+    non-loopback address makes its own and logs the URL with it once.
+    Outputs (report, record) that are, or lie inside, an input (model, its meta.json, the source file or
+    folder, the token file) are refused before any work.
+    Raises CameraError, with the report as `.summary`, when a live source is lost for good, and CameraRunError
+    (likewise) when no frame was classified.
     """
     if frames is not None and frames < 1:
         raise ConfigError(f"frames {frames} must be at least 1", "Use e.g. --frames 100, or leave it out to run until stopped")
     if seconds is not None and seconds <= 0:
         raise ConfigError(f"seconds {seconds} must be positive", "Use e.g. --seconds 30, or leave it out to run until stopped")
     show, record, report = check_outputs(headless, record, report)
+    artifact = resolve_model(model)
+    token_path = Path(token_file).expanduser() if token_file is not None else None
+    check_not_inputs({"--record": record, "--report": report}, _inputs(artifact, source, token_path))
+    if record is not None and report is not None and record.resolve() == report.resolve():
+        raise ConfigError(f"--record and --report are the same file '{record}'", "Give the recording and the report different names")
+    token = None
+    if token_path is not None:
+        if not serve:
+            raise ConfigError("--token-file applies to the live view only", "Add --serve HOST:PORT, or leave --token-file out")
+        from edgecls.camera.access import read_token_file
+
+        token = read_token_file(token_path)
+    if record is not None:
+        sweep_stale_temps(record.parent)  # temp recordings a SIGKILL left behind
 
     from edgecls.runtime import load_backend
 
-    artifact = resolve_model(model)
     with contextlib.ExitStack() as stack:
         backend = load_backend(artifact, device=device, threads=threads)
         stack.callback(backend.close)
@@ -193,7 +262,7 @@ def run_camera(
         reader = frame_reader(opened, reopen, **(reader_options or {}))
         feed = make_feed(reader, backend.meta, pipeline, limit=frames, join_timeout=(reader_options or {}).get("join_timeout", 2.0))
         stack.callback(feed.stop)  # the worker first, then the reader
-        outputs = Outputs(show, record, serve, opened.fps)
+        outputs = Outputs(show, record, serve, opened.fps, token=token)
         stack.callback(outputs.close)
         limits = _Limits(frames, seconds, warmup, report_every, stall_timeout)
         facts = {"spec": spec, "source": opened, "artifact": artifact, "device": device}
@@ -225,12 +294,17 @@ class _Run:
         self.last: Decision | None = None
         self.stop_reason = "running"
         self.error: str | None = None
+        self.inference_failed = 0  # frames whose inference raised
+        self.inference_error: str | None = None  # the first such error, one line
+        self._failed_in_a_row = 0
         self.started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.temp_start = system_facts()["cpu_temp_c"]
         self._last_frame_at = time.perf_counter()  # for stall detection
 
     def execute(self) -> dict[str, Any]:
         summary: dict[str, Any] = {}
+        late_signals: list[int] = []
+        failure: EdgeclsError | None = None
         try:
             with _sigterm_stops_loop():
                 try:
@@ -241,19 +315,70 @@ class _Run:
                     self.stop_reason = "interrupted"
         except BaseException as exc:
             self.stop_reason = "error"
-            self.error = str(exc) if isinstance(exc, EdgeclsError) else f"{type(exc).__name__}: {exc}"
+            self.error = _one_line(exc)
             raise
         finally:
-            self.stats.stop()
-            self.feed.stop()  # the worker, then the reader: final counters; stopping twice is harmless
-            summary = self.summary("failed" if self.stop_reason in FAILURES else "finished")
-            if self.report is not None:
-                write_json(self.report, summary)
-        if self.reader.error is not None and self.stop_reason in ("source lost", "source stalled"):
-            error = self.reader.error
-            error.summary = summary  # type: ignore[attr-defined]
-            raise error
+            with _signals_deferred(late_signals):
+                summary, failure = self._shut_down()
+        if failure is not None:
+            failure.summary = summary  # type: ignore[attr-defined]
+            raise failure
         return summary
+
+    def _shut_down(self) -> tuple[dict[str, Any], EdgeclsError | None]:
+        """Stop the threads, finish the outputs, write the final report; the error to raise afterwards, if any."""
+        self.stats.stop()
+        self.feed.stop()  # the worker, then the reader: final counters; stopping twice is harmless
+        failure: EdgeclsError | None = None
+        try:
+            self.outputs.close()  # the recording is verified and published here
+        except EdgeclsError as exc:
+            failure = exc
+            self.error = self.error or str(exc)
+        if self.reader.error is not None and self.stop_reason in ("source lost", "source stalled"):
+            failure = failure or self.reader.error
+        elif self.stats.frames == 0 and self.stop_reason not in (*SIGNAL_STOPS, "error"):
+            failure = failure or CameraRunError(self._why_no_frame(), "Check the source and the model; the report has the counts")
+            self.error = self.error or failure.message
+        elif self.stop_reason == "error" and self.error is None and self.inference_failed:
+            failure = CameraRunError(self._failures_text(in_a_row=True), "Check the model and --backend-device; the report has the counts")
+            self.error = failure.message
+        if self.inference_failed and self.stats.frames and failure is None:
+            log.warning("%s", self._failures_text(in_a_row=False))
+        failed = self.stop_reason in FAILURES or failure is not None
+        summary = self.summary("failed" if failed else "finished")
+        if self.report is not None:
+            write_json(self.report, summary)
+        return summary, failure
+
+    def _failures_text(self, in_a_row: bool) -> str:
+        if in_a_row and not self.stats.frames:
+            return f"no frame was classified: {self.inference_failed} frames failed in inference (first error: {self.inference_error})"
+        if in_a_row:
+            return (f"inference failed on {self._failed_in_a_row} frames in a row after {self.stats.frames} classified "
+                    f"(first error: {self.inference_error})")
+        total = self.inference_failed + self.stats.frames
+        return f"inference failed on {self.inference_failed} of {total} frames (first error: {self.inference_error})"
+
+    def _why_no_frame(self) -> str:
+        if self.inference_failed:
+            return self._failures_text(in_a_row=True)
+        counts, source = self.reader.counters, self.reader.describe()
+        if self.stop_reason == "seconds":
+            seconds = f"{self.limits.seconds:g} s"
+            return f"no frame was classified: {source} delivered no usable frame in {seconds} ({counts.empty} unusable reads)"
+        if self.stop_reason == "end of source":
+            return f"no frame was classified: {source} ended without a usable frame ({counts.empty} empty or unreadable)"
+        return f"no frame was classified ({self.stop_reason})"
+
+    def _inference_failed(self, exc: Exception) -> bool:
+        """Count a frame whose inference raised; True when too many in a row mean the run must stop."""
+        self.inference_failed += 1
+        self._failed_in_a_row += 1
+        if self.inference_error is None:
+            self.inference_error = _one_line(exc)
+            log.warning("inference failed on a frame: %s", self.inference_error)
+        return self._failed_in_a_row >= MAX_FAILURES_IN_A_ROW
 
     def _next(self, deadline: float | None) -> Prepared | str:
         """The next prepared frame, or why the loop stops ("seconds", "end of source", ...)."""
@@ -299,7 +424,13 @@ class _Run:
                 reconnects = item.reconnects
                 self.post.reset()
             t2 = time.perf_counter()
-            raw = self.backend.run(item.batch)[0]
+            try:
+                raw = self.backend.run(item.batch)[0]
+            except Exception as exc:  # noqa: BLE001 - counted and reported (the first one in full), never silent
+                if self._inference_failed(exc):
+                    return "error"
+                continue
+            self._failed_in_a_row = 0
             t3 = time.perf_counter()
             decision = self.post(raw)
             t4 = time.perf_counter()
@@ -345,7 +476,9 @@ class _Run:
                       "threshold": self.post.threshold, "top_k": self.post.top_k, "window": self.outputs.show,
                       "record": str(self.outputs.record) if self.outputs.record else None, "serve": self.outputs.url,
                       "pipeline": self.feed.pipelined},
-            counts={"processed": self.stats.frames, "frames_recorded": self.outputs.recorded, **counters.as_dict()},
+            counts={"processed": self.stats.frames, "inference_failed": self.inference_failed,
+                    "frames_recorded": self.outputs.recorded, **counters.as_dict()},
+            inference_error=self.inference_error,
             labels=dict(self.labels.most_common()),
             last=None if last is None else {"label": last.label, "score": round(last.score, 6), "uncertain": last.uncertain,
                                             "top": [{"label": c.label, "id": c.id, "score": round(c.score, 6)} for c in last.top]},
@@ -353,4 +486,13 @@ class _Run:
         )
 
 
-__all__ = ["Decision", "FrameResult", "Postprocessor", "Terminated", "UNCERTAIN", "resolve_model", "run_camera"]
+def _one_line(exc: BaseException) -> str:
+    """An exception as one short line: an EdgeclsError's text, else 'Type: first line of the message'."""
+    text = str(exc) if isinstance(exc, EdgeclsError) else f"{type(exc).__name__}: {exc}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = " ".join(lines) if isinstance(exc, EdgeclsError) else (lines[0] if lines else type(exc).__name__)
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+__all__ = ["REPORT_NAME", "Decision", "FrameResult", "Postprocessor", "CameraRunError", "Terminated", "UNCERTAIN", "default_report_path",
+           "resolve_model", "run_camera"]

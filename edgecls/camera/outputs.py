@@ -1,8 +1,11 @@
 """Where the camera loop's annotated frames go: an OpenCV window, a recording, the live view server.
 
 OpenCV is imported only when one of them is on (edgecls.errors.require names the extra to install).
-A recording is written to a temporary file beside its target and renamed into place when it holds
-frames, so an interrupted run never leaves a half-written file under the requested name.
+A recording is written to a temp file beside its target (edgecls.fsutil's short `.edgecls-tmp-` names,
+removed on errors and signals, swept at the next run when a SIGKILL left one), re-opened with OpenCV
+and frame-counted once the writer is released, and renamed into place only when it reads back every
+frame written (OpenCV's writer reports nothing on a full disk). A run that recorded nothing leaves no
+file. The recording gets the mode a plain open() gives (the umask).
 """
 from __future__ import annotations
 
@@ -10,14 +13,13 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgecls.fsutil import check_parent
 from edgecls.errors import ConfigError, require, suggest
+from edgecls.fsutil import atomic_path, check_parent
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,8 @@ def check_outputs(headless: bool | None, record: str | Path | None, report: str 
     report = Path(report).expanduser() if report is not None else None
     if record is not None:
         if record.suffix.lower() not in RECORD_CODECS:
-            raise ConfigError(f"cannot record to '{record}': unsupported suffix '{record.suffix}'{suggest(record.suffix.lower(), RECORD_CODECS)}",
+            near = suggest(record.suffix.lower(), RECORD_CODECS)
+            raise ConfigError(f"cannot record to '{record}': unsupported suffix '{record.suffix}'{near}",
                               f"Use one of {', '.join(RECORD_CODECS)}")
         check_output_path(record, "recording")
     if report is not None:
@@ -65,16 +68,19 @@ def check_outputs(headless: bool | None, record: str | Path | None, report: str 
 class Outputs:
     """Overlay plus any of: an OpenCV window, an annotated recording, the live view server."""
 
-    def __init__(self, show: bool, record: Path | None, serve: str | None, record_fps: float | None) -> None:
-        self.show, self.record, self.serve = show, record, serve
+    def __init__(self, show: bool, record: Path | None, serve: str | None, record_fps: float | None, token: str | None = None) -> None:
+        self.show, self.record, self.serve, self.token = show, record, serve, token
         self.record_fps = record_fps or DEFAULT_RECORD_FPS
         self.server: Any = None
         self.url: str | None = None
         self.recorded = 0
         self._writer: Any = None
+        self._publish: contextlib.AbstractContextManager[Path] | None = None  # atomic_path: temp file -> record
         self._tmp: Path | None = None
         self._size: tuple[int, int] | None = None
-        self._cv2: Any = require("cv2", "pi") if (show or record or serve) else None
+        self._cv2: Any = None
+        if show or record or serve:
+            self._cv2 = require("cv2", "pi")
         if show:
             try:
                 self._cv2.namedWindow(WINDOW, self._cv2.WINDOW_NORMAL)
@@ -95,22 +101,25 @@ class Outputs:
         except ImportError as exc:
             raise ConfigError("--serve needs edgecls.camera.server, which this installation lacks", "Reinstall edgecls") from exc
         host, port = parse_address(address)
-        self.server = LiveServer(host, port)
+        self.server = LiveServer(host, port, token=self.token)
         self.server.start()
-        self.url = self.server.url
-        log.info("live view at %s", self.url)
+        self.url = self.server.url  # never the token: the URL goes into the report
+        if self.server.token_generated:  # the only place this run's token is shown: once, on stderr
+            log.info("live view at %s (a new access token for this run; pass --token-file FILE to keep one)", self.server.url_with_token)
+        else:
+            log.info("live view at %s", self.url)
 
     def _open_writer(self, width: int, height: int) -> None:
         cv2, record = self._cv2, self.record
         if record is None:
             raise RuntimeError("_open_writer called without a recording path")
-        fd, tmp = tempfile.mkstemp(prefix=f".{record.name}.", suffix=".tmp" + record.suffix, dir=record.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._publish = atomic_path(record, suffix=record.suffix)
+        self._tmp = self._publish.__enter__()
         codec = RECORD_CODECS[record.suffix.lower()]
         self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*codec), float(self.record_fps), (width, height))
         if not self._writer.isOpened():
-            self._tmp.unlink(missing_ok=True)
+            self._writer = None
+            self._discard(None)
             raise ConfigError(f"OpenCV cannot write {codec} video to '{record}'", "Try a .avi path (MJPG), or check disk space")
         self._size = (width, height)
 
@@ -154,21 +163,53 @@ class Outputs:
             self._cv2.waitKey(1)
 
     def close(self) -> None:
-        """Finish the recording (kept when it has frames, renamed into place), close window and server."""
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-            if self._tmp is not None and self.record is not None:
-                if self.recorded:
-                    os.replace(self._tmp, self.record)
-                else:
-                    self._tmp.unlink(missing_ok=True)
-        if self.server is not None:
-            self.server.stop()
-        if self.show:
-            with contextlib.suppress(Exception):
-                self._cv2.destroyWindow(WINDOW)
-                self._cv2.waitKey(1)
+        """Close window and server, then finish the recording: verified and renamed into place when it has frames.
+
+        Raises ConfigError (and leaves no file under the recording's name) when the recording does not read
+        back every frame written. Closing twice is harmless.
+        """
+        try:
+            if self.server is not None:
+                self.server.stop()
+            if self.show:
+                with contextlib.suppress(Exception):
+                    self._cv2.destroyWindow(WINDOW)
+                    self._cv2.waitKey(1)
+        finally:
+            self._finish_recording()
+
+    def _finish_recording(self) -> None:
+        from edgecls.data.video import verify_video
+
+        writer, self._writer = self._writer, None
+        if self._publish is None or self._tmp is None or self.record is None:
+            return
+        try:
+            if writer is not None:
+                writer.release()
+            if not self.recorded:
+                raise _NothingRecordedError()
+            verify_video(self._tmp, self.record, self.recorded, self._size)
+        except _NothingRecordedError:
+            self._discard(None)
+        except BaseException as exc:
+            self._discard(exc)
+            raise
+        else:
+            publish, self._publish = self._publish, None
+            publish.__exit__(None, None, None)  # renames the temp file into place
+
+    def _discard(self, exc: BaseException | None) -> None:
+        """Remove the temp recording (atomic_path's clean-up); no file appears under the recording's name."""
+        publish, self._publish = self._publish, None
+        if publish is not None:
+            error = exc if exc is not None else _NothingRecordedError()
+            with contextlib.suppress(_NothingRecordedError):
+                publish.__exit__(type(error), error, error.__traceback__)
+
+
+class _NothingRecordedError(Exception):
+    """No frame reached the recording: there is nothing to publish."""
 
 
 __all__ = ["DEFAULT_RECORD_FPS", "RECORD_CODECS", "WINDOW", "Outputs", "check_output_path", "check_outputs", "display_available"]

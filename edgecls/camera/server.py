@@ -41,7 +41,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
-from edgecls.camera.access import allowed_hosts, check_token, host_allowed, is_loopback, new_token, request_token, token_cookie, token_matches
+from edgecls.camera import access
 from edgecls.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ BOUNDARY = "edgeclsframe"
 STATS_KEYS = ("label", "score", "fps", "latency_p50_ms", "latency_p99_ms", "backend", "precision")
 TEXT = "text/plain; charset=utf-8"
 _CSP = "default-src 'none'; img-src 'self'; connect-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
-_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 22\r\nRetry-After: 5\r\n\r\ntoo many connections\r\n"
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 22\r\nRetry-After: 5\r\n\r\n"
+         b"too many connections\r\n")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -59,12 +60,15 @@ def parse_address(text: str) -> tuple[str, int]:
     if not raw:
         raise ConfigError(f"empty live-view address {text!r}", "Use HOST:PORT, :PORT or PORT, e.g. 127.0.0.1:8080.")
     if raw.count(":") > 1 or raw.startswith("["):
-        raise ConfigError(f"cannot parse live-view address {text!r}", "Use HOST:PORT, :PORT or PORT with an IPv4 address or host name (IPv6 is not supported).")
+        raise ConfigError(f"cannot parse live-view address {text!r}",
+                          "Use HOST:PORT, :PORT or PORT with an IPv4 address or host name (IPv6 is not supported).")
     host, _, port_text = raw.rpartition(":")
     if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"bad port in live-view address {text!r}", "The port must be a number from 0 to 65535 (0 picks a free port), e.g. 127.0.0.1:8080.")
+        raise ConfigError(f"bad port in live-view address {text!r}",
+                          "The port must be a number from 0 to 65535 (0 picks a free port), e.g. 127.0.0.1:8080.")
     if host and not all(part and all(c.isalnum() or c == "-" for c in part) for part in host.split(".")):
-        raise ConfigError(f"bad host in live-view address {text!r}", "Use an IPv4 address or a host name, e.g. 127.0.0.1:8080 or 0.0.0.0:8080.")
+        raise ConfigError(f"bad host in live-view address {text!r}",
+                          "Use an IPv4 address or a host name, e.g. 127.0.0.1:8080 or 0.0.0.0:8080.")
     return host or "127.0.0.1", int(port_text)
 
 
@@ -147,6 +151,7 @@ class _HeaderPhaseIO(socket.SocketIO):
 
     def __init__(self, sock: socket.socket, timeout: float, max_bytes: int) -> None:
         super().__init__(sock, "rb")
+        self.sock = sock
         self.deadline: float | None = time.monotonic() + timeout
         self.budget = max_bytes
 
@@ -158,14 +163,14 @@ class _HeaderPhaseIO(socket.SocketIO):
             raise TimeoutError("the request headers did not arrive in time")
         if self.budget <= 0:
             raise ConnectionAbortedError("the request headers are too large")
-        self._sock.settimeout(left)
+        self.sock.settimeout(left)
         count = super().readinto(memoryview(buffer)[: self.budget])
         self.budget -= count or 0
         return count
 
     def end_headers(self, timeout: float) -> None:
         self.deadline = None
-        self._sock.settimeout(timeout)
+        self.sock.settimeout(timeout)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -213,7 +218,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         live = self.server.live
-        self.timeout = live.header_timeout
         super().setup()
         self.rfile.close()  # replaced by a reader with a deadline and a size limit for the request headers
         self._reader = _HeaderPhaseIO(self.connection, live.header_timeout, live.max_header_bytes)
@@ -246,18 +250,19 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if live.allowed_hosts is not None:
             hosts = self.headers.get_all("Host") or []
-            if len(hosts) != 1 or not host_allowed(hosts[0], live.allowed_hosts):
+            if len(hosts) != 1 or not access.host_allowed(hosts[0], live.allowed_hosts):
                 names = ", ".join(sorted(h for h in live.allowed_hosts if h.endswith(f":{live.port}")))
                 self.send(421, f"this live view answers only to Host {names}\n".encode(), TEXT)
                 return
         if live.token is not None:
-            given, from_url = request_token(url.query, self.headers)
-            if not token_matches(given, live.token):
-                body = b"this live view needs its access token: open the URL with ?token= that edgecls printed, or send Authorization: Bearer TOKEN\n"
+            given, from_url = access.request_token(url.query, self.headers)
+            if not access.token_matches(given, live.token):
+                body = (b"this live view needs its access token: open the URL with ?token= that edgecls printed, "
+                        b"or send Authorization: Bearer TOKEN\n")
                 self.send(401, body, TEXT, {"WWW-Authenticate": 'Bearer realm="edgecls"'})
                 return
             if from_url:
-                self.extra_headers["Set-Cookie"] = token_cookie(live.token)
+                self.extra_headers["Set-Cookie"] = access.token_cookie(live.token)
         route = live.routes.get(url.path)
         if route is None:
             self.send(404, b"not found\n", TEXT)
@@ -369,8 +374,10 @@ class LiveServer:
                               "Allow the stream clients plus room for the page and its stats requests.")
         self.host, self.port, self.max_clients, self.title = host, port, max_clients, title
         self.max_connections = max_connections
-        self.token_generated = token is None and not is_loopback(host)
-        self.token = new_token() if self.token_generated else (check_token(token, "the token passed in") if token is not None else None)
+        self.token_generated = token is None and not access.is_loopback(host)
+        if self.token_generated:
+            token = access.new_token()
+        self.token = access.check_token(token, "the token passed in") if token is not None else None
         self.allowed_hosts: frozenset[str] | None = None  # set by start(), once the port is known
         self.routes: dict[str, Route] = {"/": Route(_page), "/stream.mjpg": Route(_stream), "/stats.json": Route(_stats),
                                          "/snapshot.jpg": Route(_snapshot), "/healthz": Route(_healthz)}
@@ -398,7 +405,8 @@ class LiveServer:
         except socket.gaierror as exc:
             raise ConfigError(f"cannot resolve live-view host {self.host!r}", "Use an IP address such as 127.0.0.1 or 0.0.0.0.") from exc
         except PermissionError as exc:
-            raise ConfigError(f"no permission to bind the live view to {self.host}:{self.port}", "Use a port above 1023, e.g. 8080.") from exc
+            raise ConfigError(f"no permission to bind the live view to {self.host}:{self.port}",
+                              "Use a port above 1023, e.g. 8080.") from exc
         except OSError as exc:
             raise ConfigError(
                 f"cannot bind the live view to {self.host}:{self.port}: {exc.strerror or exc}",
@@ -407,10 +415,11 @@ class LiveServer:
         httpd.live = self
         self._httpd = httpd
         self.port = httpd.server_address[1]
-        if is_loopback(self.host):
-            self.allowed_hosts = allowed_hosts(self.host, self.port)
+        if access.is_loopback(self.host):
+            self.allowed_hosts = access.allowed_hosts(self.host, self.port)
         else:
-            log.warning("live view on %s is visible to anyone on the network (its token is required); bind 127.0.0.1 to keep it local", self.url)
+            log.warning("live view on %s is visible to anyone on the network (its token is required); "
+                        "bind 127.0.0.1 to keep it local", self.url)
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="edgecls-live", daemon=True)
         self._thread.start()
 

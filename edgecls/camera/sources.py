@@ -193,7 +193,7 @@ class Picamera2Source:
 
     def __init__(self, width: int | None = None, height: int | None = None, fps: float | None = None) -> None:
         try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
+            from picamera2 import Picamera2
         except ImportError as exc:
             raise CameraError(
                 "picamera2 is not installed in this Python environment",
@@ -224,7 +224,7 @@ class Picamera2Source:
     def read(self) -> np.ndarray | None:
         try:
             frame = self._camera.capture_array("main")
-        except Exception:  # a camera that went away: the grabber reopens it
+        except Exception:  # noqa: BLE001 - a camera that went away: the grabber reopens it
             return None
         return to_bgr(np.asarray(frame))  # XRGB8888 is B, G, R, X in memory: drop the X
 

@@ -279,4 +279,5 @@ def render_summary(summary: dict[str, Any], console: Any) -> None:
     console.print("; ".join(parts), markup=False)
 
 
-__all__ = ["EXTRA_SERIES", "RESERVOIR", "STAGES", "LoopStats", "Series", "cpu_temperature", "cpu_temperatures", "describe_ms", "render_summary", "system_facts", "throttling"]
+__all__ = ["EXTRA_SERIES", "RESERVOIR", "STAGES", "LoopStats", "Series", "cpu_temperature", "cpu_temperatures", "describe_ms",
+           "render_summary", "system_facts", "throttling"]

@@ -2,17 +2,19 @@
 
 Exit codes: 0 when the run ends by itself (--frames, --seconds, end of the file, q in the window);
 130 on Ctrl-C and 143 on SIGTERM, after the report was written and the table printed (the run was
-cut short, like any interrupted edgecls command); 2 when the source is lost for good.
+cut short, like any interrupted edgecls command); 2 when the source is lost for good or a recording
+cannot be verified; 1 when no frame was classified (every frame failed, or none came).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
 
 import typer
+from rich.text import Text
 
 from edgecls.cli.common import console, err_console, print_json, say
+from edgecls.errors import EdgeclsError
 
 EXIT_CODES = {"interrupted": 130, "terminated": 143}
 
@@ -21,34 +23,46 @@ class _ConsoleHandler(logging.Handler):
     """Library log lines (reconnects, live-view URL, headless fallback) as short stderr lines."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        prefix = "[yellow]warning:[/yellow] " if record.levelno >= logging.WARNING else ""
-        err_console.print(f"{prefix}{record.getMessage()}", markup=True, highlight=False)
+        line = Text(record.getMessage())  # paths and URLs as they are: no markup, no wrapping (a URL stays one line)
+        if record.levelno >= logging.WARNING:
+            line = Text.assemble(("warning:", "yellow"), " ", line)
+        err_console.print(line, soft_wrap=True)
 
 
 def camera_command(
     model: Path = typer.Option(..., "--model", help="Exported artifact: .tflite, .onnx or OpenVINO .xml (with meta.json beside it)."),
-    source: str = typer.Option("0", "--device", "--source", help="The camera: index (0), /dev/videoN, video file, image folder, rtsp:// or http:// URL, or picamera2. The inference device is --backend-device."),
+    source: str = typer.Option("0", "--device", "--source",
+                               help="The camera: index (0), /dev/videoN, video file, image folder, rtsp:// or http:// URL, or picamera2. "
+                                    "The inference device is --backend-device."),
     backend_device: str = typer.Option("cpu", "--backend-device", help="Inference device: cpu | coral | gpu | npu | auto."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (the runtime's default when left out)."),
-    frames: Optional[int] = typer.Option(None, "--frames", help="Stop after this many frames."),
-    seconds: Optional[float] = typer.Option(None, "--seconds", help="Stop after this many seconds."),
+    threads: int | None = typer.Option(None, "--threads", help="Runtime threads (the runtime's default when left out)."),
+    frames: int | None = typer.Option(None, "--frames", help="Stop after this many frames."),
+    seconds: float | None = typer.Option(None, "--seconds", help="Stop after this many seconds."),
     smoothing: float = typer.Option(0.0, "--smoothing", help="EMA factor on probabilities, 0 (off) to 0.9."),
     threshold: float = typer.Option(0.0, "--threshold", help="Top-1 scores below this are shown as 'uncertain'."),
     top_k: int = typer.Option(3, "--top-k", help="Classes kept per frame."),
-    headless: Optional[bool] = typer.Option(None, "--headless/--show", help="No window / a window (default: a window when a display exists)."),
-    record: Optional[Path] = typer.Option(None, "--record", help="Write annotated frames to this .mp4 (mp4v) or .avi (MJPG)."),
-    serve: Optional[str] = typer.Option(None, "--serve", help="Live view in a browser at HOST:PORT (e.g. 0.0.0.0:8080)."),
-    width: Optional[int] = typer.Option(None, "--width", help="Ask a live camera for this frame width."),
-    height: Optional[int] = typer.Option(None, "--height", help="Ask a live camera for this frame height."),
-    report: Path = typer.Option(Path("camera_report.json"), "--report", help="Where to write the JSON report."),
-    pipeline: bool = typer.Option(True, "--pipeline/--no-pipeline", help="Read and preprocess the next frame on a second thread while this one is in inference (higher FPS, same results)."),
+    headless: bool | None = typer.Option(None, "--headless/--show",
+                                         help="No window / a window (default: a window when a display exists)."),
+    record: Path | None = typer.Option(None, "--record", help="Write annotated frames to this .mp4 (mp4v) or .avi (MJPG)."),
+    serve: str | None = typer.Option(None, "--serve", help="Live view in a browser at HOST:PORT (e.g. 0.0.0.0:8080)."),
+    token_file: Path | None = typer.Option(
+        None, "--token-file",
+        help="File holding the live view's access token (one line, 16+ URL-safe characters, mode 0600), required on every "
+             "route. Without it, --serve on a non-loopback address makes a new token and prints the URL with it once."),
+    width: int | None = typer.Option(None, "--width", help="Ask a live camera for this frame width."),
+    height: int | None = typer.Option(None, "--height", help="Ask a live camera for this frame height."),
+    report: Path | None = typer.Option(None, "--report",
+                                       help="Where to write the JSON report [default: camera_report.json beside the model]."),
+    pipeline: bool = typer.Option(True, "--pipeline/--no-pipeline",
+                                  help="Read and preprocess the next frame on a second thread while this one is in inference "
+                                       "(higher FPS, same results)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON only."),
 ) -> None:
     """Run an exported model on a camera, stream, video or folder; write a latency report."""
-    from edgecls.camera.loop import run_camera
-    from edgecls.camera.sources import CameraError
+    from edgecls.camera.loop import default_report_path, run_camera
     from edgecls.camera.stats import render_summary
 
+    report = report if report is not None else default_report_path(model)
     handler = _ConsoleHandler(logging.INFO)
     library_log = logging.getLogger("edgecls.camera")
     saved = library_log.level, library_log.propagate
@@ -59,11 +73,12 @@ def camera_command(
         summary = run_camera(
             model, source, device=backend_device, threads=threads, frames=frames, seconds=seconds, smoothing=smoothing,
             threshold=threshold, top_k=top_k, headless=headless, record=record, serve=serve, report=report,
-            width=width, height=height, pipeline=pipeline,
+            width=width, height=height, pipeline=pipeline, token_file=token_file,
         )
-    except CameraError as exc:
-        if getattr(exc, "summary", None):
-            _render(exc.summary, report, as_json, render_summary)
+    except EdgeclsError as exc:
+        ran = getattr(exc, "summary", None)  # the loop ran: show its table before the error line
+        if ran:
+            _render(ran, report, as_json, render_summary)
         raise
     finally:
         library_log.removeHandler(handler)
