@@ -171,7 +171,7 @@ def find_images(inputs: Iterable[str | Path], recursive: bool = False) -> ImageL
 def _from_pattern(pattern: str, recursive: bool) -> list[Path]:
     matches = sorted(glob.glob(pattern, recursive=recursive))
     if not matches:
-        raise ImageError(f"no file matches '{pattern}'", "Check the pattern (quote it so that edgecls expands it, or let the shell)")
+        raise ImageError(f"no file matches '{pattern}'", "Check the folder and the pattern")
     found: list[Path] = []
     for match in map(Path, matches):
         found.extend(_from_folder(match, recursive) if match.is_dir() else [match])

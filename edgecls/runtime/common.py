@@ -156,6 +156,6 @@ def ort_detail(exc: BaseException) -> str:
     if status:
         status = status.split(" was false. ", 1)[-1]
         status = re.sub(r"\S+\.(?:h|cc|cpp):\d+ \S+\(.*?\)\s*", "", status)
-        head = re.sub(r"\s*Name:'([^']*)'", lambda m: f" (node '{m.group(1)}')" if m.group(1) else "", head)
+        head = re.sub(r"\.?\s*Name:'([^']*)'", lambda m: f" '{m.group(1)}'" if m.group(1) else "", head)
         text = f"{head.rstrip(' .')}: {status}"
     return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."

@@ -71,7 +71,7 @@ def load_backend(
     """Load a .tflite, .onnx or .xml artifact with the meta.json beside it (or `meta`).
 
     device: "cpu" | "coral" (.tflite) | "cuda"/"gpu"/"auto" (.onnx) | "gpu"/"npu"/"auto" (.xml).
-    options: .tflite edgetpu_device; .onnx providers; .xml precision_hint, config.
+    options: .tflite edgetpu_device; .onnx providers; .xml precision_hint, config, batch (1 by default; None keeps it dynamic).
     """
     path = Path(path)
     suffix = path.suffix.lower()

@@ -17,7 +17,7 @@ from edgecls.runtime.common import BaseBackend, one_line
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 PRECISION_HINTS = ("auto", "f32", "bf16", "f16")
-OPTIONS = ("precision_hint", "config")
+OPTIONS = ("precision_hint", "config", "batch")
 _COMPUTE_LAYERS = {"Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution"}
 _INT_PRECISIONS = {"i8", "u8"}
 
@@ -96,6 +96,8 @@ class OpenVinoBackend(BaseBackend):
         config: dict[str, Any] | None = None,
         batch: int | None = 1,
     ) -> None:
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+            raise ConfigError(f"batch must be a positive integer or None; got {batch!r}", "Pass e.g. batch=1, or None for a dynamic batch")
         ov = _import_openvino()
         self.path = Path(path)
         self.meta = meta
@@ -124,7 +126,13 @@ class OpenVinoBackend(BaseBackend):
         # A static batch compiles faster kernels (the camera runs batch 1); the NPU needs one. batch=None keeps it dynamic.
         static = batch or (1 if self.device.startswith("NPU") else None)
         if dims[0] is None and static:
-            model.reshape({model.input(0): [static, *(d if d is not None else -1 for d in dims[1:])]})
+            try:
+                model.reshape({model.input(0): [static, *(d if d is not None else -1 for d in dims[1:])]})
+            except RuntimeError as exc:
+                raise ModelError(
+                    f"OpenVINO cannot give '{self.path}' a static batch of {static} ({one_line(exc)})",
+                    "Its shapes do not allow a fixed batch: export it again (in Python, load_backend(..., batch=None) keeps it dynamic)",
+                ) from exc
             dims[0] = static
         self.input_hw = (dims[1], dims[2])
         self._static_batch = dims[0]
