@@ -71,7 +71,7 @@ def run_checks(list_devices: bool = True, profile: Any = None, root: str | Path 
     rows: list[Check] = []
     for section in (_python, _platform, _packages, _runtimes, _opencv, _tensorflow_and_gpus, _edgetpu, _coral_devices,
                     _cameras, _governor, _throttling):
-        rows.extend(section(profile, root, list_devices))  # type: ignore[operator]
+        rows.extend(section(profile, root, list_devices))
     return rows
 
 
@@ -134,7 +134,8 @@ def _platform(profile: Any, root: Path, list_devices: bool) -> list[Check]:
     if machine in ("armv7l", "armv6l"):
         rows.append(Check("platform", WARN, value, "ai-edge-litert ships aarch64 wheels only: install the 64-bit Raspberry Pi OS"))
     elif profile is not None and machine != profile.arch:
-        rows.append(Check("platform", WARN, value, f"profile {profile.name} is for {profile.arch}; pick this machine's profile with --device"))
+        rows.append(Check("platform", WARN, value,
+                          f"profile {profile.name} is for {profile.arch}; pick this machine's profile with --device"))
     else:
         rows.append(Check("platform", OK if profile is not None else INFO, value))
     memory = _read(_under(root, "/proc/meminfo")) or ""
@@ -168,7 +169,8 @@ def _runtimes(profile: Any, root: Path, list_devices: bool) -> list[Check]:
             rows.append(Check(name, OK, f"{version} ({what})"))
         elif name in needed and not any(_version(other) for other in needed):
             extra = "intel" if name == "openvino" else "pi"
-            rows.append(Check(name, WARN, "not installed", f"profile {profile.name} runs {profile.preferred_target}: pip install 'edgecls[{extra}]'"))
+            rows.append(Check(name, WARN, "not installed",
+                              f"profile {profile.name} runs {profile.preferred_target}: pip install 'edgecls[{extra}]'"))
         else:
             rows.append(Check(name, INFO, "not installed"))
     if not any(_version(name) for name in RUNTIMES):
@@ -182,7 +184,8 @@ def _opencv(profile: Any, root: Path, list_devices: bool) -> list[Check]:
         return [Check("opencv", WARN, "not installed", "edgecls camera needs it: pip install opencv-python-headless")]
     value = ", ".join(f"{name} {version}" for name, version in found)
     if len(found) > 1:
-        return [Check("opencv", WARN, value, f"these share one cv2 module and break each other: pip uninstall {' '.join(n for n, _ in found[1:])}")]
+        extras = " ".join(n for n, _ in found[1:])
+        return [Check("opencv", WARN, value, f"these share one cv2 module and break each other: pip uninstall {extras}")]
     return [Check("opencv", OK, value)]
 
 
@@ -199,7 +202,8 @@ def _tensorflow_and_gpus(profile: Any, root: Path, list_devices: bool) -> list[C
         try:
             import tensorflow as tf
         except ImportError as exc:  # installed but broken: say so instead of failing the whole report
-            rows.append(Check("tensorflow devices", WARN, f"cannot import tensorflow: {exc}", "pip install --force-reinstall 'edgecls[train]'"))
+            rows.append(Check("tensorflow devices", WARN, f"cannot import tensorflow: {exc}",
+                              "pip install --force-reinstall 'edgecls[train]'"))
         else:
             devices = tf.config.list_physical_devices()
             rows.append(Check("tensorflow devices", INFO, ", ".join(f"{d.device_type}:{d.name.split(':')[-1]}" for d in devices) or "none"))
@@ -218,7 +222,8 @@ def _tensorflow_and_gpus(profile: Any, root: Path, list_devices: bool) -> list[C
             pass
     for node in sorted(glob.glob(str(_under(root, "/dev/dri/renderD*")))):
         driver = Path(os.path.realpath(_under(root, f"/sys/class/drm/{Path(node).name}/device/driver"))).name
-        gpus.append(f"{Path(node).name} ({driver if driver != 'driver' else 'unknown driver'}{', OpenVINO GPU' if driver in ('i915', 'xe') else ''})")
+        driver_text = driver if driver != "driver" else "unknown driver"
+        gpus.append(f"{Path(node).name} ({driver_text}{', OpenVINO GPU' if driver in ('i915', 'xe') else ''})")
     if _version("openvino"):
         try:
             import openvino
@@ -233,7 +238,8 @@ def _tensorflow_and_gpus(profile: Any, root: Path, list_devices: bool) -> list[C
 
 def edgetpu_library_path(root: Path = Path("/")) -> str | None:
     """Where libedgetpu.so.1 is, or None."""
-    candidates = sorted(glob.glob(str(_under(root, "/usr/lib/*/libedgetpu.so.1*"))) + glob.glob(str(_under(root, "/usr/lib/libedgetpu.so.1*"))))
+    candidates = sorted(glob.glob(str(_under(root, "/usr/lib/*/libedgetpu.so.1*")))
+                        + glob.glob(str(_under(root, "/usr/lib/libedgetpu.so.1*"))))
     if candidates:
         return candidates[0]
     if str(root) == "/":
@@ -245,7 +251,7 @@ def coral_usb_devices(root: Path = Path("/")) -> list[dict[str, Any]]:
     """Coral USB Accelerators in sysfs: [{"id": "18d1:9302", "name", "speed_mbps", "path"}]."""
     found = []
     for device in sorted(glob.glob(str(_under(root, "/sys/bus/usb/devices/*")))):
-        vendor, product = _read(Path(device) / "idVendor"), _read(Path(device) / "idProduct")
+        vendor, product = _read(Path(device) / "idVendor") or "", _read(Path(device) / "idProduct") or ""
         if (vendor, product) in CORAL_USB:
             speed = _read(Path(device) / "speed")
             found.append({"id": f"{vendor}:{product}", "name": CORAL_USB[(vendor, product)], "path": Path(device).name,
@@ -273,7 +279,8 @@ def _coral_devices(profile: Any, root: Path, list_devices: bool) -> list[Check]:
         label = f"{device['name']} {device['id']} at usb {device['path']}, " + (f"{speed:g} Mb/s" if speed else "speed unknown")
         if speed is not None and speed < USB3_MBPS:
             rows.append(Check("coral usb", WARN, label + " (USB 2)",
-                              "plug it into a blue USB 3 port: on USB 2 it is about 4x slower (google-coral/edgetpu#115); 'lsusb -t' shows the link"))
+                              "plug it into a blue USB 3 port: on USB 2 it is about 4x slower (google-coral/edgetpu#115); "
+                              "'lsusb -t' shows the link"))
         else:
             rows.append(Check("coral usb", OK, label + (" (USB 3)" if speed else "")))
     for apex in sorted(glob.glob(str(_under(root, "/dev/apex_*")))):
@@ -330,7 +337,8 @@ def _throttling(profile: Any, root: Path, list_devices: bool) -> list[Check]:
     state = throttling()
     if state is not None:
         flags = state.get("flags") or []
-        rows.append(Check("throttling", WARN if flags else OK, f"{state.get('raw')}" + (f": {', '.join(flags)}" if flags else " (never throttled)"),
+        throttled = f": {', '.join(flags)}" if flags else " (never throttled)"
+        rows.append(Check("throttling", WARN if flags else OK, f"{state.get('raw')}{throttled}",
                           "better cooling and a 5 V / 5 A (Pi 5) or 3 A (Pi 4) supply" if flags else ""))
     temperature = cpu_temperature()
     if temperature is not None:

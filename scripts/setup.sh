@@ -25,7 +25,31 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v a
     || echo "setup: chromium not installed; the live-view screenshot test will skip" >&2
 fi
 
+# systemd-analyze verifies the deploy bundle's unit in tests/test_deploy_safety.py (Debian's systemd package).
+if ! command -v systemd-analyze >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+  echo "setup: installing Debian's systemd (systemd-analyze, for the deploy bundle's unit)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q systemd >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q systemd >/dev/null 2>&1; } \
+    || echo "setup: systemd not installed; the deploy unit checks will fail: apt-get install systemd" >&2
+fi
+
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+
+# The build backend that pyproject.toml's [build-system] requires, in the venv: `edgecls deploy` then builds
+# edgecls' wheel with it (pip --no-build-isolation) instead of fetching it from the package index every time.
+mapfile -t build_requires < <("$VENV/bin/python" - <<'EOF'
+import re
+text = open("pyproject.toml", encoding="utf-8").read()
+section = re.search(r"(?ms)^\[build-system\]\s*$(.*?)(?=^\[|\Z)", text)
+requires = re.search(r"(?s)requires\s*=\s*\[(.*?)\]", section.group(1)) if section else None
+for name in re.findall(r"[\"']([^\"']+)[\"']", requires.group(1)) if requires else []:
+    print(name)
+EOF
+)
+if [ "${#build_requires[@]}" -gt 0 ]; then
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${build_requires[@]}" 2>&1 | grep -v "^WARNING: Location" || true
+fi
+
 stamp="$VENV/.edgecls-installed-$EXTRAS"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing edgecls[$EXTRAS] into $VENV (first time: a few minutes)"

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from edgecls.fsutil import OUTPUT_MARKER
 from tests.conftest import REPO, assert_clean_error, run_cli
+from tests.test_deploy_safety import exec_argv
 from tests.test_tf_free import BLOCKER
 
 pytestmark = pytest.mark.slow
@@ -71,7 +73,8 @@ def test_bundle_layout(bundle: Path, exported: Path) -> None:
     assert wheels == ["edgecls-0.1.0-py3-none-any.whl"], wheels
     # every file is listed with its checksum, and nothing half-written is left beside the bundle
     listed = manifest["files"]
-    on_disk = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file() and p.name != "bundle.json")
+    on_disk = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*")
+                     if p.is_file() and p.name not in ("bundle.json", OUTPUT_MARKER))
     assert sorted(listed) == on_disk
     for name, entry in listed.items():
         assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == entry["sha256"], name
@@ -95,18 +98,19 @@ def test_install_script_and_unit(bundle: Path) -> None:
     assert syntax.returncode == 0, syntax.stderr
     text = install.read_text()
     for fragment in ("python3-venv", "python3-picamera2", "--system-site-packages", "constraints-picamera2.txt",
-                     "--no-index --no-deps", "wheels/edgecls-0.1.0-py3-none-any.whl", "systemctl enable --now edgecls-camera"):
+                     "--no-index --no-deps", "WHEEL=edgecls-0.1.0-py3-none-any.whl", '"$PREFIX/wheels/$WHEEL"',
+                     'systemctl enable --now "$SERVICE_NAME.service"', "SERVICE_NAME=edgecls-camera"):
         assert fragment in text, fragment
     assert "CORAL=0" in text and "PICAMERA2=1" in text
     help_text = subprocess.run(["bash", str(install), "--help"], capture_output=True, text=True)
-    assert help_text.returncode == 0 and "--no-service" in help_text.stdout
+    assert help_text.returncode == 0 and "--no-service" in help_text.stdout and "Raspberry Pi 5" in help_text.stdout
     unit = (bundle / "edgecls-camera.service").read_text()
-    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
-    assert exec_start.startswith("ExecStart=/opt/edgecls/venv/bin/edgecls camera ")
-    for fragment in ("--model /opt/edgecls/model/model.tflite", "--serve 0.0.0.0:8080", "--headless", "--device picamera2",
-                     "--backend-device cpu", "--threads 4", "--width 640", "--height 480"):
-        assert fragment in exec_start, fragment
-    assert "WantedBy=multi-user.target" in unit and "Restart=on-failure" in unit
+    argv = exec_argv(unit, "/run/credentials/edgecls-camera.service")
+    assert argv == ["/opt/edgecls/venv/bin/edgecls", "camera", "--model=/opt/edgecls/model/model.tflite", "--device=picamera2",
+                    "--backend-device=cpu", "--serve=0.0.0.0:8080", "--headless", "--report=/var/lib/edgecls/camera_report.json",
+                    "--token-file=/run/credentials/edgecls-camera.service/live-token", "--threads=4", "--width=640", "--height=480"]
+    assert _manifest(bundle)["service"]["exec"][2:] == argv[2:8] + ["--token-file=%d/live-token"] + argv[9:]
+    assert "WantedBy=multi-user.target" in unit and "Restart=on-failure" in unit and "LimitNOFILE=4096" in unit
     readme = (bundle / "README.md").read_text()
     assert "sudo ./install.sh" in readme and "edgecls doctor --device pi5" in readme and "journalctl -u edgecls-camera" in readme
 
@@ -268,7 +272,7 @@ def test_existing_out_needs_force(bundle: Path, exported: Path) -> None:
         manifest = _manifest(bundle)
         assert manifest["device"]["name"] == "pi4" and manifest["picamera2"] is False
         unit = (bundle / "edgecls-camera.service").read_text()
-        assert "--device 0 " in unit and "PICAMERA2=0" in (bundle / "install.sh").read_text()
+        assert " --device=0 " in unit and "PICAMERA2=0" in (bundle / "install.sh").read_text()
     finally:  # leave the module's pi5 bundle as the other tests expect it
         restored = run_cli("deploy", exported, "--device", "pi5", "--out", bundle, "--force")
         assert restored.returncode == 0, restored.output
@@ -290,7 +294,7 @@ def test_coral_bundle_needs_a_compiled_model(exported: Path, tmp_path: Path) -> 
         install = (out / "install.sh").read_text()
         assert "CORAL=1" in install and "libedgetpu1-std" in install
         unit = (out / "edgecls-camera.service").read_text()
-        assert "--backend-device coral" in unit and "--model /opt/edgecls/model/model_edgetpu.tflite" in unit
+        assert "--backend-device=coral" in unit and '"--model=/opt/edgecls/model/model_edgetpu.tflite"' in unit
         old_python = run_cli("deploy", exported, "--device", "coral-devboard", "--out", tmp_path / "devboard")
         assert_clean_error(old_python, "edgecls needs Python >=3.10", "coral-devboard' has Python 3.7")
     finally:

@@ -2,26 +2,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from edgecls.cli.common import err_console, print_json, say
 
+PROFILES = "pi4, pi5, coral-usb-pi, coral-usb-x86, coral-devboard, intel-cpu"
+
 
 def deploy_command(
     run: Path = typer.Argument(..., help="Run folder with a validated export (RUN/export/<target>-<precision>/)."),
-    device: str = typer.Option(..., "--device", help="Device profile: pi4, pi5, coral-usb-pi, coral-usb-x86, coral-devboard, intel-cpu, or a .toml path."),
-    out: Path = typer.Option(..., "--out", help="Bundle folder to write (atomically)."),
-    target: Optional[str] = typer.Option(None, "--target", help="tflite | edgetpu | openvino (default: the profile's)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="int8 | fp16 | fp32 | dynamic (default: the profile's)."),
-    serve: str = typer.Option("0.0.0.0:8080", "--serve", help="HOST:PORT of the live view the service runs."),
-    picamera2: Optional[bool] = typer.Option(None, "--picamera2/--no-picamera2", help="Install apt's python3-picamera2 (default: when the profile's camera is picamera2)."),
+    device: str = typer.Option(..., "--device", help=f"Device profile: {PROFILES}, or a .toml path."),
+    out: Path = typer.Option(..., "--out", help="Bundle folder to write (atomically); never the run or a folder holding it."),
+    target: str | None = typer.Option(None, "--target", help="tflite | edgetpu | openvino (default: the profile's)."),
+    precision: str | None = typer.Option(None, "--precision", help="int8 | fp16 | fp32 | dynamic (default: the profile's)."),
+    serve: str = typer.Option("0.0.0.0:8080", "--serve",
+                              help="HOST:PORT the service's live view binds (IPv4 address or host name, port 1-65535); "
+                                   "every request needs the bundle's token."),
+    picamera2: bool | None = typer.Option(None, "--picamera2/--no-picamera2",
+                                          help="Install apt's python3-picamera2 (default: when the profile's camera is picamera2)."),
     offline: bool = typer.Option(False, "--offline", help="Also download the device's dependency wheels, so install.sh needs no network."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
-    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON only."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out folder that edgecls made (it carries .edgecls-output)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON only (with live_view_url, holding the token)."),
 ) -> None:
-    """Bundle a run's artifact with edgecls, runtime requirements, install.sh and a systemd unit for a device."""
+    """Bundle a run's artifact with edgecls, runtime requirements, install.sh, a systemd unit and a live-view token."""
     from edgecls.deploy import build_bundle
 
     if not as_json:
@@ -36,10 +40,12 @@ def deploy_command(
     agreement = validation.get("top1_agreement")
     say(f"bundle for {device_info.get('name')} ({device_info.get('title')}): {manifest['out']}")
     say(f"  model    {manifest['artifact']}  ({manifest['target']} {manifest['precision']} on {manifest['backend_device']}"
-                  + (f", top-1 agreement {agreement:.4f} at export" if isinstance(agreement, float) else "") + ")")
+        + (f", top-1 agreement {agreement:.4f} at export" if isinstance(agreement, float) else "") + ")")
     say(f"  wheels   {manifest['wheel']}" + (f" + {len(manifest['dependency_wheels'])} dependency wheels" if manifest["offline"] else ""))
     say(f"  needs    {', '.join(manifest['requirements'])}")
     say(f"  service  {manifest['service']['name']}: edgecls camera --serve {manifest['service']['serve']}")
+    say(f"  token    {manifest['token_file']} (mode 0600; install.sh installs it root-only). Shown once:")
+    say(f"  open     {manifest['live_view_url']}")
     say(f"install on the device: copy the folder, then: sudo ./install.sh   (see {manifest['out']}/README.md)")
 
 

@@ -1,8 +1,6 @@
 """`edgecls doctor`: what this machine offers edgecls, one row per check with ok/warn and the fix."""
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from edgecls.cli.common import console, print_json
@@ -11,7 +9,8 @@ STYLES = {"ok": "[green]ok[/green]", "warn": "[yellow]warn[/yellow]", "info": "[
 
 
 def doctor_command(
-    device: Optional[str] = typer.Option(None, "--device", help="Also check against a device profile (pi5, coral-usb-pi, intel-cpu, ... or a .toml)."),
+    device: str | None = typer.Option(None, "--device",
+                                      help="Also check against a device profile (pi5, coral-usb-pi, intel-cpu, ... or a .toml path)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when a check warns."),
     no_tf: bool = typer.Option(False, "--no-tf", help="Do not import TensorFlow to list its devices (faster)."),

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgecls.deploy.safe_text import CONTROL_CHARS
 from edgecls.errors import ExportError, ModelError
 from edgecls.meta import META_FILENAME
 
@@ -33,6 +34,8 @@ def find_artifact(run: Path, target: str, precision: str) -> tuple[Path, str, di
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read '{report_path}': {exc}", f"Re-export: {command}") from exc
     name = str(report.get("artifact") or "")
+    if name and (Path(name).name != name or name in (".", "..") or CONTROL_CHARS.search(name)):
+        raise ModelError(f"'{report_path}' names the artifact {name!r}: not a plain file name on one line", f"Re-export: {command}")
     if target == "edgetpu" and not name.endswith("_edgetpu.tflite"):
         compiled = sorted(folder.glob("*_edgetpu.tflite"))
         if not compiled:

@@ -1,50 +1,76 @@
 """install.sh for the bundle: apt packages, a venv with the runtime (no TensorFlow), edgecls from wheels/, the model
-check and the systemd service. One bash template; @NAME@ placeholders are filled from the bundle's context."""
+check, the live-view token and the systemd service.
+
+One bash template. Its @NAME@ slots are filled in a single pass, each with a value quoted by `shell_quote` (or a
+0/1 switch), so a profile, path or URL value is only ever data in a variable. The unit is written at install time
+by a printf that `unit.unit_as_bash` generates: the --prefix is escaped for systemd in bash, never passed to sed.
+"""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from edgecls.deploy.layout import DEFAULT_PREFIX, SERVICE_NAME
+from edgecls.deploy.live_view import TOKEN_FILE, parse_serve
+from edgecls.deploy.safe_text import shell_quote
+from edgecls.deploy.unit import CAMERA_GROUPS, unit_as_bash, unit_template
 
 
 def render_install(c: dict[str, Any]) -> str:
-    """install.sh with the profile, the Python, picamera2/Coral switches, the wheel and the artifact filled in."""
+    """install.sh with the profile, the Python, picamera2/Coral switches, the wheel, the artifact and the unit filled in."""
     p = c["profile"]
+    _, port = parse_serve(c["serve"])
     values = {
-        "@TITLE@": p.title, "@PROFILE@": p.name, "@ARCH@": p.arch, "@PYTHON@": str(p.python),
-        "@PICAMERA2@": "1" if c["picamera2"] else "0", "@CORAL@": "1" if c["backend_device"] == "coral" else "0",
-        "@PREFIX@": DEFAULT_PREFIX, "@SERVICE@": SERVICE_NAME, "@WHEEL@": c["wheel"], "@ARTIFACT@": c["artifact"],
+        "TITLE": shell_quote(p.title, "profile title"), "PROFILE": shell_quote(p.name, "profile name"),
+        "ARCH": shell_quote(p.arch, "profile arch"), "PYTHON": shell_quote(str(p.python), "profile python"),
+        "PICAMERA2": "1" if c["picamera2"] else "0", "CORAL": "1" if c["backend_device"] == "coral" else "0",
+        "PREFIX": shell_quote(DEFAULT_PREFIX), "SERVICE": shell_quote(SERVICE_NAME), "WHEEL": shell_quote(c["wheel"], "wheel name"),
+        "ARTIFACT": shell_quote(c["artifact"], "model file name"), "TOKEN": shell_quote(TOKEN_FILE), "PORT": str(port),
+        "GROUPS": " ".join(CAMERA_GROUPS), "UNIT": unit_as_bash(unit_template(c)),
     }
-    text = INSTALL_TEMPLATE
-    for key, value in values.items():
-        text = text.replace(key, value)
-    return text
+    return re.sub(r"@([A-Z0-9]+)@", lambda match: values[match.group(1)], INSTALL_TEMPLATE)
 
 
 INSTALL_TEMPLATE = r"""#!/usr/bin/env bash
-# Install this edgecls bundle on @TITLE@.
-# Raspberry Pi OS / Debian bookworm: apt packages, a venv with the runtime (no TensorFlow), edgecls from
-# wheels/, the model, and the @SERVICE@ systemd service (edgecls camera --serve at boot). Re-run to upgrade.
-#
-#   sudo ./install.sh                 install to @PREFIX@ and start the service
-#   options: --prefix DIR   --picamera2 | --no-picamera2   --no-apt   --no-service   --offline | --online
-#   --picamera2: apt's python3-picamera2 and a venv with --system-site-packages (numpy kept < 2 for it)
-#   --offline: install only from wheels/ (made by 'edgecls deploy --offline'); default when wheels/ has them
+# Install this edgecls bundle: ./install.sh --help
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PROFILE="@PROFILE@"
-PROFILE_ARCH="@ARCH@"
-PROFILE_PYTHON="@PYTHON@"
-DEFAULT_PREFIX="@PREFIX@"
-PREFIX="$DEFAULT_PREFIX"
+# What `edgecls deploy` made this bundle for (quoted values: data, never code)
+PROFILE=@PROFILE@
+PROFILE_TITLE=@TITLE@
+PROFILE_ARCH=@ARCH@
+PROFILE_PYTHON=@PYTHON@
+DEFAULT_PREFIX=@PREFIX@
+SERVICE_NAME=@SERVICE@
+WHEEL=@WHEEL@
+ARTIFACT=@ARTIFACT@
+TOKEN_FILE=@TOKEN@
+LIVE_PORT=@PORT@
 PICAMERA2=@PICAMERA2@
 CORAL=@CORAL@
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PREFIX="$DEFAULT_PREFIX"
 APT=1
 SERVICE=1
+VENV=1
 OFFLINE=auto
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+usage() {
+  printf 'Install this edgecls bundle (profile %s: %s).\n' "$PROFILE" "$PROFILE_TITLE"
+  printf 'Debian / Raspberry Pi OS: apt packages, a venv with the runtime (no TensorFlow), edgecls from wheels/,\n'
+  printf 'the model, and the %s systemd service (edgecls camera --serve at boot). Re-run to upgrade.\n\n' "$SERVICE_NAME"
+  printf '  sudo ./install.sh              install to %s and start the service\n' "$DEFAULT_PREFIX"
+  cat <<'EOF'
+  --prefix DIR                   install there (no control characters, quotes or backslashes: systemd refuses them)
+  --picamera2 | --no-picamera2   apt's python3-picamera2 and a venv with --system-site-packages (numpy kept < 2)
+  --offline | --online           install only from wheels/ ('edgecls deploy --offline'; default when wheels/ has them)
+  --no-apt                       no apt-get
+  --no-venv                      no venv, pip or model check: only the files, the token and the unit in the prefix
+  --no-service                   write the unit into the prefix only: no /etc/systemd, no systemctl
+  -h, --help                     this text
+EOF
+}
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
 say() { printf '==> %s\n' "$*"; }
 warn() { printf 'install.sh: warning: %s\n' "$*" >&2; }
@@ -57,16 +83,24 @@ while [ $# -gt 0 ]; do
     --no-picamera2) PICAMERA2=0; shift ;;
     --no-apt) APT=0; shift ;;
     --no-service) SERVICE=0; shift ;;
+    --no-venv) VENV=0; shift ;;
     --offline) OFFLINE=1; shift ;;
     --online) OFFLINE=0; shift ;;
     -h|--help) usage; exit 0 ;;
-    *) usage >&2; die "unknown option '$1'" ;;
+    *) usage >&2; die "unknown option $(printf '%q' "$1")" ;;
   esac
 done
+[ -n "$PREFIX" ] || die "--prefix needs a folder"
+case "$PREFIX" in *[[:cntrl:]]*) die "--prefix $(printf '%q' "$PREFIX") holds a newline or control character: choose another folder" ;; esac
+case "$PREFIX" in *[\"\'\\]*)  # systemd refuses them in the service's program path
+  die "--prefix $(printf '%q' "$PREFIX") holds a quote or backslash, which systemd refuses in a program path: choose another folder" ;;
+esac
 case "$PREFIX" in /*) ;; *) PREFIX="$(pwd)/$PREFIX" ;; esac
 
+existing="$PREFIX"  # the deepest folder of the prefix that exists already: is it writable?
+while [ ! -e "$existing" ]; do existing="$(dirname -- "$existing")"; done
 SUDO=""
-if [ "$(id -u)" -ne 0 ] && { [ "$APT" = 1 ] || [ "$SERVICE" = 1 ] || [ ! -w "$(dirname "$PREFIX")" ]; }; then
+if [ "$(id -u)" -ne 0 ] && { [ "$APT" = 1 ] || [ "$SERVICE" = 1 ] || [ ! -w "$existing" ]; }; then
   command -v sudo >/dev/null 2>&1 || die "run as root, or pass --no-apt --no-service --prefix DIR"
   SUDO=sudo
 fi
@@ -100,52 +134,80 @@ fi
 
 # 2. Python
 PYTHON="${PYTHON:-python3}"
-command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (apt-get install python3 python3-venv)"
-have_python="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-if [ "$have_python" != "$PROFILE_PYTHON" ]; then
-  [ "$OFFLINE" = 1 ] && die "the wheels in wheels/ are for Python $PROFILE_PYTHON, this system has $have_python (install with --online)"
-  warn "profile $PROFILE expects Python $PROFILE_PYTHON, this system has $have_python"
+if [ "$VENV" = 1 ]; then
+  command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (apt-get install python3 python3-venv)"
+  have_python="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  if [ "$have_python" != "$PROFILE_PYTHON" ]; then
+    [ "$OFFLINE" = 1 ] && die "the wheels in wheels/ are for Python $PROFILE_PYTHON, this system has $have_python (install with --online)"
+    warn "profile $PROFILE expects Python $PROFILE_PYTHON, this system has $have_python"
+  fi
 fi
 
-# 3. Files and venv
+# 3. Files, the live-view token (root only) and the venv
+$SUDO mkdir -p -- "$PREFIX"
+PREFIX="$(cd -- "$PREFIX" && pwd -P)"
+[ "$PREFIX" != / ] || die "--prefix / would mix the bundle into the root folder: choose a folder such as /opt/edgecls"
 say "installing to $PREFIX"
-$SUDO mkdir -p "$PREFIX"
-if [ "$(cd "$PREFIX" && pwd -P)" != "$(cd "$HERE" && pwd -P)" ]; then
-  $SUDO rm -rf "$PREFIX/model" "$PREFIX/wheels"
-  $SUDO cp -R "$HERE/model" "$HERE/wheels" "$PREFIX/"
-  $SUDO cp "$HERE"/requirements.txt "$HERE"/constraints-picamera2.txt "$HERE"/bundle.json "$HERE"/README.md "$HERE"/@SERVICE@.service "$PREFIX/"
+if [ "$PREFIX" != "$(cd "$HERE" && pwd -P)" ]; then
+  $SUDO rm -rf -- "$PREFIX/model" "$PREFIX/wheels"
+  $SUDO cp -R -- "$HERE/model" "$HERE/wheels" "$PREFIX/"
+  for file in requirements.txt constraints-picamera2.txt bundle.json README.md; do
+    $SUDO cp -- "$HERE/$file" "$PREFIX/$file"
+  done
+  owner=()
+  if [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; then owner=(-o root -g root); fi
+  $SUDO install -m 0600 "${owner[@]}" -- "$HERE/$TOKEN_FILE" "$PREFIX/$TOKEN_FILE"
 fi
-venv_flags=()
-[ "$PICAMERA2" = 1 ] && venv_flags+=(--system-site-packages)
-if [ -x "$PREFIX/venv/bin/python" ] && [ "$PICAMERA2" = 1 ] && ! grep -q 'include-system-site-packages = true' "$PREFIX/venv/pyvenv.cfg"; then
-  $SUDO rm -rf "$PREFIX/venv"  # a venv made without --system-site-packages cannot see picamera2
-fi
-[ -x "$PREFIX/venv/bin/python" ] || $SUDO "$PYTHON" -m venv "${venv_flags[@]}" "$PREFIX/venv"
-pip_flags=(--disable-pip-version-check)
-[ "$OFFLINE" = 1 ] && pip_flags+=(--no-index --find-links "$PREFIX/wheels")
-[ "$PICAMERA2" = 1 ] && pip_flags+=(-c "$PREFIX/constraints-picamera2.txt")
-say "pip install -r requirements.txt $( [ "$OFFLINE" = 1 ] && echo '(offline, from wheels/)' )"
-$SUDO "$PREFIX/venv/bin/python" -m pip install "${pip_flags[@]}" -r "$PREFIX/requirements.txt"
-$SUDO "$PREFIX/venv/bin/python" -m pip install --disable-pip-version-check --no-index --no-deps --force-reinstall "$PREFIX/wheels/@WHEEL@"
-say "checking that the model loads"
-"$PREFIX/venv/bin/python" -c "
+if [ "$VENV" = 1 ]; then
+  venv_flags=()
+  [ "$PICAMERA2" = 1 ] && venv_flags+=(--system-site-packages)
+  if [ -x "$PREFIX/venv/bin/python" ] && [ "$PICAMERA2" = 1 ] \
+      && ! grep -q 'include-system-site-packages = true' "$PREFIX/venv/pyvenv.cfg"; then
+    $SUDO rm -rf -- "$PREFIX/venv"  # a venv made without --system-site-packages cannot see picamera2
+  fi
+  [ -x "$PREFIX/venv/bin/python" ] || $SUDO "$PYTHON" -m venv "${venv_flags[@]}" "$PREFIX/venv"
+  pip_flags=(--disable-pip-version-check)
+  [ "$OFFLINE" = 1 ] && pip_flags+=(--no-index --find-links "$PREFIX/wheels")
+  [ "$PICAMERA2" = 1 ] && pip_flags+=(-c "$PREFIX/constraints-picamera2.txt")
+  say "pip install -r requirements.txt $( [ "$OFFLINE" = 1 ] && echo '(offline, from wheels/)' )"
+  $SUDO "$PREFIX/venv/bin/python" -m pip install "${pip_flags[@]}" -r "$PREFIX/requirements.txt"
+  $SUDO "$PREFIX/venv/bin/python" -m pip install --disable-pip-version-check --no-index --no-deps --force-reinstall "$PREFIX/wheels/$WHEEL"
+  say "checking that the model loads"
+  "$PREFIX/venv/bin/python" -c "
 import sys
 from edgecls.runtime import load_backend
 backend = load_backend(sys.argv[1], device=sys.argv[2])
 print('model ok:', backend.name, backend.precision_ran, len(backend.meta.labels), 'classes',
       '(TensorFlow imported!)' if 'tensorflow' in sys.modules else '')
-" "$PREFIX/@ARTIFACT@" "$([ "$CORAL" = 1 ] && echo coral || echo cpu)" || warn "the model did not load: see 'edgecls doctor --device $PROFILE'"
-
-# 4. Service
-if [ "$SERVICE" = 1 ]; then
-  unit=/etc/systemd/system/@SERVICE@.service
-  groups=""
-  for group in video render plugdev; do getent group "$group" >/dev/null && groups="$groups $group"; done
-  sed -e "s#$DEFAULT_PREFIX#$PREFIX#g" -e "s#^SupplementaryGroups=.*#SupplementaryGroups=${groups# }#" "$HERE/@SERVICE@.service" | $SUDO tee "$unit" >/dev/null
-  $SUDO systemctl daemon-reload
-  $SUDO systemctl enable --now @SERVICE@.service
-  $SUDO systemctl restart @SERVICE@.service
-  say "service @SERVICE@ running: journalctl -u @SERVICE@ -f"
+" "$PREFIX/$ARTIFACT" "$([ "$CORAL" = 1 ] && echo coral || echo cpu)" \
+    || warn "the model did not load: see 'edgecls doctor --device $PROFILE'"
 fi
+
+# 4. The systemd unit, written for this prefix (systemd escaping done here; no sed on any value)
+unit_word() {  # the prefix inside a double-quoted ExecStart argument: \ and " escaped, % and $ doubled
+  local v="$1" b='\' q='"' p='%' d='$'
+  v="${v//"$b"/"$b$b"}"; v="${v//"$q"/"$b$q"}"; v="${v//"$p"/"$p$p"}"; v="${v//"$d"/"$d$d"}"
+  printf '%s' "$v"
+}
+unit_path() { local v="$1" p='%'; printf '%s' "${v//"$p"/"$p$p"}"; }  # the prefix in a path setting: % doubled
+render_unit() {
+  local unit_exec unit_word unit_path unit_groups="$1"
+  unit_exec="$(unit_path "$PREFIX")"  # the program path: % doubled, no $ expansion there (quotes were refused above)
+  unit_word="$(unit_word "$PREFIX")"
+  unit_path="$(unit_path "$PREFIX")"
+  @UNIT@
+}
+unit_groups=""
+for group in @GROUPS@; do getent group "$group" >/dev/null && unit_groups="$unit_groups $group"; done
+render_unit "${unit_groups# }" | $SUDO tee "$PREFIX/$SERVICE_NAME.service" >/dev/null
+say "unit written: $PREFIX/$SERVICE_NAME.service"
+if [ "$SERVICE" = 1 ]; then
+  $SUDO install -m 0644 -- "$PREFIX/$SERVICE_NAME.service" "/etc/systemd/system/$SERVICE_NAME.service"
+  $SUDO systemctl daemon-reload
+  $SUDO systemctl enable --now "$SERVICE_NAME.service"
+  $SUDO systemctl restart "$SERVICE_NAME.service"
+  say "service $SERVICE_NAME running: journalctl -u $SERVICE_NAME -f"
+fi
+say "live view: http://<this device>:$LIVE_PORT/?token=TOKEN, TOKEN being the content of $PREFIX/$TOKEN_FILE (root only)"
 say "done. Check the device: $PREFIX/venv/bin/edgecls doctor --device $PROFILE"
 """

@@ -7,3 +7,4 @@ SERVICE_NAME = "edgecls-camera"
 DEFAULT_PREFIX = "/opt/edgecls"
 DEFAULT_SERVE = "0.0.0.0:8080"
 EDGECLS_BIN = f"{DEFAULT_PREFIX}/venv/bin/edgecls"
+STATE_DIR = "/var/lib/edgecls"  # the service's StateDirectory: its report

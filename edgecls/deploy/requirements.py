@@ -36,7 +36,8 @@ def runtime_requirements(metadata_text: str, extra: str) -> list[str]:
             out.append(line_out)
     heavy = [r for r in out if re.split(r"[\s<>=!~;\[(]", r, maxsplit=1)[0].lower().replace("_", "-") in FORBIDDEN]
     if heavy:
-        raise ExportError(f"the runtime requirements would pull in {', '.join(heavy)}", "Keep TensorFlow in the train extra only (pyproject.toml)")
+        raise ExportError(f"the runtime requirements would pull in {', '.join(heavy)}",
+                          "Keep TensorFlow in the train extra only (pyproject.toml)")
     return out
 
 

@@ -1,13 +1,18 @@
 """The bundle's text files other than install.sh: requirements.txt, constraints-picamera2.txt, the systemd unit and
-README.md. Each render_* takes the bundle's context (see `edgecls.deploy.bundle.build_bundle`)."""
+README.md. Each render_* takes the bundle's context (see `edgecls.deploy.bundle.build_bundle`). Values that README.md
+shows inside shell commands are shell-quoted, other values kept to one line: a user copying a line runs only it."""
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Any
 
 from edgecls.deploy.artifact import validation_summary
-from edgecls.deploy.layout import DEFAULT_PREFIX, EDGECLS_BIN, MODEL_DIR, SERVICE_NAME, WHEEL_DIR
+from edgecls.deploy.layout import DEFAULT_PREFIX, MODEL_DIR, SERVICE_NAME, STATE_DIR, WHEEL_DIR
+from edgecls.deploy.live_view import TOKEN_FILE, parse_serve
 from edgecls.deploy.requirements import PICAMERA2_CONSTRAINTS, pip_target_flags
+from edgecls.deploy.safe_text import doc_text
+from edgecls.deploy.unit import render_unit, unit_template
 
 
 def pip_check_command(profile: Any) -> str:
@@ -17,7 +22,7 @@ def pip_check_command(profile: Any) -> str:
 
 def live_view_port(serve: str) -> str:
     """The port of a HOST:PORT --serve value."""
-    return serve.rsplit(":", 1)[-1]
+    return str(parse_serve(serve)[1])
 
 
 def render_requirements(c: dict[str, Any]) -> str:
@@ -32,32 +37,9 @@ def render_requirements(c: dict[str, Any]) -> str:
 
 
 def render_service(c: dict[str, Any]) -> str:
-    """The systemd unit running `edgecls camera --serve` at boot, with paths for the default prefix."""
-    p = c["profile"]
-    exec_start = shlex.join([EDGECLS_BIN, *c["exec_args"]])
-    return f"""# edgecls camera on {p.title}: classifies the camera and serves a live view at http://HOST:{live_view_port(c['serve'])}/
-# Installed by install.sh (which rewrites {DEFAULT_PREFIX} for --prefix and keeps only the groups this system has).
-[Unit]
-Description=edgecls camera ({c['target']} {c['precision']}, {c['backend_device']}) with a live view
-After=network.target
-StartLimitIntervalSec=0
-
-[Service]
-Type=simple
-ExecStart={exec_start}
-WorkingDirectory={DEFAULT_PREFIX}
-Environment=PYTHONUNBUFFERED=1
-DynamicUser=yes
-SupplementaryGroups=video render plugdev
-StateDirectory=edgecls
-Restart=on-failure
-RestartSec=5
-# edgecls camera exits 143 on SIGTERM (systemctl stop) after writing its report
-SuccessExitStatus=143 130
-
-[Install]
-WantedBy=multi-user.target
-"""
+    """The systemd unit running `edgecls camera --serve` at boot, for the default prefix (install.sh writes its own
+    for --prefix from the same template)."""
+    return render_unit(unit_template(c), DEFAULT_PREFIX)
 
 
 def render_picamera2_constraints() -> str:
@@ -68,56 +50,67 @@ def render_picamera2_constraints() -> str:
 
 
 def render_readme(c: dict[str, Any]) -> str:
-    """README.md: what is inside, how to install, check and watch it, and the device's notes."""
+    """README.md: what is inside, how to install, check and watch it (the live view and its token), the device's notes."""
     p, meta = c["profile"], c["meta"]
     validation = validation_summary(c["report"])
     port = live_view_port(c["serve"])
     quality = quality_sentence(validation)
-    notes = "\n".join(f"- {note}" for note in p.setup_notes) or "- none"
+    notes = "\n".join(f"- {doc_text(note)}" for note in p.setup_notes) or "- none"
     camera = c["camera"]
+    name = shlex.quote(doc_text(c["name"]))
+    model = shlex.quote(f"{DEFAULT_PREFIX}/{c['artifact']}")
     picam = ("installs apt's `python3-picamera2` and makes the venv with `--system-site-packages`, keeping numpy < 2 "
              "(`constraints-picamera2.txt`: apt's simplejpeg is built against numpy 1.24, raspberrypi/picamera2#1088)"
              if c["picamera2"] else "does not install picamera2 (`--picamera2` adds it)")
-    return f"""# edgecls bundle: {meta.architecture} for {p.title}
+    return f"""# edgecls bundle: {doc_text(meta.architecture)} for {doc_text(p.title)}
 
-Made by `edgecls deploy` from run `{c['run']}`: the validated **{c['target']} {c['precision']}** artifact
-`{c['artifact']}` ({meta.input_size[0]}x{meta.input_size[1]} px, {len(meta.labels)} classes), run by
+Made by `edgecls deploy` from run {code(c['run'])}: the validated **{c['target']} {c['precision']}** artifact
+{code(c['artifact'])} ({meta.input_size[0]}x{meta.input_size[1]} px, {len(meta.labels)} classes), run by
 {'LiteRT' if c['target'] in ('tflite', 'edgetpu') else 'OpenVINO'} on **{c['backend_device']}**. Validation at export: {quality}.
 
 | file | what |
 |---|---|
-| `{c['artifact']}`, `{MODEL_DIR}/meta.json`, `{MODEL_DIR}/labels.txt` | the model, its input contract and labels |
+| {code(c['artifact'])}, `{MODEL_DIR}/meta.json`, `{MODEL_DIR}/labels.txt` | the model, its input contract and labels |
 | `{WHEEL_DIR}/{c['wheel']}` | edgecls itself (installs offline; TensorFlow is only in its `train` extra) |
 | `requirements.txt` | runtime dependencies only: {', '.join(c['requirements'])} |
-| `install.sh` | apt packages, a venv, the wheels, the systemd service |
-| `{SERVICE_NAME}.service` | `edgecls camera --serve {c['serve']}` at boot, restarted on failure |
+| `install.sh` | apt packages, a venv, the wheels, the live-view token, the systemd service |
+| `{SERVICE_NAME}.service` | `edgecls camera --serve {c['serve']}` at boot, restarted on failure (install.sh writes it for its `--prefix`) |
+| `{TOKEN_FILE}` | the live view's token (mode 0600; installed root-only) |
 | `bundle.json` | manifest with the sha256 of every file |
 
 ## Install
 
 ```bash
-scp -r {c['name']} pi@raspberrypi.local:   # or a USB stick
+scp -rp {name} pi@raspberrypi.local:   # or a USB stick (-p keeps {TOKEN_FILE} private)
 ssh pi@raspberrypi.local
-cd {c['name']} && sudo ./install.sh        # to {DEFAULT_PREFIX}; --help for options
+cd {name} && sudo ./install.sh        # to {DEFAULT_PREFIX}; --help for options
 ```
 
 `install.sh` installs `python3-venv`{', `libedgetpu1-std` (Coral apt repository)' if c['backend_device'] == 'coral' else ''}, {picam},
 creates `{DEFAULT_PREFIX}/venv`, installs `requirements.txt` from PyPI (or, for a bundle made with
 `edgecls deploy --offline`, only from `{WHEEL_DIR}/`), installs edgecls from `{WHEEL_DIR}/`, checks that the
-model loads, and enables `{SERVICE_NAME}.service`. Without root: `./install.sh --no-apt --no-service --prefix ~/edgecls`.
+model loads, copies `{TOKEN_FILE}` (mode 0600, owned by root), writes the unit for its prefix and enables
+`{SERVICE_NAME}.service`. Without root: `./install.sh --no-apt --no-service --prefix ~/edgecls`.
+Only the files and the unit, nothing outside the prefix: `./install.sh --no-apt --no-venv --no-service --prefix DIR`.
+
+## Live view
+
+Every page needs the token in `{TOKEN_FILE}`: open `http://<device>:{port}/?token=TOKEN`, or send
+`Authorization: Bearer TOKEN`. systemd hands the token to the service as a credential (`LoadCredential=`),
+so it never appears on a command line or in the journal. New token: make the bundle again.
 
 ## Check and watch
 
 ```bash
 {DEFAULT_PREFIX}/venv/bin/edgecls doctor --device {p.name}     # Python, runtimes, Edge TPU + USB speed, camera, governor
 systemctl status {SERVICE_NAME}; journalctl -u {SERVICE_NAME} -f
-# live view: http://<device>:{port}/     report: /var/lib/edgecls/camera_report.json
-{DEFAULT_PREFIX}/venv/bin/edgecls camera --model {DEFAULT_PREFIX}/{c['artifact']} --device clip.mp4 --frames 100 --headless
+# live view: http://<device>:{port}/?token=TOKEN     report: {STATE_DIR}/camera_report.json
+{DEFAULT_PREFIX}/venv/bin/edgecls camera --model {model} --device clip.mp4 --frames 100 --headless
 ```
 
-The service runs `edgecls {shlex.join(c['exec_args'])}` (camera `{camera.get('source', '0')}`
-{camera.get('width', '?')}x{camera.get('height', '?')}). Edit `/etc/systemd/system/{SERVICE_NAME}.service`, then
-`sudo systemctl daemon-reload && sudo systemctl restart {SERVICE_NAME}`.
+The service runs {code('edgecls ' + shlex.join(c['exec_args']))} (camera {code(str(camera.get('source', '0')))}
+{camera.get('width', '?')}x{camera.get('height', '?')}; `%d` is systemd's credentials folder). Edit
+`/etc/systemd/system/{SERVICE_NAME}.service`, then `sudo systemctl daemon-reload && sudo systemctl restart {SERVICE_NAME}`.
 
 ## Device notes ({p.name})
 
@@ -125,6 +118,14 @@ The service runs `edgecls {shlex.join(c['exec_args'])}` (camera `{camera.get('so
 
 The device's wheels resolve with: `{pip_check_command(p)}`{' -c constraints-picamera2.txt' if c['picamera2'] else ''}
 """
+
+
+def code(value: object) -> str:
+    """`value` as a Markdown code span that shows it unchanged (a fence longer than any backtick run inside)."""
+    text = doc_text(value)
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def quality_sentence(v: dict[str, Any]) -> str:

@@ -8,10 +8,16 @@ import shutil
 import sys
 import tempfile
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 from edgecls.deploy.pip_command import has_module, run_pip
 from edgecls.errors import ExportError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 SOURCE_FILES = ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "setup.cfg", "setup.py")
 
@@ -39,6 +45,35 @@ def wheel_metadata(wheel: Path) -> str:
         return whl.read(name).decode("utf-8")
 
 
+def build_requirements_met(pyproject: Path) -> bool:
+    """Whether every [build-system] requires entry (name, optionally >=X.Y) is installed here in a recent enough version."""
+    try:
+        requires = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("build-system", {}).get("requires", [])
+    except (OSError, ValueError):
+        return False
+    for requirement in requires:
+        match = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)\s*(?:>=\s*([0-9.]+))?\s*", str(requirement))
+        if match is None or not has_module(match.group(1).replace("-", "_")):
+            return False
+        try:
+            have = metadata.version(match.group(1))
+        except metadata.PackageNotFoundError:
+            return False
+        if match.group(2) and _numbers(have) < _numbers(match.group(2)):
+            return False
+    return True
+
+
+def _numbers(version: str) -> tuple[int, ...]:
+    """(77, 0, 1) from "77.0.1" or "77.0.1.post1"; stops at the first part that is not a number."""
+    out: list[int] = []
+    for part in version.split("."):
+        if not part.isdigit():
+            break
+        out.append(int(part))
+    return tuple(out)
+
+
 def _wheel_from_source(root: Path, dest: Path) -> Path:
     """`pip wheel --no-deps` on a clean copy of the project (no stale build/ folder, the repo left untouched)."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
@@ -50,14 +85,15 @@ def _wheel_from_source(root: Path, dest: Path) -> Path:
                 shutil.copy2(root / name, copy / name)
         shutil.copytree(root / "edgecls", copy / "edgecls", ignore=ignore)
         out = Path(tmp) / "out"
-        # with setuptools here, build with it (no package index needed); else pip fetches the build backend
-        isolation = ["--no-build-isolation"] if has_module("setuptools") else []
+        # with the build backend installed here, build with it (no package index needed); else pip fetches it
+        isolation = ["--no-build-isolation"] if build_requirements_met(root / "pyproject.toml") else []
         command = [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "--disable-pip-version-check", "-q",
                    "-w", str(out), str(copy)]
         proc = run_pip(command, "build the edgecls wheel")
         wheels = sorted(out.glob("edgecls-*.whl"))
         if not wheels:
-            raise ExportError(f"pip wheel made no edgecls wheel: {proc.stderr.strip()[-500:]}", "Run it by hand: pip wheel --no-deps . -w wheels")
+            raise ExportError(f"pip wheel made no edgecls wheel: {proc.stderr.strip()[-500:]}",
+                              "Run it by hand: pip wheel --no-deps . -w wheels")
         target = dest / wheels[0].name
         shutil.copy2(wheels[0], target)
     return target
@@ -65,8 +101,6 @@ def _wheel_from_source(root: Path, dest: Path) -> Path:
 
 def _wheel_from_installed(dest: Path) -> Path:
     """Repack an installed (non-editable) edgecls from its RECORD into a wheel (no source tree needed)."""
-    from importlib import metadata
-
     dist = metadata.distribution("edgecls")
     files = [f for f in dist.files or [] if "__pycache__" not in f.parts and not str(f).endswith(".pyc")]
     if not any(str(f).startswith("edgecls/") for f in files):
