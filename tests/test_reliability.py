@@ -74,7 +74,9 @@ def edit_json(path: Path, **changes: object) -> None:
 
 def hidden_leftovers(folder: Path) -> list[str]:
     """Temp files/folders of fsutil's atomic writers (`.name.*.tmp`) or anything else hidden."""
-    return sorted(p.name for p in folder.rglob(".*")) if folder.exists() else []
+    from edgecls.fsutil import OUTPUT_MARKER
+
+    return sorted(p.name for p in folder.rglob(".*") if p.name != OUTPUT_MARKER) if folder.exists() else []
 
 
 def artifact_copy(artifact: Path, dest: Path) -> Path:
