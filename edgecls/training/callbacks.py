@@ -1,15 +1,17 @@
-"""Keras callbacks: a rich progress bar, per-epoch history rows, and checkpoints for --resume."""
+"""Keras callbacks: a rich progress bar, history rows, best-epoch tracking, early stopping and the resume checkpoint.
+
+Every piece of state these keep lives in a checkpoint.Progress, so a resumed run continues it exactly.
+"""
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import keras
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from edgecls.fsutil import write_json
-from edgecls.training.run_folder import LAST_FILE, STATE_FILE, save_model
+from edgecls.training.checkpoint import Progress as RunProgress
 
 
 class RichProgress(keras.callbacks.Callback):
@@ -61,14 +63,62 @@ class HistoryRows(keras.callbacks.Callback):
         self.rows.append(row)
 
 
-class ResumeCheckpoint(keras.callbacks.Callback):
-    """After each epoch: last.keras (the whole classifier) and state.json, both written atomically."""
+class BestWeights:
+    """Keeps the weights of the best epoch (val accuracy, then val loss) across both phases."""
 
-    def __init__(self, run: Path, full_model: Any, phase: str, state: dict[str, Any]) -> None:
+    def __init__(self, model: Any, progress: RunProgress) -> None:
+        self.model, self.progress = model, progress
+        self.weights: list[Any] | None = None
+
+    def callback(self) -> keras.callbacks.Callback:
+        return _TrackBest(self)
+
+    def update(self, logs: dict[str, Any]) -> None:
+        score = [float(logs.get("val_accuracy", logs.get("accuracy", 0.0))), -float(logs.get("val_loss", logs.get("loss", 0.0)))]
+        if self.progress.best_score is None or score > self.progress.best_score:
+            self.progress.best_score, self.weights = score, self.model.get_weights()
+
+    def restore(self) -> None:
+        if self.weights is not None:
+            self.model.set_weights(self.weights)
+
+
+class _TrackBest(keras.callbacks.Callback):
+    def __init__(self, tracker: BestWeights) -> None:
         super().__init__()
-        self.run, self.full_model, self.phase, self.state = run, full_model, phase, state
+        self.tracker = tracker
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        save_model(self.full_model, self.run / LAST_FILE)
-        self.state.update({"phase": self.phase, "epochs_done": epoch + 1})
-        write_json(self.run / STATE_FILE, self.state)
+        self.tracker.update(logs or {})
+
+
+class EarlyStop(keras.callbacks.Callback):
+    """keras' EarlyStopping (mode max, min_delta 0), with its state in Progress.stop so that it survives a resume."""
+
+    def __init__(self, monitor: str, patience: int, progress: RunProgress) -> None:
+        super().__init__()
+        self.monitor, self.patience, self.progress = monitor, patience, progress
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        stop = self.progress.stop
+        if stop.best is None or float(value) > stop.best:
+            stop.best, stop.wait = float(value), 0
+            return
+        stop.wait += 1
+        if stop.wait >= self.patience:
+            stop.stopped = True
+            self.model.stop_training = True
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After each epoch (and after every other callback has updated its state): save(epochs done in this phase)."""
+
+    def __init__(self, save: Callable[[int], None]) -> None:
+        super().__init__()
+        self.save = save
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.save(epoch + 1)

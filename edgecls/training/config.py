@@ -1,12 +1,15 @@
-"""TrainConfig: every knob of `edgecls train`, validated in one place."""
+"""TrainConfig: every knob of `edgecls train`, its default and its help text, declared once and validated in one place.
+
+The CLI (edgecls/cli/train.py) reads each option's default and help from these fields.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from edgecls.errors import ConfigError
-from edgecls.training.pipeline import AugmentConfig
+from edgecls.training.augment import AugmentConfig
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("cosine", "step", "constant")
@@ -14,33 +17,38 @@ STRATEGIES = ("auto", "default", "mirrored")
 CLASS_WEIGHTS = ("auto", "balanced", "none")
 
 
+def _knob(default: Any, help_text: str) -> Any:
+    return field(default=default, metadata={"help": help_text})
+
+
 @dataclass
 class TrainConfig:
-    data: str
-    model: str = "efficientnet_lite0"
-    img_size: int | None = None  # None: the backbone's default size
-    weights: str | None = "auto"  # auto | imagenet | none | PATH.weights.h5
-    alpha: float | None = None
-    epochs: int = 10  # head epochs on the frozen backbone
-    fine_tune_epochs: int = 3  # then the unfrozen backbone at fine_tune_lr
-    unfreeze: int = -1  # top N backbone layers to unfreeze; -1: all (BatchNorm stays frozen)
-    batch: int = 32
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    fine_tune_lr: float | None = None  # None: lr / 10
-    schedule: str = "cosine"
-    dropout: float = 0.2
-    label_smoothing: float = 0.1
-    class_weights: str = "auto"  # auto: balanced when the largest class is 1.5x the smallest
-    patience: int = 3
-    val_split: float = 0.1
-    test_split: float = 0.1
-    seed: int = 0
-    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
-    feature_cache: bool = True
-    strategy: str = "auto"
-    mixed_precision: str = "auto"  # auto: on with a GPU | on | off
-    out: str | None = None
+    data: str = field(metadata={"help": "ImageFolder tree: a folder per class, or train/ val/ test/ folders of them."})
+    model: str = _knob("efficientnet_lite0", "Backbone name (see 'edgecls models').")
+    img_size: int | None = _knob(None, "Square input size in pixels; default: the backbone's.")
+    weights: str | None = _knob("auto", "auto (ImageNet where the backbone has it) | imagenet | none | PATH.weights.h5.")
+    alpha: float | None = _knob(None, "Width multiplier (MobileNets, plain_cnn); default 1.0.")
+    epochs: int = _knob(10, "Epochs of head training on the frozen backbone.")
+    fine_tune_epochs: int = _knob(3, "Epochs with the backbone unfrozen, at --fine-tune-lr (0: head only).")
+    unfreeze: int = _knob(-1, "Top N backbone layers to unfreeze for fine-tuning; -1: all, 0: none. BatchNorm stays frozen.")
+    batch: int = _knob(32, "Images per training batch.")
+    optimizer: str = _knob("adam", "adam | sgd (Nesterov momentum 0.9) | rmsprop.")
+    lr: float = _knob(1e-3, "Learning rate of the head phase.")
+    fine_tune_lr: float | None = _knob(None, "Learning rate of the fine-tune phase; default: --lr / 10.")
+    schedule: str = _knob("cosine", "Learning-rate schedule over each phase: cosine | step | constant.")
+    dropout: float = _knob(0.2, "Dropout before the classification layer, in [0, 1).")
+    label_smoothing: float = _knob(0.1, "Label smoothing of the cross-entropy loss, in [0, 1).")
+    class_weights: str = _knob("auto", "auto (balanced when the largest class is 1.5x the smallest) | balanced | none.")
+    patience: int = _knob(3, "Early stopping: epochs without a better val accuracy before a phase stops (0: off).")
+    val_split: float = _knob(0.1, "Fraction of the images held out for validation (ignored when --data has val/).")
+    test_split: float = _knob(0.1, "Fraction of the images held out for the test report (ignored when --data has test/).")
+    seed: int = _knob(0, "Seed of the split, initial weights, data order and augmentation: same seed, same weights.")
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig,
+                                          metadata={"help": "Random flip/rotation/zoom/brightness/contrast in training."})
+    feature_cache: bool = _knob(True, "Train the head on frozen-backbone features computed once (pretrained backbones).")
+    strategy: str = _knob("auto", "auto | default | mirrored (several GPUs).")
+    mixed_precision: str = _knob("auto", "float16 compute: auto (on with a GPU) | on | off.")
+    out: str | None = _knob(None, "Run folder to create (default: models/MODEL-TIMESTAMP); never inside --data.")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -94,7 +102,16 @@ class TrainConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         data = dict(data)
         augment = data.pop("augment", None)
         return cls(**data, augment=AugmentConfig(**augment) if augment else None)
+
+
+def knobs(config_class: type) -> dict[str, tuple[Any, str]]:
+    """{field: (default, help)} of TrainConfig or AugmentConfig: the one declaration the CLI options read."""
+    found = {}
+    for item in fields(config_class):
+        default = item.default_factory() if item.default_factory is not MISSING else item.default
+        found[item.name] = (None if default is MISSING else default, item.metadata.get("help", ""))
+    return found

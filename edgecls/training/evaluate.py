@@ -93,10 +93,12 @@ def _labelled_folder(root: Path, labels: list[str]) -> tuple[list[Path], np.ndar
         from rich.console import Console
         from rich.markup import escape
 
-        Console(stderr=True).print(f"[yellow]warning:[/yellow] skipped {len(all_paths) - len(readable)} unreadable image(s) in '{escape(str(folder))}'")
+        skipped = len(all_paths) - len(readable)
+        Console(stderr=True).print(f"[yellow]warning:[/yellow] skipped {skipped} unreadable image(s) in '{escape(str(folder))}'")
     paths, indices = [p for p, _ in readable], [i for _, i in readable]
     unknown = sorted(set(names) - set(labels))
     if unknown:
-        raise DataError(f"classes {unknown} in '{folder}' are not among the model's labels", f"Use folders named like the model's labels: {', '.join(labels[:10])}")
+        raise DataError(f"classes {unknown} in '{folder}' are not among the model's labels",
+                        f"Use folders named like the model's labels: {', '.join(labels[:10])}")
     mapped = np.asarray([labels.index(names[i]) for i in indices], dtype=np.int64)
     return list(paths), mapped, str(folder)

@@ -1,9 +1,8 @@
-"""Decoding splits into arrays (parallel, shared preprocessing) and tf.data pipelines with augmentation."""
+"""Decoding splits into arrays (parallel, shared preprocessing) and tf.data pipelines whose every epoch is reproducible."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,28 +10,11 @@ import numpy as np
 
 from edgecls.errors import ConfigError
 from edgecls.preprocess import load_for_model
+from edgecls.training.augment import AugmentConfig, augment_batch
+
+__all__ = ["AugmentConfig", "load_images", "make_dataset"]
 
 IN_MEMORY_LIMIT_BYTES = 6 * 1024**3
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Training-time augmentation; factors follow keras' Random* layers."""
-
-    flip: bool = True
-    rotation: float = 0.05  # fraction of a full turn
-    zoom: float = 0.1
-    brightness: float = 0.1
-    contrast: float = 0.1
-
-    def __post_init__(self) -> None:
-        for name in ("rotation", "zoom", "brightness", "contrast"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"--{name} {value} is outside [0, 1)", f"Use e.g. --{name} 0.1, or 0 to disable")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def load_images(
@@ -64,47 +46,46 @@ def load_images(
     return out
 
 
-def augmenter(config: AugmentConfig, seed: int) -> Any:
-    """A keras Sequential of random layers working on 0..255 pixels, or None when all are off."""
-    import keras
-
-    layers: list[Any] = []
-    if config.flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if config.rotation:
-        layers.append(keras.layers.RandomRotation(config.rotation, fill_mode="reflect", seed=seed + 1))
-    if config.zoom:
-        layers.append(keras.layers.RandomZoom(config.zoom, fill_mode="reflect", seed=seed + 2))
-    if config.brightness:
-        layers.append(keras.layers.RandomBrightness(config.brightness, value_range=(0, 255), seed=seed + 3))
-    if config.contrast:
-        layers.append(keras.layers.RandomContrast(config.contrast, seed=seed + 4))
-    return keras.Sequential(layers, name="augment") if layers else None
-
-
 def make_dataset(
-    images: np.ndarray,
+    x: np.ndarray,
     labels: np.ndarray,
     num_classes: int,
     batch_size: int,
     training: bool,
     augment: AugmentConfig | None,
     seed: int,
+    epochs: tuple[int, int] = (0, 1),
 ) -> Any:
-    """tf.data over in-memory uint8 images: shuffle and augment only in training, one-hot labels, prefetch."""
+    """tf.data over in-memory arrays (uint8 images or float features): float32 batches, one-hot labels, prefetch.
+
+    Evaluation (training=False): every item once, in order. Training: the batches of epochs [first, end) back to
+    back, for fit(steps_per_epoch=ceil(len(x) / batch_size)). Each epoch's order and augmentation are a pure
+    function of (seed, epoch): a run resumed at epoch k sees exactly the batches the uninterrupted run saw there.
+    """
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
-    if training:
-        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    augment_layers = augmenter(augment, seed) if (training and augment is not None) else None
+    if not training:
+        items = tf.data.Dataset.from_tensor_slices((x, labels.astype(np.int32)))
+        return items.batch(batch_size).map(lambda images, y: (tf.cast(images, tf.float32), tf.one_hot(y, num_classes)),
+                                           num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    augment = augment if augment is not None and augment.active and x.ndim == 4 else None
+    all_x, all_y = tf.constant(x), tf.constant(labels.astype(np.int32))
 
-    def to_float(x: Any, y: Any) -> tuple[Any, Any]:
-        x = tf.cast(x, tf.float32)
-        if augment_layers is not None:
-            x = tf.clip_by_value(augment_layers(x, training=True), 0.0, 255.0)
-        return x, tf.one_hot(y, num_classes)
+    def one_epoch(epoch: Any) -> Any:
+        # Stateless draws only: the order depends on nothing but (seed, epoch), not on TF's global seed or history.
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+        order_seed = tf.random.experimental.stateless_fold_in(epoch_seed, 0)
+        order = tf.random.experimental.stateless_shuffle(tf.range(len(x), dtype=tf.int64), order_seed)
+        augment_seed = tf.random.experimental.stateless_fold_in(epoch_seed, 1)
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
+        return batches.map(lambda step, indices: (indices, tf.random.experimental.stateless_fold_in(augment_seed, step)))
 
-    dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    def to_float(indices: Any, batch_seed: Any) -> tuple[Any, Any]:
+        images = tf.cast(tf.gather(all_x, indices), tf.float32)
+        if augment is not None:
+            images = augment_batch(images, augment, batch_seed)
+        return images, tf.one_hot(tf.gather(all_y, indices), num_classes)
+
+    first, end = epochs
+    stream = tf.data.Dataset.range(first, end).flat_map(one_epoch)
+    return stream.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

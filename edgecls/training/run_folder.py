@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,18 @@ from edgecls.fsutil import atomic_path, write_json
 from edgecls.meta import ModelMeta
 
 MODEL_FILE = "model.keras"
-LAST_FILE = "last.keras"
+CHECKPOINT_FILE = "checkpoint.npz"  # training/checkpoint.py: what --resume continues from
 STATE_FILE = "state.json"
 SPLITS_FILE = "splits.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
+
+# Zip archives (.keras models, checkpoints) are checked from their directory before anything parses them.
+SMALL_MEMBERS = ("config.json", "metadata.json")  # JSON that Keras reads whole into memory
+SMALL_MEMBER_LIMIT = 8 * 1024**2
+ARCHIVE_SLACK = 64 * 1024**2  # uncompressed bytes allowed beyond `ratio` x the archive size
+ARCHIVE_CAP = 8 * 1024**3  # uncompressed bytes, whatever the archive size
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,8 @@ def require_run_folder(path: str | Path) -> Path:
     if not path.is_dir():
         raise ModelError(f"'{path}' is a file, not a run folder", "Pass the folder that holds model.keras and meta.json")
     if not is_run_folder(path):
-        raise ModelError(f"'{path}' holds no {MODEL_FILE} and meta.json", "Pass a folder made by 'edgecls train' (training may not have finished)")
+        raise ModelError(f"'{path}' holds no {MODEL_FILE} and meta.json",
+                         "Pass a folder made by 'edgecls train' (training may not have finished)")
     return path
 
 
@@ -52,10 +60,15 @@ def save_model(model: Any, path: Path) -> None:
 
 
 def load_model(path: str | Path) -> Any:
-    """Load a .keras file written by edgecls, with its custom layers registered."""
+    """Load a .keras file written by edgecls, with its custom layers registered.
+
+    Refused before Keras parses anything: a file that is no zip, a zip bomb (judged from the zip directory's
+    sizes), members named outside the archive, and configs that ask for marshalled Python.
+    """
     path = Path(path)
     if not zipfile.is_zipfile(path):  # keras says "File not found" for a truncated file
         raise ModelError(f"'{path}' is not a .keras model (truncated or corrupt: no zip archive)", "Re-train or restore the file")
+    check_archive(path)
     if _holds_python_code(path):  # keras' safe_mode refuses it too, but with a message about from_config()
         raise ModelError(f"'{path}' holds serialized Python code (a Lambda layer or function), which edgecls never runs",
                          "Rebuild the model from registered Keras layers, without Lambda")
@@ -72,11 +85,38 @@ def load_model(path: str | Path) -> Any:
         raise ModelError(f"cannot load model '{path}': {type(exc).__name__}: {text}", "Re-train or restore the file") from exc
 
 
+def check_archive(path: Path, ratio: int = 20) -> None:
+    """Refuse a zip archive from its directory alone: members named outside it, a config.json/metadata.json over
+    SMALL_MEMBER_LIMIT, or more uncompressed bytes than `ratio` x its size (+ ARCHIVE_SLACK, at most ARCHIVE_CAP)."""
+    fix = "Re-train or restore the file; edgecls does not unpack archives this large"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+        size = path.stat().st_size
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"'{path}' is not a readable zip archive ({type(exc).__name__}: {exc})", "Re-train or restore the file") from exc
+    total = 0
+    for member in members:
+        name = member.filename
+        if name.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", name) or re.match(r"^[A-Za-z]:", name):
+            raise ModelError(f"'{path}' holds a member named {name!r}, outside the archive", "Re-train or restore the file")
+        if name in SMALL_MEMBERS and member.file_size > SMALL_MEMBER_LIMIT:
+            raise ModelError(f"'{path}': its {name} unpacks to {_size(member.file_size)} (limit {_size(SMALL_MEMBER_LIMIT)})", fix)
+        total += member.file_size
+    limit = min(ARCHIVE_CAP, ratio * size + ARCHIVE_SLACK)
+    if total > limit:
+        raise ModelError(f"'{path}' unpacks to {_size(total)} from {_size(size)} (limit {_size(limit)}): a zip bomb or a corrupt file", fix)
+
+
+def _size(count: int) -> str:
+    return f"{count / 1024**3:.1f} GiB" if count >= 1024**3 else f"{count / 1024**2:.1f} MiB"
+
+
 def _holds_python_code(path: Path) -> bool:
     """Whether a .keras archive's config asks for marshalled Python (keras' `__lambda__` / `Lambda`)."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            config = archive.read("config.json").decode("utf-8", "replace")
+        with zipfile.ZipFile(path) as archive, archive.open("config.json") as handle:
+            config = handle.read(SMALL_MEMBER_LIMIT + 1).decode("utf-8", "replace")  # bounded, whatever the directory says
     except (KeyError, OSError, zipfile.BadZipFile):
         return False  # no config: keras reports the broken file
     return '"__lambda__"' in config or '"class_name": "Lambda"' in config
@@ -95,9 +135,11 @@ def check_model_matches_meta(model: Any, meta: ModelMeta, where: str) -> None:
     in_shape = tuple(model.inputs[0].shape[1:3])
     out_classes = int(model.outputs[0].shape[-1])
     if in_shape != tuple(meta.input_size):
-        raise ModelError(f"{where}: model input {in_shape} differs from meta.json input_size {tuple(meta.input_size)}", "Re-create meta.json with 'edgecls train'")
+        raise ModelError(f"{where}: model input {in_shape} differs from meta.json input_size {tuple(meta.input_size)}",
+                         "Re-create meta.json with 'edgecls train'")
     if out_classes != meta.num_classes:
-        raise ModelError(f"{where}: model has {out_classes} outputs but meta.json lists {meta.num_classes} labels", "Re-create meta.json with 'edgecls train'")
+        raise ModelError(f"{where}: model has {out_classes} outputs but meta.json lists {meta.num_classes} labels",
+                         "Re-create meta.json with 'edgecls train'")
 
 
 def write_splits(run: Path, root: Path, classes: list[str], splits: dict[str, Any]) -> None:

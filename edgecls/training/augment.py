@@ -1,0 +1,86 @@
+"""Training-time augmentation as a pure function of a stateless seed: a resumed run replays every batch exactly.
+
+The factors mean what keras' Random* layers mean (RandomFlip("horizontal"), RandomRotation, RandomZoom,
+RandomBrightness on 0..255, RandomContrast), but every random draw comes from tf.random.stateless_* with a
+seed derived from (run seed, epoch, batch), never from a stateful generator that restarts on resume.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edgecls.errors import ConfigError
+
+
+def _knob(default: Any, help_text: str) -> Any:
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation; each factor 0 turns its transform off."""
+
+    flip: bool = _knob(True, "Random horizontal flips in training.")
+    rotation: float = _knob(0.05, "Max random rotation, a fraction of a full turn (0: off).")
+    zoom: float = _knob(0.1, "Max random zoom in or out, a fraction of the image size (0: off).")
+    brightness: float = _knob(0.1, "Max random brightness shift, a fraction of the 0..255 range (0: off).")
+    contrast: float = _knob(0.1, "Max random contrast change, a fraction (0: off).")
+
+    def __post_init__(self) -> None:
+        for name in ("rotation", "zoom", "brightness", "contrast"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"--{name} {value} is outside [0, 1)", f"Use e.g. --{name} 0.1, or 0 to disable")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.flip or self.rotation or self.zoom or self.brightness or self.contrast)
+
+
+def augment_batch(images: Any, config: AugmentConfig, seed: Any) -> Any:
+    """Augment a float32 (N, h, w, 3) batch of 0..255 pixels; `seed` is a stateless seed (shape [2], int)."""
+    import tensorflow as tf
+
+    count = tf.shape(images)[0]
+    flip_seed, angle_seed, zoom_seed, brightness_seed, contrast_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 5))
+    x = images
+    if config.flip:
+        flipped = tf.random.stateless_uniform([count], flip_seed) < 0.5
+        x = tf.where(flipped[:, None, None, None], tf.reverse(x, axis=[2]), x)
+    if config.rotation or config.zoom:
+        angle = tf.random.stateless_uniform([count], angle_seed, -config.rotation, config.rotation) * (2.0 * math.pi)
+        scale = 1.0 + tf.random.stateless_uniform([count], zoom_seed, -config.zoom, config.zoom)
+        x = _rotate_and_zoom(x, angle, scale)
+    if config.brightness:
+        delta = tf.random.stateless_uniform([count], brightness_seed, -config.brightness, config.brightness) * 255.0
+        x = tf.clip_by_value(x + delta[:, None, None, None], 0.0, 255.0)
+    if config.contrast:
+        factor = tf.random.stateless_uniform([count], contrast_seed, 1.0 - config.contrast, 1.0 + config.contrast)
+        mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+        x = (x - mean) * factor[:, None, None, None] + mean
+    return tf.clip_by_value(x, 0.0, 255.0)
+
+
+def _rotate_and_zoom(images: Any, angle: Any, scale: Any) -> Any:
+    """One bilinear resampling about the image centre, edges reflected (keras' fill_mode="reflect").
+
+    scale > 1 samples a larger area (zooms out), as keras' RandomZoom with a positive factor does.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+    cos, sin = tf.cos(angle) * scale, tf.sin(angle) * scale
+    # Output pixel (x, y) reads input pixel (a0 x + a1 y + a2, b0 x + b1 y + b2).
+    a2 = cx - cos * cx + sin * cy
+    b2 = cy - sin * cx - cos * cy
+    zeros = tf.zeros_like(cos)
+    transforms = tf.stack([cos, -sin, a2, sin, cos, b2, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT",
+    )
