@@ -2,7 +2,7 @@
 
 Runs on the CPU (XNNPACK) or, for `*_edgetpu.tflite` files and device="coral", on a Coral Edge TPU
 through the libedgetpu delegate. numpy only at import time; TensorFlow is the last fallback and is
-imported inside `_interpreter_api` only when neither runtime package is installed.
+imported inside `interpreter_api` only when neither runtime package is installed.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ _COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CO
 _IO_OPS = {"QUANTIZE", "DEQUANTIZE"}
 
 
-def _interpreter_api() -> tuple[str, Any, Callable[..., Any]]:
+def interpreter_api() -> tuple[str, Any, Callable[..., Any]]:
     """(backend name, Interpreter class, load_delegate) from the lightest runtime installed."""
     try:
         from ai_edge_litert.interpreter import Interpreter, load_delegate
@@ -50,6 +50,9 @@ def _interpreter_api() -> tuple[str, Any, Callable[..., Any]]:
         return "tensorflow-lite", tf.lite.Interpreter, tf.lite.experimental.load_delegate
     except ImportError:
         raise MissingDependencyError("ai_edge_litert", "pi") from first_error
+
+
+_interpreter_api = interpreter_api  # the former private name (edgecls/export/tflite_inspect.py imports it)
 
 
 def edgetpu_library() -> str:
@@ -128,7 +131,7 @@ class LiteRTBackend(BaseBackend):
         self.path = Path(path)
         self.meta = meta
         self.threads = threads
-        self.name, interpreter_cls, load_delegate = _interpreter_api()
+        self.name, interpreter_cls, load_delegate = interpreter_api()
         self.device = "coral" if device == "coral" or self.path.name.endswith(EDGETPU_SUFFIX) else "cpu"
         self._delegates = [_load_edgetpu(load_delegate, edgetpu_device)] if self.device == "coral" else []
         try:
