@@ -37,6 +37,10 @@ class CheckpointError(ModelError):
     """A weights checkpoint that is corrupt or tries to run code."""
 
 
+class WeightsUnavailableError(ModelError):
+    """Pretrained weights that have to be downloaded and cannot be (offline, or a broken cache)."""
+
+
 class ConfigError(EdgeclsError):
     """An argument value out of range or a combination that cannot work."""
 
@@ -53,6 +57,11 @@ class MissingDependencyError(EdgeclsError):
             f"this command needs the Python package '{module}', which is not installed",
             f"Install it with: pip install 'edgecls[{extra}]'",
         )
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (systemctl stop, docker stop, kill) raised in the main thread: unwinds like Ctrl-C, so every
+    `finally` and `except BaseException` clean-up runs; the CLI exits 143."""
 
 
 def suggest(value: str, choices: Iterable[str]) -> str:

