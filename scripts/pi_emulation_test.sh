@@ -4,7 +4,8 @@
 #  1. an arm64 Debian bookworm userland (Raspberry Pi OS is bookworm, Python 3.11), cached in .cache/pi-root:
 #     debootstrap's first stage only + dpkg-deb -x, no chroot, no binfmt (qemu-aarch64-static -L ROOT)
 #  2. a tiny run with the real CLI: data fashion-mnist -> train plain_cnn 32 px -> export --int8 ->
-#     deploy --device pi5 --offline (which pip-downloads the aarch64 cp311 wheels of requirements.txt into the bundle)
+#     deploy --device pi5 --offline (which pip-downloads the aarch64 cp311 wheels of requirements.txt into the bundle),
+#     and install.sh --no-apt --no-venv --no-service into a prefix (files, the 0600 live-view token, the unit)
 #  3. the bundle installed into ROOT/opt/site the way install.sh does it offline (requirements.txt from the bundle's
 #     wheels/ only, with the picamera2 constraints when the bundle uses them, then the edgecls wheel with --no-deps),
 #     by host pip with the bundle's aarch64 platform flags: the bundle alone suffices, and holds no TensorFlow
@@ -102,6 +103,13 @@ edgecls deploy "$WORK/R" --device "$PROFILE" --out "$WORK/B" --offline || fail "
 echo "  wheels/: $(ls "$WORK/B/wheels" | wc -l) wheels, $(du -sh "$WORK/B/wheels" | cut -f1)"
 ls "$WORK/B/wheels" | grep -iE '^(tensorflow|keras|tf_keras)' && fail "TensorFlow got into the bundle"
 bash -n "$WORK/B/install.sh" || fail "install.sh has a syntax error"
+# install.sh's own file, token and unit steps, into a prefix with a space and a '%' (nothing outside it is touched)
+bash "$WORK/B/install.sh" --no-apt --no-venv --no-service --prefix "$WORK/pre fix%" >"$WORK/install.log" 2>&1 \
+  || { cat "$WORK/install.log"; fail "install.sh --no-apt --no-venv --no-service"; }
+[ "$(stat -c %a "$WORK/pre fix%/live-token")" = 600 ] || fail "install.sh did not keep the live-view token at mode 0600"
+grep -qx 'LoadCredential=live-token:/.*/pre fix%%/live-token' "$WORK/pre fix%/edgecls-camera.service" \
+  || fail "the unit install.sh wrote does not hand the token over as a credential"
+echo "  install.sh --no-apt --no-venv --no-service: files, token (0600) and unit written under the prefix"
 
 step "install the bundle into the arm64 root, as install.sh --offline would (host pip, the bundle's wheels only)"
 read -r -a FLAGS <<<"$("$PY" -c 'import json, sys; print(" ".join(json.load(open(sys.argv[1]))["pip_target_flags"]))' "$WORK/B/bundle.json")"

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
+from edgecls.camera.access import read_token_file
 from edgecls.deploy import build_bundle, build_wheel
 from edgecls.deploy.layout import DEFAULT_PREFIX
 from edgecls.deploy.live_view import parse_serve
@@ -79,10 +80,10 @@ def toml_value(value: object) -> str:
     return json.dumps(value) if isinstance(value, str) else str(value)
 
 
-def write_profile(path: Path, camera_source: str | None = None, **fields: object) -> Path:
+def write_profile(path: Path, fields: dict[str, object] | None = None, camera_source: str | None = None) -> Path:
     """pi5's profile with some fields (and the camera source) replaced, written as TOML."""
     data = tomllib.loads((PROFILE_DIR / "pi5.toml").read_text())
-    data.update(fields)
+    data.update(fields or {})
     camera = data.pop("camera")
     if camera_source is not None:
         camera["source"] = camera_source
@@ -172,7 +173,7 @@ def test_hostile_values_stay_data(payload: str, wheel: Path, tmp_path: Path) -> 
     run and bundle folder names; installed into a prefix holding it too."""
     artifact = f"m {payload}.tflite"
     run = make_run(tmp_path / f"run {payload}", artifact=artifact, labels=("cat", payload))
-    profile = write_profile(tmp_path / "hostile.toml", camera_source=payload, title=payload, setup_notes=[payload])
+    profile = write_profile(tmp_path / "hostile.toml", {"title": payload, "setup_notes": [payload]}, camera_source=payload)
     bundle = tmp_path / f"bundle {payload}"
     build_bundle(run, profile, bundle, wheel=wheel, picamera2=True)
     cwd = tmp_path / "cwd"
@@ -225,7 +226,7 @@ def test_hostile_values_stay_data(payload: str, wheel: Path, tmp_path: Path) -> 
 @pytest.mark.parametrize("payload", [*PAYLOADS.values(), *CONTROL.values()], ids=[*PAYLOADS, *CONTROL])
 def test_allowlisted_profile_fields_refuse_metacharacters(field: str, payload: str, tmp_path: Path) -> None:
     value: object = [payload] if field == "pip_platforms" else payload
-    path = write_profile(tmp_path / "p.toml", **{field: value})
+    path = write_profile(tmp_path / "p.toml", {field: value})
     with pytest.raises(ConfigError) as caught:
         load_profile(path)
     message = str(caught.value)
@@ -238,7 +239,7 @@ def test_free_text_profile_fields_refuse_control_characters(where: str, payload:
     if where == "camera":
         path = write_profile(tmp_path / "p.toml", camera_source=payload)
     else:
-        path = write_profile(tmp_path / "p.toml", **{where: [payload] if where == "setup_notes" else payload})
+        path = write_profile(tmp_path / "p.toml", {where: [payload] if where == "setup_notes" else payload})
     with pytest.raises(ConfigError) as caught:
         load_profile(path)
     message = str(caught.value)
@@ -303,10 +304,10 @@ def test_deploy_cli_refusals_before_any_work(tmp_path: Path) -> None:
     own = tmp_path / "mine"
     own.mkdir()
     (own / "photo.jpg").write_text("keep me too")
-    evil = write_profile(tmp_path / "evil.toml", name=f'pi5"; touch {CANARY}; echo "')
+    evil = write_profile(tmp_path / "evil.toml", {"name": f'pi5"; touch {CANARY}; echo "'})
     before = snapshot(tmp_path, skip=tmp_path / "none")
 
-    cases = [
+    cases: list[tuple[list[str | Path], list[str]]] = [
         (["--out", run, "--force"], ["--out", "would overwrite the input RUN"]),
         (["--out", tmp_path / "parent", "--force"], ["--out", "contains the input RUN"]),
         (["--out", run / "export" / "bundle", "--force"], ["lies inside the input RUN"]),
@@ -332,6 +333,7 @@ def test_deploy_cli_token_and_rtsp_url(wheel: Path, tmp_path: Path) -> None:
     token_file = out / "live-token"
     token = token_file.read_text()
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and len(token) >= 32
+    assert read_token_file(token_file) == token  # what `edgecls camera --token-file` accepts
     assert f"http://<device>:8443/?token={token}" in result.stdout and str(token_file) in result.stdout
     for name in ("edgecls-camera.service", "install.sh", "bundle.json", "README.md"):
         assert token not in (out / name).read_text(), name
