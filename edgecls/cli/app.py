@@ -1,12 +1,24 @@
-"""The typer application and the entry point that turns EdgeclsError into one clean line."""
+"""The typer application and its entry point.
+
+The entry point turns an EdgeclsError into one clean line, Ctrl-C into exit 130 and SIGTERM into exit 143
+(both unwind the stack, so every `finally` clean-up runs: temp files never outlive a signal), and silences
+the frameworks' start-up noise unless `--verbose`. `--debug` and `--verbose` are global: accepted anywhere.
+"""
 from __future__ import annotations
 
-import os
+import signal
 import sys
+import threading
+from types import FrameType
+from typing import Any
 
 import typer
 
-from edgecls.errors import EdgeclsError
+from edgecls import __version__
+from edgecls.errors import EdgeclsError, Terminated
+
+GLOBAL_FLAGS = ("--debug", "--verbose")
+INTERRUPTED, TERMINATED = 130, 143
 
 app = typer.Typer(
     name="edgecls",
@@ -14,10 +26,30 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
 )
+_terminated = threading.Event()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgecls {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show TensorFlow's and LiteRT's own log lines (hidden by default)."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error instead of one line."),
+) -> None:
+    # --verbose and --debug are taken out of the arguments by main() wherever they stand; declared here for --help.
+    del version, verbose, debug
 
 
 def _register() -> None:
+    if app.registered_commands:
+        return  # main() may run more than once in one process (tests)
     from edgecls.cli import bench, camera, data, deploy, doctor, evaluate, export, models, predict, train
 
     app.add_typer(data.app, name="data")
@@ -25,40 +57,76 @@ def _register() -> None:
         module.register(app)
 
 
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+    if _terminated.is_set():
+        return  # a second SIGTERM never interrupts the clean-up that the first one started
+    _terminated.set()
+    raise Terminated()
+
+
+def _install_sigterm() -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _terminated.clear()
+    return signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _stopped(code: int = INTERRUPTED) -> None:
+    """Exit after Ctrl-C (130) or SIGTERM (143) with one line; the clean-ups have already run."""
+    if _terminated.is_set() or code == TERMINATED:
+        print("error: terminated", file=sys.stderr)
+        sys.exit(TERMINATED)
+    print("error: interrupted", file=sys.stderr)
+    sys.exit(INTERRUPTED)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from edgecls.cli import quiet
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug, verbose = "--debug" in args, "--verbose" in args
+    args = [a for a in args if a not in GLOBAL_FLAGS]
+    previous_handler = _install_sigterm()
     for stream in (sys.stdout, sys.stderr):
         # File names need not be valid UTF-8 (nor labels encodable on every console): never crash printing them.
         if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
-    args = [a for a in args if a != "--debug"]
-    _register()
+    restore_stderr = quiet.configure(verbose)
     try:
+        _run(args, debug)
+    finally:
+        restore_stderr()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _run(args: list[str], debug: bool) -> None:
+    try:
+        _register()
         # Non-standalone typer returns the exit code of Exit (130 for Ctrl-C) instead of exiting.
         code = app(args=args, standalone_mode=False)
         if isinstance(code, int) and code:
-            if code == 130:
-                print("error: interrupted", file=sys.stderr)
+            if code in (INTERRUPTED, TERMINATED):
+                _stopped(code)
             sys.exit(code)
+    except (KeyboardInterrupt, typer.Abort):
+        _stopped()
     except EdgeclsError as exc:
         if debug:
             raise
+        if _terminated.is_set():
+            _stopped()
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except typer.Abort:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:
+        if _terminated.is_set() and not debug:
+            _stopped()  # a library turned our Terminated into its own error: still a clean 143
         # click's usage errors (typer vendors click in newer releases): show them as click would
-        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+        code = getattr(exc, "exit_code", None)
+        if hasattr(exc, "show") and isinstance(code, int):
             exc.show()
-            sys.exit(exc.exit_code)
+            sys.exit(code)
         raise

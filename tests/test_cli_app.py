@@ -1,0 +1,115 @@
+"""The entry point: --version, -h everywhere, quiet frameworks unless --verbose, SIGTERM -> a clean exit 143."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tomllib
+
+import edgecls
+from edgecls.cli import app as app_module
+from edgecls.errors import Terminated
+from tests.conftest import REPO, run_cli
+
+NOISE = re.compile(r"XNNPACK|absl::InitializeLog|oneDNN|cpu_feature_guard|rebuild TensorFlow|^[IWE]\d{4} \d\d:\d\d", re.MULTILINE)
+
+
+def _edgecls(*args: str | Path, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The real CLI with the user's environment: no TF_CPP_MIN_LOG_LEVEL from the test harness."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "GLOG_minloglevel")}
+    return subprocess.run([sys.executable, "-c", "from edgecls.cli.app import main; main()", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout, env={**env, "COLUMNS": "200"})
+
+
+def test_version_matches_the_package() -> None:
+    result = run_cli("--version")
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert result.returncode == 0, result.output
+    assert result.stdout.strip() == f"edgecls {edgecls.__version__}" == f"edgecls {version}"
+
+
+def test_h_is_help_on_every_command() -> None:
+    """-h prints the same help as --help for the app, every command and every `data` subcommand."""
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    app_module._register()
+    group = get_command(app_module.app)
+    paths: list[list[str]] = [[]]
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        paths.append([name])
+        paths.extend([name, sub] for sub in getattr(command, "commands", {}))
+    assert len(paths) >= 14, paths
+    runner = CliRunner()
+    for path in paths:
+        short, long = runner.invoke(app_module.app, [*path, "-h"]), runner.invoke(app_module.app, [*path, "--help"])
+        assert short.exit_code == 0, (path, short.output)
+        assert short.output == long.output and "Usage:" in short.output, path
+
+
+def test_global_flags_are_taken_out_wherever_they_stand() -> None:
+    result = run_cli("models", "--json", "--verbose", "--debug")
+    assert result.returncode == 0, result.output
+    assert result.stdout.lstrip().startswith("[")
+
+
+def test_frameworks_are_quiet_unless_verbose(fmnist_tree: Path, tmp_path: Path) -> None:
+    """train, export and predict print no TensorFlow/absl/LiteRT start-up lines; --verbose brings them back."""
+    run = tmp_path / "run"
+    train = _edgecls("train", "--data", fmnist_tree, "--model", "plain_cnn", "--img-size", "32", "--epochs", "1",
+                     "--fine-tune-epochs", "0", "--batch", "16", "--out", run, cwd=tmp_path)
+    assert train.returncode == 0, train.stderr
+    export = _edgecls("export", run, "--target", "tflite", cwd=tmp_path)
+    assert export.returncode == 0, export.stderr
+    model = next(run.glob("export/tflite-*/model.tflite"))
+    image = sorted((fmnist_tree / "test").rglob("*.png"))[0]
+    predict = _edgecls("predict", model, image, cwd=tmp_path)
+    assert predict.returncode == 0, predict.stderr
+    for name, result in (("train", train), ("export", export), ("predict", predict)):
+        assert not NOISE.search(result.stderr), f"{name}: {result.stderr}"
+    verbose = _edgecls("predict", model, image, "--verbose", cwd=tmp_path)
+    assert verbose.returncode == 0, verbose.stderr
+    assert "Created TensorFlow Lite XNNPACK delegate" in verbose.stderr  # the line exists: quiet mode really removes it
+    assert verbose.stdout == predict.stdout
+
+
+def test_sigterm_handler_raises_once_then_lets_the_clean_up_finish() -> None:
+    app_module._terminated.clear()
+    try:
+        with pytest.raises(Terminated):
+            app_module._on_sigterm(signal.SIGTERM, None)
+        app_module._on_sigterm(signal.SIGTERM, None)  # a second SIGTERM: no exception in the middle of clean-ups
+    finally:
+        app_module._terminated.clear()
+    assert issubclass(Terminated, KeyboardInterrupt)  # every `except KeyboardInterrupt` / `finally` clean-up applies
+
+
+def test_sigterm_while_writing_exits_143_and_leaves_no_temp(tmp_path: Path) -> None:
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    out = parent / "fmnist"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from edgecls.cli.app import main; main()", "data", "fashion-mnist", str(out), "--per-class", "6000",
+         "--no-download"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "200"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and not any(t.rglob("*.png") for t in parent.glob(".edgecls-tmp-*")):
+            time.sleep(0.02)  # wait until images are being written into the temp folder
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stdout + stderr
+    assert "Traceback" not in stderr, stderr
+    assert [line for line in stderr.splitlines() if line.startswith("error:")] == ["error: terminated"], stderr
+    assert list(parent.iterdir()) == [], list(parent.iterdir())  # no temp folder, no partial output
