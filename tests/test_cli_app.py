@@ -80,13 +80,16 @@ def test_frameworks_are_quiet_unless_verbose(fmnist_tree: Path, tmp_path: Path) 
 
 
 def test_sigterm_handler_raises_once_then_lets_the_clean_up_finish() -> None:
+    previous = signal.signal(signal.SIGTERM, app_module._on_sigterm)
     app_module._terminated.clear()
     try:
         with pytest.raises(Terminated):
             app_module._on_sigterm(signal.SIGTERM, None)
         app_module._on_sigterm(signal.SIGTERM, None)  # a second SIGTERM: no exception in the middle of clean-ups
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # a third one would end the process at once
     finally:
         app_module._terminated.clear()
+        signal.signal(signal.SIGTERM, previous)
     assert issubclass(Terminated, KeyboardInterrupt)  # every `except KeyboardInterrupt` / `finally` clean-up applies
 
 

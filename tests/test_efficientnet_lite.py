@@ -184,7 +184,10 @@ def test_mismatched_checkpoint_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_module_import_does_not_import_tensorflow() -> None:
-    code = "import sys, edgecls.zoo.efficientnet_lite, edgecls.zoo.imagenet; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    code = (
+        "import sys, edgecls.zoo.efficientnet_lite, edgecls.zoo.imagenet, edgecls.zoo.keras_weights; "
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 

@@ -24,7 +24,8 @@ RUNTIME_MODULES = [
     "edgecls.data.folder", "edgecls.data.check", "edgecls.data.fashion_mnist", "edgecls.cli.app",
     "edgecls.runtime", "edgecls.runtime.litert", "edgecls.runtime.onnx", "edgecls.runtime.openvino",
     "edgecls.camera.sources", "edgecls.camera.grabber", "edgecls.camera.stats", "edgecls.camera.overlay",
-    "edgecls.camera.loop", "edgecls.camera.pipeline", "edgecls.camera.outputs", "edgecls.camera.server", "edgecls.predictor", "edgecls.quantize.calibration",
+    "edgecls.camera.loop", "edgecls.camera.pipeline", "edgecls.camera.outputs", "edgecls.camera.server", "edgecls.predictor",
+    "edgecls.quantize.calibration", "edgecls.zoo.keras_weights", "edgecls.cli.quiet", "edgecls.cli.models",
     "edgecls.export.formats", "edgecls.cli.camera", "edgecls.cli.predict", "edgecls.bench.measure",
     "edgecls.bench.runner", "edgecls.cli.bench", "edgecls.devices", "edgecls.deploy", "edgecls.cli.deploy",
 ]
@@ -70,6 +71,24 @@ def test_cli_models_and_help_without_tensorflow() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "efficientnet_lite0" in proc.stdout
+
+
+def test_version_and_short_help_without_tensorflow() -> None:
+    proc = _run(
+        """
+        import sys
+        from edgecls.cli.app import main
+        for args in (["--version"], ["camera", "-h"], ["predict", "-h"]):
+            try:
+                main(args)
+            except SystemExit as exc:
+                assert not exc.code, (args, exc.code)
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+        assert not heavy, heavy
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("edgecls ") and " camera [OPTIONS]" in proc.stdout and " predict [OPTIONS]" in proc.stdout
 
 
 def test_training_without_tensorflow_names_the_extra(tmp_path) -> None:

@@ -59,7 +59,9 @@ def _register() -> None:
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
     if _terminated.is_set():
-        return  # a second SIGTERM never interrupts the clean-up that the first one started
+        # A second SIGTERM never interrupts the clean-up that the first one started; a third one kills at once.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        return
     _terminated.set()
     raise Terminated()
 
