@@ -89,12 +89,12 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     debug, verbose = "--debug" in args, "--verbose" in args
     args = [a for a in args if a not in GLOBAL_FLAGS]
-    previous_handler = _install_sigterm()
     for stream in (sys.stdout, sys.stderr):
         # File names need not be valid UTF-8 (nor labels encodable on every console): never crash printing them.
         if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     restore_stderr = quiet.configure(verbose)
+    previous_handler = _install_sigterm()  # until here a SIGTERM simply ends the process: nothing to clean up yet
     try:
         _run(args, debug)
     finally:
