@@ -44,16 +44,6 @@ def _valid_host(host: str) -> bool:
     return len(host) <= 253 and all(HOSTNAME_LABEL.fullmatch(label) for label in labels)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether the live view bound to `host` is reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def write_token(folder: Path) -> tuple[Path, str]:
     """A new random token in folder/live-token, created with mode 0600 whatever the umask; (path, token)."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
