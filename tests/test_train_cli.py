@@ -24,9 +24,10 @@ def _some_images(tree: Path, n: int) -> list[Path]:
 
 
 def test_run_folder_contents(plain_run: Path) -> None:
-    for name in ("model.keras", "meta.json", "history.csv", "metrics.json", "curves.png", "splits.json", "confusion_matrix.png", "confusion_matrix.csv", "state.json"):
+    for name in ("model.keras", "meta.json", "history.csv", "metrics.json", "curves.png", "splits.json", "confusion_matrix.png",
+                 "confusion_matrix.csv", "state.json", ".edgecls-output"):
         assert (plain_run / name).is_file(), name
-    assert not (plain_run / "last.keras").exists()
+    assert not (plain_run / "checkpoint.npz").exists()
     meta = json.loads((plain_run / "meta.json").read_text())
     assert meta["architecture"] == "plain_cnn" and meta["input_size"] == [32, 32] and len(meta["labels"]) == 10
     assert meta["dataset"]["fingerprint"] and meta["training"]["epochs"] == 3 and meta["versions"]["tensorflow-cpu"]
@@ -45,6 +46,50 @@ def test_eval_on_own_test_split_and_on_folder(plain_run: Path, fmnist_tree: Path
     assert (plain_run / "eval_confusion_matrix.png").is_file()
     table = run_cli("eval", plain_run, "--data", fmnist_tree)
     assert table.returncode == 0 and "macro avg" in table.stdout and "accuracy" in table.stdout
+
+
+def test_eval_of_another_split_keeps_the_test_report(plain_run: Path, fmnist_tree: Path, tmp_path: Path) -> None:
+    run = shutil.copytree(plain_run, tmp_path / "run")
+    assert run_cli("eval", run).returncode == 0
+    test_report = (run / "eval_metrics.json").read_bytes()
+    assert json.loads(test_report)["source"] == f"test split of {run}"
+    others = ((["--split", "val"], "eval_val_", f"val split of {run}"), (["--data", fmnist_tree], "eval_data_", str(fmnist_tree / "test")))
+    for args, prefix, source in others:
+        result = run_cli("eval", run, *args)
+        assert result.returncode == 0, result.output
+        assert json.loads((run / f"{prefix}metrics.json").read_text())["source"] == source
+        assert (run / f"{prefix}confusion_matrix.png").is_file() and (run / f"{prefix}confusion_matrix.csv").is_file()
+        assert f"{run}/{prefix}confusion_matrix.png" in result.stdout
+    assert (run / "eval_metrics.json").read_bytes() == test_report
+
+
+BLOCK_TENSORFLOW = """
+import importlib.abc, sys
+class NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras"):
+            raise ImportError(f"{name} is blocked in this test", name=name)
+sys.meta_path.insert(0, NoTensorFlow())
+from edgecls.cli.app import main
+main()
+"""
+
+
+def test_eval_of_an_exported_artifact_without_tensorflow(plain_run: Path, fmnist_tree: Path, tmp_path: Path) -> None:
+    """`edgecls eval model.tflite --data DIR` (the `yolo val` equivalent) runs through edgecls.runtime, TensorFlow blocked."""
+    exported = run_cli("export", plain_run, "--target", "tflite", "--out", tmp_path / "export", cwd=tmp_path)
+    assert exported.returncode == 0, exported.output
+    artifact = tmp_path / "export" / "tflite-fp32" / "model.tflite"
+    reference = json.loads(run_cli("eval", plain_run, "--data", fmnist_tree, "--json").stdout)
+    for model in (artifact, artifact.parent):
+        proc = subprocess.run([sys.executable, "-c", BLOCK_TENSORFLOW, "eval", str(model), "--data", str(fmnist_tree), "--json"],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["num_images"] == reference["num_images"] == 80 and "litert" in report["model"]
+        assert abs(report["accuracy"] - reference["accuracy"]) <= 1 / 80  # fp32 TFLite vs Keras: at most one flip
+    assert json.loads((artifact.parent / "eval_data_metrics.json").read_text())["num_images"] == 80
+    assert_clean_error(run_cli("eval", artifact), "exported artifact", "has no splits", "Pass --data DIR")
 
 
 def test_predict_run_folder_json(plain_run: Path, fmnist_tree: Path) -> None:
@@ -80,7 +125,8 @@ def test_efficientnet_lite0_fine_tunes_offline(fmnist_tree: Path, tmp_path: Path
 
 
 def test_same_seed_same_split_and_history(fmnist_tree: Path, tmp_path: Path) -> None:
-    args = ["train", "--data", fmnist_tree, "--model", "plain_cnn", "--img-size", "16", "--epochs", "2", "--fine-tune-epochs", "0", "--seed", "7"]
+    args = ["train", "--data", fmnist_tree, "--model", "plain_cnn", "--img-size", "16", "--epochs", "2", "--fine-tune-epochs", "0",
+            "--seed", "7"]
     for name in ("a", "b"):
         assert run_cli(*args, "--out", tmp_path / name).returncode == 0
     assert (tmp_path / "a/splits.json").read_text() == (tmp_path / "b/splits.json").read_text()
@@ -111,7 +157,7 @@ def test_interrupt_then_resume(fmnist_tree: Path, tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert "Traceback" not in err and (run / "last.keras").is_file() and not (run / "model.keras").exists()
+    assert "Traceback" not in err and (run / "checkpoint.npz").is_file() and not (run / "model.keras").exists()
     state = json.loads((run / "state.json").read_text())
     state["config"]["epochs"] = state["epochs_done"] + 1  # shorten the rest of the run for the test
     (run / "state.json").write_text(json.dumps(state))
@@ -119,14 +165,15 @@ def test_interrupt_then_resume(fmnist_tree: Path, tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.output
     rows = list(csv.DictReader((run / "history.csv").open()))
     assert [int(r["epoch"]) for r in rows if r["phase"] == "head"] == list(range(1, state["epochs_done"] + 2))
-    assert (run / "model.keras").is_file() and not (run / "last.keras").exists()
+    assert (run / "model.keras").is_file() and not (run / "checkpoint.npz").exists()
 
 
 def test_corrupt_image_is_skipped_with_a_warning(fmnist_tree: Path, tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     shutil.copytree(fmnist_tree / "train", tree)
     (tree / "Bag" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    result = run_cli("train", "--data", tree, "--model", "plain_cnn", "--img-size", "16", "--epochs", "1", "--fine-tune-epochs", "0", "--out", tmp_path / "run")
+    result = run_cli("train", "--data", tree, "--model", "plain_cnn", "--img-size", "16", "--epochs", "1", "--fine-tune-epochs", "0",
+                     "--out", tmp_path / "run")
     assert result.returncode == 0, result.output
     assert "skipped 1 unreadable" in result.output
 

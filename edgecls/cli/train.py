@@ -6,7 +6,7 @@ augment.py): declared once.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -16,6 +16,7 @@ from edgecls.training.config import TrainConfig, knobs
 
 _TRAIN = knobs(TrainConfig)
 _AUGMENT = knobs(AugmentConfig)
+_RESUME_HELP = "Continue an interrupted run folder from its last completed epoch, with its own settings (other options are ignored)."
 
 
 def _option(name: str, flag: str) -> Any:
@@ -27,18 +28,18 @@ def _option(name: str, flag: str) -> Any:
 
 
 def train_command(
-    data: Optional[Path] = typer.Option(None, "--data", help=_TRAIN["data"][1]),
+    data: Path | None = typer.Option(None, "--data", help=_TRAIN["data"][1]),
     model: str = _option("model", "--model"),
-    img_size: Optional[int] = _option("img_size", "--img-size"),
+    img_size: int | None = _option("img_size", "--img-size"),
     weights: str = _option("weights", "--weights"),
-    alpha: Optional[float] = _option("alpha", "--alpha"),
+    alpha: float | None = _option("alpha", "--alpha"),
     epochs: int = _option("epochs", "--epochs"),
     fine_tune_epochs: int = _option("fine_tune_epochs", "--fine-tune-epochs"),
     unfreeze: int = _option("unfreeze", "--unfreeze"),
     batch: int = _option("batch", "--batch"),
     optimizer: str = _option("optimizer", "--optimizer"),
     lr: float = _option("lr", "--lr"),
-    fine_tune_lr: Optional[float] = _option("fine_tune_lr", "--fine-tune-lr"),
+    fine_tune_lr: float | None = _option("fine_tune_lr", "--fine-tune-lr"),
     schedule: str = _option("schedule", "--schedule"),
     dropout: float = _option("dropout", "--dropout"),
     label_smoothing: float = _option("label_smoothing", "--label-smoothing"),
@@ -56,9 +57,8 @@ def train_command(
     feature_cache: bool = _option("feature_cache", "--feature-cache/--no-feature-cache"),
     strategy: str = _option("strategy", "--strategy"),
     mixed_precision: str = _option("mixed_precision", "--mixed-precision"),
-    out: Optional[Path] = _option("out", "--out"),
-    resume: Optional[Path] = typer.Option(
-        None, "--resume", help="Continue an interrupted run folder from its last completed epoch, with its own settings (other options are ignored)."),
+    out: Path | None = _option("out", "--out"),
+    resume: Path | None = typer.Option(None, "--resume", help=_RESUME_HELP),
 ) -> None:
     """Fine-tune a backbone: head on the frozen backbone, then unfreeze and fine-tune."""
     import edgecls

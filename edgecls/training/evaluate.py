@@ -1,15 +1,16 @@
-"""Evaluation of a run's Keras model: metrics JSON, confusion matrix PNG and CSV."""
+"""Evaluation of a run's Keras model or an exported artifact: metrics JSON, confusion matrix PNG and CSV."""
 from __future__ import annotations
 
 import csv
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgecls.errors import DataError
-from edgecls.fsutil import atomic_path, write_json
+from edgecls.errors import ConfigError, DataError, ModelError
+from edgecls.fsutil import atomic_path, check_outputs, write_json
 from edgecls.metrics import classification_report
 
 
@@ -50,34 +51,108 @@ def write_eval_outputs(report: dict[str, Any], out_dir: Path, title: str, prefix
     return written
 
 
-def evaluate(run: str | Path, data: str | Path | None = None, batch: int = 64, split: str = "test") -> dict[str, Any]:
-    """Evaluate a run folder on its own split (default: test) or on a labelled ImageFolder tree `data`.
+def evaluate(model: str | Path, data: str | Path | None = None, batch: int = 64, split: str = "test",
+             device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
+    """Evaluate a run folder on one of its own splits (default: test) or on a labelled ImageFolder tree `data`,
+    or an exported artifact (.tflite/.onnx/.xml, or its export folder) on `data`, through edgecls.runtime (no TensorFlow).
 
-    Writes eval_metrics.json and eval_confusion_matrix.{png,csv} into the run folder; returns the report.
+    Writes <prefix>metrics.json and <prefix>confusion_matrix.{png,csv} beside the model and returns the report.
+    The prefix names what was evaluated, so no report overwrites another: eval_ (the test split), eval_val_,
+    eval_train_, eval_data_ (a --data tree). device/threads apply to artifacts.
     """
-    from edgecls.training.pipeline import load_images
-    from edgecls.training.run_folder import load_run, read_split, require_run_folder
+    from edgecls.training.run_folder import MODEL_FILE, read_split, require_run_folder
 
-    run = require_run_folder(run)
-    # Bad --data or a broken splits.json fail here, before the model (and TensorFlow) load.
+    if split not in SPLITS:
+        raise ConfigError(f"--split '{split}' is not {', '.join(SPLITS[:-1])} or {SPLITS[-1]}", f"Pick one of {', '.join(SPLITS)}")
+    if batch < 1:
+        raise ConfigError(f"--batch {batch} must be positive", "Use e.g. --batch 64")
+    path = Path(model)
+    artifact = _artifact(path) if not (path / MODEL_FILE).exists() else None
+    # Bad --data, a missing model or a broken splits.json fail here, before the model (and TensorFlow) load.
     if data is not None and not Path(data).is_dir():
         raise DataError(f"--data '{data}' is not a folder", "Pass an ImageFolder tree (a folder per class)")
-    if data is None:
-        files = read_split(run, split)
-        if not files.paths and split == "test":
-            files, split = read_split(run, "val"), "val"
+    if artifact is not None:
+        if data is None:
+            raise ConfigError(f"'{artifact}' is an exported artifact, which has no splits of its own",
+                              "Pass --data DIR with a folder per class")
+        if split != "test":
+            raise ConfigError(f"--split {split} applies to run folders; an artifact is evaluated on --data", "Drop --split")
+        out_dir = artifact.parent
+    else:
+        run = require_run_folder(path)
+        if device != "cpu" or threads is not None:
+            raise ConfigError(f"--backend-device and --threads apply to exported artifacts, not to run folder '{run}'", "Drop them")
+        out_dir = run
+        if data is None:
+            files = read_split(run, split)
+            if not files.paths and split == "test":
+                files, split = read_split(run, "val"), "val"
+    if data is not None:
+        check_outputs({"the report folder": out_dir}, {"--data": data})
+    if artifact is not None:
+        report = _evaluate_artifact(artifact, Path(str(data)), batch, device, threads)
+    else:
+        report = _evaluate_run(run, None if data is None else Path(data), files if data is None else None, split, batch)
+    prefix = "eval_data_" if data is not None else ("eval_" if split == "test" else f"eval_{split}_")
+    outputs = write_eval_outputs(report, out_dir, title=report["source"], prefix=prefix)
+    report["outputs"] = {key: str(value) for key, value in outputs.items()}
+    return report
+
+
+SPLITS = ("test", "val", "train")
+
+
+def _artifact(path: Path) -> Path | None:
+    """The artifact file `path` names (itself, or the one inside an export folder); None for anything else."""
+    from edgecls.runtime import RUNTIMES
+
+    if path.suffix.lower() in RUNTIMES and not path.is_dir():
+        return path  # a missing file is reported by the runtime
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in RUNTIMES and not p.name.startswith("."))
+        if len(found) > 1:
+            raise ModelError(f"'{path}' holds {len(found)} artifacts ({', '.join(p.name for p in found)})", "Pass one of the files")
+        return found[0] if found else None
+    return None
+
+
+def _evaluate_run(run: Path, data: Path | None, files: Any, split: str, batch: int) -> dict[str, Any]:
+    from edgecls.training.pipeline import load_images
+    from edgecls.training.run_folder import load_run
+
     model, meta = load_run(run)
     if data is None:
         paths, labels, source = files.paths, files.labels, f"{split} split of {run}"
     else:
-        paths, labels, source = _labelled_folder(Path(data), meta.labels)
+        paths, labels, source = _labelled_folder(data, meta.labels)
     if not paths:
         raise DataError(f"no labelled images to evaluate in {source}", "Pass --data DIR with a folder per class")
     images = load_images(paths, meta.input_size, meta.crop_fraction, meta.interpolation)
     report = evaluate_arrays(model, images, np.asarray(labels), meta.labels, batch)
     report["source"] = source
-    outputs = write_eval_outputs(report, run, title=source, prefix="eval_")
-    report["outputs"] = {key: str(value) for key, value in outputs.items()}
+    return report
+
+
+def _evaluate_artifact(artifact: Path, data: Path, batch: int, device: str, threads: int | None) -> dict[str, Any]:
+    """An exported artifact through edgecls.runtime: the preprocessing every runtime uses, no TensorFlow."""
+    from edgecls.preprocess import prepare
+    from edgecls.runtime import Classifier
+
+    with Classifier(artifact, device=device, threads=threads) as classifier:
+        meta = classifier.meta
+        paths, labels, source = _labelled_folder(data, meta.labels)
+        if not paths:
+            raise DataError(f"no labelled images to evaluate in {source}", "Pass --data DIR with a folder per class")
+        start = time.perf_counter()
+        scores = []
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for first in range(0, len(paths), batch):
+                chunk = np.stack(list(pool.map(lambda p: prepare(p, meta), paths[first : first + batch])))
+                scores.append(np.asarray(classifier.predict_arrays(chunk), np.float32))
+        seconds = time.perf_counter() - start
+        report = classification_report(np.asarray(labels), np.concatenate(scores), meta.labels)
+        report.update(source=source, model=classifier.source, eval_seconds=round(seconds, 3),
+                      eval_images_per_second=round(len(paths) / seconds, 1) if seconds else None)
     return report
 
 

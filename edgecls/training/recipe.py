@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import ConfigError, ModelError, require
+from edgecls.errors import ConfigError, MissingDependencyError, ModelError, require
 from edgecls.fsutil import write_json
 from edgecls.meta import ModelMeta
 from edgecls.training.checkpoint import Checkpoint, Progress, assign_values, load_checkpoint, progress_json, save_checkpoint
@@ -40,6 +40,7 @@ def train(data: str | Path | None = None, resume: str | Path | None = None, **op
     `resume=RUN` continues an interrupted run from its last completed epoch with its saved settings.
     The run folder is locked while training; `--out` may not be, lie inside, or contain `--data`.
     """
+    _require_tensorflow()  # before a run folder is created or locked
     if resume is not None:
         run = Path(resume)
         with resumed_run_folder(run) as state:
@@ -55,6 +56,18 @@ def train(data: str | Path | None = None, resume: str | Path | None = None, **op
     run = Path(config.out) if config.out else default_run_dir(config.model)
     with new_run_folder(run, config.data) as run_dir:
         return _Trainer(config, run_dir, None).run()
+
+
+def _require_tensorflow() -> None:
+    """MissingDependencyError naming the extra when TensorFlow is not installed, without importing it yet."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("tensorflow") is not None
+    except ImportError:
+        found = False
+    if not found:
+        raise MissingDependencyError("tensorflow", "train")
 
 
 def _strategy(name: str, tf: Any) -> Any:
@@ -218,7 +231,7 @@ class _Trainer:
             RichProgress(phase, end - first, steps),
         ]
         return model.fit(train_ds, steps_per_epoch=steps, initial_epoch=first, epochs=end, validation_data=val_ds,
-                         class_weight=self.class_weight, callbacks=callbacks, verbose=0)
+                         class_weight=self.class_weight, callbacks=callbacks, verbose=0, shuffle=False)
 
     def _loss(self) -> Any:
         import keras
