@@ -285,7 +285,9 @@ def test_preprocessing_error_stops_the_run_after_the_frames_before_it(
     assert not [t for t in threading.enumerate() if t.name == "edgecls-preprocess"]
 
 
-def test_folder_source_with_changing_sizes_and_a_broken_file(artifacts: dict[str, Path], pictures: list[np.ndarray], tmp_path: Path) -> None:
+def test_folder_source_with_changing_sizes_and_a_broken_file(
+    artifacts: dict[str, Path], pictures: list[np.ndarray], tmp_path: Path
+) -> None:
     folder = tmp_path / "frames"
     folder.mkdir()
     sizes = [(96, 96), (64, 48), (200, 120), (28, 28), (150, 300)]
@@ -474,7 +476,9 @@ def test_sources_that_never_open_are_one_line_errors(artifacts: dict[str, Path],
 
 
 @pytest.mark.parametrize(("signum", "code", "reason"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
-def test_interrupt_still_writes_the_report(signum: int, code: int, reason: str, artifacts: dict[str, Path], long_clip: Path, tmp_path: Path) -> None:
+def test_interrupt_still_writes_the_report(
+    signum: int, code: int, reason: str, artifacts: dict[str, Path], long_clip: Path, tmp_path: Path
+) -> None:
     """Ctrl-C (130) and SIGTERM (143) stop the loop cleanly: table printed, report written."""
     report = tmp_path / "r.json"
     args = ["camera", "--device", str(long_clip), "--model", str(artifacts["onnx"]), "--report", str(report)]

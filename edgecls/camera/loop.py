@@ -236,10 +236,10 @@ def run_camera(
         raise ConfigError(f"frames {frames} must be at least 1", "Use e.g. --frames 100, or leave it out to run until stopped")
     if seconds is not None and seconds <= 0:
         raise ConfigError(f"seconds {seconds} must be positive", "Use e.g. --seconds 30, or leave it out to run until stopped")
-    show, record, report = check_outputs(headless, record, report)
     artifact = resolve_model(model)
     token_path = Path(token_file).expanduser() if token_file is not None else None
     check_not_inputs({"--record": record, "--report": report}, _inputs(artifact, source, token_path))
+    show, record, report = check_outputs(headless, record, report)
     if record is not None and report is not None and record.resolve() == report.resolve():
         raise ConfigError(f"--record and --report are the same file '{record}'", "Give the recording and the report different names")
     token = None
@@ -296,6 +296,7 @@ class _Run:
         self.error: str | None = None
         self.inference_failed = 0  # frames whose inference raised
         self.inference_error: str | None = None  # the first such error, one line
+        self._inference_hint: str | None = None  # its fix, when it is an EdgeclsError
         self._failed_in_a_row = 0
         self.started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.temp_start = system_facts()["cpu_temp_c"]
@@ -315,7 +316,7 @@ class _Run:
                     self.stop_reason = "interrupted"
         except BaseException as exc:
             self.stop_reason = "error"
-            self.error = _one_line(exc)
+            self.error = _one_line(exc, with_hint=True)
             raise
         finally:
             with _signals_deferred(late_signals):
@@ -338,10 +339,11 @@ class _Run:
         if self.reader.error is not None and self.stop_reason in ("source lost", "source stalled"):
             failure = failure or self.reader.error
         elif self.stats.frames == 0 and self.stop_reason not in (*SIGNAL_STOPS, "error"):
-            failure = failure or CameraRunError(self._why_no_frame(), "Check the source and the model; the report has the counts")
+            hint = self._inference_hint if self.inference_failed else "Check the source; the report has the counts"
+            failure = failure or CameraRunError(self._why_no_frame(), hint)
             self.error = self.error or failure.message
         elif self.stop_reason == "error" and self.error is None and self.inference_failed:
-            failure = CameraRunError(self._failures_text(in_a_row=True), "Check the model and --backend-device; the report has the counts")
+            failure = CameraRunError(self._failures_text(in_a_row=True), self._inference_hint)
             self.error = failure.message
         if self.inference_failed and self.stats.frames and failure is None:
             log.warning("%s", self._failures_text(in_a_row=False))
@@ -377,7 +379,8 @@ class _Run:
         self._failed_in_a_row += 1
         if self.inference_error is None:
             self.inference_error = _one_line(exc)
-            log.warning("inference failed on a frame: %s", self.inference_error)
+            self._inference_hint = (exc.hint if isinstance(exc, EdgeclsError) else None) or "Check the model and --backend-device"
+            log.warning("inference failed on a frame (counted; %d in a row stop the run): %s", MAX_FAILURES_IN_A_ROW, self.inference_error)
         return self._failed_in_a_row >= MAX_FAILURES_IN_A_ROW
 
     def _next(self, deadline: float | None) -> Prepared | str:
@@ -486,9 +489,12 @@ class _Run:
         )
 
 
-def _one_line(exc: BaseException) -> str:
-    """An exception as one short line: an EdgeclsError's text, else 'Type: first line of the message'."""
-    text = str(exc) if isinstance(exc, EdgeclsError) else f"{type(exc).__name__}: {exc}"
+def _one_line(exc: BaseException, with_hint: bool = False) -> str:
+    """An exception as one short line: an EdgeclsError's message (and hint), else 'Type: first line of the message'."""
+    if isinstance(exc, EdgeclsError):
+        text = str(exc) if with_hint else exc.message
+    else:
+        text = f"{type(exc).__name__}: {exc}"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     line = " ".join(lines) if isinstance(exc, EdgeclsError) else (lines[0] if lines else type(exc).__name__)
     return line if len(line) <= 300 else line[:297] + "..."
