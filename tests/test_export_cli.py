@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import assert_clean_error, run_cli
+from edgecls.fsutil import OUTPUT_MARKER, TEMP_PREFIX
+from tests.conftest import REPO, assert_clean_error, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +29,15 @@ def _no_leftovers(folder: Path) -> None:
         assert not leftovers, leftovers
 
 
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
 def test_int8_every_target(plain_run: Path, tmp_path: Path) -> None:
+    stale = plain_run / "export" / f"{TEMP_PREFIX}{_dead_pid()}-0badc0de.tmp"  # what a SIGKILLed export leaves
+    stale.mkdir(parents=True)
+    (stale / "model.tflite").write_bytes(b"half written")
     result = run_cli("export", plain_run, "--int8", "--target", "all", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.output
     reports = _exported(result.stdout)
@@ -31,6 +45,8 @@ def test_int8_every_target(plain_run: Path, tmp_path: Path) -> None:
     for name, report in reports.items():
         folder = plain_run / "export" / name
         assert (folder / "meta.json").is_file() and (folder / "export_report.json").is_file(), name
+        assert (folder / OUTPUT_MARKER).is_file(), name
+        assert json.loads((folder / "export_report.json").read_text())["validation"] == report["validation"]
         validation = report["validation"]
         assert validation["integer_check"]["integer"], (name, validation["integer_check"])
         assert validation["images"] == 80 and 0.0 <= validation["top1_agreement"] <= 1.0
@@ -39,7 +55,11 @@ def test_int8_every_target(plain_run: Path, tmp_path: Path) -> None:
     meta = json.loads((plain_run / "export" / "tflite-int8" / "meta.json").read_text())
     assert meta["format"] == "tflite" and meta["precision"] == "int8"
     assert meta["input_quantization"]["dtype"] == "uint8"
-    manifest = json.loads((tmp_path / "calibration" / plain_run.name / "manifest.json").read_text())
+    assert not stale.exists()
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current folder
+    manifest_file = plain_run / "export" / "calibration" / "manifest.json"
+    assert reports["tflite-int8"]["calibration"]["manifest"] == str(manifest_file)
+    manifest = json.loads(manifest_file.read_text())
     train_files = {row[0] for row in json.loads((plain_run / "splits.json").read_text())["train"]}
     held_out = {row[0] for split in ("val", "test") for row in json.loads((plain_run / "splits.json").read_text())[split]}
     calibrated = {str(Path(e["file"]).relative_to(json.loads((plain_run / "splits.json").read_text())["root"])) for e in manifest["files"]}
@@ -88,15 +108,17 @@ def test_calibration_from_own_folder_drops_held_out_images(plain_run: Path, tmp_
 
 
 def test_failed_validation_leaves_no_artifact(plain_run: Path, tmp_path: Path) -> None:
-    from edgecls.export.api import _export_one, _load_source
+    from edgecls.export import api, sources
     from edgecls.export.formats import FORMATS
     from edgecls.export.validate import Holdout
 
-    source = _load_source(plain_run)
+    source = sources.load_source(plain_run)
     images = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
     wrong = np.roll(np.eye(10, dtype=np.float32)[np.arange(6) % 10], 1, axis=1)  # not what the model says
-    result = _export_one(source, FORMATS["tflite"], "fp32", tmp_path, None, Holdout(images, None, wrong, "test"), None, "uint8", 17, None)
-    assert not result.passed and "failed validation" in result.error
+    job = api._Job(source, tmp_path, None, Holdout(images, None, wrong, "test"), None, {}, None, {})
+    result = api._export_one(job, FORMATS["tflite"], "fp32")
+    assert not result.passed and result.error is not None and "failed validation" in result.error
+    assert result.validation is not None and result.validation.failures and not result.validation.passed
     assert not (tmp_path / "tflite-fp32").exists()
     assert json.loads((tmp_path / "tflite-fp32.failed.json").read_text())["validation"]["passed"] is False
     _no_leftovers(tmp_path)
@@ -105,6 +127,8 @@ def test_failed_validation_leaves_no_artifact(plain_run: Path, tmp_path: Path) -
 def test_zoo_model_exports_with_builtin_calibration(tmp_path: Path) -> None:
     result = run_cli("export", "efficientnet_lite0", "--int8", "--target", "tflite", "--out", tmp_path / "zoo", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["zoo"]  # the manifest went to zoo/calibration/, not ./calibration
+    assert (tmp_path / "zoo" / "calibration" / "manifest.json").is_file()
     report = _exported(result.stdout)["tflite-int8"]
     assert report["validation"]["top1_agreement"] >= 0.7
     assert report["size_ratio_vs_fp32_weights"] <= 0.35
@@ -152,10 +176,58 @@ def test_bad_export_inputs(args: list[str], fragments: list[str], plain_run: Pat
 
 def test_predict_on_an_export_folder_and_io_only_for_tflite(plain_run: Path, tmp_path: Path, fmnist_tree: Path) -> None:
     out = tmp_path / "exp"
-    assert run_cli("export", plain_run, "--int8", "--target", "tflite", "--out", out, cwd=tmp_path).returncode == 0
+    old = out / "tflite-int8"  # published by an edgecls that wrote no output marker: still replaced
+    old.mkdir(parents=True)
+    (old / "model.tflite").write_bytes(b"old")
+    (old / "meta.json").write_text("{}")
+    exported = run_cli("export", plain_run, "--int8", "--target", "tflite", "--out", out, cwd=tmp_path)
+    assert exported.returncode == 0, exported.output
+    assert (old / OUTPUT_MARKER).is_file() and (old / "model.tflite").stat().st_size > 1000
     image = sorted((fmnist_tree / "test" / "Bag").glob("*.png"))[0]
     result = run_cli("predict", out / "tflite-int8", image, "--json")
     assert result.returncode == 0, result.output
     assert len(json.loads(result.stdout)[0]["top"]) == 5
     assert_clean_error(run_cli("export", plain_run, "--int8", "--target", "onnx", "--io", "int8", "--out", out, cwd=tmp_path),
                        "--io int8 only applies to tflite")
+
+
+def test_outputs_that_would_hold_or_replace_inputs_are_refused(plain_run: Path, tmp_path: Path) -> None:
+    """Before any work: --calib inside RUN/export/tflite-int8 (replacing that folder would delete it), --out inside
+    --calib, and an existing folder that edgecls did not make."""
+    run = tmp_path / "run"
+    shutil.copytree(plain_run, run, ignore=shutil.ignore_patterns("export"))
+    calib = run / "export" / "tflite-int8" / "calib"
+    calib.mkdir(parents=True)
+    splits = json.loads((run / "splits.json").read_text())
+    for i, (rel, _) in enumerate(splits["train"][:12]):
+        shutil.copy(Path(splits["root"]) / rel, calib / f"{i}.png")
+    assert_clean_error(run_cli("export", run, "--int8", "--calib", calib, cwd=tmp_path),
+                       f"export folder tflite-int8 '{run / 'export' / 'tflite-int8'}' contains the input --calib '{calib}'")
+    assert_clean_error(run_cli("export", run, "--int8", "--calib", calib, "--out", calib / "exports", cwd=tmp_path),
+                       "lies inside the input --calib", "Choose an output path outside the command's inputs")
+    assert len(list(calib.iterdir())) == 12 and not (calib / "exports").exists()
+    mine = tmp_path / "exp" / "tflite-fp32"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    assert_clean_error(run_cli("export", run, "--out", tmp_path / "exp", cwd=tmp_path), "was not made by edgecls")
+    assert (mine / "notes.txt").read_text() == "mine"
+
+
+def test_temp_folder_of_a_killed_export_is_swept_by_the_next(plain_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    proc = subprocess.Popen([sys.executable, "-c", "from edgecls.cli.app import main; main()", "export", str(plain_run), "--out", str(out)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline and not (out.is_dir() and any(out.glob(f"{TEMP_PREFIX}*"))):
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    left = list(out.glob(f"{TEMP_PREFIX}*"))
+    assert left and not (out / "tflite-fp32").exists()  # SIGKILL runs no clean-up
+    result = run_cli("export", plain_run, "--out", out, cwd=tmp_path)
+    assert result.returncode == 0, result.output
+    assert not any(p.exists() for p in left) and (out / "tflite-fp32" / "model.tflite").is_file()

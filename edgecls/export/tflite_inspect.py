@@ -25,9 +25,9 @@ FLOAT_DTYPES = ("float16", "float32", "float64", "bfloat16")
 
 def open_interpreter(model: str | Path | bytes, inspect_only: bool = True) -> Any:
     """An interpreter for a .tflite path or its bytes from the runtime's loader; `inspect_only` skips default delegates."""
-    from edgecls.runtime.litert import _interpreter_api
+    from edgecls.runtime.litert import interpreter_api
 
-    _, interpreter_cls, _ = _interpreter_api()
+    _, interpreter_cls, _ = interpreter_api()
     kwargs: dict[str, Any] = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
     if inspect_only:
         resolver = importlib.import_module(interpreter_cls.__module__).OpResolverType
