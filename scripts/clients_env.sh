@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 CLIENTS_VENV=${CLIENTS_VENV:-.cache/venv-clients}  # under /.cache/, which git ignores
 # Pinned: the newest releases checked against edgecls' metadata (tests/clients/test_clients.py).
-PACKAGES=(mediapipe==1.2.2 openvino-model-api==0.4.7 "openvino==2026.4.1" pytest)
+PACKAGES=(mediapipe==1.2.2 "openvino-model-api[onnx]==0.4.7" "openvino==2026.4.1")
 
 want="${PACKAGES[*]}"
 stamp="$CLIENTS_VENV/.edgecls-clients"

@@ -45,7 +45,7 @@ def edgecls_version() -> str:
 
 
 def artifact_info(meta: ModelMeta, *, name: str | None = None, description: str | None = None, author: str = "edgecls",
-                  license: str | None = None, date: str | None = None, source_run: str | None = None) -> ArtifactInfo:
+                  licence: str | None = None, date: str | None = None, source_run: str | None = None) -> ArtifactInfo:
     """The ArtifactInfo of `meta`, each field overridable; defaults come from the meta itself."""
     version = edgecls_version()
     run = source_run if source_run is not None else str(meta.training.get("run", "") if isinstance(meta.training, dict) else "")
@@ -54,7 +54,7 @@ def artifact_info(meta: ModelMeta, *, name: str | None = None, description: str 
         version=version,
         description=description or describe(meta, version),
         author=author,
-        license=license or str(meta.training.get("license", DEFAULT_LICENSE) if isinstance(meta.training, dict) else DEFAULT_LICENSE),
+        license=licence or str(meta.training.get("license", DEFAULT_LICENSE) if isinstance(meta.training, dict) else DEFAULT_LICENSE),
         date=date or datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         source_run=run,
     )

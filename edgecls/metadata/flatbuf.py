@@ -63,7 +63,8 @@ class Table:
         if pos is None:
             return default
         self._check(pos, struct.calcsize(fmt))
-        return struct.unpack_from("<" + fmt, self.data, pos)[0]  # type: ignore[no-any-return]
+        value: int | float = struct.unpack_from("<" + fmt, self.data, pos)[0]
+        return value
 
     def _target(self, index: int) -> int | None:
         pos = self.field(index)

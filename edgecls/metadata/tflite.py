@@ -24,8 +24,17 @@ from typing import Any
 from edgecls.errors import ModelError
 from edgecls.meta import ModelMeta
 from edgecls.metadata.common import (
-    INPUT_NAME, LABELS_FILE, META_KEY, OUTPUT_NAME, ArtifactInfo, artifact_info, input_range, labels_text, meta_from_json,
-    meta_json, pixel_normalization,
+    INPUT_NAME,
+    LABELS_FILE,
+    META_KEY,
+    OUTPUT_NAME,
+    ArtifactInfo,
+    artifact_info,
+    input_range,
+    labels_text,
+    meta_from_json,
+    meta_json,
+    pixel_normalization,
 )
 from edgecls.metadata.flatbuf import TFLITE_IDENTIFIER, Table, add_metadata, metadata_entries
 
@@ -151,8 +160,8 @@ def build_metadata_buffer(meta: ModelMeta, info: ArtifactInfo) -> bytes:
     process_units = offsets([table([("u8", 0, PROCESS_NORMALIZATION), ("ref", 1, normalization)])])
     input_stats = stats(low, high)
     input_name = b.CreateString(INPUT_NAME)
-    input_text = b.CreateString(f"Input image: {meta.color_order} pixels 0..255 ({height}x{width}, NHWC), "
-                                + ("normalised inside the model." if meta.normalization_baked_in else "normalised as the process unit says."))
+    how = "normalised inside the model" if meta.normalization_baked_in else "normalised as the process unit says"
+    input_text = b.CreateString(f"Input image: {meta.color_order} pixels 0..255 ({height}x{width}, NHWC), {how}.")
     tensor_in = table([("ref", 0, input_name), ("ref", 1, input_text), ("ref", 3, input_content),
                        ("ref", 4, process_units), ("ref", 5, input_stats)])
     # output: FeatureProperties content, stats 0..1 for probabilities, labels.txt as TENSOR_AXIS_LABELS
@@ -163,7 +172,8 @@ def build_metadata_buffer(meta: ModelMeta, info: ArtifactInfo) -> bytes:
     output_files = offsets([labels_file])
     output_stats = stats([0.0], [1.0]) if meta.output == "probabilities" else None
     output_name = b.CreateString(OUTPUT_NAME)
-    output_text = b.CreateString(f"{'Probabilities' if meta.output == 'probabilities' else 'Logits'} of the {meta.num_classes} labels, in labels.txt order.")
+    kind = "Probabilities" if meta.output == "probabilities" else "Logits"
+    output_text = b.CreateString(f"{kind} of the {meta.num_classes} labels, in labels.txt order.")
     output_fields = [("ref", 0, output_name), ("ref", 1, output_text), ("ref", 3, output_content), ("ref", 6, output_files)]
     if output_stats is not None:
         output_fields.append(("ref", 5, output_stats))

@@ -1,6 +1,6 @@
 """Tiny real classifiers for the metadata proofs: trained on Fashion-MNIST for a few seconds, then converted.
 
-The Keras model takes RGB pixels 0..255 and normalises them with a Normalization layer INSIDE the model
+The Keras model takes RGB pixels 0..255 and normalises them with a Rescaling layer INSIDE the model
 (mean 127, std 128), as every edgecls model does; its ModelMeta says so (normalization_baked_in). The
 TFLite conversion follows edgecls' own path (a tf.function with a [1, h, w, 3] signature, converted from
 a concrete function with a tf.Module tracking the variables). Used by tests/test_metadata.py and
@@ -49,7 +49,8 @@ def train_tiny(train_images: int = 3000, epochs: int = 3) -> Any:
     keras.utils.set_random_seed(SEED)
     x, y = fashion_rgb("train", train_images)
     inputs = keras.Input((*SIZE, 3), name="pixels")
-    h = keras.layers.Normalization(mean=list(MEAN), variance=[s * s for s in STD])(inputs)
+    # (pixels - 127) / 128 as constants: a Normalization layer's mean/variance variables become graph inputs in tf2onnx
+    h = keras.layers.Rescaling(scale=1.0 / STD[0], offset=-MEAN[0] / STD[0])(inputs)
     h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(h)
     h = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(h)
     h = keras.layers.GlobalAveragePooling2D()(h)
@@ -84,7 +85,8 @@ def to_tflite(model: Any, precision: str, calibration: np.ndarray | None = None,
 
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = converter.inference_output_type = {"uint8": tf.uint8, "int8": tf.int8, "float": tf.float32}[io_type]
+        io = {"uint8": tf.uint8, "int8": tf.int8, "float": tf.float32}[io_type]
+        converter.inference_input_type = converter.inference_output_type = io
     return bytes(converter.convert())
 
 
