@@ -469,6 +469,7 @@ def test_sources_that_never_open_are_one_line_errors(artifacts: dict[str, Path],
     result = camera_cli("--device", clip, "--model", tmp_path / "model.onnx", cwd=tmp_path)
     assert_clean_error(result, "model.onnx", "does not exist")
     assert not (tmp_path / "camera_report.json").exists()  # nothing ran, nothing to report
+    assert not (artifacts["tflite"].parent / "camera_report.json").exists()  # (its default place: beside the model)
     with pytest.raises(CameraError, match="not a camera index"):
         open_source("webcam")
     with pytest.raises(CameraError, match="holds no images"):
@@ -531,7 +532,9 @@ def test_camera_runs_with_tensorflow_blocked(artifacts: dict[str, Path], picture
         f"""
         import importlib, sys
         for name in ("edgecls.camera.sources", "edgecls.camera.grabber", "edgecls.camera.stats", "edgecls.camera.overlay",
-                     "edgecls.camera.outputs", "edgecls.camera.pipeline", "edgecls.camera.loop", "edgecls.cli.camera"):
+                     "edgecls.camera.outputs", "edgecls.camera.pipeline", "edgecls.camera.loop", "edgecls.cli.camera",
+                     "edgecls.camera.server", "edgecls.camera.httpd", "edgecls.camera.access", "edgecls.camera.signals",
+                     "edgecls.camera.decision", "edgecls.data.video"):
             importlib.import_module(name)
         assert "cv2" not in sys.modules, "cv2 must be imported lazily"
         from edgecls.camera.loop import run_camera

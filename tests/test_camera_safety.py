@@ -296,6 +296,7 @@ def test_second_ctrl_c_during_shutdown_still_writes_the_final_report(model: Path
     data = json.loads(report.read_text())
     assert data["status"] == "finished" and data["stop_reason"] == "interrupted" and data["frames"] >= 1
     assert len(decode_video(video)) == data["counts"]["frames_recorded"] == data["frames"]
+    assert not temps(tmp_path)  # the recording was published, verified; no temp left behind
 
 
 # ---------------------------------------------------------------- runs that classify nothing

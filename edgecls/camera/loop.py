@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
-import threading
+import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,20 +33,19 @@ from typing import Any
 
 import numpy as np
 
+from edgecls.camera.decision import UNCERTAIN, Decision, Postprocessor
 from edgecls.camera.grabber import frame_reader
 from edgecls.camera.outputs import Outputs, check_outputs
 from edgecls.camera.pipeline import Feed, Prepared, make_feed, open_frames
+from edgecls.camera.signals import Terminated, signals_deferred, sigterm_stops_loop
 from edgecls.camera.sources import CameraError, FrameSource
 from edgecls.camera.stats import LoopStats, system_facts
 from edgecls.errors import ConfigError, EdgeclsError, ModelError
 from edgecls.fsutil import check_outputs as check_not_inputs
 from edgecls.fsutil import sweep_stale_temps, write_json
-from edgecls.postprocess import Class
-from edgecls.postprocess import top_k as rank
 
 log = logging.getLogger(__name__)
 
-UNCERTAIN = "uncertain"
 ARTIFACT_NAMES = ("model.tflite", "model.onnx", "model.xml")
 REPORT_NAME = "camera_report.json"
 FAILURES = ("error", "source lost", "source stalled")
@@ -55,55 +53,10 @@ SIGNAL_STOPS = ("interrupted", "terminated")
 MAX_FAILURES_IN_A_ROW = 30  # frames whose inference raised, in a row, before the run stops
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (systemd stop, docker stop) turned into a clean stop of the loop."""
-
-
 class CameraRunError(EdgeclsError):
     """The loop ran but classified no frame, or inference kept failing. Carries the report as `.summary`."""
 
     exit_code = 1
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The postprocessed answer for one frame."""
-
-    label: str  # the top-1 label, or "uncertain" when its score is below the threshold
-    score: float  # top-1 score after smoothing
-    uncertain: bool
-    top: list[Class]  # top-k after smoothing (labels never replaced by "uncertain")
-    probabilities: np.ndarray  # after smoothing
-
-
-class Postprocessor:
-    """EMA smoothing of probabilities, a confidence threshold and top-k.
-
-    smoothing s in [0, 1): p_smooth = s * p_smooth_previous + (1 - s) * p_frame (0 = off).
-    threshold t in [0, 1]: a top-1 score below t gives the label "uncertain".
-    """
-
-    def __init__(self, labels: list[str], top_k: int = 3, smoothing: float = 0.0, threshold: float = 0.0) -> None:
-        if not 0.0 <= smoothing < 1.0:
-            raise ConfigError(f"smoothing {smoothing} is outside [0, 1)", "Use 0 (off) to 0.9 (heavy smoothing), e.g. --smoothing 0.6")
-        if not 0.0 <= threshold <= 1.0:
-            raise ConfigError(f"threshold {threshold} is outside [0, 1]", "Use a top-1 probability, e.g. --threshold 0.5")
-        if top_k < 1:
-            raise ConfigError(f"top-k {top_k} must be at least 1", "Use e.g. --top-k 3")
-        self.labels, self.top_k, self.smoothing, self.threshold = labels, top_k, smoothing, threshold
-        self._state: np.ndarray | None = None
-
-    def reset(self) -> None:
-        self._state = None
-
-    def __call__(self, probabilities: np.ndarray) -> Decision:
-        scores = np.asarray(probabilities, dtype=np.float32).reshape(-1)
-        if self.smoothing and self._state is not None and self._state.shape == scores.shape:
-            scores = (self.smoothing * self._state + (1.0 - self.smoothing) * scores).astype(np.float32)
-        self._state = scores
-        top = rank(scores, self.labels, self.top_k)
-        uncertain = top[0].score < self.threshold
-        return Decision(UNCERTAIN if uncertain else top[0].label, top[0].score, uncertain, top, scores)
 
 
 @dataclass(frozen=True)
@@ -143,7 +96,11 @@ def resolve_model(model: str | Path) -> Path:
 
 def default_report_path(model: str | Path) -> Path:
     """Where `edgecls camera` writes its report unless told: beside the model artifact."""
-    return resolve_model(model).parent / REPORT_NAME
+    folder = resolve_model(model).parent
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"cannot write the camera report beside the model: '{folder}' is not writable",
+                          "Pass --report PATH in a writable folder")
+    return folder / REPORT_NAME
 
 
 def _inputs(artifact: Path, source: object, token_file: Path | None) -> dict[str, Path | None]:
@@ -153,43 +110,6 @@ def _inputs(artifact: Path, source: object, token_file: Path | None) -> dict[str
     weights = artifact.with_suffix(".bin") if artifact.suffix.lower() == ".xml" else None
     return {"--model": artifact, "--model's meta.json": artifact.parent / "meta.json", "--model's weights": weights,
             "--device": device, "--token-file": token_file}
-
-
-@contextlib.contextmanager
-def _sigterm_stops_loop() -> Iterator[None]:
-    """Turn SIGTERM into `Terminated` while the loop runs, so the report is still written."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _signals_deferred(received: list[int]) -> Iterator[None]:
-    """Ctrl-C and SIGTERM only noted (in `received`) while the block runs: shutdown always completes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def note(signum: int, frame: Any) -> None:  # noqa: ARG001
-        if not received:
-            log.warning("stopping: the report and any recording are being finished first")
-        received.append(signum)
-
-    previous = {signum: signal.signal(signum, note) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def run_camera(
@@ -307,7 +227,7 @@ class _Run:
         late_signals: list[int] = []
         failure: EdgeclsError | None = None
         try:
-            with _sigterm_stops_loop():
+            with sigterm_stops_loop():
                 try:
                     self.stop_reason = self._loop()
                 except Terminated:
@@ -319,7 +239,7 @@ class _Run:
             self.error = _one_line(exc, with_hint=True)
             raise
         finally:
-            with _signals_deferred(late_signals):
+            with signals_deferred(late_signals):
                 summary, failure = self._shut_down()
         if failure is not None:
             failure.summary = summary  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ Before any route runs (edgecls.camera.access): on a loopback address the `Host:`
 loopback with the port (421 otherwise: DNS rebinding); with a token (always on other addresses) the
 request must carry it (401 otherwise).
 
-Bounded whatever the clients do:
+Bounded whatever the clients do (edgecls.camera.httpd enforces the first two):
 - connections: at most `max_connections` at once, counted when accepted, before a thread is started.
   When all are taken, the oldest connection still sending its request headers after `evict_after`
   seconds is closed for the newcomer; with none, the newcomer gets a short 503 and is closed at once.
@@ -26,32 +26,25 @@ Bounded whatever the clients do:
 from __future__ import annotations
 
 import html
-import io
 import json
 import logging
 import math
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit
 
 from edgecls.camera import access
+from edgecls.camera.httpd import TEXT, ConnectionTable, GuardedServer, Handler, Route
 from edgecls.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 BOUNDARY = "edgeclsframe"
 STATS_KEYS = ("label", "score", "fps", "latency_p50_ms", "latency_p99_ms", "backend", "precision")
-TEXT = "text/plain; charset=utf-8"
 _CSP = "default-src 'none'; img-src 'self'; connect-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
-_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 22\r\nRetry-After: 5\r\n\r\n"
-         b"too many connections\r\n")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -127,228 +120,6 @@ class _FrameSlot:
             self.cond.notify_all()
 
 
-@dataclass
-class _Connection:
-    """One accepted connection: when it came, whether its request headers are in, who serves it."""
-
-    accepted_at: float
-    headers_done: bool = False
-    evicted: bool = False
-    thread: threading.Thread | None = None
-
-
-@dataclass(frozen=True)
-class Route:
-    """What answers one path: `handler(request)` writes the whole answer (request.send or its own writes)."""
-
-    handler: Callable[[Any], None]
-    methods: tuple[str, ...] = ("GET",)
-
-
-class _HeaderPhaseIO(socket.SocketIO):
-    """The request's raw reader: until `end_headers()`, every read must finish before one deadline and all
-    reads together stay under a byte budget (a client sending a byte a second is dropped)."""
-
-    def __init__(self, sock: socket.socket, timeout: float, max_bytes: int) -> None:
-        super().__init__(sock, "rb")
-        self.sock = sock
-        self.deadline: float | None = time.monotonic() + timeout
-        self.budget = max_bytes
-
-    def readinto(self, buffer: Any) -> int | None:
-        if self.deadline is None:
-            return super().readinto(buffer)
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the request headers did not arrive in time")
-        if self.budget <= 0:
-            raise ConnectionAbortedError("the request headers are too large")
-        self.sock.settimeout(left)
-        count = super().readinto(memoryview(buffer)[: self.budget])
-        self.budget -= count or 0
-        return count
-
-    def end_headers(self, timeout: float) -> None:
-        self.deadline = None
-        self.sock.settimeout(timeout)
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # stop() joins the handler threads itself, with a timeout
-    request_queue_size = 128  # a burst of connections waits in the kernel's backlog, not in Python
-    live: LiveServer
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.live._admit(request):
-            _refuse(request)
-            return
-        try:
-            super().process_request(request, client_address)  # starts the connection's thread
-        except BaseException:
-            self.live._leave(request)
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.live._leave(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: ARG002
-        # A viewer that vanishes or stalls while sending its request is routine; anything else is a bug worth a traceback.
-        level = logging.DEBUG if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)) else logging.WARNING
-        log.log(level, "live view: error while serving %s", client_address[0], exc_info=True)
-
-
-def _refuse(sock: socket.socket) -> None:
-    """Answer 503 without waiting (the send buffer of a new socket is empty) and close: no thread, no buffer."""
-    try:
-        sock.send(_BUSY, socket.MSG_DONTWAIT)
-    except OSError:
-        pass
-    sock.close()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _HTTPServer
-    server_version = "edgecls-live"
-    sys_version = ""
-    protocol_version = "HTTP/1.0"
-
-    def setup(self) -> None:
-        live = self.server.live
-        super().setup()
-        self.rfile.close()  # replaced by a reader with a deadline and a size limit for the request headers
-        self._reader = _HeaderPhaseIO(self.connection, live.header_timeout, live.max_header_bytes)
-        self.rfile = io.BufferedReader(self._reader)
-        self.extra_headers: dict[str, str] = {}
-        live._register(self.connection)
-
-    def parse_request(self) -> bool:
-        parsed = super().parse_request()
-        self._reader.end_headers(self.server.live.send_timeout)
-        self.server.live._headers_done(self.connection)
-        return parsed
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        except OSError:
-            pass  # the peer is already gone; nothing left to flush
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        log.debug("live view %s: " + format, self.address_string(), *args)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("do_"):  # every method, including unknown ones: the route table decides
-            return self._dispatch
-        raise AttributeError(name)
-
-    def _dispatch(self) -> None:
-        live = self.server.live
-        url = urlsplit(self.path)
-        if live.allowed_hosts is not None:
-            hosts = self.headers.get_all("Host") or []
-            if len(hosts) != 1 or not access.host_allowed(hosts[0], live.allowed_hosts):
-                names = ", ".join(sorted(h for h in live.allowed_hosts if h.endswith(f":{live.port}")))
-                self.send(421, f"this live view answers only to Host {names}\n".encode(), TEXT)
-                return
-        if live.token is not None:
-            given, from_url = access.request_token(url.query, self.headers)
-            if not access.token_matches(given, live.token):
-                body = (b"this live view needs its access token: open the URL with ?token= that edgecls printed, "
-                        b"or send Authorization: Bearer TOKEN\n")
-                self.send(401, body, TEXT, {"WWW-Authenticate": 'Bearer realm="edgecls"'})
-                return
-            if from_url:
-                self.extra_headers["Set-Cookie"] = access.token_cookie(live.token)
-        route = live.routes.get(url.path)
-        if route is None:
-            self.send(404, b"not found\n", TEXT)
-        elif self.command not in route.methods:
-            allow = ", ".join(route.methods)
-            self.send(405, f"method not allowed: {url.path} answers {allow}\n".encode(), TEXT, {"Allow": allow})
-        else:
-            route.handler(self)
-
-    def send(self, code: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
-        """A whole answer: status, headers (plus `extra_headers`), body."""
-        try:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self._common_headers()
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-        except OSError:  # BrokenPipe, ConnectionReset, send timeout: the viewer is gone
-            self.close_connection = True
-
-    def _common_headers(self) -> None:
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Referrer-Policy", "no-referrer")
-        for key, value in self.extra_headers.items():
-            self.send_header(key, value)
-
-
-def _page(request: _Handler) -> None:
-    request.send(200, request.server.live.page, "text/html; charset=utf-8", {"Content-Security-Policy": _CSP})
-
-
-def _stats(request: _Handler) -> None:
-    request.send(200, request.server.live._stats_json(), "application/json")
-
-
-def _snapshot(request: _Handler) -> None:
-    jpeg = request.server.live._slot.jpeg
-    if jpeg is None:
-        request.send(503, b"no frame published yet; try again in a moment\n", TEXT, {"Retry-After": "1"})
-    else:
-        request.send(200, jpeg, "image/jpeg")
-
-
-def _healthz(request: _Handler) -> None:
-    request.send(200, b"ok\n", TEXT)
-
-
-def _stream(request: _Handler) -> None:
-    live = request.server.live
-    if not live._acquire_stream():
-        body = f"too many live-view clients (max {live.max_clients}); close another viewer and reload\n"
-        request.send(503, body.encode(), TEXT, {"Retry-After": "5"})
-        return
-    seq = 0
-    try:
-        request.send_response(200)
-        request.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-        request._common_headers()
-        request.send_header("Pragma", "no-cache")
-        request.send_header("Connection", "close")
-        request.end_headers()
-        request.wfile.write(f"--{BOUNDARY}\r\n".encode())
-        while True:
-            # Re-send the newest frame when nothing new arrives, so dead viewers are noticed.
-            seq, jpeg = live._slot.newer_than(seq, live.idle_resend)
-            if jpeg is None:
-                if live._slot.closed:
-                    break
-                continue
-            # The boundary goes right after each part, so browsers show the part without waiting
-            # for the next one. Header, frame and trailer are written separately: no copy of the frame.
-            request.wfile.write(f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode())
-            request.wfile.write(jpeg)
-            request.wfile.write(f"\r\n--{BOUNDARY}\r\n".encode())
-    except OSError as exc:  # BrokenPipe, ConnectionReset, TimeoutError (stalled viewer), stop()
-        log.debug("live view: stream client %s dropped (%s)", request.address_string(), type(exc).__name__)
-    finally:
-        request.close_connection = True
-        live._release_stream()
-
-
 class LiveServer:
     """Serve the newest annotated frame (MJPEG) and live stats over HTTP from a daemon thread.
 
@@ -379,16 +150,14 @@ class LiveServer:
             token = access.new_token()
         self.token = access.check_token(token, "the token passed in") if token is not None else None
         self.allowed_hosts: frozenset[str] | None = None  # set by start(), once the port is known
-        self.routes: dict[str, Route] = {"/": Route(_page), "/stream.mjpg": Route(_stream), "/stats.json": Route(_stats),
-                                         "/snapshot.jpg": Route(_snapshot), "/healthz": Route(_healthz)}
+        self.routes: dict[str, Route] = {"/": Route(self._page), "/stream.mjpg": Route(self._stream), "/stats.json": Route(self._stats),
+                                         "/snapshot.jpg": Route(self._snapshot), "/healthz": Route(self._healthz)}
         self.page = load_page(title)
-        self.refused = 0  # connections refused at the cap
-        self.evicted = 0  # connections closed while still sending headers, to make room
         self._slot = _FrameSlot()
         self._lock = threading.Lock()
         self._streams = 0
-        self._conns: dict[socket.socket, _Connection] = {}
-        self._httpd: _HTTPServer | None = None
+        self._table = ConnectionTable()  # replaced by the server's own at start()
+        self._httpd: GuardedServer | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -401,7 +170,7 @@ class LiveServer:
         if self._httpd is not None or self._closed:
             raise RuntimeError("LiveServer.start() can only be called once")
         try:
-            httpd = _HTTPServer((self.host, self.port), _Handler)
+            httpd = GuardedServer((self.host, self.port), self)
         except socket.gaierror as exc:
             raise ConfigError(f"cannot resolve live-view host {self.host!r}", "Use an IP address such as 127.0.0.1 or 0.0.0.0.") from exc
         except PermissionError as exc:
@@ -412,8 +181,7 @@ class LiveServer:
                 f"cannot bind the live view to {self.host}:{self.port}: {exc.strerror or exc}",
                 "Choose another port (port 0 picks a free one) or stop the program using it.",
             ) from exc
-        httpd.live = self
-        self._httpd = httpd
+        self._httpd, self._table = httpd, httpd.table
         self.port = httpd.server_address[1]
         if access.is_loopback(self.host):
             self.allowed_hosts = access.allowed_hosts(self.host, self.port)
@@ -441,8 +209,17 @@ class LiveServer:
     @property
     def connections(self) -> int:
         """Connections being served now (not counting ones closed to make room that are still winding down)."""
-        with self._lock:
-            return sum(1 for c in self._conns.values() if not c.evicted)
+        return self._table.active
+
+    @property
+    def refused(self) -> int:
+        """Connections refused at the cap so far."""
+        return self._table.refused
+
+    @property
+    def evicted(self) -> int:
+        """Connections closed while still sending their headers, to make room for a new one."""
+        return self._table.evicted
 
     @property
     def buffered_bytes(self) -> int:
@@ -464,17 +241,15 @@ class LiveServer:
             if self._closed:
                 return
             self._closed = True
-            conns = dict(self._conns)
         self._slot.close()
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
         httpd.shutdown()  # serve_forever polls every 0.1 s
         httpd.server_close()
-        for conn in conns:  # unblock handlers stuck in send() or recv() on stalled viewers
-            _shutdown(conn)
+        handlers = httpd.table.close_all()  # unblocks handlers stuck in send() or recv() on stalled viewers
         deadline = time.monotonic() + self.join_timeout
-        for thread in [self._thread, *(c.thread for c in conns.values())]:
+        for thread in [self._thread, *handlers]:
             if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
 
@@ -484,6 +259,56 @@ class LiveServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # ------------------------------------------------------------ routes
+
+    def _page(self, request: Handler) -> None:
+        request.send(200, self.page, "text/html; charset=utf-8", {"Content-Security-Policy": _CSP})
+
+    def _stats(self, request: Handler) -> None:
+        request.send(200, self._stats_json(), "application/json")
+
+    def _snapshot(self, request: Handler) -> None:
+        jpeg = self._slot.jpeg
+        if jpeg is None:
+            request.send(503, b"no frame published yet; try again in a moment\n", TEXT, {"Retry-After": "1"})
+        else:
+            request.send(200, jpeg, "image/jpeg")
+
+    def _healthz(self, request: Handler) -> None:
+        request.send(200, b"ok\n", TEXT)
+
+    def _stream(self, request: Handler) -> None:
+        if not self._acquire_stream():
+            body = f"too many live-view clients (max {self.max_clients}); close another viewer and reload\n"
+            request.send(503, body.encode(), TEXT, {"Retry-After": "5"})
+            return
+        seq = 0
+        try:
+            request.send_response(200)
+            request.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+            request.common_headers()
+            request.send_header("Pragma", "no-cache")
+            request.send_header("Connection", "close")
+            request.end_headers()
+            request.wfile.write(f"--{BOUNDARY}\r\n".encode())
+            while True:
+                # Re-send the newest frame when nothing new arrives, so dead viewers are noticed.
+                seq, jpeg = self._slot.newer_than(seq, self.idle_resend)
+                if jpeg is None:
+                    if self._slot.closed:
+                        break
+                    continue
+                # The boundary goes right after each part, so browsers show the part without waiting
+                # for the next one. Header, frame and trailer are written separately: no copy of the frame.
+                request.wfile.write(f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode())
+                request.wfile.write(jpeg)
+                request.wfile.write(f"\r\n--{BOUNDARY}\r\n".encode())
+        except OSError as exc:  # BrokenPipe, ConnectionReset, TimeoutError (stalled viewer), stop()
+            log.debug("live view: stream client %s dropped (%s)", request.address_string(), type(exc).__name__)
+        finally:
+            request.close_connection = True
+            self._release_stream()
 
     def _stats_json(self) -> bytes:
         slot = self._slot
@@ -502,51 +327,6 @@ class LiveServer:
     def _release_stream(self) -> None:
         with self._lock:
             self._streams -= 1
-
-    def _admit(self, conn: socket.socket) -> bool:
-        """Count a new connection in, closing the oldest one still sending headers when all are taken; False to refuse it."""
-        now = time.monotonic()
-        with self._lock:
-            if self._closed or len(self._conns) >= 2 * self.max_connections:  # evicted ones still winding down count here
-                self.refused += 1
-                return False
-            active = [(c.accepted_at, s) for s, c in self._conns.items() if not c.evicted]
-            if len(active) >= self.max_connections:
-                stale = [(at, s) for at, s in active if not self._conns[s].headers_done and now - at >= self.evict_after]
-                if not stale:
-                    self.refused += 1
-                    return False
-                victim = min(stale, key=lambda item: item[0])[1]
-                self._conns[victim].evicted = True
-                self.evicted += 1
-                _shutdown(victim)  # its thread sees the end of the stream and leaves
-            self._conns[conn] = _Connection(accepted_at=now)
-            return True
-
-    def _register(self, conn: socket.socket) -> None:
-        with self._lock:
-            state = self._conns.get(conn)
-            if state is not None and not self._closed:
-                state.thread = threading.current_thread()
-                return
-        _shutdown(conn)  # accepted just as stop() ran
-
-    def _headers_done(self, conn: socket.socket) -> None:
-        with self._lock:
-            state = self._conns.get(conn)
-            if state is not None:
-                state.headers_done = True
-
-    def _leave(self, conn: socket.socket) -> None:
-        with self._lock:
-            self._conns.pop(conn, None)
-
-
-def _shutdown(conn: socket.socket) -> None:
-    try:
-        conn.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 __all__ = ["BOUNDARY", "STATS_KEYS", "LiveServer", "Route", "load_page", "parse_address"]
