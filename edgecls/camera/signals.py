@@ -15,11 +15,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from edgecls.errors import Terminated
+
 log = logging.getLogger("edgecls.camera.loop")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (systemd stop, docker stop) turned into a clean stop of the loop."""
 
 
 @contextlib.contextmanager
