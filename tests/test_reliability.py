@@ -683,17 +683,20 @@ def _converter_swallowing_ctrl_c(request):
 
 @pytest.mark.parametrize("writer", ["_converter_turning_ctrl_c_into_an_error", "_converter_swallowing_ctrl_c"])
 def test_ctrl_c_swallowed_by_a_converter_still_stops_the_export(writer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgecls.export import api
+    from edgecls.export import api, sources
     from edgecls.export.formats import FORMATS
+    from edgecls.export.report import ValidationReport
     from edgecls.export.validate import Holdout
 
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         pytest.skip("this test needs Python's default SIGINT handler")
     meta = ModelMeta("plain_cnn", (8, 8), ["a", "b"])
     model = type("Model", (), {"count_params": lambda self: 10})()
-    monkeypatch.setattr(api, "_load_source", lambda name: api._Source(model, meta, None, "fake"))
-    monkeypatch.setattr(api, "_holdout", lambda *a, **k: Holdout(np.zeros((2, 8, 8, 3), np.uint8), None, np.full((2, 2), 0.5), "fake"))
-    monkeypatch.setattr(api, "validate", lambda *a, **k: {"passed": True, "failures": []})
+    monkeypatch.setattr(sources, "load_source", lambda name: sources.Source(model, meta, None, "fake"))
+    monkeypatch.setattr(sources, "holdout_set",
+                        lambda *a, **k: Holdout(np.zeros((2, 8, 8, 3), np.uint8), None, np.full((2, 2), 0.5), "fake"))
+    monkeypatch.setattr(api, "validate", lambda *a, **k: ValidationReport(images=2, source="fake", precision_ran="fp32", max_abs_diff=0.0,
+                                                                          mean_abs_diff=0.0, top1_agreement=1.0))
     monkeypatch.setitem(FORMATS, "tflite", dataclasses.replace(FORMATS["tflite"], writer=f"{__name__}:{writer}"))
     hook = sys.unraisablehook
     with pytest.raises(KeyboardInterrupt):
