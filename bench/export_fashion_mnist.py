@@ -42,13 +42,14 @@ def main() -> None:
         fp32 = rows.get((target, "fp32")) or rows.get(("tflite", "fp32"))
         if int8 is None:
             continue
-        v8, v32 = int8.report["validation"], fp32.report["validation"]
+        v8, v32 = int8.validation, fp32.validation
+        assert v8 is not None and v32 is not None and v8.accuracy_drop is not None  # passed exports are validated on labelled images
         record = {
-            "target": target, "fp32_accuracy": v32["artifact_accuracy"], "int8_accuracy": v8["artifact_accuracy"],
-            "keras_accuracy": v8["reference_accuracy"], "drop_points": round(v8["accuracy_drop"] * 100, 2),
-            "agreement": v8["top1_agreement"], "fp32_bytes": fp32.size_bytes, "int8_bytes": int8.size_bytes,
+            "target": target, "fp32_accuracy": v32.artifact_accuracy, "int8_accuracy": v8.artifact_accuracy,
+            "keras_accuracy": v8.reference_accuracy, "drop_points": round(v8.accuracy_drop * 100, 2),
+            "agreement": v8.top1_agreement, "fp32_bytes": fp32.size_bytes, "int8_bytes": int8.size_bytes,
             "size_ratio": round(int8.size_bytes / fp32.size_bytes, 3), "fp32_export_s": fp32.seconds, "int8_export_s": int8.seconds,
-            "int8_ran_as": v8["precision_ran"], "images": v8["images"],
+            "int8_ran_as": v8.precision_ran, "images": v8.images,
         }
         records.append(record)
         table.append(

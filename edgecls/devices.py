@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecls.errors import ConfigError, suggest
+from edgecls.export.formats import FORMATS, PRECISIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -218,12 +219,12 @@ def _reference(value: Any, what: str) -> Reference:
 
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 NAME_RULE = "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-PRECISIONS = ("int8", "fp16", "fp32", "dynamic")
+TARGETS = tuple(FORMATS)
 FIELDS: dict[str, Any] = {
     "name": _pattern(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", NAME_RULE),
     "title": _text(200),
     "arch": _choice(("aarch64", "armv7l", "armv6l", "x86_64")),
-    "preferred_target": _choice(("tflite", "edgetpu", "openvino", "onnx")),
+    "preferred_target": _choice(TARGETS),
     "precision": _choice(PRECISIONS),
     "backend_device": _pattern(r"[A-Za-z][A-Za-z0-9:.,_-]{0,63}", "use a device name such as cpu, coral, GPU or AUTO"),
     "threads": _integer(1, 256),
@@ -239,7 +240,7 @@ CAMERA_FIELDS: dict[str, Any] = {"source": _camera_source, "width": _integer(1, 
 REFERENCE_FIELDS: dict[str, Any] = {
     "model": _pattern(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", NAME_RULE), "input_size": _integer(1, 16384),
     "precision": _choice(PRECISIONS), "latency_ms": _number(0, 1e7), "source": _text(500), "tolerance": _number(0, 100),
-    "target": _optional(_choice(("tflite", "edgetpu", "openvino", "onnx"))), "note": _text(1000, empty=True),
+    "target": _optional(_choice(TARGETS)), "note": _text(1000, empty=True),
 }
 
 

@@ -52,7 +52,6 @@ def interpreter_api() -> tuple[str, Any, Callable[..., Any]]:
         raise MissingDependencyError("ai_edge_litert", "pi") from first_error
 
 
-_interpreter_api = interpreter_api  # the former private name (edgecls/export/tflite_inspect.py imports it)
 
 
 def edgetpu_library() -> str:
