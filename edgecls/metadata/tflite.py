@@ -91,7 +91,8 @@ class StandardMetadata:
 def write_tflite_metadata(model: bytes, meta: ModelMeta, info: ArtifactInfo | None = None) -> bytes:
     """`model` with TFLITE_METADATA, labels.txt packed after it and the ModelMeta JSON under META_KEY.
 
-    Any earlier edgecls/standard metadata and packed files are replaced, so writing twice is the same as once.
+    Earlier edgecls/standard metadata and packed files are replaced: writing twice gives the same metadata (the
+    replaced entries stay in the file as a few unreferenced bytes).
     Raises ModelError when the model's I/O does not match `meta` (size, class count, one image input).
     """
     flatbuffer = strip_packed_files(model)
