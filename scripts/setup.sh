@@ -33,6 +33,14 @@ if ! command -v systemd-analyze >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && comma
     || echo "setup: systemd not installed; the deploy unit checks will fail: apt-get install systemd" >&2
 fi
 
+# Mosquitto is the real MQTT broker tests/test_mqtt.py starts on a free port (Debian's mosquitto package).
+if ! command -v mosquitto >/dev/null 2>&1 && ! [ -x /usr/sbin/mosquitto ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+  echo "setup: installing Debian's mosquitto (MQTT broker for the camera's --mqtt tests)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto >/dev/null 2>&1; } \
+    || echo "setup: mosquitto not installed; the MQTT tests will skip: apt-get install mosquitto" >&2
+fi
+
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 
 # The build backend that pyproject.toml's [build-system] requires, in the venv: `edgecls deploy` then builds
