@@ -11,7 +11,18 @@ from pathlib import Path
 
 from edgecls.meta import ModelMeta
 from edgecls.metadata.common import INPUT_NAME, LABELS_FILE, META_KEY, OUTPUT_NAME, ArtifactInfo, artifact_info, pixel_normalization
-from edgecls.metadata.golden import GOLDEN_FILE, GoldenReport, GoldenSet, check_golden, load_golden, make_golden, save_golden
+from edgecls.metadata.golden import (
+    GOLDEN_FILE,
+    GoldenReport,
+    GoldenSet,
+    check_golden,
+    label_problems,
+    load_golden,
+    make_golden,
+    runtime_summary,
+    save_golden,
+    tolerance_for,
+)
 from edgecls.metadata.onnx import onnx_metadata_props, read_onnx_meta, read_onnx_props, write_onnx_metadata
 from edgecls.metadata.openvino import model_info, name_output, read_openvino_meta, read_rt_info, static_batch, write_openvino_metadata
 from edgecls.metadata.tflite import (
@@ -37,8 +48,8 @@ def read_embedded_meta(path: str | Path) -> ModelMeta | None:
 
 __all__ = [
     "GOLDEN_FILE", "INPUT_NAME", "LABELS_FILE", "META_KEY", "OUTPUT_NAME", "READERS", "ArtifactInfo", "GoldenReport", "GoldenSet",
-    "artifact_info", "check_golden", "client_notes", "load_golden", "make_golden", "model_info", "name_output",
+    "artifact_info", "check_golden", "client_notes", "label_problems", "load_golden", "make_golden", "model_info", "name_output",
     "onnx_metadata_props", "pixel_normalization", "read_embedded_meta", "read_onnx_meta", "read_onnx_props", "read_openvino_meta",
-    "read_rt_info", "read_tflite_meta", "read_tflite_standard", "save_golden", "static_batch", "write_onnx_metadata",
-    "write_openvino_metadata", "write_tflite_metadata", "write_tflite_metadata_file",
+    "read_rt_info", "read_tflite_meta", "read_tflite_standard", "runtime_summary", "save_golden", "static_batch", "tolerance_for",
+    "write_onnx_metadata", "write_openvino_metadata", "write_tflite_metadata", "write_tflite_metadata_file",
 ]

@@ -40,6 +40,9 @@ class GoldenSet:
     tolerance: float
     source: str = ""  # what produced the expected scores, e.g. "litert 2.3.0 x86_64"
     top_k: int = TOP_K
+    # the run that produced them, as edgecls.runtime.common.describe_runtime gives it (runtime, version, device,
+    # delegate, precision_ran, machine, system, python, edgecls); {} for sets made before it was recorded
+    runtime: dict[str, str] = field(default_factory=dict)
 
     def expected_top(self) -> tuple[np.ndarray, np.ndarray]:
         """(indices, scores) of the expected top-k per image, best first."""
@@ -92,8 +95,12 @@ def select_golden(probabilities: np.ndarray, count: int = DEFAULT_COUNT, margin:
 
 
 def make_golden(images: np.ndarray, probabilities: np.ndarray, labels: list[str], precision: str,
-                count: int = DEFAULT_COUNT, source: str = "") -> GoldenSet:
-    """A golden set of up to `count` clear-margin images from held-out `images` and the validated run's `probabilities`."""
+                count: int = DEFAULT_COUNT, source: str = "", runtime: dict[str, str] | None = None) -> GoldenSet:
+    """A golden set of up to `count` clear-margin images from held-out `images` and the validated run's `probabilities`.
+
+    runtime: what computed `probabilities` (`edgecls.runtime.common.describe_runtime(backend)`); `source` defaults to
+    its one-line summary.
+    """
     images, probabilities = np.asarray(images), np.asarray(probabilities, dtype=np.float32)
     _check_arrays(images, probabilities, labels, "the golden images")
     tolerance = tolerance_for(precision)
@@ -101,7 +108,18 @@ def make_golden(images: np.ndarray, probabilities: np.ndarray, labels: list[str]
     if len(picks) == 0:
         raise ModelError(f"none of the {len(images)} held-out images has a top-1 lead above {2 * tolerance:g}",
                          "Pass more held-out images, or a model that has trained longer")
-    return GoldenSet(images[picks], probabilities[picks], list(labels), precision, tolerance, source)
+    runtime = {str(k): str(v) for k, v in (runtime or {}).items()}
+    return GoldenSet(images[picks], probabilities[picks], list(labels), precision, tolerance, source or runtime_summary(runtime),
+                     runtime=runtime)
+
+
+def runtime_summary(runtime: dict[str, str]) -> str:
+    """One line for a describe_runtime() dict, e.g. "litert 2.3.0 on cpu, Linux x86_64, Python 3.11.2"; "" for {}."""
+    if not runtime:
+        return ""
+    device = runtime.get("device", "?") + (f" + {runtime['delegate']} delegate" if runtime.get("delegate") else "")
+    return (f"{runtime.get('runtime', '?')} {runtime.get('version', '?')} on {device}, "
+            f"{runtime.get('system', '?')} {runtime.get('machine', '?')}, Python {runtime.get('python', '?')}")
 
 
 def _check_arrays(images: np.ndarray, probabilities: np.ndarray, labels: list[str], what: str) -> None:
@@ -120,7 +138,7 @@ def save_golden(golden: GoldenSet, where: str | Path) -> Path:
     where = Path(where)
     path = (where if where.is_dir() else where.parent) / GOLDEN_FILE
     info = {"golden_version": GOLDEN_VERSION, "labels": golden.labels, "precision": golden.precision,
-            "tolerance": golden.tolerance, "source": golden.source, "top_k": golden.top_k}
+            "tolerance": golden.tolerance, "source": golden.source, "top_k": golden.top_k, "runtime": golden.runtime}
     indices, scores = golden.expected_top()
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, images=golden.images, probabilities=golden.probabilities.astype(np.float32),
@@ -136,15 +154,20 @@ def load_golden(where: str | Path) -> GoldenSet:
         raise ModelError(f"no {GOLDEN_FILE} at '{path}'", "Export the artifact again: every export stores its golden set beside it")
     try:
         with np.load(path, allow_pickle=False) as data:
-            info: dict[str, Any] = json.loads(str(data["info"]))
+            info: Any = json.loads(str(data["info"]))
             images, probabilities = data["images"], data["probabilities"]
-    except (OSError, ValueError, KeyError) as exc:
+        if not isinstance(info, dict):
+            raise ValueError("its info is not a JSON object")
+        if int(info.get("golden_version", 0)) > GOLDEN_VERSION:
+            raise ModelError(f"'{path}' has golden_version {info['golden_version']}, newer than this edgecls reads", "Upgrade edgecls")
+        labels, runtime = info["labels"], info.get("runtime") or {}
+        if not isinstance(labels, list) or not isinstance(runtime, dict):
+            raise ValueError("its labels or runtime have the wrong type")
+        _check_arrays(images, probabilities, labels, f"'{path}'")
+        return GoldenSet(images, probabilities, [str(label) for label in labels], str(info["precision"]), float(info["tolerance"]),
+                         str(info.get("source", "")), int(info.get("top_k", TOP_K)), {str(k): str(v) for k, v in runtime.items()})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"'{path}' is not a readable golden set ({exc})", "Export the artifact again") from exc
-    if info.get("golden_version", 0) > GOLDEN_VERSION:
-        raise ModelError(f"'{path}' has golden_version {info['golden_version']}, newer than this edgecls reads", "Upgrade edgecls")
-    _check_arrays(images, probabilities, info.get("labels", []), f"'{path}'")
-    return GoldenSet(images, probabilities, list(info["labels"]), str(info["precision"]), float(info["tolerance"]),
-                     str(info.get("source", "")), int(info.get("top_k", TOP_K)))
 
 
 def check_golden(golden: GoldenSet, outputs: np.ndarray, labels: list[str] | None = None,
@@ -155,7 +178,7 @@ def check_golden(golden: GoldenSet, outputs: np.ndarray, labels: list[str] | Non
     outputs when the same images go through its own preprocessing path; run: the runtime itself (raw
     golden pixels -> scores), used to test which input mistake reproduces a mismatch.
     """
-    problems = _label_problems(golden.labels, labels) if labels is not None else []
+    problems = label_problems(golden.labels, labels) if labels is not None else []
     outputs = np.asarray(outputs, dtype=np.float64)
     expected = golden.probabilities.astype(np.float64)
     if outputs.shape != expected.shape:
@@ -185,7 +208,8 @@ def _compare(golden: GoldenSet, outputs: np.ndarray) -> tuple[float, float]:
     return agreement, drift
 
 
-def _label_problems(expected: list[str], got: list[str]) -> list[str]:
+def label_problems(expected: list[str], got: list[str]) -> list[str]:
+    """What is wrong with the labels a runtime reports (`got`) against the golden set's (`expected`); [] when they match."""
     if got == expected:
         return []
     if len(got) != len(expected):

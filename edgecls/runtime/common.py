@@ -5,9 +5,13 @@ from outside).
 """
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +19,12 @@ from edgecls.errors import ConfigError, EdgeclsError, ModelError
 from edgecls.meta import META_FILENAME, ModelMeta, Quantization
 
 MAX_DETAIL = 300  # characters of a runtime's own message kept in the one-line error
+# backend name -> (module, distribution) whose version is the runtime's version
+RUNTIME_PACKAGES = {
+    "litert": ("ai_edge_litert", "ai-edge-litert"), "tflite-runtime": ("tflite_runtime", "tflite-runtime"),
+    "tensorflow-lite": ("tensorflow", "tensorflow"), "onnxruntime": ("onnxruntime", "onnxruntime"),
+    "openvino": ("openvino", "openvino"), "keras": ("keras", "keras"),
+}
 
 
 class EdgeTPUError(EdgeclsError):
@@ -95,6 +105,7 @@ class BaseBackend:
     num_classes: int | None = None
     input_quantization: Quantization | None = None
     output_quantization: Quantization | None = None
+    meta_source: str = META_FILENAME  # where the meta came from (load_backend sets it)
     _static_batch: int | None = None  # None: any batch in one call
     _keep_uint8: bool = False  # hand uint8 pixels over unconverted
     _run_errors: tuple[type[BaseException], ...] = (RuntimeError, ValueError)
@@ -120,7 +131,7 @@ class BaseBackend:
             raise BackendRunError(self.path, self.name, self._describe_error(exc)) from exc
         if len(batch) and scores.shape != (len(batch), self.meta.num_classes):
             if scores.ndim == 2 and scores.shape[0] == len(batch):
-                raise label_mismatch(self.path, scores.shape[1], self.meta, META_FILENAME)
+                raise label_mismatch(self.path, scores.shape[1], self.meta, self.meta_source)
             raise BackendRunError(self.path, self.name, f"it returned scores of shape {scores.shape} for {len(batch)} images")
         return scores
 
@@ -159,3 +170,30 @@ def ort_detail(exc: BaseException) -> str:
         head = re.sub(r"\.?\s*Name:'([^']*)'", lambda m: f" '{m.group(1)}'" if m.group(1) else "", head)
         text = f"{head.rstrip(' .')}: {status}"
     return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."
+
+
+def runtime_version(name: str) -> str:
+    """The installed version of backend `name`'s runtime package ("unknown" when it cannot be told); imports nothing new."""
+    module_name, distribution = RUNTIME_PACKAGES.get(name, (name, name))
+    version = getattr(sys.modules.get(module_name), "__version__", None)
+    if version:
+        return str(version).split("-")[0]  # openvino: "2026.4.1-22982-..." -> "2026.4.1"
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def describe_runtime(backend: Any) -> dict[str, str]:
+    """What ran a loaded backend: runtime, version, device and delegate, precision, machine and OS, Python, edgecls.
+
+    Golden sets store it (the run that made the expected scores) and `edgecls verify` prints it beside this machine's.
+    """
+    from edgecls import __version__
+
+    device = str(getattr(backend, "device", "cpu"))
+    return {
+        "runtime": str(backend.name), "version": runtime_version(backend.name), "device": device,
+        "delegate": "edgetpu" if device == "coral" else "", "precision_ran": str(getattr(backend, "precision_ran", "unknown")),
+        "machine": platform.machine(), "system": platform.system(), "python": platform.python_version(), "edgecls": __version__,
+    }

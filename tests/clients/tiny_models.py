@@ -113,3 +113,49 @@ def to_openvino(model: Any) -> Any:
     spec = tf.TensorSpec([None, *SIZE, 3], tf.float32, name="pixels")
     serve = tf.function(lambda pixels: {"probabilities": model(pixels, training=False)}, input_signature=[spec])
     return ov.convert_model(serve)
+
+
+def save_artifact(model: Any, folder: Path, fmt: str, precision: str = "fp32", calibration: np.ndarray | None = None,
+                  meta: ModelMeta | None = None) -> Path:
+    """model.tflite | model.onnx | model.xml (+ .bin) in `folder` with edgecls' metadata embedded and no meta.json beside it:
+    what a user copying only the artifact has. fmt: tflite | onnx | openvino; precision: fp32 | fp16 | dynamic | int8 (tflite)."""
+    from edgecls.metadata import static_batch, write_onnx_metadata, write_openvino_metadata, write_tflite_metadata
+
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = meta or tiny_meta(format=fmt, precision=precision)
+    if fmt == "tflite":
+        if calibration is None and precision == "int8":
+            calibration = fashion_rgb("train", 32, offset=1000)[0]
+            calibration[0, 0, 0] = 255  # input range 0..255: uint8 input scale 1, zero point 0
+        path = folder / "model.tflite"
+        path.write_bytes(write_tflite_metadata(to_tflite(model, precision, calibration, "uint8"), meta))
+        return path
+    if fmt == "onnx":
+        import onnx
+
+        raw = to_onnx(model, folder / ".raw.onnx")
+        proto = write_onnx_metadata(onnx.load(str(raw)), meta)
+        raw.unlink()
+        path = folder / "model.onnx"
+        onnx.save(proto, str(path))
+        return path
+    import openvino as ov
+
+    path = folder / "model.xml"
+    ov.save_model(write_openvino_metadata(static_batch(to_openvino(model)), meta), str(path), compress_to_fp16=False)
+    return path
+
+
+def golden_beside(path: Path, images: np.ndarray, precision: str | None = None, count: int = 8) -> Any:
+    """A golden set made from the artifact's own outputs on `images` through edgecls' runtime (what export will do),
+    saved as golden.npz beside it; returns the GoldenSet."""
+    from edgecls.metadata import make_golden, save_golden
+    from edgecls.runtime import load_backend
+    from edgecls.runtime.common import describe_runtime
+
+    with load_backend(path) as backend:
+        outputs = backend.run(images.astype(np.float32))
+        golden = make_golden(images, outputs, list(backend.meta.labels), precision or backend.meta.precision, count,
+                             runtime=describe_runtime(backend))
+    save_golden(golden, path)
+    return golden
