@@ -370,3 +370,24 @@ def test_artifact_info_defaults_describe_the_contract() -> None:
     info = artifact_info(meta)
     assert "RGB pixels 0..255" in info.description and "inside the model" in info.description and info.source_run == "runs/tiny-fmnist"
     assert info.date.endswith("+00:00") and info.author == "edgecls"
+
+
+def test_golden_records_the_runtime_that_made_it(tmp_path: Path) -> None:
+    from edgecls.metadata import runtime_summary
+
+    pixels = np.random.default_rng(3).integers(0, 256, size=(40, *SIZE, 3), dtype=np.uint8)
+    runtime = {"runtime": "litert", "version": "2.3.0", "device": "coral", "delegate": "edgetpu", "precision_ran": "int8",
+               "machine": "aarch64", "system": "Linux", "python": "3.11.2", "edgecls": "0.1.0"}
+    made = make_golden(pixels, _scores(), LABELS, "int8", count=4, runtime=runtime)
+    assert made.source == runtime_summary(runtime) == "litert 2.3.0 on coral + edgetpu delegate, Linux aarch64, Python 3.11.2"
+    loaded = load_golden(save_golden(made, tmp_path))
+    assert loaded.runtime == runtime and loaded.source == made.source
+    with np.load(tmp_path / GOLDEN_FILE, allow_pickle=False) as data:
+        info = json.loads(str(data["info"]))
+    del info["runtime"]  # a set written before the runtime was recorded still loads
+    np.savez_compressed(tmp_path / GOLDEN_FILE, images=loaded.images, probabilities=loaded.probabilities, info=np.array(json.dumps(info)))
+    assert load_golden(tmp_path).runtime == {}
+    np.savez_compressed(tmp_path / GOLDEN_FILE, images=loaded.images, probabilities=loaded.probabilities,
+                        info=np.array(json.dumps({**info, "labels": "abc"})))
+    with pytest.raises(ModelError, match="not a readable golden set"):
+        load_golden(tmp_path)
