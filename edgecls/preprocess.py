@@ -5,6 +5,7 @@ only steps outside it are: decode -> RGB uint8 -> centre crop -> resize. numpy a
 """
 from __future__ import annotations
 
+import io
 import stat
 import warnings
 from pathlib import Path
@@ -56,18 +57,7 @@ def load_image(path: str | Path) -> np.ndarray:
             raise ImageError(f"'{path}' is not a regular file (a pipe, socket or device)", "Pass image files")
         if stat.S_ISREG(info.st_mode) and info.st_size == 0:
             raise ImageError(f"'{path}' is empty (0 bytes)", "Remove or replace the file")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > MAX_PIXELS:
-                    raise ImageError(
-                        f"'{path}' is {width}x{height} pixels, over the {MAX_PIXELS:,} pixel limit",
-                        "Downscale the image before using it",
-                    )
-                image.seek(0)  # first frame of animations
-                image.load()
-                rgb = _to_rgb(ImageOps.exif_transpose(image) or image)
+        return _decode(path, f"'{path}'")
     except ImageError:
         raise
     except FileNotFoundError as exc:
@@ -76,12 +66,37 @@ def load_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"'{path}' is a folder, not an image", "Pass image files") from exc
     except PermissionError as exc:
         raise ImageError(f"image '{path}' is not readable (permission denied)", "Fix its permissions") from exc
+
+
+def decode_image(data: bytes, name: str = "the image") -> np.ndarray:
+    """`load_image` for bytes in memory (an upload): the same decoder, limits and errors, naming `name`."""
+    if not data:
+        raise ImageError(f"{name} is empty (0 bytes)", "Send the image file's bytes")
+    return _decode(io.BytesIO(data), name, "Send a JPEG, PNG, BMP, WebP or GIF image")
+
+
+def _decode(source: Path | io.BytesIO, name: str, fix: str = "Remove or replace the file") -> np.ndarray:
+    """Decode with Pillow: first frame, EXIF orientation, any mode to RGB uint8; bombs and broken files as ImageError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise ImageError(f"{name} is {width}x{height} pixels, over the {MAX_PIXELS:,} pixel limit",
+                                     "Downscale the image before using it")
+                image.seek(0)  # first frame of animations
+                image.load()
+                rgb = _to_rgb(ImageOps.exif_transpose(image) or image)
+    except (ImageError, FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"'{path}' is a decompression bomb ({exc})", "Downscale the image before using it") from exc
+        raise ImageError(f"{name} is a decompression bomb ({exc})", "Downscale the image before using it") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"'{path}' is not a readable image ({type(exc).__name__}: {exc})", "Remove or replace the file") from exc
+        detail = "no image format Pillow knows" if isinstance(source, io.BytesIO) and isinstance(exc, UnidentifiedImageError) else exc
+        raise ImageError(f"{name} is not a readable image ({type(exc).__name__}: {detail})", fix) from exc
     if rgb.width < 1 or rgb.height < 1:
-        raise ImageError(f"'{path}' has no pixels", "Remove or replace the file")
+        raise ImageError(f"{name} has no pixels", fix)
     return np.asarray(rgb, dtype=np.uint8)
 
 

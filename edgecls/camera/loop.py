@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,19 +34,19 @@ import numpy as np
 
 from edgecls.camera.decision import UNCERTAIN, Decision, Postprocessor
 from edgecls.camera.grabber import frame_reader
+from edgecls.camera.model_files import REPORT_NAME, default_report_path, resolve_model, run_inputs
 from edgecls.camera.outputs import Outputs, check_outputs
 from edgecls.camera.pipeline import Feed, Prepared, make_feed, open_frames
 from edgecls.camera.signals import Terminated, signals_deferred, sigterm_stops_loop
 from edgecls.camera.sources import CameraError, FrameSource
 from edgecls.camera.stats import LoopStats, system_facts
-from edgecls.errors import ConfigError, EdgeclsError, ModelError
+from edgecls.errors import ConfigError, EdgeclsError
 from edgecls.fsutil import check_outputs as check_not_inputs
 from edgecls.fsutil import sweep_stale_temps, write_json
+from edgecls.integrations import ResultSink
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_NAMES = ("model.tflite", "model.onnx", "model.xml")
-REPORT_NAME = "camera_report.json"
 FAILURES = ("error", "source lost", "source stalled")
 SIGNAL_STOPS = ("interrupted", "terminated")
 MAX_FAILURES_IN_A_ROW = 30  # frames whose inference raised, in a row, before the run stops
@@ -75,43 +74,6 @@ class FrameResult:
         return self.decision.label
 
 
-def resolve_model(model: str | Path) -> Path:
-    """An artifact file, or a folder holding exactly one model.tflite / model.onnx / model.xml."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        found = [path / name for name in ARTIFACT_NAMES if (path / name).is_file()]
-        if len(found) == 1:
-            return found[0]
-        if (path / "model.keras").is_file():
-            raise ModelError(
-                f"'{path}' is a training run folder; the camera runs exported artifacts (no TensorFlow)",
-                f"Export it first: edgecls export {path} --int8 --target tflite, then pass {path}/export/tflite-int8/model.tflite",
-            )
-        what = "several artifacts" if found else "no model.tflite, model.onnx or model.xml"
-        raise ModelError(f"folder '{path}' holds {what}", "Pass the artifact file itself, e.g. EXPORT/tflite-int8/model.tflite")
-    if not path.exists():
-        raise ModelError(f"model '{path}' does not exist", "Pass an exported .tflite, .onnx or .xml file (made by 'edgecls export')")
-    return path
-
-
-def default_report_path(model: str | Path) -> Path:
-    """Where `edgecls camera` writes its report unless told: beside the model artifact."""
-    folder = resolve_model(model).parent
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(f"cannot write the camera report beside the model: '{folder}' is not writable",
-                          "Pass --report PATH in a writable folder")
-    return folder / REPORT_NAME
-
-
-def _inputs(artifact: Path, source: object, token_file: Path | None) -> dict[str, Path | None]:
-    """What the run reads, by the option the user named it with: no output may be, or lie inside, one of them."""
-    spec = str(source) if isinstance(source, (str, Path)) else ""
-    device = Path(spec).expanduser() if spec and not spec.isdigit() and "://" not in spec and Path(spec).expanduser().exists() else None
-    weights = artifact.with_suffix(".bin") if artifact.suffix.lower() == ".xml" else None
-    return {"--model": artifact, "--model's meta.json": artifact.parent / "meta.json", "--model's weights": weights,
-            "--device": device, "--token-file": token_file}
-
-
 def run_camera(
     model: str | Path,
     source: str | FrameSource | Callable[[], FrameSource],
@@ -137,6 +99,7 @@ def run_camera(
     reader_options: dict[str, float] | None = None,
     pipeline: bool = True,
     token_file: str | Path | None = None,
+    sinks: Sequence[ResultSink] = (),
 ) -> dict[str, Any]:
     """Classify frames from a camera, stream, video or folder; returns the report (also written to `report`).
 
@@ -146,7 +109,10 @@ def run_camera(
     width/height/fps: hints for live sources. reader_options: LatestFrameGrabber settings (backoff etc.).
     pipeline: read and preprocess the next frame on a worker thread while this one is in inference.
     token_file: the live view's access token (required on every route); without one, a server bound to a
-    non-loopback address makes its own and logs the URL with it once.
+    non-loopback address makes its own and logs the URL with it once. The live view also answers the JSON
+    API (edgecls.camera.api: /api/info, /api/classify), sharing the model with the loop under a lock.
+    sinks: ResultSinks (edgecls.integrations: MQTT, frames kept for retraining) offered every result on this
+    thread; they do their work on threads of their own. Their counters go into the report's "integrations".
     Outputs (report, record) that are, or lie inside, an input (model, its meta.json, the source file or
     folder, the token file) are refused before any work.
     Raises CameraError, with the report as `.summary`, when a live source is lost for good, and CameraRunError
@@ -158,7 +124,7 @@ def run_camera(
         raise ConfigError(f"seconds {seconds} must be positive", "Use e.g. --seconds 30, or leave it out to run until stopped")
     artifact = resolve_model(model)
     token_path = Path(token_file).expanduser() if token_file is not None else None
-    check_not_inputs({"--record": record, "--report": report}, _inputs(artifact, source, token_path))
+    check_not_inputs({"--record": record, "--report": report}, run_inputs(artifact, source, token_path))
     show, record, report = check_outputs(headless, record, report)
     if record is not None and report is not None and record.resolve() == report.resolve():
         raise ConfigError(f"--record and --report are the same file '{record}'", "Give the recording and the report different names")
@@ -182,11 +148,22 @@ def run_camera(
         reader = frame_reader(opened, reopen, **(reader_options or {}))
         feed = make_feed(reader, backend.meta, pipeline, limit=frames, join_timeout=(reader_options or {}).get("join_timeout", 2.0))
         stack.callback(feed.stop)  # the worker first, then the reader
-        outputs = Outputs(show, record, serve, opened.fps, token=token)
+        outputs = Outputs(show, record, serve, opened.fps, token=token, lossless=not opened.is_live)
         stack.callback(outputs.close)
+        api = None
+        if outputs.server is not None:
+            from edgecls.camera.api import ClassifyApi
+
+            api = ClassifyApi(backend, top_k=top_k, threshold=threshold).mount(outputs.server)
+            backend = api.backend  # the loop and the API share the model under one lock
+        for sink in sinks:
+            sink.open(backend)
+            stack.callback(sink.close)
         limits = _Limits(frames, seconds, warmup, report_every, stall_timeout)
         facts = {"spec": spec, "source": opened, "artifact": artifact, "device": device}
-        run = _Run(backend, feed, post, outputs, facts, report, on_result, limits)
+        run = _Run(backend, feed, post, outputs, facts, report, on_result, limits, tuple(sinks))
+        if api is not None:
+            api.camera_stats = run.stats.live
         summary = run.execute()
     return summary
 
@@ -206,9 +183,10 @@ class _Run:
     """One execution of the loop and the report it writes."""
 
     def __init__(self, backend: Any, feed: Feed, post: Postprocessor, outputs: Outputs, facts: dict[str, Any],
-                 report: Path | None, on_result: Callable[[FrameResult], None] | None, limits: _Limits) -> None:
+                 report: Path | None, on_result: Callable[[FrameResult], None] | None, limits: _Limits,
+                 sinks: tuple[ResultSink, ...] = ()) -> None:
         self.backend, self.feed, self.reader, self.post, self.outputs = backend, feed, feed.reader, post, outputs
-        self.facts, self.report, self.on_result, self.limits = facts, report, on_result, limits
+        self.facts, self.report, self.on_result, self.limits, self.sinks = facts, report, on_result, limits, sinks
         self.stats = LoopStats(limits.warmup)
         self.labels: Counter[str] = Counter()
         self.last: Decision | None = None
@@ -256,6 +234,11 @@ class _Run:
         except EdgeclsError as exc:
             failure = exc
             self.error = self.error or str(exc)
+        for sink in self.sinks:  # before the summary: their final counters go into it
+            try:
+                sink.close()
+            except Exception as exc:  # noqa: BLE001 - an integration's failure never costs the report
+                log.warning("%s: closing failed (%s)", sink.name, _one_line(exc))
         if self.reader.error is not None and self.stop_reason in ("source lost", "source stalled"):
             failure = failure or self.reader.error
         elif self.stats.frames == 0 and self.stop_reason not in (*SIGNAL_STOPS, "error"):
@@ -373,8 +356,12 @@ class _Run:
             stats.add(timings, done_at=t4)
             self.labels[decision.label] += 1
             self.last = decision
-            if self.on_result is not None:
-                self.on_result(FrameResult(stats.frames - 1, frame.seq, frame.image, raw, decision, timings))
+            if self.on_result is not None or self.sinks:
+                result = FrameResult(stats.frames - 1, frame.seq, frame.image, raw, decision, timings)
+                if self.on_result is not None:
+                    self.on_result(result)
+                for sink in self.sinks:
+                    sink.offer(result)
             if quit_requested:
                 return "quit key"
             if self.report is not None and limits.report_every > 0 and time.perf_counter() >= next_report:
@@ -400,7 +387,8 @@ class _Run:
                       "record": str(self.outputs.record) if self.outputs.record else None, "serve": self.outputs.url,
                       "pipeline": self.feed.pipelined},
             counts={"processed": self.stats.frames, "inference_failed": self.inference_failed,
-                    "frames_recorded": self.outputs.recorded, **counters.as_dict()},
+                    "frames_recorded": self.outputs.recorded, "output_dropped": self.outputs.dropped, **counters.as_dict()},
+            integrations={sink.name: sink.report() for sink in self.sinks},
             inference_error=self.inference_error,
             labels=dict(self.labels.most_common()),
             last=None if last is None else {"label": last.label, "score": round(last.score, 6), "uncertain": last.uncertain,

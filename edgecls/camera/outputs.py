@@ -1,5 +1,14 @@
 """Where the camera loop's annotated frames go: an OpenCV window, a recording, the live view server.
 
+Off the inference path: the recording and the live view are drawn, encoded and written by an output
+thread of their own. The loop only hands the frame over (`handle` returns at once): for a live source
+the output thread takes the newest frame, and a frame it had no time for is skipped and counted
+(`dropped`), so recording never slows inference; for a file or folder (no real time to keep up with)
+the recording keeps every frame and the loop waits when the output thread is OUTPUT_DEPTH frames
+behind. The live view encodes JPEGs only as often as it wants them (LiveServer.wants_frame: its
+stream clients at most LiveServer.max_stream_fps, a snapshot refresh otherwise); its stats are
+updated every frame. The window is drawn on the loop's thread (GUI toolkits want one thread).
+
 OpenCV is imported only when one of them is on (edgecls.errors.require names the extra to install).
 A recording is written to a temp file beside its target (edgecls.fsutil's short `.edgecls-tmp-` names,
 removed on errors and signals, swept at the next run when a SIGKILL left one), re-opened with OpenCV
@@ -13,6 +22,9 @@ import contextlib
 import logging
 import os
 import sys
+import threading
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +38,8 @@ log = logging.getLogger(__name__)
 RECORD_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 WINDOW = "edgecls camera"
 DEFAULT_RECORD_FPS = 15.0  # live sources that report no frame rate
+OUTPUT_DEPTH = 4  # frames a file's recording may be behind before the loop waits for the output thread
+CLOSE_TIMEOUT_S = 10.0  # seconds close() waits for the output thread to write what it was handed
 
 
 def display_available() -> bool:
@@ -65,20 +79,45 @@ def check_outputs(headless: bool | None, record: str | Path | None, report: str 
     return show, record, report
 
 
-class Outputs:
-    """Overlay plus any of: an OpenCV window, an annotated recording, the live view server."""
+@dataclass(frozen=True)
+class _Job:
+    """One frame for the output thread, with what the overlay shows."""
 
-    def __init__(self, show: bool, record: Path | None, serve: str | None, record_fps: float | None, token: str | None = None) -> None:
+    frame: np.ndarray
+    label: str
+    score: float
+    uncertain: bool
+    live: dict[str, Any]
+    extra: dict[str, Any]
+
+
+class Outputs:
+    """Overlay plus any of: an OpenCV window, an annotated recording, the live view server (see the module docstring).
+
+    lossless: keep every frame in the recording (files and folders); False drops frames the output thread
+    had no time for (live sources). `recorded` counts frames written, `dropped` frames skipped.
+    """
+
+    def __init__(self, show: bool, record: Path | None, serve: str | None, record_fps: float | None, token: str | None = None,
+                 lossless: bool = False) -> None:
         self.show, self.record, self.serve, self.token = show, record, serve, token
+        self.lossless = lossless and record is not None
         self.record_fps = record_fps or DEFAULT_RECORD_FPS
         self.server: Any = None
         self.url: str | None = None
         self.recorded = 0
+        self.dropped = 0
+        self.error: BaseException | None = None  # what stopped the output thread, raised by the next handle() or close()
+        self._error_raised = False
         self._writer: Any = None
         self._publish: contextlib.AbstractContextManager[Path] | None = None  # atomic_path: temp file -> record
         self._tmp: Path | None = None
         self._size: tuple[int, int] | None = None
         self._cv2: Any = None
+        self._jobs: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
         if show or record or serve:
             self._cv2 = require("cv2", "pi")
         if show:
@@ -90,6 +129,9 @@ class Outputs:
                 self.show = False
         if serve:
             self._start_server(serve)
+        if self.record is not None or self.server is not None:
+            self._thread = threading.Thread(target=self._work, name="edgecls-output", daemon=True)
+            self._thread.start()
 
     @property
     def active(self) -> bool:
@@ -109,6 +151,95 @@ class Outputs:
         else:
             log.info("live view at %s", self.url)
 
+    def handle(self, frame: np.ndarray, decision: Any, live: dict[str, Any], extra: dict[str, Any]) -> bool:
+        """Send the frame everywhere it goes; True when the user asked to quit (q, Esc, window closed).
+
+        decision: anything with label, score and uncertain (edgecls.camera.decision.Decision). Returns at once
+        except for a file's recording that is OUTPUT_DEPTH frames behind. Raises what stopped the output thread.
+        """
+        self._raise_error()
+        server = self.server
+        if self.record is not None or (server is not None and server.wants_frame()):
+            self._hand_over(_Job(frame, decision.label, float(decision.score), bool(decision.uncertain), live, extra))
+        if server is not None:
+            server.publish_stats({"label": decision.label, "score": decision.score, **live, **extra})
+        return self._show(frame, decision, live) if self.show else False
+
+    def _show(self, frame: np.ndarray, decision: Any, live: dict[str, Any]) -> bool:
+        from edgecls.camera.overlay import draw_overlay
+
+        cv2 = self._cv2
+        annotated = draw_overlay(frame, decision.label, decision.score, live.get("fps"), live.get("latency_p50_ms"),
+                                 uncertain=decision.uncertain)
+        cv2.imshow(WINDOW, annotated)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            return True
+        with contextlib.suppress(cv2.error):
+            if cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
+                return True
+        return False
+
+    def _hand_over(self, job: _Job) -> None:
+        with self._cond:
+            if self.lossless:  # a file: wait for room rather than lose a frame of the recording
+                while len(self._jobs) >= OUTPUT_DEPTH and self.error is None and self._thread is not None and self._thread.is_alive():
+                    self._cond.wait(0.5)
+            elif self._jobs:  # live: the newest frame replaces the one still waiting
+                self._jobs.popleft()
+                self.dropped += 1
+            self._jobs.append(job)
+            self._cond.notify_all()
+
+    def _raise_error(self) -> None:
+        if self.error is not None and not self._error_raised:
+            self._error_raised = True
+            raise self.error
+
+    # ---------------------------------------------------------------- the output thread
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._jobs or self._stopping)
+                if not self._jobs:
+                    return
+                job = self._jobs.popleft()
+                self._cond.notify_all()
+            try:
+                self._write(job)
+            except BaseException as exc:  # noqa: BLE001 - raised again on the loop's thread
+                with self._cond:
+                    self.error = exc
+                    self.dropped += len(self._jobs)
+                    self._jobs.clear()
+                    self._cond.notify_all()
+                return
+
+    def _write(self, job: _Job) -> None:
+        from edgecls.camera.overlay import draw_overlay
+
+        cv2, server = self._cv2, self.server
+        publish = server is not None and server.wants_frame()
+        if self.record is None and not publish:
+            return
+        annotated = draw_overlay(job.frame, job.label, job.score, job.live.get("fps"), job.live.get("latency_p50_ms"),
+                                 uncertain=job.uncertain)
+        if self.record is not None:
+            height, width = annotated.shape[:2]
+            if self._writer is None:
+                self._open_writer(width, height)
+            if self._size != (width, height):  # a source whose frame size changed: keep the video's size
+                annotated_out = cv2.resize(annotated, self._size, interpolation=cv2.INTER_AREA)
+            else:
+                annotated_out = annotated
+            self._writer.write(annotated_out)
+            self.recorded += 1
+        if publish:
+            ok, jpeg = cv2.imencode(".jpg", annotated, [cv2.IMWRITE_JPEG_QUALITY, 80])
+            if ok:
+                server.publish(jpeg.tobytes(), {"label": job.label, "score": job.score, **job.live, **job.extra})
+
     def _open_writer(self, width: int, height: int) -> None:
         cv2, record = self._cv2, self.record
         if record is None:
@@ -123,51 +254,27 @@ class Outputs:
             raise ConfigError(f"OpenCV cannot write {codec} video to '{record}'", "Try a .avi path (MJPG), or check disk space")
         self._size = (width, height)
 
-    def handle(self, frame: np.ndarray, decision: Any, live: dict[str, Any], extra: dict[str, Any]) -> bool:
-        """Draw and send the frame everywhere it goes; True when the user asked to quit (q, Esc, window closed).
-
-        decision: anything with label, score and uncertain (edgecls.camera.loop.Decision).
-        """
-        from edgecls.camera.overlay import draw_overlay
-
-        cv2 = self._cv2
-        annotated = draw_overlay(frame, decision.label, decision.score, live.get("fps"), live.get("latency_p50_ms"),
-                                 uncertain=decision.uncertain)
-        if self.record is not None:
-            height, width = annotated.shape[:2]
-            if self._writer is None:
-                self._open_writer(width, height)
-            if self._size != (width, height):  # a source whose frame size changed: keep the video's size
-                annotated_out = cv2.resize(annotated, self._size, interpolation=cv2.INTER_AREA)
-            else:
-                annotated_out = annotated
-            self._writer.write(annotated_out)
-            self.recorded += 1
-        if self.server is not None:
-            ok, jpeg = cv2.imencode(".jpg", annotated, [cv2.IMWRITE_JPEG_QUALITY, 80])
-            if ok:
-                self.server.publish(jpeg.tobytes(), {"label": decision.label, "score": decision.score, **live, **extra})
-        if self.show:
-            cv2.imshow(WINDOW, annotated)
-            key = cv2.waitKey(1) & 0xFF
-            if key in (ord("q"), 27):
-                return True
-            with contextlib.suppress(cv2.error):
-                if cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
-                    return True
-        return False
-
     def idle(self) -> None:
         """Keep the window responsive while no frame arrives."""
         if self.show:
             self._cv2.waitKey(1)
 
     def close(self) -> None:
-        """Close window and server, then finish the recording: verified and renamed into place when it has frames.
+        """Let the output thread write what it was handed, close window and server, then finish the recording:
+        verified and renamed into place when it has frames.
 
         Raises ConfigError (and leaves no file under the recording's name) when the recording does not read
-        back every frame written. Closing twice is harmless.
+        back every frame written, or what stopped the output thread if the loop did not see it. Closing twice is harmless.
         """
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(CLOSE_TIMEOUT_S)
+            if thread.is_alive():
+                log.warning("the output thread is still writing after %.0f s; the recording is left unfinished", CLOSE_TIMEOUT_S)
+                self._writer = None  # never release a writer another thread is using
         try:
             if self.server is not None:
                 self.server.stop()
@@ -177,6 +284,7 @@ class Outputs:
                     self._cv2.waitKey(1)
         finally:
             self._finish_recording()
+        self._raise_error()
 
     def _finish_recording(self) -> None:
         from edgecls.data.video import verify_video

@@ -108,6 +108,10 @@ class _FrameSlot:
             self.published_at = time.monotonic()
             self.cond.notify_all()
 
+    def put_stats(self, stats: dict[str, Any]) -> None:
+        with self.cond:
+            self.stats = stats
+
     def newer_than(self, seq: int, timeout: float) -> tuple[int, bytes | None]:
         """Wait up to `timeout` for a frame after `seq`; returns (seq, jpeg), jpeg None when closed."""
         with self.cond:
@@ -133,6 +137,8 @@ class LiveServer:
     evict_after = 1.0  # a connection still sending headers this long may be closed for a new one
     idle_resend = 2.0  # seconds without a new frame before the newest one is sent again
     join_timeout = 2.0  # seconds stop() waits for the server and client threads
+    max_stream_fps = 30.0  # JPEGs a second at most while a stream client watches (a browser needs no more)
+    snapshot_interval = 1.0  # seconds between JPEGs while nobody watches the stream (snapshot.jpg stays this fresh)
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, max_clients: int = 4, title: str = "edgecls live", *,
                  token: str | None = None, max_connections: int = 32) -> None:
@@ -226,6 +232,18 @@ class LiveServer:
         """Frame bytes the server holds: only the newest frame, however many or slow the viewers."""
         jpeg = self._slot.jpeg
         return 0 if jpeg is None else len(jpeg)
+
+    def wants_frame(self) -> bool:
+        """Whether a new JPEG is worth encoding now: at most max_stream_fps while the stream is watched, else one per
+        snapshot_interval. Cheap, for the camera's output thread to skip the encoding it would throw away."""
+        if self._closed:
+            return False
+        since = time.monotonic() - self._slot.published_at
+        return since >= (1.0 / self.max_stream_fps if self._streams else self.snapshot_interval)
+
+    def publish_stats(self, stats: dict) -> None:
+        """Make `stats` the newest live stats without a new frame (non-blocking)."""
+        self._slot.put_stats(_jsonable(dict(stats)))
 
     def publish(self, jpeg: bytes, stats: dict) -> None:
         """Make `jpeg` the newest frame and `stats` the newest live stats (non-blocking)."""

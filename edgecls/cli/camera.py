@@ -7,14 +7,20 @@ cannot be verified; 1 when no frame was classified (every frame failed, or none 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.text import Text
 
 from edgecls.cli.common import console, err_console, print_json, say
 from edgecls.errors import EdgeclsError
+
+if TYPE_CHECKING:
+    from edgecls.integrations import ResultSink
 
 EXIT_CODES = {"interrupted": 130, "terminated": 143}
 
@@ -53,6 +59,24 @@ def camera_command(
     height: int | None = typer.Option(None, "--height", help="Ask a live camera for this frame height."),
     report: Path | None = typer.Option(None, "--report",
                                        help="Where to write the JSON report [default: camera_report.json beside the model]."),
+    mqtt: str | None = typer.Option(
+        None, "--mqtt",
+        help="Publish results to an MQTT broker: mqtt[s]://[USER@]HOST[:PORT]/PREFIX (Home Assistant discovery included). "
+             "Password: --mqtt-password-file or EDGECLS_MQTT_PASSWORD (one in the URL is scrubbed from ps, but prefer those)."),
+    mqtt_password_file: Path | None = typer.Option(None, "--mqtt-password-file", help="File holding the MQTT password (mode 0600)."),
+    mqtt_ca: Path | None = typer.Option(None, "--mqtt-ca", help="PEM file of the CA that signed an mqtts:// broker's certificate."),
+    mqtt_qos: int = typer.Option(0, "--mqtt-qos", help="QoS of results and state messages: 0, 1 or 2."),
+    mqtt_retain: bool = typer.Option(True, "--mqtt-retain/--mqtt-no-retain", help="Retain the state message (the debounced label)."),
+    mqtt_rate: float = typer.Option(1.0, "--mqtt-rate", help="Per-frame results published per second at most (0: none, state only)."),
+    mqtt_debounce: int = typer.Option(3, "--mqtt-debounce", help="Consecutive frames a label needs before it becomes the state."),
+    mqtt_discovery: bool = typer.Option(True, "--mqtt-discovery/--no-mqtt-discovery", help="Publish Home Assistant discovery."),
+    save_uncertain: Path | None = typer.Option(
+        None, "--save-uncertain",
+        help="Keep frames the model is unsure about for retraining: DIR/.unlabelled/<time>.jpg + .json (label one by moving "
+             "it into DIR/<class>/, then edgecls train --data DIR)."),
+    margin: float = typer.Option(0.0, "--margin", help="--save-uncertain also keeps frames whose top-1 minus top-2 score is below this."),
+    save_rate: float = typer.Option(1.0, "--save-rate", help="Uncertain frames saved per second at most."),
+    save_max: int = typer.Option(1000, "--save-max", help="Uncertain frames kept on disk at most (the oldest this tool wrote go first)."),
     pipeline: bool = typer.Option(True, "--pipeline/--no-pipeline",
                                   help="Read and preprocess the next frame on a second thread while this one is in inference "
                                        "(higher FPS, same results)."),
@@ -62,7 +86,36 @@ def camera_command(
     from edgecls.camera.loop import default_report_path, run_camera
     from edgecls.camera.stats import render_summary
 
-    report = report if report is not None else default_report_path(model)
+    with log_to_console():
+        sinks: list[ResultSink] = []
+        if mqtt is not None:
+            sinks.append(_mqtt_sink(mqtt, mqtt_password_file, ca_file=mqtt_ca, qos=mqtt_qos, retain=mqtt_retain, rate=mqtt_rate,
+                                    debounce=mqtt_debounce, discovery=mqtt_discovery))
+        if save_uncertain is not None:
+            from edgecls.integrations.uncertain import UncertainKeeper
+
+            sinks.append(UncertainKeeper(save_uncertain, threshold=threshold, margin=margin, rate=save_rate, max_files=save_max))
+        report = report if report is not None else default_report_path(model)
+        try:
+            summary = run_camera(
+                model, source, device=backend_device, threads=threads, frames=frames, seconds=seconds, smoothing=smoothing,
+                threshold=threshold, top_k=top_k, headless=headless, record=record, serve=serve, report=report,
+                width=width, height=height, pipeline=pipeline, token_file=token_file, sinks=sinks,
+            )
+        except EdgeclsError as exc:
+            ran = getattr(exc, "summary", None)  # the loop ran: show its table before the error line
+            if ran:
+                _render(ran, report, as_json, render_summary)
+            raise
+    _render(summary, report, as_json, render_summary)
+    code = EXIT_CODES.get(summary.get("stop_reason", ""), 0)
+    if code:
+        raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def log_to_console() -> Iterator[None]:
+    """Library log lines under edgecls.camera (reconnects, live-view URL, MQTT) as short stderr lines while the block runs."""
     handler = _ConsoleHandler(logging.INFO)
     library_log = logging.getLogger("edgecls.camera")
     saved = library_log.level, library_log.propagate
@@ -70,24 +123,27 @@ def camera_command(
     library_log.setLevel(logging.INFO)
     library_log.propagate = False
     try:
-        summary = run_camera(
-            model, source, device=backend_device, threads=threads, frames=frames, seconds=seconds, smoothing=smoothing,
-            threshold=threshold, top_k=top_k, headless=headless, record=record, serve=serve, report=report,
-            width=width, height=height, pipeline=pipeline, token_file=token_file,
-        )
-    except EdgeclsError as exc:
-        ran = getattr(exc, "summary", None)  # the loop ran: show its table before the error line
-        if ran:
-            _render(ran, report, as_json, render_summary)
-        raise
+        yield
     finally:
         library_log.removeHandler(handler)
         library_log.setLevel(saved[0])
         library_log.propagate = saved[1]
-    _render(summary, report, as_json, render_summary)
-    code = EXIT_CODES.get(summary.get("stop_reason", ""), 0)
-    if code:
-        raise typer.Exit(code)
+
+
+def _mqtt_sink(url: str, password_file: Path | None, **options: Any) -> ResultSink:
+    """The MQTT sink for --mqtt; a password spelled in the URL is scrubbed from this process's command line first."""
+    from edgecls.integrations.credentials import scrub_argv
+    from edgecls.integrations.mqtt import MqttSink
+    from edgecls.integrations.mqtt_config import PASSWORD_ENV, parse_mqtt_url
+
+    settings, password_in_url = parse_mqtt_url(url, password_file=password_file, **options)
+    if password_in_url:
+        scrubbed = scrub_argv(password_in_url)
+        logging.getLogger("edgecls.camera.mqtt").warning(
+            "the MQTT password was given in the URL: %s; use %s or --mqtt-password-file instead",
+            "it was removed from this process's command line, but shell history and service files may keep it" if scrubbed
+            else "other users can see it in ps", PASSWORD_ENV)
+    return MqttSink(settings)
 
 
 def _render(summary: dict, report: Path, as_json: bool, render_summary: object) -> None:
