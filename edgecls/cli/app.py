@@ -50,10 +50,10 @@ def _global_options(
 def _register() -> None:
     if app.registered_commands:
         return  # main() may run more than once in one process (tests)
-    from edgecls.cli import bench, camera, data, deploy, doctor, evaluate, export, models, predict, train, verify
+    from edgecls.cli import bench, camera, data, deploy, doctor, evaluate, export, models, predict, serve, train, verify
 
     app.add_typer(data.app, name="data")
-    for module in (train, evaluate, predict, export, deploy, camera, bench, models, doctor, verify):
+    for module in (train, evaluate, predict, export, deploy, camera, serve, bench, models, doctor, verify):
         module.register(app)
 
 
