@@ -79,8 +79,11 @@ def _resume(run: Path, dead_pid: int) -> None:
 def _assert_same_run(resumed: Path, uninterrupted: Path) -> None:
     assert (resumed / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
     expected, got = _weights(uninterrupted), _weights(resumed)
-    assert got.keys() == expected.keys() and len(got) > 10
-    different = [name for name in expected if not np.array_equal(got[name], expected[name])]
+    # model.keras also holds the optimizer of every sub-model compiled in that process: the head's (cached-feature
+    # phase) exists only when the head phase ran there. Weights must match one for one, optimizer state where both have it.
+    weights = sorted(name for name in expected if "optimizer" not in name)
+    assert weights == sorted(name for name in got if "optimizer" not in name) and len(weights) > 10
+    different = [name for name in set(expected) & set(got) if not np.array_equal(got[name], expected[name])]
     assert not different, different
     accuracy = [json.loads((folder / "metrics.json").read_text())["accuracy"] for folder in (resumed, uninterrupted)]
     assert accuracy[0] == accuracy[1]
