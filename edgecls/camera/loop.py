@@ -148,14 +148,14 @@ def run_camera(
         reader = frame_reader(opened, reopen, **(reader_options or {}))
         feed = make_feed(reader, backend.meta, pipeline, limit=frames, join_timeout=(reader_options or {}).get("join_timeout", 2.0))
         stack.callback(feed.stop)  # the worker first, then the reader
-        outputs = Outputs(show, record, serve, opened.fps, token=token, lossless=not opened.is_live)
-        stack.callback(outputs.close)
         api = None
-        if outputs.server is not None:
+        if serve:
             from edgecls.camera.api import ClassifyApi
 
-            api = ClassifyApi(backend, top_k=top_k, threshold=threshold).mount(outputs.server)
+            api = ClassifyApi(backend, top_k=top_k, threshold=threshold)
             backend = api.backend  # the loop and the API share the model under one lock
+        outputs = Outputs(show, record, serve, opened.fps, token=token, lossless=not opened.is_live, mount=api.mount if api else None)
+        stack.callback(outputs.close)
         for sink in sinks:
             sink.open(backend)
             stack.callback(sink.close)

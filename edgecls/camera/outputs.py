@@ -24,6 +24,7 @@ import os
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,10 +97,11 @@ class Outputs:
 
     lossless: keep every frame in the recording (files and folders); False drops frames the output thread
     had no time for (live sources). `recorded` counts frames written, `dropped` frames skipped.
+    mount: called with the LiveServer before it starts, to add routes (edgecls.camera.api.ClassifyApi.mount).
     """
 
     def __init__(self, show: bool, record: Path | None, serve: str | None, record_fps: float | None, token: str | None = None,
-                 lossless: bool = False) -> None:
+                 lossless: bool = False, mount: Callable[[Any], object] | None = None) -> None:
         self.show, self.record, self.serve, self.token = show, record, serve, token
         self.lossless = lossless and record is not None
         self.record_fps = record_fps or DEFAULT_RECORD_FPS
@@ -128,7 +130,7 @@ class Outputs:
                             "Use --serve HOST:PORT to watch in a browser")
                 self.show = False
         if serve:
-            self._start_server(serve)
+            self._start_server(serve, mount)
         if self.record is not None or self.server is not None:
             self._thread = threading.Thread(target=self._work, name="edgecls-output", daemon=True)
             self._thread.start()
@@ -137,13 +139,15 @@ class Outputs:
     def active(self) -> bool:
         return bool(self.show or self.record or self.server)
 
-    def _start_server(self, address: str) -> None:
+    def _start_server(self, address: str, mount: Callable[[Any], object] | None) -> None:
         try:
             from edgecls.camera.server import LiveServer, parse_address
         except ImportError as exc:
             raise ConfigError("--serve needs edgecls.camera.server, which this installation lacks", "Reinstall edgecls") from exc
         host, port = parse_address(address)
         self.server = LiveServer(host, port, token=self.token)
+        if mount is not None:
+            mount(self.server)  # more routes (the JSON API) before the first request can arrive
         self.server.start()
         self.url = self.server.url  # never the token: the URL goes into the report
         if self.server.token_generated:  # the only place this run's token is shown: once, on stderr
