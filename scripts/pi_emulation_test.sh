@@ -12,6 +12,9 @@
 #  4. `python3.11 -m edgecls camera` on a short mp4 and `edgecls predict` on its frames, under qemu-aarch64-static,
 #     compared with the same commands on the host: same top-1 on most frames (aarch64 OpenCV decodes video a few
 #     levels differently, so scores are compared with a tolerance, labels by majority)
+#  5. `edgecls verify` on the bundle's artifact, on the host and under QEMU: the golden set the bundle carries (made
+#     at export; until export stores one, made here by edgecls.verify.golden_from_images from the held-out test split
+#     through the host's LiteRT, the runtime that validated the export) must pass on emulated arm64 LiteRT too
 #
 # Env: PROFILE (pi5 or pi4: an aarch64 profile whose preferred target is tflite), FRAMES (3),
 #      EDGECLS_PI_CACHE (.cache/pi-root), MIRROR (the Debian mirror this machine's apt uses), PYTHON (.venv/bin/python),
@@ -98,6 +101,19 @@ edgecls data fashion-mnist "$WORK/D" --per-class 8 >"$WORK/data.log" 2>&1 || { c
 edgecls train --data "$WORK/D" --model plain_cnn --img-size 32 --epochs 1 --fine-tune-epochs 0 --out "$WORK/R" >"$WORK/train.log" 2>&1 \
   || { tail -n 20 "$WORK/train.log"; fail "edgecls train"; }
 edgecls export "$WORK/R" --int8 --target tflite >"$WORK/export.log" 2>&1 || { tail -n 20 "$WORK/export.log"; fail "edgecls export"; }
+if [ -f "$WORK/R/export/tflite-int8/golden.npz" ]; then
+  echo "  the export stored its golden set"
+else  # export does not store one yet: the library makes it from the held-out test split through the host's LiteRT
+  "$PY" - "$WORK/R/export/tflite-int8/model.tflite" "$WORK/D/test" <<'EOF' || fail "golden set"
+import sys
+from pathlib import Path
+from edgecls.metadata import load_golden
+from edgecls.verify import golden_from_images
+path = golden_from_images(Path(sys.argv[1]), sorted(Path(sys.argv[2]).rglob("*.png")))
+golden = load_golden(path)
+print(f"  golden set made here (export stores none yet): {len(golden.images)} test images, {golden.source}")
+EOF
+fi
 edgecls deploy "$WORK/R" --device "$PROFILE" --out "$WORK/B" --offline || fail "edgecls deploy"
 (cd "$WORK/B" && find . -type f ! -path './wheels/*' | sort | sed 's#^\./#  #')
 echo "  wheels/: $(ls "$WORK/B/wheels" | wc -l) wheels, $(du -sh "$WORK/B/wheels" | cut -f1)"
@@ -170,6 +186,13 @@ emu -m edgecls predict "$MODEL" "$WORK"/frames/*.png --top-k 3 --json >"$WORK/em
 echo "  emulated runs took $((SECONDS - start)) s"
 emu -m edgecls doctor --json --device "$PROFILE" >"$WORK/emu_doctor.json" 2>"$WORK/emu_doctor.err" || { tail -n 20 "$WORK/emu_doctor.err"; fail "emulated doctor"; }
 
+step "edgecls verify: the bundle's golden set on the host and on emulated aarch64"
+[ -f "$(dirname "$MODEL")/golden.npz" ] || fail "the bundle carries no golden.npz beside $MODEL"
+edgecls verify "$MODEL" --json >"$WORK/host_verify.json" 2>"$WORK/host_verify.err" || { cat "$WORK/host_verify.err"; fail "host verify"; }
+emu -m edgecls verify "$MODEL" >"$WORK/emu_verify.out" 2>&1 || { cat "$WORK/emu_verify.out"; fail "emulated verify"; }
+sed 's/^/  /' "$WORK/emu_verify.out"
+emu -m edgecls verify "$MODEL" --json >"$WORK/emu_verify.json" 2>/dev/null || fail "emulated verify --json"
+
 step "compare host and emulated top-1"
 "$PY" - "$WORK" "$FRAMES" <<'EOF'
 import json, math, sys
@@ -214,8 +237,20 @@ if len(emu_pred) != n or same < need:
 doctor = load("emu_doctor.json")
 rows = {row["check"]: row for row in doctor["checks"]}
 print("\nemulated doctor: " + "; ".join(f"{k} {rows[k]['status']} ({rows[k]['value']})" for k in ("python", "platform", "ai-edge-litert", "tensorflow") if k in rows))
+for name in ("host", "emu"):
+    result = load(f"{name}_verify.json")
+    print(f"verify on {'the host' if name == 'host' else 'emulated aarch64'}: {'passed' if result['ok'] else 'FAILED'}, "
+          f"{result['images']} golden images, top-1 agreement {result['top1_agreement']}, largest drift {result['max_drift'] if result['max_drift'] is None else round(result['max_drift'], 4)} "
+          f"(tolerance {result['tolerance']}); made with {result['made_with'].get('runtime')} {result['made_with'].get('version')} "
+          f"{result['made_with'].get('machine')}, ran on {result['this_run'].get('runtime')} {result['this_run'].get('version')} "
+          f"{result['this_run'].get('machine')}")
+    if not result["ok"]:
+        problems.append(f"verify failed on {name}: {'; '.join(result['problems'])}")
+if load("emu_verify.json")["this_run"].get("machine") != "aarch64":
+    problems.append("the emulated verify did not run on aarch64")
 if problems:
     sys.exit("FAILED: " + "; ".join(problems))
-print("\nOK: the bundle installs as aarch64 cp311 wheels without TensorFlow and classifies the same on emulated arm64")
+print("\nOK: the bundle installs as aarch64 cp311 wheels without TensorFlow, classifies the same on emulated arm64 "
+      "and passes its golden-set self-test (edgecls verify) there")
 EOF
 step "done in ${SECONDS} s"

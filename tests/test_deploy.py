@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from edgecls.fsutil import OUTPUT_MARKER
+from edgecls.metadata import GOLDEN_FILE, load_golden, save_golden
+from edgecls.verify import golden_from_images
 from tests.conftest import REPO, assert_clean_error, run_cli
 from tests.test_deploy_safety import exec_argv
 from tests.test_tf_free import BLOCKER
@@ -39,9 +41,12 @@ def run_copy(plain_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def exported(run_copy: Path) -> Path:
+def exported(run_copy: Path, fmnist_tree: Path) -> Path:
     result = run_cli("export", run_copy, "--int8", "--target", "tflite")
     assert result.returncode == 0, result.output
+    folder = run_copy / "export" / "tflite-int8"
+    if not (folder / GOLDEN_FILE).is_file():  # until export stores its golden set itself: made here from held-out images
+        golden_from_images(folder / "model.tflite", sorted((fmnist_tree / "test").rglob("*.png")))
     return run_copy
 
 
@@ -80,6 +85,59 @@ def test_bundle_layout(bundle: Path, exported: Path) -> None:
         assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == entry["sha256"], name
     assert not [p.name for p in bundle.parent.iterdir() if p.name.startswith(".")]
     assert "path" not in manifest["device"]  # no host paths of the profile file
+
+
+def test_bundle_carries_the_golden_set_and_install_sh_runs_verify_last(bundle: Path, exported: Path) -> None:
+    export = exported / "export" / "tflite-int8"
+    assert _manifest(bundle)["golden"] == "model/golden.npz"
+    assert (bundle / "model" / GOLDEN_FILE).read_bytes() == (export / GOLDEN_FILE).read_bytes()
+    install = (bundle / "install.sh").read_text()
+    steps = [line for line in install.splitlines() if line.startswith("# ")]
+    assert steps[-1].startswith("# 5. Self-test, last"), steps
+    assert '"$PREFIX/venv/bin/python" -m edgecls verify "$PREFIX/$ARTIFACT" --backend-device "$VERIFY_DEVICE"' in install
+    readme = (bundle / "README.md").read_text()
+    assert "`model/golden.npz` | the golden set" in readme and "runs `edgecls verify`" in readme
+    assert "/opt/edgecls/venv/bin/edgecls verify /opt/edgecls/model/model.tflite --backend-device cpu" in readme
+
+
+def test_install_sh_self_test_passes_fails_or_is_skipped(bundle: Path, tmp_path: Path) -> None:
+    """install.sh's last step on this machine, offline: a venv that sees this environment's packages (so pip installs
+    only the bundle's edgecls wheel), then `edgecls verify` on the installed model: it passes with the bundle's golden
+    set, fails the install with the diagnosis for a golden set of reordered labels, and is skipped without one."""
+    venv = tmp_path / "prefix" / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    site_packages = next((venv / "lib").glob("python3*/site-packages"))
+    (site_packages / "host-packages.pth").write_text("\n".join(_host_site_packages()) + "\n")
+    env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1"}
+
+    def install(which: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", str(which / "install.sh"), "--no-apt", "--no-service", "--no-picamera2", "--prefix",
+                               str(tmp_path / "prefix")], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+
+    passed = install(bundle)
+    assert passed.returncode == 0, passed.stdout[-3000:] + passed.stderr[-3000:]
+    lines = passed.stdout.splitlines()
+    assert "self-test: edgecls verify" in passed.stdout and "verify passed: 8 golden images" in passed.stdout, passed.stdout[-2000:]
+    assert lines[-3].startswith("verify passed") and lines[-1].startswith("==> done"), lines[-4:]  # the last step before the goodbye
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import edgecls; print(edgecls.__file__)"], capture_output=True,
+                           text=True, timeout=60, cwd=tmp_path)
+    assert where.stdout.startswith(str(venv)), where.stdout  # the bundle's wheel, not this checkout
+
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle, broken)
+    golden = load_golden(broken / "model")
+    golden.labels = [golden.labels[1], golden.labels[0], *golden.labels[2:]]
+    save_golden(golden, broken / "model")
+    failed = install(broken)
+    assert failed.returncode == 1, failed.stdout[-2000:] + failed.stderr[-2000:]
+    assert "error: verify failed for" in failed.stderr and "wrong labels: the same names in another order" in failed.stderr
+    assert failed.stderr.strip().splitlines()[-1].startswith("install.sh: error: the model failed its self-test on this device")
+    assert "Traceback" not in failed.stderr
+
+    (broken / "model" / GOLDEN_FILE).unlink()
+    skipped = install(broken)
+    assert skipped.returncode == 0, skipped.stdout[-2000:] + skipped.stderr[-2000:]
+    assert "self-test skipped: this bundle has no golden set" in skipped.stdout
 
 
 def test_requirements_are_runtime_only(bundle: Path) -> None:

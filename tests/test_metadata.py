@@ -391,3 +391,18 @@ def test_golden_records_the_runtime_that_made_it(tmp_path: Path) -> None:
                         info=np.array(json.dumps({**info, "labels": "abc"})))
     with pytest.raises(ModelError, match="not a readable golden set"):
         load_golden(tmp_path)
+
+
+def test_golden_of_a_weak_model_keeps_its_near_ties_on_scores_only() -> None:
+    # int8 tolerance 0.06: a top-1 must lead by 0.12 to be decisive; this "model" has one such image and three near ties
+    probabilities = np.array([[0.70, 0.20, 0.10], [0.40, 0.35, 0.25], [0.30, 0.42, 0.28], [0.36, 0.30, 0.34], [1 / 3] * 3], np.float32)
+    pixels = np.zeros((5, 8, 8, 3), np.uint8)
+    golden = make_golden(pixels, probabilities, ["a", "b", "c"], "int8", count=8)
+    assert len(golden.images) == 4 and list(golden.decisive()) == [True, False, False, False]  # the exact tie is left out
+    flipped = golden.probabilities.copy()
+    flipped[1] = [0.37, 0.38, 0.25]  # a near tie flips within the tolerance: fine
+    assert check_golden(golden, flipped).ok
+    wrong = golden.probabilities.copy()
+    wrong[0] = [0.30, 0.60, 0.10]  # the decisive image flips: a different model
+    report = check_golden(golden, wrong)
+    assert not report.ok and "top-1 differs on 1 of 1 golden images" in report.problems[0]

@@ -39,7 +39,7 @@ def verify_command(
         say(f"this machine:         {here}")
         if result.checks:
             rows = [(c.index, c.expected, f"{c.expected_score:.4f}", c.got, f"{c.got_score:.4f}", f"{c.drift:.4f}",
-                     "ok" if c.ok else "DIFFERS") for c in result.checks]
+                     ("ok" if c.decisive else "ok (near tie)") if c.ok else "DIFFERS") for c in result.checks]
             print_table(f"Golden set of {result.artifact}", ["image", "expected", "score", "this machine", "score", "drift", ""], rows)
         console.print(Text(result.summary(), style="green" if result.ok else "red"), soft_wrap=True)
     if not result.ok:

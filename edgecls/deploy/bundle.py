@@ -31,6 +31,7 @@ from edgecls.devices import DeviceProfile, checked_profile, load_profile
 from edgecls.errors import ConfigError, ModelError, suggest
 from edgecls.fsutil import OUTPUT_MARKER, atomic_dir, check_outputs, write_json
 from edgecls.meta import META_FILENAME, ModelMeta
+from edgecls.metadata.golden import GOLDEN_FILE
 
 # What a bundle made before the output marker existed holds: --force may replace such a folder too.
 BUNDLE_FILES = ("README.md", "bundle.json", "install.sh", f"{SERVICE_NAME}.service", "requirements.txt",
@@ -88,11 +89,12 @@ def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str 
         shutil.copytree(folder, model_dir, ignore=shutil.ignore_patterns(".*"))
         (model_dir / "labels.txt").write_text("\n".join(meta.labels) + "\n", encoding="utf-8")
         model_path = f"{MODEL_DIR}/{artifact_name}"
+        golden = f"{MODEL_DIR}/{GOLDEN_FILE}" if (model_dir / GOLDEN_FILE).is_file() else None  # install.sh's self-test
         token_path, token = write_token(tmp)
         exec_args = camera_args(model_path, camera, backend_device, profile.threads, serve, DEFAULT_PREFIX, f"%d/{TOKEN_FILE}")
         context = {
             "profile": profile, "target": target, "precision": precision, "meta": meta, "report": report, "run": run,
-            "artifact": model_path, "wheel": built.name, "requirements": requirements, "picamera2": use_picamera2,
+            "artifact": model_path, "golden": golden, "wheel": built.name, "requirements": requirements, "picamera2": use_picamera2,
             "backend_device": backend_device, "serve": serve, "exec_args": exec_args, "camera": camera, "name": out.name,
             "unit_args": [f"{PREFIX_MARK}/venv/bin/edgecls", *camera_args(model_path, camera, backend_device, profile.threads, serve,
                                                                          PREFIX_MARK, f"{CREDENTIALS_MARK}/{TOKEN_FILE}")],
@@ -115,7 +117,7 @@ def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str 
             "source_export": str(folder.resolve()),
             "device": _profile_dict(profile),
             "target": target, "precision": precision, "backend_device": backend_device,
-            "artifact": model_path, "meta": f"{MODEL_DIR}/{META_FILENAME}", "labels": f"{MODEL_DIR}/labels.txt",
+            "artifact": model_path, "meta": f"{MODEL_DIR}/{META_FILENAME}", "labels": f"{MODEL_DIR}/labels.txt", "golden": golden,
             "input_size": list(meta.input_size), "classes": len(meta.labels),
             "validation": validation_summary(report),
             "wheel": f"{WHEEL_DIR}/{built.name}", "requires_python": needs,

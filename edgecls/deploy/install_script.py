@@ -1,5 +1,5 @@
 """install.sh for the bundle: apt packages, a venv with the runtime (no TensorFlow), edgecls from wheels/, the model
-check, the live-view token and the systemd service.
+check, the live-view token, the systemd service and, last, the self-test (`edgecls verify` on the golden set).
 
 One bash template. Its @NAME@ slots are filled in a single pass, each with a value quoted by `shell_quote` (or a
 0/1 switch), so a profile, path or URL value is only ever data in a variable. The unit is written at install time
@@ -59,14 +59,15 @@ OFFLINE=auto
 usage() {
   printf 'Install this edgecls bundle (profile %s: %s).\n' "$PROFILE" "$PROFILE_TITLE"
   printf 'Debian / Raspberry Pi OS: apt packages, a venv with the runtime (no TensorFlow), edgecls from wheels/,\n'
-  printf 'the model, and the %s systemd service (edgecls camera --serve at boot). Re-run to upgrade.\n\n' "$SERVICE_NAME"
+  printf 'the model, the %s systemd service (edgecls camera --serve at boot) and, last, a self-test (edgecls verify).\n' "$SERVICE_NAME"
+  printf 'Re-run to upgrade.\n\n'
   printf '  sudo ./install.sh              install to %s and start the service\n' "$DEFAULT_PREFIX"
   cat <<'EOF'
   --prefix DIR                   install there (no control characters, quotes or backslashes: systemd refuses them)
   --picamera2 | --no-picamera2   apt's python3-picamera2 and a venv with --system-site-packages (numpy kept < 2)
   --offline | --online           install only from wheels/ ('edgecls deploy --offline'; default when wheels/ has them)
   --no-apt                       no apt-get
-  --no-venv                      no venv, pip or model check: only the files, the token and the unit in the prefix
+  --no-venv                      no venv, pip, model check or self-test: only the files, the token and the unit in the prefix
   --no-service                   write the unit into the prefix only: no /etc/systemd, no systemctl
   -h, --help                     this text
 EOF
@@ -207,6 +208,24 @@ if [ "$SERVICE" = 1 ]; then
   $SUDO systemctl enable --now "$SERVICE_NAME.service"
   $SUDO systemctl restart "$SERVICE_NAME.service"
   say "service $SERVICE_NAME running: journalctl -u $SERVICE_NAME -f"
+fi
+
+# 5. Self-test, last: the golden set made at export, re-run through this device's runtime and delegate
+GOLDEN="$(dirname -- "$PREFIX/$ARTIFACT")/golden.npz"
+VERIFY_DEVICE="$([ "$CORAL" = 1 ] && echo coral || echo cpu)"
+if [ ! -f "$GOLDEN" ]; then
+  say "self-test skipped: this bundle has no golden set (export the model again with a newer edgecls to get one)"
+elif [ "$VENV" != 1 ]; then
+  say "self-test skipped (--no-venv: no edgecls here to run it); later: edgecls verify $(printf '%q' "$PREFIX/$ARTIFACT")"
+else
+  say "self-test: edgecls verify (the export's golden set on this device's runtime, $VERIFY_DEVICE)"
+  if ! "$PREFIX/venv/bin/python" -m edgecls verify "$PREFIX/$ARTIFACT" --backend-device "$VERIFY_DEVICE"; then
+    if [ "$SERVICE" = 1 ]; then
+      $SUDO systemctl disable --now "$SERVICE_NAME.service" || true
+      warn "service $SERVICE_NAME stopped and disabled: it would serve a model that failed its self-test"
+    fi
+    die "the model failed its self-test on this device (the 'error:' line above says why); fix it and run install.sh again"
+  fi
 fi
 say "live view: http://<this device>:$LIVE_PORT/?token=TOKEN, TOKEN being the content of $PREFIX/$TOKEN_FILE (root only)"
 say "done. Check the device: $PREFIX/venv/bin/edgecls doctor --device $PROFILE"

@@ -71,7 +71,7 @@ Made by `edgecls deploy` from run {code(c['run'])}: the validated **{c['target']
 | file | what |
 |---|---|
 | {code(c['artifact'])}, `{MODEL_DIR}/meta.json`, `{MODEL_DIR}/labels.txt` | the model, its input contract and labels |
-| `{WHEEL_DIR}/{c['wheel']}` | edgecls itself (installs offline; TensorFlow is only in its `train` extra) |
+{golden_row(c)}| `{WHEEL_DIR}/{c['wheel']}` | edgecls itself (installs offline; TensorFlow is only in its `train` extra) |
 | `requirements.txt` | runtime dependencies only: {', '.join(c['requirements'])} |
 | `install.sh` | apt packages, a venv, the wheels, the live-view token, the systemd service |
 | `{SERVICE_NAME}.service` | `edgecls camera --serve {c['serve']}` at boot, restarted on failure (install.sh writes it for its `--prefix`) |
@@ -89,8 +89,8 @@ cd {name} && sudo ./install.sh        # to {DEFAULT_PREFIX}; --help for options
 `install.sh` installs `python3-venv`{', `libedgetpu1-std` (Coral apt repository)' if c['backend_device'] == 'coral' else ''}, {picam},
 creates `{DEFAULT_PREFIX}/venv`, installs `requirements.txt` from PyPI (or, for a bundle made with
 `edgecls deploy --offline`, only from `{WHEEL_DIR}/`), installs edgecls from `{WHEEL_DIR}/`, checks that the
-model loads, copies `{TOKEN_FILE}` (mode 0600, owned by root), writes the unit for its prefix and enables
-`{SERVICE_NAME}.service`. Without root: `./install.sh --no-apt --no-service --prefix ~/edgecls`.
+model loads, copies `{TOKEN_FILE}` (mode 0600, owned by root), writes the unit for its prefix, enables
+`{SERVICE_NAME}.service` and, last, {self_test(c)}. Without root: `./install.sh --no-apt --no-service --prefix ~/edgecls`.
 Only the files and the unit, nothing outside the prefix: `./install.sh --no-apt --no-venv --no-service --prefix DIR`.
 
 ## Live view
@@ -103,6 +103,7 @@ so it never appears on a command line or in the journal. New token: make the bun
 
 ```bash
 {DEFAULT_PREFIX}/venv/bin/edgecls doctor --device {p.name}     # Python, runtimes, Edge TPU + USB speed, camera, governor
+{DEFAULT_PREFIX}/venv/bin/edgecls verify {model} --backend-device {c['backend_device']}   # the export's golden set on this device
 systemctl status {SERVICE_NAME}; journalctl -u {SERVICE_NAME} -f
 # live view: http://<device>:{port}/?token=TOKEN     report: {STATE_DIR}/camera_report.json
 {DEFAULT_PREFIX}/venv/bin/edgecls camera --model {model} --device clip.mp4 --frames 100 --headless
@@ -118,6 +119,23 @@ The service runs {code('edgecls ' + shlex.join(c['exec_args']))} (camera {code(s
 
 The device's wheels resolve with: `{pip_check_command(p)}`{' -c constraints-picamera2.txt' if c['picamera2'] else ''}
 """
+
+
+def golden_row(c: dict[str, Any]) -> str:
+    """The README's file-table row for the golden set ("" when the export had none)."""
+    if not c.get("golden"):
+        return ""
+    return f"| {code(c['golden'])} | the golden set: a few held-out images and the scores the validated export gave them |\n"
+
+
+def self_test(c: dict[str, Any]) -> str:
+    """What install.sh's last step does with this bundle."""
+    if not c.get("golden"):
+        return ("would run `edgecls verify` on the model, but this bundle has no golden set (the export made none: export "
+                "again with a newer edgecls), so it says so and skips it")
+    return ("runs `edgecls verify`: the golden set, re-run on this device's runtime"
+            f"{' and Edge TPU' if c['backend_device'] == 'coral' else ''}; a failure stops and disables the service and "
+            "fails the install with the diagnosis (wrong labels, preprocessing drift, runtime version, Edge TPU missing)")
 
 
 def code(value: object) -> str:
