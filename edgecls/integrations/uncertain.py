@@ -26,6 +26,7 @@ import logging
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,14 +55,14 @@ class UncertainKeeper:
     name = "save_uncertain"
 
     def __init__(self, folder: str | Path, threshold: float = 0.0, margin: float = 0.0, rate: float = 1.0, max_files: int = 1000,
-                 queue_size: int = 4) -> None:
+                 queue_size: int = 4, clock: Callable[[], float] = time.monotonic) -> None:
         if threshold <= 0 and margin <= 0:
             raise ConfigError("--save-uncertain keeps nothing without --threshold or --margin",
                               "Add e.g. --threshold 0.6 (keep frames scored below 0.6) or --margin 0.2")
         if not 0 <= threshold <= 1 or not 0 <= margin <= 1:
             raise ConfigError(f"--threshold {threshold:g} / --margin {margin:g} must lie in [0, 1]", "Use probabilities, e.g. 0.6")
-        if not 0 < rate <= 100:
-            raise ConfigError(f"--save-rate {rate:g} must be above 0 and at most 100 frames a second", "Use e.g. --save-rate 0.5")
+        if not 0 < rate <= 1000:
+            raise ConfigError(f"--save-rate {rate:g} must be above 0 and at most 1000 frames a second", "Use e.g. --save-rate 0.5")
         if max_files < 1:
             raise ConfigError(f"--save-max {max_files} must be at least 1", "Use e.g. --save-max 1000")
         self.folder = Path(folder).expanduser()
@@ -70,6 +71,7 @@ class UncertainKeeper:
         self.counts = {"uncertain": 0, "rate_limited": 0, "saved": 0, "removed_oldest": 0, "orphan_sidecars_removed": 0}
         self._kept: deque[str] = deque()  # stems of the frames this tool wrote that are still there, oldest first
         self._next_at = 0.0
+        self.clock = clock  # for the rate limit
         self._model: dict[str, Any] = {}
         self._labels: list[str] = []
         self._cv2: Any = None
@@ -110,7 +112,7 @@ class UncertainKeeper:
         if not reasons:
             return
         self.counts["uncertain"] += 1
-        now = time.monotonic()
+        now = self.clock()
         if now < self._next_at:
             self.counts["rate_limited"] += 1
             return
