@@ -100,6 +100,7 @@ def run_camera(
     pipeline: bool = True,
     token_file: str | Path | None = None,
     sinks: Sequence[ResultSink] = (),
+    capture: str = "auto",
 ) -> dict[str, Any]:
     """Classify frames from a camera, stream, video or folder; returns the report (also written to `report`).
 
@@ -111,6 +112,8 @@ def run_camera(
     token_file: the live view's access token (required on every route); without one, a server bound to a
     non-loopback address makes its own and logs the URL with it once. The live view also answers the JSON
     API (edgecls.camera.api: /api/info, /api/classify), sharing the model with the loop under a lock.
+    capture: "auto" lets a camera deliver the smallest frames covering the model (a USB mode, picamera2's lores
+    stream: edgecls.camera.capture_modes) unless width/height are given; "full" keeps the camera's own size.
     sinks: ResultSinks (edgecls.integrations: MQTT, frames kept for retraining) offered every result on this
     thread; they do their work on threads of their own. Their counters go into the report's "integrations".
     Outputs (report, record) that are, or lie inside, an input (model, its meta.json, the source file or
@@ -120,6 +123,8 @@ def run_camera(
     """
     if frames is not None and frames < 1:
         raise ConfigError(f"frames {frames} must be at least 1", "Use e.g. --frames 100, or leave it out to run until stopped")
+    if capture not in ("auto", "full"):
+        raise ConfigError(f"capture {capture!r} is not 'auto' or 'full'", "Use --capture auto (smallest frames) or --capture full")
     if seconds is not None and seconds <= 0:
         raise ConfigError(f"seconds {seconds} must be positive", "Use e.g. --seconds 30, or leave it out to run until stopped")
     artifact = resolve_model(model)
@@ -144,7 +149,8 @@ def run_camera(
         backend = load_backend(artifact, device=device, threads=threads)
         stack.callback(backend.close)
         post = Postprocessor(backend.meta.labels, top_k, smoothing, threshold)
-        opened, reopen, spec = open_frames(source, width, height, fps)
+        small = capture == "auto" and not (width or height)
+        opened, reopen, spec = open_frames(source, width, height, fps, model_size=backend.meta.input_size if small else None)
         reader = frame_reader(opened, reopen, **(reader_options or {}))
         feed = make_feed(reader, backend.meta, pipeline, limit=frames, join_timeout=(reader_options or {}).get("join_timeout", 2.0))
         stack.callback(feed.stop)  # the worker first, then the reader
@@ -160,7 +166,7 @@ def run_camera(
             sink.open(backend)
             stack.callback(sink.close)
         limits = _Limits(frames, seconds, warmup, report_every, stall_timeout)
-        facts = {"spec": spec, "source": opened, "artifact": artifact, "device": device}
+        facts = {"spec": spec, "source": opened, "artifact": artifact, "device": device, "capture": capture}
         run = _Run(backend, feed, post, outputs, facts, report, on_result, limits, tuple(sinks))
         if api is not None:
             api.camera_stats = run.stats.live
@@ -385,7 +391,7 @@ class _Run:
             settings={"frames": self.limits.frames, "seconds": self.limits.seconds, "smoothing": self.post.smoothing,
                       "threshold": self.post.threshold, "top_k": self.post.top_k, "window": self.outputs.show,
                       "record": str(self.outputs.record) if self.outputs.record else None, "serve": self.outputs.url,
-                      "pipeline": self.feed.pipelined},
+                      "pipeline": self.feed.pipelined, "capture": self.facts["capture"]},
             counts={"processed": self.stats.frames, "inference_failed": self.inference_failed,
                     "frames_recorded": self.outputs.recorded, "output_dropped": self.outputs.dropped, **counters.as_dict()},
             integrations={sink.name: sink.report() for sink in self.sinks},

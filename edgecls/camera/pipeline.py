@@ -233,14 +233,15 @@ class PipelinedFeed:
 
 
 def open_frames(source: str | FrameSource | Callable[[], FrameSource], width: int | None = None, height: int | None = None,
-                fps: float | None = None) -> tuple[FrameSource, Callable[[], FrameSource] | None, str]:
+                fps: float | None = None, model_size: tuple[int, int] | None = None
+                ) -> tuple[FrameSource, Callable[[], FrameSource] | None, str]:
     """(opened source, how to reopen it when lost (live sources only), its spelling) for any way to name one:
-    an `open_source` spelling, an opened FrameSource, or a function that opens one."""
+    an `open_source` spelling, an opened FrameSource, or a function that opens one. model_size: see open_source."""
     if isinstance(source, (str, Path)):
         spec = str(source)
 
         def reopen() -> FrameSource:
-            return open_source(spec, width, height, fps)
+            return open_source(spec, width, height, fps, model_size=model_size)
 
         opened = reopen()
         return opened, (reopen if opened.is_live else None), spec

@@ -90,10 +90,12 @@ class OpenCVSource:
     """A cv2.VideoCapture: camera index or device, video file, or stream URL."""
 
     def __init__(self, spec: str, target: int | str, kind: str, width: int | None = None, height: int | None = None,
-                 fps: float | None = None) -> None:
+                 fps: float | None = None, model_size: tuple[int, int] | None = None) -> None:
+        """model_size: (height, width) of the model; a camera without width/height asks for the smallest mode covering it."""
         cv2 = require("cv2", "pi")
         self.spec, self.kind = spec, kind
         self.is_live = kind != "file"
+        self.mode: str | None = None  # a camera's capture mode, when edgecls chose it
         with quiet_opencv(cv2):
             if kind == "stream":
                 params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
@@ -112,10 +114,31 @@ class OpenCVSource:
                 self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
             if fps:
                 self._cap.set(cv2.CAP_PROP_FPS, fps)
+            if kind == "camera" and model_size and not (width or height):
+                self._smallest_mode(cv2, model_size)
         reported = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = reported if 0.0 < reported < 1000.0 else None
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if kind == "file" else 0
         self.frame_count = count if count > 0 else None
+
+    def _smallest_mode(self, cv2: Any, model_size: tuple[int, int]) -> None:
+        """Ask for the smallest common mode covering the model (edgecls.camera.capture_modes); keep the default otherwise."""
+        from edgecls.camera.capture_modes import pick_camera_mode
+
+        cap = self._cap
+        default = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+
+        def try_mode(width: int, height: int) -> tuple[int, int]:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+            return int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+
+        chosen = pick_camera_mode(model_size, try_mode)
+        if chosen is None:
+            try_mode(*default)
+            self.mode = f"{default[0]}x{default[1]} (default: no smaller mode covers the model)"
+        else:
+            self.mode = f"{chosen[0]}x{chosen[1]} (smallest mode covering the {model_size[1]}x{model_size[0]} model)"
 
     def _what(self) -> str:
         return {"camera": f"camera {self.spec}", "file": f"video file '{self.spec}'", "stream": f"stream '{self.spec}'"}[self.kind]
@@ -130,7 +153,8 @@ class OpenCVSource:
     def describe(self) -> str:
         fps = f", {self.fps:g} fps" if self.fps else ""
         frames = f", {self.frame_count} frames" if getattr(self, "frame_count", None) else ""
-        return f"{self._what()} (OpenCV{fps}{frames})"
+        mode = f", {self.mode}" if self.mode else ""
+        return f"{self._what()} (OpenCV{fps}{frames}{mode})"
 
 
 _OPEN_HINTS = {
@@ -191,7 +215,10 @@ class Picamera2Source:
 
     is_live = True
 
-    def __init__(self, width: int | None = None, height: int | None = None, fps: float | None = None) -> None:
+    def __init__(self, width: int | None = None, height: int | None = None, fps: float | None = None,
+                 model_size: tuple[int, int] | None = None) -> None:
+        """model_size: (height, width) of the model; frames then come from the ISP's lores stream at the smallest size
+        covering it (edgecls.camera.capture_modes), where the camera supports one."""
         try:
             from picamera2 import Picamera2
         except ImportError as exc:
@@ -200,16 +227,27 @@ class Picamera2Source:
                 "On Raspberry Pi OS: sudo apt install python3-picamera2, and create the virtual environment with "
                 "'python3 -m venv --system-site-packages' so it can see it",
             ) from exc
+        from edgecls.camera.capture_modes import lores_size
+
         size = (int(width or 640), int(height or 480))
+        self.lores = lores_size(size, model_size) if model_size else None
         try:
             self._camera = Picamera2()
             controls = {"FrameRate": float(fps)} if fps else {}
             # "RGB888" arrays are B, G, R in memory (picamera2#1148): already OpenCV's BGR.
             # queue=False: capture_array waits for a frame started after the request, never a queued old one.
-            config = self._camera.create_video_configuration(
-                main={"size": size, "format": "RGB888"}, buffer_count=4, queue=False, controls=controls
-            )
-            self._camera.configure(config)
+            streams: dict[str, Any] = {"main": {"size": size, "format": "RGB888"}}
+            if self.lores:
+                streams["lores"] = {"size": self.lores, "format": "YUV420"}  # the one lores format every Pi ISP gives
+            try:
+                config = self._camera.create_video_configuration(**streams, buffer_count=4, queue=False, controls=controls)
+                self._camera.configure(config)
+            except Exception:  # noqa: BLE001 - a camera without a lores stream: the main stream it is
+                if not self.lores:
+                    raise
+                self.lores = None
+                config = self._camera.create_video_configuration(main=streams["main"], buffer_count=4, queue=False, controls=controls)
+                self._camera.configure(config)
             self._camera.start()
         except Exception as exc:  # picamera2 raises RuntimeError/IndexError/OSError depending on what is missing
             with contextlib.suppress(Exception):
@@ -223,9 +261,13 @@ class Picamera2Source:
 
     def read(self) -> np.ndarray | None:
         try:
-            frame = self._camera.capture_array("main")
+            frame = self._camera.capture_array("lores" if self.lores else "main")
         except Exception:  # noqa: BLE001 - a camera that went away: the grabber reopens it
             return None
+        if self.lores:
+            from edgecls.camera.capture_modes import yuv420_to_bgr
+
+            return yuv420_to_bgr(np.asarray(frame), self.lores[0])
         return to_bgr(np.asarray(frame))  # XRGB8888 is B, G, R, X in memory: drop the X
 
     def close(self) -> None:
@@ -235,6 +277,8 @@ class Picamera2Source:
             self._camera.close()
 
     def describe(self) -> str:
+        if self.lores:
+            return f"Pi camera (picamera2, lores {self.lores[0]}x{self.lores[1]} YUV420 from the ISP, main {self.size[0]}x{self.size[1]})"
         return f"Pi camera (picamera2, {self.size[0]}x{self.size[1]} RGB888 = BGR in memory)"
 
 
@@ -264,21 +308,23 @@ def source_kind(spec: str) -> str:
     )
 
 
-def open_source(spec: str, width: int | None = None, height: int | None = None, fps: float | None = None) -> FrameSource:
-    """Open a frame source from its command-line spelling. width/height/fps are hints for live sources."""
+def open_source(spec: str, width: int | None = None, height: int | None = None, fps: float | None = None,
+                model_size: tuple[int, int] | None = None) -> FrameSource:
+    """Open a frame source from its command-line spelling. width/height/fps are hints for live sources; model_size
+    (height, width) lets a camera deliver the smallest frames that cover the model (edgecls.camera.capture_modes)."""
     if not isinstance(spec, str) or not spec.strip():
         raise CameraError(f"empty camera source {spec!r}", "Pass a camera index (0), a video file, a folder, a URL or 'picamera2'")
     kind = source_kind(spec)
     text = spec.strip()
     if kind == "picamera2":
-        return Picamera2Source(width, height, fps)
+        return Picamera2Source(width, height, fps, model_size=model_size)
     if kind in ("folder", "image"):
         return FolderSource(Path(text).expanduser(), fps)
     if kind == "camera":
         target: int | str = int(text) if text.isdigit() else text
         if isinstance(target, str) and not os.path.exists(target):
             raise CameraError(f"camera device '{text}' does not exist", _OPEN_HINTS["camera"])
-        return OpenCVSource(text, target, "camera", width, height, fps)
+        return OpenCVSource(text, target, "camera", width, height, fps, model_size=model_size)
     if kind == "stream":
         return OpenCVSource(text, text, "stream", width, height, fps)
     return OpenCVSource(text, str(Path(text).expanduser()), "file")

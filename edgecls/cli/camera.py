@@ -77,6 +77,10 @@ def camera_command(
     margin: float = typer.Option(0.0, "--margin", help="--save-uncertain also keeps frames whose top-1 minus top-2 score is below this."),
     save_rate: float = typer.Option(1.0, "--save-rate", help="Uncertain frames saved per second at most."),
     save_max: int = typer.Option(1000, "--save-max", help="Uncertain frames kept on disk at most (the oldest this tool wrote go first)."),
+    capture: str | None = typer.Option(
+        None, "--capture",
+        help="auto: let a USB camera or picamera2 (lores) deliver the smallest frames covering the model; full: the camera's "
+             "own size [default: auto, full with --record or --save-uncertain; --width/--height always win]."),
     pipeline: bool = typer.Option(True, "--pipeline/--no-pipeline",
                                   help="Read and preprocess the next frame on a second thread while this one is in inference "
                                        "(higher FPS, same results)."),
@@ -101,6 +105,7 @@ def camera_command(
                 model, source, device=backend_device, threads=threads, frames=frames, seconds=seconds, smoothing=smoothing,
                 threshold=threshold, top_k=top_k, headless=headless, record=record, serve=serve, report=report,
                 width=width, height=height, pipeline=pipeline, token_file=token_file, sinks=sinks,
+                capture=capture or ("full" if record is not None or save_uncertain is not None else "auto"),
             )
         except EdgeclsError as exc:
             ran = getattr(exc, "summary", None)  # the loop ran: show its table before the error line
