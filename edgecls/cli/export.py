@@ -34,12 +34,26 @@ def export_command(
         None, "--calib", help="Folder of representative images for INT8 calibration; images also in the run's val/test "
                               "splits are dropped (default: a stratified sample of the run's training split)."),
     calib_size: int = typer.Option(DEFAULTS.calib_size, "--calib-size", help="Calibration images, at most (minimum 10)."),
-    max_drop: float | None = typer.Option(
-        None, "--max-drop", help="Fail an export whose accuracy drops more than this fraction on the held-out images "
-                                 "(0.01 = 1 point); openvino INT8 also uses it for NNCF accuracy control."),
+    max_drop: str = typer.Option(
+        f"{DEFAULTS.max_drop:g}", "--max-drop",
+        help="Accuracy gate of quantized exports: fail one whose accuracy on the held-out images drops more than this fraction "
+             "(0.01 = 1 point); 'none' turns the check off."),
+    min_agreement: str = typer.Option(
+        f"{DEFAULTS.min_agreement:g}", "--min-agreement",
+        help="Accuracy gate of quantized exports: fail one whose top-1 predictions agree with the Keras model on fewer than this "
+             "fraction of the held-out images (the whole gate for unlabelled images); 'none' turns it off."),
+    fallback_layers: int = typer.Option(
+        DEFAULTS.fallback_layers, "--fallback-layers",
+        help="INT8 that fails the gate: keep up to this many of its most sensitive layers float, chosen on separate tuning "
+             "images (tflite, onnx, openvino; never edgetpu). 0 turns the fallback off."),
+    fallback_tries: int = typer.Option(DEFAULTS.fallback_tries, "--fallback-tries",
+                                       help="Re-quantized candidates the fallback tries, at most."),
+    fallback_seconds: float = typer.Option(DEFAULTS.fallback_seconds, "--fallback-seconds",
+                                           help="Time the fallback search may take, at most."),
     io: str | None = typer.Option(None, OPTIONS["io_type"].flag, help=_option_help("io_type")),
     opset: int | None = typer.Option(None, OPTIONS["opset"].flag, help=_option_help("opset")),
     batch: int | None = typer.Option(None, OPTIONS["batch"].flag, help=_option_help("batch")),
+    allow_cpu_ops: bool = typer.Option(False, OPTIONS["allow_cpu_ops"].flag, help=_option_help("allow_cpu_ops")),
     holdout_size: int = typer.Option(DEFAULTS.holdout_size, "--holdout-size",
                                      help="Held-out test (else val) images that validate each artifact, at most."),
     threads: int | None = typer.Option(None, "--threads", help="Runtime threads during validation (default: the runtime's)."),
@@ -61,7 +75,10 @@ def export_command(
         raise ConfigError(f"conflicting precisions {' and '.join(chosen)}", "Pass only one of --int8, --fp16, --precision")
     results = export(
         model, target=target, precision=chosen[0] if chosen else None, calib=calib, calib_size=calib_size,
-        max_drop=max_drop, io_type=io, opset=opset, batch=batch, holdout_size=holdout_size, seed=seed, threads=threads, out=out,
+        max_drop=_fraction("--max-drop", max_drop), min_agreement=_fraction("--min-agreement", min_agreement),
+        fallback_layers=fallback_layers, fallback_tries=fallback_tries, fallback_seconds=fallback_seconds,
+        io_type=io, opset=opset, batch=batch, allow_cpu_ops=allow_cpu_ops or None,
+        holdout_size=holdout_size, seed=seed, threads=threads, out=out,
         on_step=None if as_json else (lambda message: err_console.print(f"[dim]{escape(message)}...[/dim]")),
     )
     if as_json:
@@ -73,6 +90,18 @@ def export_command(
         for result in failed:
             say(f"error: {result.error}", stderr=True)
         raise typer.Exit(1)
+
+
+def _fraction(flag: str, text: str) -> float | None:
+    """A gate threshold as typed: a number, or 'none' (the check is off)."""
+    from edgecls.errors import ConfigError
+
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{flag} '{text}' is not a number", f"Give a fraction such as {flag} 0.01, or {flag} none") from None
 
 
 def _render(results: list[ExportResult]) -> None:
@@ -92,6 +121,7 @@ def _render(results: list[ExportResult]) -> None:
                "status"]
     print_table("Export", columns, rows)
     for r in results:
+        _render_int8(r)
         if not r.passed:
             continue
         say(f"{r.target}-{r.precision}: {r.artifact}")
@@ -105,6 +135,30 @@ def _render(results: list[ExportResult]) -> None:
             say(f"  classes that lost accuracy: {', '.join(v.classes_that_lost_accuracy[:8])}")
         if v is not None and v.warning:
             err_console.print(f"[yellow]warning:[/yellow] {escape(r.target)}-{escape(r.precision)}: {escape(v.warning)}")
+
+
+def _render_int8(r: ExportResult) -> None:
+    """The worst layers of the sensitivity report, what the fallback kept float, and where a rejected artifact went."""
+    sensitivity, fallback, gate = r.report.sensitivity, r.report.fallback, r.report.gate
+    if sensitivity is not None and sensitivity.layers:
+        print_table(f"{r.target}-{r.precision}: most sensitive layers ({sensitivity.images} calibration images; "
+                    f"{sensitivity.plot})", ["layer", "op", "error", "added", "rmse/step"],
+                    [(layer.label, layer.op, f"{layer.error:.3f}", f"{layer.added:+.3f}",
+                      "-" if layer.rmse_per_step is None else f"{layer.rmse_per_step:.2f}") for layer in sensitivity.worst(5)])
+    if fallback is not None:
+        candidate = fallback.candidate
+        say(f"  fallback ({fallback.mechanism}): {fallback.outcome}; tuned on {fallback.tuned_on}")
+        if candidate is not None:
+            tuning = f"agreement {candidate.top1_agreement}" + ("" if candidate.accuracy_drop is None
+                                                              else f", drop {candidate.accuracy_drop * 100:+.2f} pt")
+            say(f"  kept float: {len(candidate.float_nodes)} layers ({', '.join(candidate.layers)}); tuning {tuning}")
+        if fallback.size_bytes and fallback.full_int8_size_bytes:
+            say(f"  size {fallback.full_int8_size_bytes / 1e6:.2f} -> {fallback.size_bytes / 1e6:.2f} MB, latency p50 "
+                f"{fallback.full_int8_latency_ms} -> {fallback.latency_ms} ms ({fallback.latency_note})")
+    if r.report.rejected:
+        say(f"{r.target}-{r.precision}: NOT published, kept aside in {r.report.rejected}")
+        for tip in (gate.advice if gate else [])[:4]:
+            say(f"  try: {tip}")
 
 
 def register(app: typer.Typer) -> None:

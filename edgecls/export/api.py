@@ -1,35 +1,56 @@
 """`edgecls.export.export(...)` (also `edgecls.export_model(...)`): convert a run (or a pretrained zoo model),
 validate each artifact, then publish it.
 
-Each artifact is written into a temp folder and renamed to RUN/export/<target>-<precision>/ only after
-validation passed (fsutil.atomic_dir: an edgecls output marker, never replacing a folder edgecls did not
-make or one that holds an input); a failed or interrupted export leaves nothing that looks valid (a
-failed validation report is kept as RUN/export/<target>-<precision>.failed.json for inspection). Stale
+One artifact goes through these steps (`_export_one`), in a temp folder:
+1. the format's writer;
+2. `_post_process`: the one place an artifact is changed after its writer and before validation;
+3. `_judge`: validation against Keras on the judging held-out images, with the accuracy gate for
+   quantized precisions (gate.py);
+4. int8: the per-layer sensitivity report (sensitivity.py, probes.py), export_report.json + a PNG;
+5. int8 that failed the gate: the fallback (fallback.py) keeps the most sensitive layers float, chosen
+   on the separate tuning images; its candidate goes through steps 2-3 again.
+The temp folder is renamed to RUN/export/<target>-<precision>/ only when the artifact passed (fsutil.atomic_dir:
+an edgecls output marker, never replacing a folder edgecls did not make or one that holds an input). One
+that failed is kept aside, never published: RUN/export/<target>-<precision>.rejected/ holds it with its
+report (why, and what to try). A failed or interrupted export leaves nothing that looks valid. Stale
 temps of killed exports are swept first; an output that is, or would hold, an input is refused before
 any work.
 """
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from edgecls.errors import ConfigError, DataError, EdgeclsError, ExportError
-from edgecls.export import sources
-from edgecls.export.base import ExportRequest, artifact_meta
-from edgecls.export.formats import DEFAULTS, Format, check_options, plan_exports
-from edgecls.export.report import CalibrationInfo, ExportReport, ExportResult
+from edgecls.export import fallback, sources
+from edgecls.export.base import Artifact, ExportRequest, artifact_meta
+from edgecls.export.formats import DEFAULTS, Format, check_fallback_budget, check_gate, check_options, plan_exports
+from edgecls.export.gate import Gate, advice, latency_ms
+from edgecls.export.report import CalibrationInfo, ExportReport, ExportResult, GateReport
 from edgecls.export.validate import Holdout, validate
-from edgecls.fsutil import atomic_dir, check_outputs, check_removable, sweep_stale_temps, write_json
+from edgecls.fsutil import (
+    OUTPUT_MARKER,
+    TEMP_PREFIX,
+    atomic_dir,
+    check_outputs,
+    check_removable,
+    remove_output_folder,
+    sweep_stale_temps,
+    write_json,
+)
 from edgecls.meta import META_FILENAME
 
 REPORT = "export_report.json"
+REJECTED = ".rejected"  # RUN/export/<target>-<precision>.rejected/: an artifact that failed, kept aside with its report
 COMMAND = "edgecls export"
 # What an export folder made before edgecls marked its outputs holds: such a folder may still be replaced.
 KNOWN_FILES = ("model*", META_FILENAME, REPORT)
@@ -42,11 +63,14 @@ class _Job:
     source: sources.Source
     root: Path
     calibration: Any  # quantize.calibration.CalibrationSet | None
-    holdout: Holdout
-    max_drop: float | None
+    holdout: Holdout  # judges every artifact
+    tuning: Holdout | None  # the int8 fallback tunes on it (never judging images)
+    gate: Gate
+    budget: fallback.Budget
     options: dict[str, Any]  # format options the caller gave (None: the format's default)
     threads: int | None
     inputs: dict[str, Path | None]
+    say: Callable[[str], None] = lambda message: None
 
 
 def export(
@@ -55,7 +79,7 @@ def export(
     precision: str | None = None,
     calib: str | Path | None = None,
     calib_size: int = DEFAULTS.calib_size,
-    max_drop: float | None = None,
+    max_drop: float | None = DEFAULTS.max_drop,
     io_type: str | None = None,
     opset: int | None = None,
     batch: int | None = None,
@@ -64,19 +88,27 @@ def export(
     threads: int | None = None,
     out: str | Path | None = None,
     on_step: Callable[[str], None] | None = None,
+    min_agreement: float | None = DEFAULTS.min_agreement,
+    fallback_layers: int = DEFAULTS.fallback_layers,
+    fallback_tries: int = DEFAULTS.fallback_tries,
+    fallback_seconds: float = DEFAULTS.fallback_seconds,
+    allow_cpu_ops: bool | None = None,
 ) -> list[ExportResult]:
     """Export `model` (run folder or zoo name) to one target or `all`, validating every artifact.
 
     precision None: each target's default (int8 for edgetpu, which takes nothing else; fp32 otherwise).
-    io_type (tflite int8), opset (onnx), batch (openvino): format options, None for the defaults in
+    io_type (tflite int8), opset (onnx), batch (openvino), allow_cpu_ops (edgetpu): format options, None for the defaults in
     formats.OPTIONS; one that no planned export takes is refused.
+    max_drop / min_agreement: the accuracy gate of quantized exports (None turns a check off).
+    fallback_layers / fallback_tries / fallback_seconds: the int8 fallback's budget (0: no fallback).
+    An artifact that fails is not published: its result has `error` set and `report.rejected` names where it was kept.
     """
     say = on_step or (lambda message: None)
     plan = plan_exports(target, precision)
-    options = {"io_type": io_type, "opset": opset, "batch": batch}
+    options = {"io_type": io_type, "opset": opset, "batch": batch, "allow_cpu_ops": allow_cpu_ops}
     check_options(plan, options)
-    if max_drop is not None and not 0 <= max_drop < 1:
-        raise ConfigError(f"--max-drop {max_drop} is outside [0, 1)", "Give a fraction: --max-drop 0.01 is one accuracy point")
+    check_gate(max_drop, min_agreement)
+    check_fallback_budget(fallback_layers, fallback_tries, fallback_seconds)
     if holdout_size < 1:
         raise ConfigError(f"--holdout-size {holdout_size} must be positive", "Use e.g. --holdout-size 1000")
     if threads is not None and threads < 1:
@@ -90,13 +122,14 @@ def export(
     inputs = sources.source_inputs(model, calib)
     manifest = _manifest_path(root)
     where = "--out" if out is not None else "export folder"
-    check_outputs({**{f"{where} {fmt.name}-{prec}": root / f"{fmt.name}-{prec}" for fmt, prec in plan},
-                   "calibration manifest": manifest if quantizing else None}, inputs)
-    for fmt, prec in plan:  # an existing output folder edgecls may not replace is refused now, not after the conversion
-        if (root / f"{fmt.name}-{prec}").exists():
-            check_removable(root / f"{fmt.name}-{prec}", inputs, KNOWN_FILES)
+    outputs = {f"{where} {fmt.name}-{prec}{suffix}": root / f"{fmt.name}-{prec}{suffix}" for fmt, prec in plan for suffix in ("", REJECTED)}
+    check_outputs({**outputs, "calibration manifest": manifest if quantizing else None}, inputs)
+    for folder in outputs.values():  # an existing output folder edgecls may not replace is refused now, not after the conversion
+        if folder.exists():
+            check_removable(folder, inputs, KNOWN_FILES)
     if root.is_dir():
         sweep_stale_temps(root)  # temp folders of exports killed with SIGKILL
+    budget = fallback.Budget(fallback_layers, fallback_tries, fallback_seconds)
     with _noticing_interrupts():  # Ctrl-C stops the export even where a converter swallows it
         source = sources.load_source(model)
         calibration = None
@@ -108,11 +141,12 @@ def export(
 
             write_manifest(calibration, manifest, source.meta, seed)
         say("predicting the held-out images with the Keras model")
-        from_builtin = calibration is not None and calib is None and source.run is None  # then validate on the other crops
-        holdout = sources.holdout_set(source, holdout_size, seed, calib_from_builtin=from_builtin)
+        holdout = sources.holdout_set(source, holdout_size, seed)
+        falls_back = quantizing and not budget.off and any(p == "int8" and fmt.fallback for fmt, p in plan)
+        tuning = sources.tuning_set(source, holdout_size, seed) if falls_back else None
         _raise_if_interrupted()
 
-        job = _Job(source, root, calibration, holdout, max_drop, options, threads, inputs)
+        job = _Job(source, root, calibration, holdout, tuning, Gate(max_drop, min_agreement), budget, options, threads, inputs, say)
         results = []
         for fmt, prec in plan:
             say(f"exporting {fmt.name} {prec}")
@@ -164,53 +198,159 @@ def _raise_if_interrupted() -> None:
 
 
 def _export_one(job: _Job, fmt: Format, precision: str) -> ExportResult:
-    source, calibration = job.source, job.calibration
+    """Write, post-process, judge (and for int8: measure sensitivity, fall back), then publish or keep aside."""
     name = f"{fmt.name}-{precision}"
-    final = job.root / name
-    failed_report = job.root / f"{name}.failed.json"
+    final, aside = job.root / name, job.root / f"{name}{REJECTED}"
     start = time.perf_counter()
-    report = ExportReport(target=fmt.name, precision=precision, source=str(source.run or source.name))
+    report = ExportReport(target=fmt.name, precision=precision, source=str(job.source.run or job.source.name))
     options = {key: value for key, value in job.options.items() if value is not None and fmt.takes(key, precision)}
+    int8 = job.calibration is not None and precision == "int8"
+    request = ExportRequest(
+        model=job.source.model, meta=job.source.meta, precision=precision, out_dir=job.root,
+        calibration=job.calibration.images if int8 else None, cache={}, **options,
+    )
     try:
         with atomic_dir(final, inputs=job.inputs, command=COMMAND, known_files=KNOWN_FILES) as tmp:
-            int8 = calibration is not None and precision == "int8"
-            accuracy_control = job.max_drop is not None and job.holdout.labels is not None
-            request = ExportRequest(
-                model=source.model, meta=source.meta, precision=precision, out_dir=tmp,
-                calibration=calibration.images if calibration is not None else None, max_drop=job.max_drop,
-                holdout=(job.holdout.images, job.holdout.labels) if accuracy_control else None, **options,  # type: ignore[arg-type]
-            )
-            artifact = fmt.load_writer()(request)
-            artifact_meta(source.meta, fmt.name, precision, artifact.input_quantization, artifact.output_quantization).save(tmp)
-            files = [artifact.path, *artifact.extra_files]
-            report.artifact, report.files = artifact.path.name, [p.name for p in files]
-            report.size_bytes = sum(p.stat().st_size for p in files)
-            report.fp32_weights_bytes = int(source.model.count_params()) * 4
-            report.notes = artifact.notes
+            artifact = fmt.load_writer()(replace(request, out_dir=tmp))  # 1. the writer
+            artifact = _post_process(artifact, tmp, job)  # 2. changes after the writer, before validation
+            _judge(report, artifact, tmp, job, fmt, precision)  # 3. validation and the accuracy gate
             if int8:
-                report.calibration = CalibrationInfo(calibration.source, len(calibration), str(calibration.manifest))
-            report.size_ratio_vs_fp32_weights = round(report.size_bytes / report.fp32_weights_bytes, 4)
-            # A compiled *_edgetpu.tflite needs a Coral to run: validate the CPU model it was compiled from.
-            checked = tmp / artifact.notes.get("cpu_model", artifact.path.name)
-            report.validation = validate(checked, fmt.name, precision, job.holdout, source.meta.labels, job.max_drop, job.threads)
-            report.validated_file = checked.name
+                report.calibration = CalibrationInfo(job.calibration.source, len(job.calibration), str(job.calibration.manifest))
+                _sensitivity(report, request, artifact, tmp, job, fmt)  # 4. per-layer error, report and PNG
+            if int8 and not report.validation.passed and _may_fall_back(job, fmt):  # type: ignore[union-attr]
+                artifact = _fall_back(report, request, artifact, tmp, job, fmt)  # 5. float layers, then 2-3 again
+            validation = report.validation
+            assert validation is not None
+            if validation.quantized:
+                report.gate = GateReport(job.gate.max_drop, job.gate.min_agreement, job.holdout.source, validation.passed,
+                                         [] if validation.passed else _advice(report, job, fmt, precision))
             report.export_seconds = round(time.perf_counter() - start, 2)
-            if not report.validation.passed:
-                raise ExportError(f"{name} failed validation: " + "; ".join(report.validation.failures), f"See {failed_report}")
+            if not validation.passed:
+                _keep_aside(report, tmp, aside, job)
+                tip = f". Try: {report.gate.advice[0]}" if report.gate and report.gate.advice else ""
+                failures = "; ".join(validation.failures)
+                raise ExportError(f"{name} failed validation: {failures}", f"Not published: kept aside in {aside}{tip}")
             _raise_if_interrupted()  # before the rename: an interrupted export leaves nothing that looks valid
             write_json(tmp / REPORT, report.as_dict())
-        failed_report.unlink(missing_ok=True)
-        return ExportResult(fmt.name, precision, final, final / artifact.path.name, report.size_bytes, report.export_seconds, report)
+        _forget_rejected(job.root, name, job.inputs)
+        return ExportResult(fmt.name, precision, final, final / artifact.path.name, report.size_bytes or 0, report.export_seconds or 0.0,
+                            report)
     except Exception as exc:
         if _INTERRUPTED.is_set():
             raise KeyboardInterrupt from exc
         if not isinstance(exc, EdgeclsError):
             raise
         report.error = str(exc)
-        if report.validation is not None:
-            write_json(failed_report, report.as_dict())
         seconds = round(time.perf_counter() - start, 2)
         return ExportResult(fmt.name, precision, None, None, report.size_bytes or 0, seconds, report, str(exc))
+
+
+def _post_process(artifact: Artifact, folder: Path, job: _Job) -> Artifact:
+    """The one place an artifact is changed after its writer and before validation (every fallback candidate that is
+    judged passes here too). Today: meta.json beside the artifact. Standard metadata and a golden set belong here."""
+    artifact_meta(job.source.meta, artifact.format, artifact.precision, artifact.input_quantization,
+                  artifact.output_quantization).save(folder)
+    return artifact
+
+
+def _judge(report: ExportReport, artifact: Artifact, folder: Path, job: _Job, fmt: Format, precision: str) -> None:
+    """Sizes and notes of `artifact`, then its validation on the judging held-out images (the gate for quantized ones)."""
+    files = [artifact.path, *artifact.extra_files]
+    report.artifact, report.files = artifact.path.name, [p.name for p in files]
+    report.size_bytes = sum(p.stat().st_size for p in files)
+    report.fp32_weights_bytes = int(job.source.model.count_params()) * 4
+    report.notes = artifact.notes
+    report.size_ratio_vs_fp32_weights = round(report.size_bytes / report.fp32_weights_bytes, 4)
+    # A compiled *_edgetpu.tflite needs a Coral to run: validate the CPU model it was compiled from.
+    checked = folder / artifact.notes.get("cpu_model", artifact.path.name)
+    float_nodes = tuple(artifact.notes.get("fallback_float_nodes", ()))  # what an int8 fallback kept float
+    report.validation = validate(checked, fmt.name, precision, job.holdout, job.source.meta.labels, job.gate, job.threads, float_nodes)
+    report.validated_file = checked.name
+
+
+def _sensitivity(report: ExportReport, request: ExportRequest, artifact: Artifact, folder: Path, job: _Job, fmt: Format) -> None:
+    from edgecls.export import sensitivity
+
+    job.say(f"measuring the per-layer int8 error of {fmt.name}")
+    began = time.perf_counter()
+    checked = folder / artifact.notes.get("cpu_model", artifact.path.name)
+    nodes, run = sensitivity.probe_for(fmt.name, request.cache or {}, checked)
+    images = sensitivity.pick_images(job.calibration.images, DEFAULTS.sensitivity_images)
+    result = sensitivity.sensitivity_report(fmt.name, nodes, run, images)
+    result.plot = sensitivity.write_plot(result, folder / sensitivity.PLOT).name
+    result.seconds = round(time.perf_counter() - began, 2)
+    report.sensitivity = result
+    report.files = [*(report.files or []), result.plot]
+
+
+def _may_fall_back(job: _Job, fmt: Format) -> bool:
+    return fmt.fallback is not None and not job.budget.off and job.tuning is not None
+
+
+def _fall_back(report: ExportReport, request: ExportRequest, artifact: Artifact, folder: Path, job: _Job, fmt: Format) -> Artifact:
+    """Search float layers on the tuning split; the best candidate replaces the full-int8 artifact in `folder` and is judged."""
+    from edgecls.export import sensitivity
+    from edgecls.export.serving import work_dir
+
+    assert report.sensitivity is not None and job.tuning is not None
+    scratch = work_dir(folder)
+    try:
+        result, candidate = fallback.search(fmt, request, report.sensitivity, job.tuning, job.gate, job.budget, scratch,
+                                            job.threads, job.say)
+        report.fallback = result
+        if candidate is None:
+            return artifact
+        full_int8 = folder / artifact.notes.get("cpu_model", artifact.path.name)
+        result.full_int8_size_bytes = report.size_bytes
+        sample = job.holdout.images[0]
+        result.full_int8_latency_ms = latency_ms(full_int8, fmt.name, sample, DEFAULTS.latency_runs, job.threads)
+        for old in [artifact.path, *artifact.extra_files]:
+            old.unlink(missing_ok=True)
+        moved = {path: folder / path.name for path in [candidate.path, *candidate.extra_files]}
+        for source, target in moved.items():
+            os.replace(source, target)
+        artifact = replace(candidate, path=moved[candidate.path], extra_files=[moved[p] for p in candidate.extra_files])
+        artifact = _post_process(artifact, folder, job)
+        _judge(report, artifact, folder, job, fmt, "int8")
+        report.files = [*(report.files or []), sensitivity.PLOT]
+        result.size_bytes = report.size_bytes
+        result.latency_ms = latency_ms(folder / artifact.notes.get("cpu_model", artifact.path.name), fmt.name, sample,
+                                       DEFAULTS.latency_runs, job.threads)
+        result.latency_note = f"p50 of {DEFAULTS.latency_runs} batch-1 runs through edgecls.runtime on this machine"
+        kept = result.candidate.float_nodes if result.candidate else []
+        sensitivity.write_plot(report.sensitivity, folder / sensitivity.PLOT, kept)
+        return artifact
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _advice(report: ExportReport, job: _Job, fmt: Format, precision: str) -> list[str]:
+    validation = report.validation
+    assert validation is not None
+    agreement = validation.agreement_gated if validation.agreement_gated is not None else validation.top1_agreement
+    return advice(fmt.name, precision, job.gate, validation.accuracy_drop, agreement, validation.images,
+                  len(job.calibration) if job.calibration is not None else None, report.fallback,
+                  fallback_off=job.budget.off and fmt.fallback is not None)
+
+
+def _keep_aside(report: ExportReport, folder: Path, aside: Path, job: _Job) -> None:
+    """Publish what failed to <name>.rejected/ (its own marked folder, replaced by the next failure) with its report."""
+    report.rejected = str(aside)
+    with atomic_dir(aside, inputs=job.inputs, command=COMMAND) as kept:
+        for entry in folder.iterdir():
+            if not entry.name.startswith(TEMP_PREFIX) and entry.name != OUTPUT_MARKER:
+                os.replace(entry, kept / entry.name)
+        write_json(kept / REPORT, report.as_dict())
+
+
+def _forget_rejected(root: Path, name: str, inputs: dict[str, Path | None]) -> None:
+    """A published artifact makes an earlier failure of the same export stale: remove its rejected folder (and the
+    .failed.json older versions wrote)."""
+    stale = root / f"{name}{REJECTED}"
+    if stale.is_dir():
+        with contextlib.suppress(EdgeclsError):
+            remove_output_folder(stale, inputs)
+    (root / f"{name}.failed.json").unlink(missing_ok=True)
 
 
 __all__ = ["ExportResult", "export"]

@@ -25,7 +25,7 @@ META_KEY = "edgecls_meta"  # where each format embeds ModelMeta as JSON (TFLite 
 class ExportRequest:
     """One export: a Keras classifier (raw 0..255 RGB pixels in, probabilities out) and how to convert it.
 
-    The format-specific fields (io_type, opset, batch) take their defaults from formats.OPTIONS.
+    The format-specific fields (io_type, opset, batch, allow_cpu_ops) take their defaults from formats.OPTIONS.
     """
 
     model: Any  # keras.Model, input float32 (1|None, h, w, 3)
@@ -37,8 +37,12 @@ class ExportRequest:
     io_type: str = OPTIONS["io_type"].default  # tflite int8 only: uint8 | int8 | float
     opset: int = OPTIONS["opset"].default  # onnx
     batch: int | None = OPTIONS["batch"].default  # openvino: static batch, None = dynamic
-    max_drop: float | None = None  # openvino int8: accuracy-controlled quantization when set
-    holdout: tuple[np.ndarray, np.ndarray] | None = None  # (uint8 images, labels) for accuracy control
+    allow_cpu_ops: bool = OPTIONS["allow_cpu_ops"].default  # edgetpu: accept a graph cut before most of the compute
+    max_drop: float | None = None  # openvino int8: NNCF accuracy-controlled quantization when set (with `holdout`)
+    holdout: tuple[np.ndarray, np.ndarray] | None = None  # (uint8 images, labels) for accuracy control: a TUNING split
+    float_nodes: tuple[str, ...] = ()  # int8 fallback: graph nodes kept float (ids from the sensitivity report)
+    cache: dict[str, Any] | None = None  # one export's memo: the calibrated/float model the quantizer starts from,
+    # filled by the int8 writers and reused by the sensitivity report and by fallback retries (no recalibration)
 
 
 @dataclass

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from edgecls.export.base import ExportRequest
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
-QUANTIZED = ("int8", "dynamic")  # precisions validated by agreement and accuracy drop rather than tolerance
+QUANTIZED = ("int8", "dynamic")  # precisions judged by the accuracy gate (agreement, accuracy drop) rather than a tolerance
 IO_TYPES = ("uint8", "int8", "float")
 
 
@@ -28,8 +28,17 @@ class ExportDefaults:
 
     target: str = "tflite"
     calib_size: int = 300  # calibration images, at most
-    holdout_size: int = 1000  # held-out images that validate each artifact, at most
+    holdout_size: int = 1000  # held-out images that judge each artifact (and, separately, tune the fallback), at most
     seed: int = 0
+    # The accuracy gate of every quantized export, on held-out images that played no part in calibration or tuning.
+    max_drop: float | None = 0.01  # accuracy points as a fraction (0.01 = 1 point); None: no accuracy-drop check
+    min_agreement: float | None = 0.90  # top-1 agreement with the Keras model; None: no floor (the gate of unlabelled images)
+    # INT8 fallback when the gate fails: the most sensitive layers stay float, added until the tuning split passes.
+    fallback_layers: int = 8  # layers kept float, at most (0: no fallback)
+    fallback_tries: int = 6  # re-quantized candidates, at most
+    fallback_seconds: float = 600.0  # time for the whole search, at most
+    sensitivity_images: int = 16  # calibration images the per-layer sensitivity report runs
+    latency_runs: int = 20  # timed batch-1 runs of a fallback artifact (after warm-up)
 
 
 DEFAULTS = ExportDefaults()
@@ -75,6 +84,11 @@ OPTIONS: dict[str, ExportOption] = {
                           minimum=13, maximum=18, example="17"),
     "batch": ExportOption("batch", "--batch", None, "Static batch size of the OpenVINO IR (default: a dynamic batch).",
                           minimum=1, example="1"),
+    "allow_cpu_ops": ExportOption(
+        "allow_cpu_ops", "--allow-cpu-ops", False,
+        "Publish an Edge TPU model even when an unsupported op cuts the graph before most of its compute (the rest runs on the "
+        "host CPU; the report lists those ops).", choices=(), precisions=("int8",), example="",
+    ),
 }
 
 
@@ -88,6 +102,7 @@ class Format:
     runtime: str  # what runs it
     extra: str  # pip extra that installs the exporter
     description: str
+    fallback: str | None = None  # how an INT8 export keeps its most sensitive layers float; None: it cannot (full-integer only)
 
     @property
     def default_precision(self) -> str:
@@ -103,13 +118,16 @@ class Format:
 
 FORMATS: dict[str, Format] = {
     "tflite": Format("tflite", ".tflite", ("fp32", "fp16", "dynamic", "int8"), ("io_type",), "edgecls.export.tflite:export_tflite",
-                     "LiteRT (ai-edge-litert), XNNPACK", "train", "LiteRT flatbuffer; full-integer INT8 with uint8/int8/float I/O"),
-    "edgetpu": Format("edgetpu", ".tflite", ("int8",), (), "edgecls.export.edgetpu:export_edgetpu",
+                     "LiteRT (ai-edge-litert), XNNPACK", "train", "LiteRT flatbuffer; full-integer INT8 with uint8/int8/float I/O",
+                     "denylisted nodes of the TFLite MLIR quantizer (the QuantizationDebugger's mechanism)"),
+    "edgetpu": Format("edgetpu", ".tflite", ("int8",), ("allow_cpu_ops",), "edgecls.export.edgetpu:export_edgetpu",
                       "LiteRT + libedgetpu delegate", "train", "full-integer, batch 1, uint8 I/O, Coral op-compatibility report"),
     "onnx": Format("onnx", ".onnx", ("fp32", "int8"), ("opset",), "edgecls.export.onnx:export_onnx",
-                   "ONNX Runtime", "export", "tf2onnx, dynamic batch; INT8 as QDQ with per-channel weights"),
+                   "ONNX Runtime", "export", "tf2onnx, dynamic batch; INT8 as QDQ with per-channel weights",
+                   "onnxruntime quantize_static(nodes_to_exclude=...)"),
     "openvino": Format("openvino", ".xml", ("fp32", "fp16", "int8"), ("batch",), "edgecls.export.openvino:export_openvino",
-                       "OpenVINO", "export", "OpenVINO IR (dynamic or --batch N); INT8 through NNCF post-training quantization"),
+                       "OpenVINO", "export", "OpenVINO IR (dynamic or --batch N); INT8 through NNCF post-training quantization",
+                       "nncf.quantize(ignored_scope=...) from the sensitivity ranking"),
 }
 
 Plan = list[tuple[Format, str]]  # (format, precision) pairs, in FORMATS order
@@ -163,13 +181,38 @@ def check_options(plan: Sequence[tuple[Format, str]], given: Mapping[str, Any]) 
         scope = "" if option.precisions == PRECISIONS else f" {'/'.join(option.precisions)}"
         planned = ", ".join(f"{fmt.name} {precision}" for fmt, precision in plan)
         flag = "" if option.precisions == PRECISIONS else f" --precision {option.precisions[0]}"
-        raise ConfigError(f"{option.flag} {value} only applies to {' and '.join(takers)}{scope} exports, not {planned}",
+        given = option.flag if isinstance(value, bool) else f"{option.flag} {value}"
+        raise ConfigError(f"{given} only applies to {' and '.join(takers)}{scope} exports, not {planned}",
                           f"Drop {option.flag}, or export --target {takers[0]}{flag}")
 
 
 def check_request(fmt: Format, request: ExportRequest) -> None:
-    """What a writer checks first: the precision is one `fmt` exports and every option value is allowed."""
+    """What a writer checks first: the precision is one `fmt` exports, every option value is allowed, and layers
+    are kept float only where the format can (never for edgetpu: a mixed model is no Edge TPU model)."""
     check_precision(fmt, request.precision)
     for name in fmt.options:
         OPTIONS[name].check_value(getattr(request, name))
+    if request.float_nodes and (fmt.fallback is None or request.precision != "int8"):
+        raise ConfigError(f"{fmt.name} {request.precision} cannot keep layers in float ({len(request.float_nodes)} requested)",
+                          "Only int8 tflite, onnx and openvino exports fall back to float layers")
 
+
+def check_gate(max_drop: float | None, min_agreement: float | None) -> None:
+    """The accuracy gate's thresholds: fractions in [0, 1) and [0, 1] (None: that check is off)."""
+    if max_drop is not None and not 0 <= max_drop < 1:
+        raise ConfigError(f"--max-drop {max_drop} is outside [0, 1)", "Give a fraction: --max-drop 0.01 is one accuracy point, "
+                                                                      "--max-drop none turns the check off")
+    if min_agreement is not None and not 0 <= min_agreement <= 1:
+        raise ConfigError(f"--min-agreement {min_agreement} is outside [0, 1]",
+                          "Give a fraction: --min-agreement 0.9 means 90% of top-1 predictions agree with Keras")
+
+
+def check_fallback_budget(layers: int, tries: int, seconds: float) -> None:
+    """The fallback search's budget: whole numbers of layers and tries, seconds; 0 turns the fallback off."""
+    for flag, value, example in (("--fallback-layers", layers, DEFAULTS.fallback_layers),
+                                 ("--fallback-tries", tries, DEFAULTS.fallback_tries),
+                                 ("--fallback-seconds", seconds, int(DEFAULTS.fallback_seconds))):
+        whole = flag != "--fallback-seconds"
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value < 0:
+            raise ConfigError(f"{flag} {value!r} must be a {'whole ' if whole else ''}number of at least 0",
+                              f"Use e.g. {flag} {example} (0 turns the fallback off)")

@@ -2,6 +2,10 @@
 
 The graph takes float32 "pixels" (batch, h, w, 3) in 0..255 and returns float32 "probabilities";
 the batch dimension is dynamic. The ModelMeta JSON is embedded in metadata_props["edgecls_meta"].
+
+INT8 quantizes the pre-processed float graph (quant_pre_process); that graph is kept in
+`request.cache` as the sensitivity report's float reference and as the start of every fallback
+retry, which adds `request.float_nodes` (node names of that graph) to `nodes_to_exclude`.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from edgecls.export.serving import serving_function, work_dir
 from edgecls.quantize.calibration import check_calibration
 
 CALIBRATION_BATCH = 8
+PREPARED = "onnx_prepared"  # request.cache key: (serialized pre-processed float graph, converter notes)
 HEAD_OPS = ("MatMul", "Gemm")
 # Ops allowed between the classifier's Dense and the graph output (bias add, softmax, reshapes).
 TAIL_OPS = ("Softmax", "Add", "Reshape", "Identity", "Flatten", "Squeeze", "Cast")
@@ -34,17 +39,21 @@ def export_onnx(request: ExportRequest) -> Artifact:
     onnx = require("onnx", "export")
 
     start = time.perf_counter()
-    proto, notes = convert_fp32(request.model, size, request.opset)
     path = Path(request.out_dir) / f"{request.stem}.onnx"
-    if calibration is not None:
+    if calibration is None:
+        proto, notes = convert_fp32(request.model, size, request.opset)
+    else:
+        cache = request.cache if request.cache is not None else {}
         scratch = work_dir(Path(request.out_dir))
         try:
-            notes.update(quantize_int8(proto, calibration, scratch, path))
+            if PREPARED not in cache:
+                fp32, converted = convert_fp32(request.model, size, request.opset)
+                cache[PREPARED] = (prepare(fp32, scratch), converted)
+            prepared, converted = cache[PREPARED]
+            notes = {**converted, **quantize_int8(prepared, calibration, scratch, path, request.float_nodes)}
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         proto = onnx.load(str(path))
-        if request.max_drop is not None:
-            notes["max_drop"] = "ignored: onnx int8 has no accuracy-controlled mode (openvino has)"
     meta = artifact_meta(request.meta, "onnx", request.precision)
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
@@ -122,8 +131,8 @@ def _reader(images: np.ndarray) -> Any:
     return ImageReader()
 
 
-def quantize_int8(proto: Any, calibration: np.ndarray, scratch: Path, out_path: Path) -> dict[str, Any]:
-    """Static QDQ int8: per-channel int8 weights, uint8 activations, float final Dense + softmax."""
+def prepare(proto: Any, scratch: Path) -> bytes:
+    """The float graph the quantizer starts from: quant_pre_process (shape inference, BatchNorm-style Mul/Add folded)."""
     onnx = require("onnx", "export")
     quantization = require("onnxruntime.quantization", "export")
     fp32_path, prep_path = scratch / "fp32.onnx", scratch / "prep.onnx"
@@ -131,7 +140,22 @@ def quantize_int8(proto: Any, calibration: np.ndarray, scratch: Path, out_path: 
     # Folds BatchNorm-style Mul/Add into Conv before calibration: without it Lite0 top-1 agreement
     # fell from ~0.92 to ~0.70 on our checks. Symbolic shape inference needs sympy; ONNX's suffices.
     quantization.quant_pre_process(str(fp32_path), str(prep_path), skip_symbolic_shape=True)
-    excluded = head_nodes(onnx.load(str(prep_path)).graph)  # quantized softmax output ties argmax
+    return prep_path.read_bytes()
+
+
+def quantize_int8(prepared: bytes, calibration: np.ndarray, scratch: Path, out_path: Path,
+                  float_nodes: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+    """Static QDQ int8 of a prepared graph: per-channel int8 weights, uint8 activations, float final Dense + softmax,
+    and `float_nodes` (node names of the prepared graph) left float by the fallback."""
+    onnx = require("onnx", "export")
+    quantization = require("onnxruntime.quantization", "export")
+    prep_path = scratch / "prep.onnx"
+    prep_path.write_bytes(prepared)
+    graph = onnx.load(str(prep_path)).graph
+    unknown = sorted(set(float_nodes) - {node.name for node in graph.node})
+    if unknown:
+        raise ExportError(f"float_nodes {unknown[:3]} are not nodes of the prepared ONNX graph", "Take them from the sensitivity report")
+    excluded = head_nodes(graph)  # quantized softmax output ties argmax
     quantization.quantize_static(
         str(prep_path),
         str(out_path),
@@ -142,7 +166,7 @@ def quantize_int8(proto: Any, calibration: np.ndarray, scratch: Path, out_path: 
         # x86 VNNI/AVX2 kernel in onnxruntime's MLAS (Lite0 224 px, 2 threads: p50 18.5 ms vs 21.6 ms).
         activation_type=quantization.QuantType.QUInt8,
         weight_type=quantization.QuantType.QInt8,
-        nodes_to_exclude=excluded,
+        nodes_to_exclude=[*excluded, *float_nodes],
         calibrate_method=quantization.CalibrationMethod.MinMax,
         # No CalibMaxIntermediateOutputs: in onnxruntime 1.31 it discards the batches it flushes.
         # MinMax keeps only per-batch ReduceMin/ReduceMax outputs, so memory stays small anyway.
@@ -159,4 +183,5 @@ def quantize_int8(proto: Any, calibration: np.ndarray, scratch: Path, out_path: 
         "calibration_images": int(len(calibration)),
         "float_nodes": excluded,
         "quantize_linear_nodes": count,
+        **({"fallback_float_nodes": list(float_nodes)} if float_nodes else {}),
     }

@@ -5,6 +5,9 @@ The Keras model is traced to a tf.function and converted by OpenVINO's TensorFlo
 is dynamic unless the `batch` option fixes it (after quantization: NNCF calibrates one image at a time).
 The ModelMeta JSON is embedded as rt_info["edgecls_meta"] in the .xml.
 
+INT8 keeps the converted float model in `request.cache` (the sensitivity report's float reference;
+fallback retries start from it, with `request.float_nodes` as NNCF's ignored scope: op friendly names).
+
 OpenVINO's CPU plugin runs f32 IRs in bf16 on CPUs with AMX / AVX512-BF16 unless compiled with
 INFERENCE_PRECISION_HINT=f32; compare against Keras with that hint.
 """
@@ -28,6 +31,7 @@ from edgecls.export.formats import FORMATS, check_request
 from edgecls.export.serving import serving_function
 from edgecls.quantize.calibration import check_calibration, check_pixels
 
+FLOAT_MODEL = "openvino_float"  # request.cache key: (converted float ov.Model, converter notes)
 BF16_NOTE = (
     "OpenVINO CPU runs f32 IRs in bf16 on CPUs with AMX/AVX512-BF16 unless INFERENCE_PRECISION_HINT is f32"
 )
@@ -48,20 +52,13 @@ def export_openvino(request: ExportRequest) -> Artifact:
     ov = require("openvino", "export")
 
     start = time.perf_counter()
-    try:
-        model = ov.convert_model(serving_function(request.model, size))
-    except Exception as exc:  # the frontend raises OpConversionFailure / RuntimeError / GeneralFailure
-        raise ExportError(f"OpenVINO could not convert the model: {type(exc).__name__}: {exc}", "Report the architecture") from exc
-    names = ([p.get_any_name() for p in model.inputs], [sorted(p.get_names()) for p in model.outputs])
-    if names != ([INPUT_NAME], [[OUTPUT_NAME]]):
-        raise ExportError(f"OpenVINO produced inputs/outputs {names}, expected ['{INPUT_NAME}'] -> ['{OUTPUT_NAME}']", "Report this")
-    notes: dict[str, Any] = {
-        "converter": f"openvino {ov.get_version()} convert_model(tf.function) via the TensorFlow frontend",
-        "batch": "dynamic",
-        "cpu_precision": BF16_NOTE,
-    }
+    cache = request.cache if request.cache is not None and int8 else {}
+    if FLOAT_MODEL not in cache:
+        cache[FLOAT_MODEL] = convert(request.model, size)
+    model, converted = cache[FLOAT_MODEL]
+    notes: dict[str, Any] = dict(converted)
     if calibration is not None:
-        model, quant_notes = quantize_int8(model, calibration, holdout, request.max_drop or 0.0)
+        model, quant_notes = quantize_int8(model, calibration, holdout, request.max_drop or 0.0, request.float_nodes)
         notes.update(quant_notes)
     if request.batch is not None:
         model.reshape({model.input(0): [request.batch, *size, 3]})
@@ -74,6 +71,23 @@ def export_openvino(request: ExportRequest) -> Artifact:
     ov.save_model(model, str(xml), compress_to_fp16=request.precision == "fp16")
     notes["export_seconds"] = round(time.perf_counter() - start, 2)
     return Artifact(path=xml, format="openvino", precision=request.precision, extra_files=[xml.with_suffix(".bin")], notes=notes)
+
+
+def convert(keras_model: Any, size: tuple[int, int]) -> tuple[Any, dict[str, Any]]:
+    """The float ov.Model of the traced Keras model, and the converter notes."""
+    ov = require("openvino", "export")
+    try:
+        model = ov.convert_model(serving_function(keras_model, size))
+    except Exception as exc:  # the frontend raises OpConversionFailure / RuntimeError / GeneralFailure
+        raise ExportError(f"OpenVINO could not convert the model: {type(exc).__name__}: {exc}", "Report the architecture") from exc
+    names = ([p.get_any_name() for p in model.inputs], [sorted(p.get_names()) for p in model.outputs])
+    if names != ([INPUT_NAME], [[OUTPUT_NAME]]):
+        raise ExportError(f"OpenVINO produced inputs/outputs {names}, expected ['{INPUT_NAME}'] -> ['{OUTPUT_NAME}']", "Report this")
+    return model, {
+        "converter": f"openvino {ov.get_version()} convert_model(tf.function) via the TensorFlow frontend",
+        "batch": "dynamic",
+        "cpu_precision": BF16_NOTE,
+    }
 
 
 def check_holdout(request: ExportRequest, size: tuple[int, int], calibration: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,9 +159,11 @@ def _quiet_nncf(nncf_logger: logging.Logger) -> Iterator[list[str]]:
 
 
 def quantize_int8(
-    model: Any, calibration: np.ndarray, holdout: tuple[np.ndarray, np.ndarray] | None, max_drop: float
+    model: Any, calibration: np.ndarray, holdout: tuple[np.ndarray, np.ndarray] | None, max_drop: float,
+    float_nodes: tuple[str, ...] | list[str] = (),
 ) -> tuple[Any, dict[str, Any]]:
-    """NNCF PTQ (PERFORMANCE preset, full bias correction), with accuracy control when holdout is given."""
+    """NNCF PTQ (PERFORMANCE preset, full bias correction), with accuracy control when holdout is given; `float_nodes`
+    (op friendly names) are NNCF's ignored scope. `model` itself is not changed."""
     nncf = require("nncf", "export")
     from nncf.common.logging import nncf_logger
 
@@ -168,6 +184,9 @@ def quantize_int8(
         "bias_correction": "full",
         "subset_size": len(calibration),
     }
+    if float_nodes:
+        options["ignored_scope"] = nncf.IgnoredScope(names=list(float_nodes))
+        notes["fallback_float_nodes"] = list(float_nodes)
     with _quiet_nncf(nncf_logger) as log:
         try:
             if holdout is None:

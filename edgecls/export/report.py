@@ -36,6 +36,9 @@ class ValidationReport:
     mean_abs_diff: float
     top1_agreement: float
     tolerance: float | None = None  # float precisions
+    decisive_agreement: float | None = None  # quantized: agreement on the images Keras is decisive about (gate.py)
+    decisive_images: int | None = None
+    agreement_gated: float | None = None  # what the --min-agreement floor read
     reference_accuracy: float | None = None  # when the held-out images are labelled
     artifact_accuracy: float | None = None
     accuracy_drop: float | None = None
@@ -55,6 +58,102 @@ class ValidationReport:
         if self.per_class is not None:
             data["per_class"] = [c.as_dict() for c in self.per_class]
         return {**data, "passed": self.passed}
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """The accuracy gate that judged a quantized artifact, and what to try when it failed."""
+
+    max_drop: float | None  # None: no accuracy-drop check
+    min_agreement: float | None  # None: no agreement floor
+    judged_on: str  # the held-out images (never calibration or tuning images)
+    passed: bool
+    advice: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    """One layer's INT8 error against the float model (sensitivity.py defines the measures)."""
+
+    name: str  # the node id the fallback uses
+    label: str
+    op: str
+    index: int  # position in the float graph
+    error: float
+    added: float
+    rmse: float
+    rmse_per_step: float | None
+    float_nodes: tuple[str, ...]  # what the fallback keeps float for this layer
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "float_nodes": list(self.float_nodes)}
+
+
+@dataclass
+class SensitivityReport:
+    """Per-layer quantization error of one INT8 artifact on calibration images."""
+
+    target: str
+    metric: str
+    images: int
+    layers: list[LayerSensitivity]
+    plot: str | None = None  # PNG beside the artifact
+    seconds: float | None = None
+
+    def worst(self, count: int = 5) -> list[LayerSensitivity]:
+        return sorted(self.layers, key=lambda layer: (-layer.added, layer.index))[:count]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "metric": self.metric, "images": self.images, "plot": self.plot, "seconds": self.seconds,
+                "worst": [layer.name for layer in self.worst()], "layers": [layer.as_dict() for layer in self.layers]}
+
+
+@dataclass(frozen=True)
+class FallbackTry:
+    """One re-quantized candidate with `float_nodes` kept float, scored on the tuning split."""
+
+    float_nodes: list[str]
+    layers: list[str]  # labels of the sensitivity layers it keeps float
+    top1_agreement: float | None
+    accuracy_drop: float | None
+    passed: bool
+    seconds: float
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class FallbackReport:
+    """The search for float layers that bring a failed INT8 export within the gate."""
+
+    mechanism: str  # how the format keeps layers float
+    tuned_on: str  # the tuning images (never the judging ones)
+    budget: dict[str, float]  # layers, tries, seconds
+    tries: list[FallbackTry] = field(default_factory=list)
+    outcome: str = ""
+    chosen: int | None = None  # index into tries of the candidate kept (judged, published or kept aside)
+    size_bytes: int | None = None  # the chosen candidate
+    full_int8_size_bytes: int | None = None
+    latency_ms: float | None = None  # p50 of batch-1 runs on this machine through edgecls.runtime
+    full_int8_latency_ms: float | None = None
+    latency_note: str = ""
+
+    @property
+    def candidate(self) -> FallbackTry | None:
+        return None if self.chosen is None else self.tries[self.chosen]
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["tries"] = [t.as_dict() for t in self.tries]
+        candidate = self.candidate
+        data["float_nodes"] = candidate.float_nodes if candidate else []
+        data["float_layers"] = candidate.layers if candidate else []
+        return data
 
 
 @dataclass(frozen=True)
@@ -79,7 +178,7 @@ class EdgeTpuSummary:
 
 @dataclass
 class ExportReport:
-    """export_report.json of one artifact (and the .failed.json of one that failed validation)."""
+    """export_report.json of one artifact (published, or kept aside in <target>-<precision>.rejected/ when it failed)."""
 
     target: str
     precision: str
@@ -94,6 +193,10 @@ class ExportReport:
     validation: ValidationReport | None = None
     validated_file: str | None = None
     export_seconds: float | None = None
+    gate: GateReport | None = None  # quantized precisions
+    sensitivity: SensitivityReport | None = None  # int8
+    fallback: FallbackReport | None = None  # int8 that failed the gate on its first try
+    rejected: str | None = None  # the folder an artifact that failed was kept aside in (never published)
     error: str | None = None
 
     @property
@@ -109,6 +212,9 @@ class ExportReport:
         data: dict[str, Any] = dict(self.__dict__)
         data["calibration"] = None if self.calibration is None else dict(self.calibration.__dict__)
         data["validation"] = None if self.validation is None else self.validation.as_dict()
+        for key in ("gate", "sensitivity", "fallback"):
+            value = getattr(self, key)
+            data[key] = None if value is None else value.as_dict()
         # "calibration" is written (null for float precisions) once an artifact exists, as it always was
         return _without_none(data, keep=("calibration",) if self.artifact is not None else ())
 

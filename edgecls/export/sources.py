@@ -1,10 +1,21 @@
-"""What an export reads: the Keras model and meta (a run folder or a zoo model), its calibration set and
-the held-out images that validate every artifact. TensorFlow is imported only when a model is loaded."""
+"""What an export reads: the Keras model and meta (a run folder or a zoo model), its calibration set, the
+held-out images that JUDGE every artifact and the separate TUNING images the INT8 fallback chooses its
+float layers on. No image plays two of these parts:
+
+- run folder: calibration = a sample of the train split; judge = the test split; tune = the val split
+  (a run with only one of them splits it by file, stratified, into a tuning and a judging half), topped
+  up with training images to TUNING_MIN (a small val split alone makes the fallback's choices noisy);
+- zoo model: the built-in photos split BY PHOTO: alternate photos calibrate (and tune, agreement only),
+  the others judge; `--calib-size` caps the calibration crops.
+
+TensorFlow is imported only when a model is loaded."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edgecls.errors import ConfigError
 from edgecls.export.validate import Holdout
@@ -64,32 +75,99 @@ def calibration_set(source: Source, calib: Path | None, size: int, seed: int, ex
         return cal.from_folder(Path(calib), source.meta, size, exclude, seed)
     if source.run is not None:
         return cal.from_run_train_split(source.run, source.meta, size, seed)
-    photos = cal.builtin_photos(source.meta)
-    return cal.CalibrationSet(photos.images[0::2], photos.source, photos.files[0::2])
+    return cal.builtin_photo_split(source.meta, size, seed)[0]
 
 
-def holdout_set(source: Source, size: int, seed: int, calib_from_builtin: bool) -> Holdout:
+def holdout_set(source: Source, size: int, seed: int) -> Holdout:
+    """The JUDGING held-out images (at most `size`, stratified by class) with Keras' probabilities."""
+    if source.run is None:
+        held = _builtin_split(source, seed)[1]
+        return _holdout(source, held.images, None,
+                        f"{held.source} ({len(held)} crops of photos that did not calibrate, unlabelled: agreement only)")
+    name, files = _run_splits(source.run, seed)[0]
+    return _labelled(source, files, size, seed, f"{name} of {source.run}")
+
+
+def tuning_set(source: Source, size: int, seed: int) -> Holdout | None:
+    """The TUNING images the INT8 fallback chooses its float layers on: never judging images (None: the run has none)."""
+    if source.run is None:
+        calibration = _builtin_split(source, seed)[0]
+        return _holdout(source, calibration.images, None,
+                        f"{calibration.source} ({len(calibration)} crops of the calibration photos, unlabelled)")
+    name, files = _run_splits(source.run, seed)[1]
+    return _labelled(source, files, size, seed, f"{name} of {source.run}") if len(files.paths) else None
+
+
+def _builtin_split(source: Source, seed: int) -> tuple[Any, Any]:
+    from edgecls.quantize.calibration import builtin_photo_split
+
+    return builtin_photo_split(source.meta, BUILTIN_TUNING_CROPS, seed)
+
+
+BUILTIN_TUNING_CROPS = 300  # crops of the calibration photos the fallback may tune on (all of them)
+
+
+TUNING_MIN = 200  # tuning images a run folder's val split is topped up to from its training split
+
+
+def _run_splits(run: Path, seed: int) -> tuple[tuple[str, Files], tuple[str, Files]]:
+    """((judging name, files), (tuning name, files)): test judges, val (+ training images) tunes; one split is halved."""
     from edgecls.data.sampling import stratified_sample
-    from edgecls.quantize.calibration import builtin_photos
-    from edgecls.training.evaluate import predict_arrays
-    from edgecls.training.pipeline import load_images
     from edgecls.training.run_folder import read_split
 
-    meta = source.meta
-    if source.run is not None:
-        split_name = "test"
-        files = read_split(source.run, "test")
-        if not files.paths:
-            split_name, files = "val", read_split(source.run, "val")
-        if not files.paths:
-            raise ConfigError(f"run '{source.run}' has no val or test images to validate exports on", "Re-train with --val-split 0.1")
-        chosen = stratified_sample(files.labels, min(size, len(files.paths)), seed)
-        images = load_images([files.paths[i] for i in chosen], meta.input_size, meta.crop_fraction, meta.interpolation)
-        labels, where = files.labels[chosen], f"{split_name} split of {source.run} ({len(chosen)} images)"
+    test, val = _files(read_split(run, "test")), _files(read_split(run, "val"))
+    if not test.paths and not val.paths:
+        raise ConfigError(f"run '{run}' has no val or test images to validate exports on", "Re-train with --val-split 0.1")
+    if test.paths and val.paths:
+        judge, tune = ("test split", test), ("val split", val)
     else:
-        photos = builtin_photos(meta)
-        images = photos.images[1::2] if calib_from_builtin else photos.images
-        labels, where = None, f"built-in photos ({len(images)} crops, unlabelled: agreement only)"
+        split, both = ("test", test) if test.paths else ("val", val)
+        half = stratified_sample(both.labels, len(both.paths) // 2, seed + 1) if len(both.paths) >= 4 else []
+        rest = [i for i in range(len(both.paths)) if i not in set(half)]
+        judge = (f"{split} split (the half that never tunes)", _subset(both, rest))
+        tune = (f"{split} split (tuning half)", _subset(both, half))
+    name, files = tune
+    if len(files.paths) < TUNING_MIN:
+        train = _files(read_split(run, "train"))
+        present = [i for i, path in enumerate(train.paths) if path.is_file()]
+        wanted = TUNING_MIN - len(files.paths)
+        picked = [present[j] for j in stratified_sample(train.labels[present], wanted, seed + 2)] if present else []
+        if picked:
+            extra = _subset(train, picked)
+            files = Files([*files.paths, *extra.paths], np.concatenate([files.labels, extra.labels]))
+            name = f"{name} + {len(picked)} train images"
+    return judge, (name, files)
+
+
+@dataclass
+class Files:
+    """Image paths and their labels (the shape of training.run_folder.SplitFiles)."""
+
+    paths: list[Path]
+    labels: np.ndarray
+
+
+def _files(split: Any) -> Files:
+    return Files(list(split.paths), np.asarray(split.labels))
+
+
+def _subset(files: Files, indices: list[int]) -> Files:
+    return Files([files.paths[i] for i in indices], files.labels[np.asarray(indices, dtype=int)])
+
+
+def _labelled(source: Source, files: Any, size: int, seed: int, where: str) -> Holdout:
+    from edgecls.data.sampling import stratified_sample
+    from edgecls.training.pipeline import load_images
+
+    meta = source.meta
+    chosen = stratified_sample(files.labels, min(size, len(files.paths)), seed)
+    images = load_images([files.paths[i] for i in chosen], meta.input_size, meta.crop_fraction, meta.interpolation)
+    return _holdout(source, images, files.labels[chosen], f"{where} ({len(chosen)} images)")
+
+
+def _holdout(source: Source, images: np.ndarray, labels: np.ndarray | None, where: str) -> Holdout:
+    from edgecls.training.evaluate import predict_arrays
+
     return Holdout(images, labels, predict_arrays(source.model, images), where)
 
 

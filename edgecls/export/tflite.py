@@ -4,7 +4,14 @@ Conversion path (Keras 3.15, TF 2.21): a `tf.function` with a [1, h, w, 3] input
 with `TFLiteConverter.from_concrete_functions([fn], holder)` where `holder` is a `tf.Module` that
 tracks the model's underlying `tf.Variable`s. Passing the Keras 3 model itself as the trackable
 object leaves the weights unfrozen (VAR_HANDLE / READ_VARIABLE ops, no weights in the file), so the
-converted graph is checked for such ops. INT8 never falls back to float and never enables TF Select.
+converted graph is checked for such ops. TF Select is never enabled.
+
+INT8 runs in two steps, as the converter does inside: calibration (`_experimental_calibrate_only`: a
+float model carrying the activation ranges) and the MLIR quantizer (`convert.mlir_quantize`, the
+QuantizationDebugger's own path). The calibrated model is kept in `request.cache`: it is the float
+reference of the sensitivity report, and the int8 fallback re-quantizes it with `denylisted_nodes`
+(layers kept float, by output tensor name) without calibrating again. Only nodes named in
+`request.float_nodes` may stay float; any other float op is refused.
 
 Reading a .tflite back (embedded meta, op list, is it integer?) needs no TensorFlow: tflite_inspect.
 """
@@ -20,13 +27,14 @@ import numpy as np
 from edgecls.errors import ExportError, ModelError
 from edgecls.export.base import INPUT_NAME, META_KEY, Artifact, ExportRequest, artifact_meta, input_size
 from edgecls.export.formats import FORMATS, IO_TYPES, check_request
-from edgecls.export.tflite_inspect import io_quantization, op_names, open_interpreter, tensor_types
+from edgecls.export.tflite_inspect import graph, io_quantization, op_names, open_interpreter, tensor_types
 from edgecls.quantize.calibration import check_calibration
 
 CONVERSION_PATH = "tf.function([1,h,w,3]) -> TFLiteConverter.from_concrete_functions(tf.Module tracking tf.Variables)"
 UNFROZEN_OPS = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE"}
 EDGE_OPS = {"QUANTIZE", "DEQUANTIZE"}
 CALIBRATION_SEED = 0
+CALIBRATED = "tflite_calibrated"  # request.cache key: the calibrated float model (bytes)
 
 
 # ----------------------------------------------------------------------------- export
@@ -34,7 +42,13 @@ def export_tflite(request: ExportRequest) -> Artifact:
     """Convert `request.model` to `out_dir/<stem>.tflite` at `request.precision`, meta embedded."""
     check_request(FORMATS["tflite"], request)
     size = input_size(request)
-    content = convert(request.model, size, request.precision, request.calibration, request.io_type)
+    if request.precision == "int8":
+        cache = request.cache if request.cache is not None else {}
+        if CALIBRATED not in cache:
+            cache[CALIBRATED] = calibrate(request.model, size, request.calibration)
+        content = quantize_calibrated(cache[CALIBRATED], request.io_type, request.float_nodes)
+    else:
+        content = convert(request.model, size, request.precision)
     path = Path(request.out_dir) / f"{request.stem}.tflite"
     input_q, output_q = io_quantization(content)
     meta = artifact_meta(request.meta, "tflite", request.precision, input_q, output_q)
@@ -51,6 +65,9 @@ def export_tflite(request: ExportRequest) -> Artifact:
     }
     if request.precision == "int8":
         notes["calibration_images"] = len(request.calibration)  # type: ignore[arg-type]
+        notes["quantizer"] = "TFLite MLIR quantizer (calibrate, then convert.mlir_quantize)"
+    if request.float_nodes:
+        notes["fallback_float_nodes"] = list(request.float_nodes)
     return Artifact(path=path, format="tflite", precision=request.precision,
                     input_quantization=input_q, output_quantization=output_q, notes=notes)
 
@@ -58,10 +75,34 @@ def export_tflite(request: ExportRequest) -> Artifact:
 def convert(model: Any, size: tuple[int, int], precision: str, calibration: np.ndarray | None = None,
             io_type: str = "uint8") -> bytes:
     """The TFLite flatbuffer of `model` at batch 1 (no metadata added)."""
+    if precision == "int8":
+        return quantize_calibrated(calibrate(model, size, calibration), io_type)
+    return _convert(model, size, precision)
+
+
+def calibrate(model: Any, size: tuple[int, int], calibration: np.ndarray | None) -> bytes:
+    """The float TFLite model of `model` carrying the activation ranges seen on `calibration` (not yet quantized)."""
+    check_calibration(calibration, size, "tflite")
+    return _convert(model, size, "int8", calibration)
+
+
+def quantize_calibrated(calibrated: bytes, io_type: str = "uint8", float_nodes: tuple[str, ...] | list[str] = ()) -> bytes:
+    """Full-integer INT8 of a calibrated model with `io_type` I/O; `float_nodes` (op output tensor names) stay float."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as lite_convert
+
+    io = dict(zip(IO_TYPES, (tf.uint8, tf.int8, tf.float32)))[io_type]
+    try:
+        return bytes(lite_convert.mlir_quantize(calibrated, False, input_data_type=io, output_data_type=io,
+                                                denylisted_nodes=list(float_nodes) or None))
+    except Exception as exc:  # the quantizer raises ConverterError / RuntimeError with MLIR call sites
+        raise ExportError(_conversion_failure("int8", exc), _conversion_hint("int8")) from exc
+
+
+def _convert(model: Any, size: tuple[int, int], precision: str, calibration: np.ndarray | None = None) -> bytes:
+    """fp32 / fp16 / dynamic flatbuffers; for "int8" the calibrated float model (quantize_calibrated finishes it)."""
     import tensorflow as tf
 
-    if precision == "int8":
-        check_calibration(calibration, size, "tflite")
     spec = tf.TensorSpec([1, *size, 3], tf.float32, name=INPUT_NAME)
     serve = tf.function(lambda pixels: model(pixels, training=False), input_signature=[spec])
     holder = tf.Module()
@@ -74,12 +115,10 @@ def convert(model: Any, size: tuple[int, int], precision: str, calibration: np.n
     elif precision == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif precision == "int8":
-        io = dict(zip(IO_TYPES, (tf.uint8, tf.int8, tf.float32)))[io_type]
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset(calibration)  # type: ignore[arg-type]
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = io
-        converter.inference_output_type = io
+        converter._experimental_calibrate_only = True  # the quantization itself: quantize_calibrated
     try:
         content = bytes(converter.convert())
     except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError...
@@ -147,8 +186,8 @@ def _verify_file(path: Path, request: ExportRequest) -> dict[str, Any]:
     if wrong:
         raise ExportError(f"int8 '{path.name}' should have {expected} I/O but its {' and '.join(wrong)}",
                           "Report this with your TensorFlow version")
-    if types["float_ops"]:
-        culprits = [entry for entry in types["float_ops"] if entry.split()[1] not in EDGE_OPS] or types["float_ops"]
+    culprits = unexpected_float_ops(path, request.float_nodes)
+    if culprits:  # e.g. SIN: TF 2.21 keeps it float between DEQUANTIZE/QUANTIZE even with TFLITE_BUILTINS_INT8 only
         named = ", ".join(f"{entry.split()[1]} ({entry.split()[0]})" for entry in culprits[:5])
         raise ExportError(
             f"int8 '{path.name}' is not fully integer: op {named} stayed float "
@@ -156,6 +195,24 @@ def _verify_file(path: Path, request: ExportRequest) -> dict[str, Any]:
             "Replace that op with one that has an int8 TFLite kernel, or export --precision fp16/dynamic for a float model",
         )
     return types
+
+
+def unexpected_float_ops(path: str | Path | bytes, float_nodes: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Float ops of an INT8 file that nobody asked for: not a kept-float node nor a QUANTIZE/DEQUANTIZE around one.
+
+    Entries as in tensor_types' float_ops ("#7 CONV_2D ('name' float32)"), the op to blame first; empty when integer."""
+    entries = tensor_types(path)["float_ops"]
+    if entries and float_nodes:
+        g, kept = graph(path), set(float_nodes)
+        ops = {op["index"]: op for op in g["ops"]}
+
+        def asked(entry: str) -> bool:  # the quantizer renames a kept op's float output NAME to NAME1 when it re-quantizes it
+            op = ops[int(entry.split()[0][1:])]
+            names = [g["tensors"][t]["name"] for t in op["outputs"]]
+            return op["op"] in EDGE_OPS or any(n in kept or (n.endswith("1") and n[:-1] in kept) for n in names)
+
+        entries = [entry for entry in entries if not asked(entry)]
+    return [entry for entry in entries if entry.split()[1] not in EDGE_OPS] or entries
 
 
 # ----------------------------------------------------------------------------- metadata

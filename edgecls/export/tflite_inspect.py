@@ -23,13 +23,16 @@ from edgecls.meta import Quantization
 FLOAT_DTYPES = ("float16", "float32", "float64", "bfloat16")
 
 
-def open_interpreter(model: str | Path | bytes, inspect_only: bool = True) -> Any:
-    """An interpreter for a .tflite path or its bytes from the runtime's loader; `inspect_only` skips default delegates."""
+def open_interpreter(model: str | Path | bytes, inspect_only: bool = True, preserve_all_tensors: bool = False) -> Any:
+    """An interpreter for a .tflite path or its bytes from the runtime's loader; `inspect_only` skips default delegates,
+    `preserve_all_tensors` keeps every intermediate tensor readable after invoke (the sensitivity report)."""
     from edgecls.runtime.litert import interpreter_api
 
     _, interpreter_cls, _ = interpreter_api()
     kwargs: dict[str, Any] = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
-    if inspect_only:
+    if preserve_all_tensors:
+        kwargs["experimental_preserve_all_tensors"] = True
+    if inspect_only or preserve_all_tensors:
         resolver = importlib.import_module(interpreter_cls.__module__).OpResolverType
         kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:

@@ -1,8 +1,9 @@
 """Validate an exported artifact against the Keras model it came from, reporting every failure at once.
 
-Float artifacts: probabilities within a stated tolerance. Quantized artifacts: top-1 agreement,
-accuracy and accuracy drop on held-out labelled images (overall and per class), and proof that the
-file really computes in integers.
+Float artifacts: probabilities within a stated tolerance. Quantized artifacts: the accuracy gate
+(gate.py: top-1 agreement floor and accuracy drop on held-out images, overall and per class), and
+proof read from the file that it really computes in integers; an INT8 artifact whose fallback kept
+layers float says so ("int8+float fallback") instead of passing as full-integer or failing.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgecls.export.formats import QUANTIZED
+from edgecls.export.gate import Gate, agreement_and_drop, scores_of
 from edgecls.export.report import ClassAccuracy, ValidationReport
 
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}  # max abs difference of probabilities
@@ -31,18 +33,25 @@ class Holdout:
 
 
 def run_backend(backend: Any, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Probabilities of `images` (uint8) through an open edgecls.runtime backend, `batch` at a time."""
     chunks = [backend.run(images[i : i + batch].astype(np.float32)) for i in range(0, len(images), batch)]
     return np.concatenate(chunks).astype(np.float32)
 
 
-def integer_check(path: Path, fmt: str) -> dict[str, Any]:
-    """How much of the compute graph is integer, read from the file itself."""
+def integer_check(path: Path, fmt: str, float_nodes: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+    """How much of the compute graph is integer, read from the file itself. With `float_nodes` (the fallback's layers)
+    the file is mixed: "integer" stays False for TFLite, "mixed" is True, and "unexpected_float_ops" lists any float op
+    nobody asked for (only those fail)."""
     if fmt in ("tflite", "edgetpu"):
+        from edgecls.export.tflite import unexpected_float_ops
         from edgecls.export.tflite_inspect import tensor_types
 
         types = tensor_types(path)
         float_ops = types.get("float_ops", [])
-        return {"integer": not float_ops, "float_ops": float_ops, "input": types.get("input"), "output": types.get("output")}
+        check = {"integer": not float_ops, "float_ops": float_ops, "input": types.get("input"), "output": types.get("output")}
+        if float_nodes:
+            check.update(mixed=True, float_fallback_nodes=list(float_nodes), unexpected_float_ops=unexpected_float_ops(path, float_nodes))
+        return check
     if fmt == "onnx":
         import onnx
 
@@ -52,8 +61,11 @@ def integer_check(path: Path, fmt: str) -> dict[str, Any]:
         quantized = [n for n in compute if len(n.input) > 1 and producers.get(n.input[1]) == "DequantizeLinear"]
         float_ops = [f"{n.op_type} {n.name}" for n in compute if n not in quantized]
         qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node)
-        return {"integer": bool(quantized) and qdq > 0, "quantized_compute_ops": len(quantized), "float_compute_ops": float_ops,
-                "qdq_nodes": qdq}
+        check = {"integer": bool(quantized) and qdq > 0, "quantized_compute_ops": len(quantized), "float_compute_ops": float_ops,
+                 "qdq_nodes": qdq}
+        if float_nodes:
+            check.update(mixed=True, float_fallback_nodes=list(float_nodes))
+        return check
     if fmt == "openvino":
         import openvino as ov
 
@@ -61,27 +73,30 @@ def integer_check(path: Path, fmt: str) -> dict[str, Any]:
         kinds = [op.get_type_name() for op in model.get_ordered_ops()]
         compute_ops = kinds.count("Convolution") + kinds.count("GroupConvolution") + kinds.count("MatMul")
         fake_quantize = kinds.count("FakeQuantize")
-        return {"integer": fake_quantize > 0, "fake_quantize_ops": fake_quantize, "compute_ops": compute_ops}
+        check = {"integer": fake_quantize > 0, "fake_quantize_ops": fake_quantize, "compute_ops": compute_ops}
+        if float_nodes:
+            check.update(mixed=True, float_fallback_nodes=list(float_nodes))
+        return check
     raise ValueError(fmt)
 
 
-def validate(path: Path, fmt: str, precision: str, holdout: Holdout, labels: list[str],
-             max_drop: float | None, threads: int | None = None) -> ValidationReport:
-    """The validation report of one artifact; report.passed says whether export may succeed."""
-    from edgecls.runtime import load_backend
+def validate(path: Path, fmt: str, precision: str, holdout: Holdout, labels: list[str], gate: Gate | None = None,
+             threads: int | None = None, float_nodes: tuple[str, ...] | list[str] = ()) -> ValidationReport:
+    """The validation report of one artifact; report.passed says whether export may succeed.
 
-    options: dict[str, Any] = {"precision_hint": "f32"} if fmt == "openvino" else {}
-    backend = load_backend(path, device="cpu", threads=threads, **options)
-    try:
-        scores = run_backend(backend, holdout.images)
-        precision_ran = backend.precision_ran
-    finally:
-        backend.close()
+    `gate` judges quantized precisions (None: report the numbers, judge nothing); `float_nodes`: the layers an
+    int8 fallback kept float (they make the file mixed precision, which is then reported, not failed)."""
+    scores, precision_ran = scores_of(path, fmt, holdout.images, threads)
     reference = holdout.reference
     diff = np.abs(scores - reference)
-    agreement = float(np.mean(scores.argmax(1) == reference.argmax(1)))
+    agreed, _ = agreement_and_drop(scores, reference, None)
+    agreement = agreed.overall
+    if float_nodes:  # the runtime reads a file with float ops as dynamic range; it is int8 with float layers
+        precision_ran = f"int8+float fallback ({len(float_nodes)} layers float)"
     report = ValidationReport(images=len(holdout.images), source=holdout.source, precision_ran=precision_ran,
                               max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()), top1_agreement=agreement)
+    if precision in QUANTIZED:
+        report.decisive_agreement, report.decisive_images, report.agreement_gated = agreed.decisive, agreed.decisive_images, agreed.gated
     failures: list[str] = report.failures
     if scores.shape != reference.shape:
         failures.append(f"output shape {scores.shape} differs from Keras' {reference.shape}")
@@ -91,19 +106,19 @@ def validate(path: Path, fmt: str, precision: str, holdout: Holdout, labels: lis
             failures.append(f"max abs difference {report.max_abs_diff:.2e} exceeds the {precision} tolerance {TOLERANCE[precision]:.0e}")
         if agreement < MIN_AGREEMENT[precision]:
             failures.append(f"top-1 agreement {agreement:.3f} is below {MIN_AGREEMENT[precision]}")
-    if holdout.labels is not None:
-        drop = _accuracy(report, holdout.labels, reference, scores, labels)
-        if max_drop is not None and drop > max_drop:
-            failures.append(f"accuracy drop {drop * 100:.2f} points exceeds --max-drop {max_drop * 100:.2f} points")
-        elif drop > WARN_DROP:
-            report.warning = f"accuracy drop {drop * 100:.2f} points (above 1 point)"
-    if precision == "int8":
-        check = integer_check(path, fmt)
-        report.integer_check = check
-        if not check["integer"]:
-            failures.append(f"the {fmt} file is not integer: {check}")
+    drop = _accuracy(report, holdout.labels, reference, scores, labels) if holdout.labels is not None else None
     if precision in QUANTIZED:
         report.quantized = True
+        failures.extend((gate or Gate(None, None)).failures(agreed, drop))
+    if drop is not None and drop > WARN_DROP and not any(f.startswith("accuracy drop") for f in failures):
+        report.warning = f"accuracy drop {drop * 100:.2f} points (above 1 point)"
+    if precision == "int8":
+        check = integer_check(path, fmt, float_nodes)
+        report.integer_check = check
+        if check.get("mixed") and check.get("unexpected_float_ops"):
+            failures.append(f"the {fmt} file keeps float ops the fallback did not ask for: {check['unexpected_float_ops'][:3]}")
+        elif not check["integer"] and not check.get("mixed"):
+            failures.append(f"the {fmt} file is not integer: {check}")
     return report
 
 

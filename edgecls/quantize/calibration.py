@@ -128,8 +128,12 @@ def from_folder(folder: Path, meta: ModelMeta, size: int, exclude_hashes: set[st
     return result
 
 
-def builtin_photos(meta: ModelMeta, crops_per_photo: int = 4) -> CalibrationSet:
-    """Offline default for zoo models: real photos shipped by scikit-image and scikit-learn, several crops each."""
+BUILTIN_SOURCE = "built-in photos (scikit-image, scikit-learn)"
+CROPS_PER_PHOTO = 8
+
+
+def _photos() -> list[tuple[str, np.ndarray]]:
+    """The distinct real photos scikit-image and scikit-learn ship (skimage's `cat` is `chelsea`: kept once)."""
     photos: list[tuple[str, np.ndarray]] = []
     try:
         from skimage import data as skdata
@@ -153,18 +157,54 @@ def builtin_photos(meta: ModelMeta, crops_per_photo: int = 4) -> CalibrationSet:
     if not photos:
         raise DataError("no built-in calibration photos (scikit-image / scikit-learn not installed)",
                         "Pass --calib DIR with representative images")
-    images, files = [], []
+    distinct, seen = [], set()
     for name, photo in photos:
         photo = np.ascontiguousarray(photo[..., :3].astype(np.uint8))
+        digest = hashlib.sha256(photo.tobytes()).hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            distinct.append((name, photo))
+    return distinct
+
+
+def _crops(photos: list[tuple[str, np.ndarray]], meta: ModelMeta, crops_per_photo: int) -> tuple[list[np.ndarray], list[str]]:
+    images, files = [], []
+    for name, photo in photos:
         height, width = photo.shape[:2]
-        for k in range(crops_per_photo):  # centre, then shifted crops of 60-100% of the short side
-            fraction = 1.0 - 0.1 * k
+        for k in range(crops_per_photo):  # centre, then shifted crops of 44-100% of the short side
+            fraction = 1.0 - 0.08 * k
             side = int(min(height, width) * fraction)
             top, left = (height - side) * (k % 2) // 2, (width - side) * ((k + 1) % 3) // 2
             crop = photo[top : top + side, left : left + side]
             images.append(resize(crop, meta.input_size, 1.0, meta.interpolation))
             files.append(f"{name}#crop{k}")
-    return CalibrationSet(np.stack(images), "built-in photos (scikit-image, scikit-learn)", files)
+    return images, files
+
+
+def builtin_photos(meta: ModelMeta, crops_per_photo: int = CROPS_PER_PHOTO) -> CalibrationSet:
+    """Offline images for zoo models: real photos shipped by scikit-image and scikit-learn, several crops each."""
+    images, files = _crops(_photos(), meta, crops_per_photo)
+    return CalibrationSet(np.stack(images), BUILTIN_SOURCE, files)
+
+
+def builtin_photo_split(meta: ModelMeta, calib_size: int, seed: int = 0) -> tuple[CalibrationSet, CalibrationSet]:
+    """(calibration, held-out) from the built-in photos, split BY PHOTO: no held-out image is a crop of a calibration
+    photo. Alternate photos calibrate (at most `calib_size` of their crops, a seeded pick) and validate."""
+    _check_size(calib_size)
+    photos = _photos()
+    if len(photos) < 2:
+        raise DataError(f"only {len(photos)} built-in photo: calibration and validation need different photos",
+                        "Pass --calib DIR with representative images")
+    calib_photos, held_photos = photos[0::2], photos[1::2]  # the list interleaves animals, objects and textures
+    images, files = _crops(calib_photos, meta, CROPS_PER_PHOTO)
+    if len(images) > calib_size:
+        keep = sorted(np.random.default_rng(seed).permutation(len(images))[:calib_size].tolist())
+        images, files = [images[i] for i in keep], [files[i] for i in keep]
+    held_images, held_files = _crops(held_photos, meta, CROPS_PER_PHOTO)
+    names = ", ".join(name for name, _ in calib_photos)
+    calibration = CalibrationSet(np.stack(images), f"{BUILTIN_SOURCE}: {names}", files)
+    held = CalibrationSet(np.stack(held_images), f"{BUILTIN_SOURCE}: {', '.join(name for name, _ in held_photos)}", held_files)
+    return calibration, held
 
 
 def manifest_path(export_root: Path) -> Path:
