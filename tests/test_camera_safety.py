@@ -477,3 +477,30 @@ def test_two_thousand_slow_connections_under_ulimit_1024(model: Path, tmp_path: 
     assert peak["rss_kb"] - before["rss_kb"] < 64_000, (before, peak)  # memory stays bounded
     data = json.loads(report.read_text())
     assert data["status"] == "finished" and data["stop_reason"] == "terminated" and data["frames"] >= seen[-1] > 0
+
+
+# ---------------------------------------------------------------- outputs off the inference path
+
+
+def test_live_recording_is_real_time_and_skips_rather_than_waits(model: Path, tmp_path: Path) -> None:
+    """A live source: the recording takes at most record_fps frames a second (15 when the source reports none), on the
+    output thread; what it skipped or dropped is counted, and the video holds exactly the frames counted as recorded."""
+    from edgecls.camera.loop import run_camera
+
+    video = tmp_path / "live.avi"
+    summary = run_camera(model, lambda: test_camera.CountingSource(size=(120, 160), delay=0.002), frames=150, record=video,
+                         report=tmp_path / "r.json")
+    recorded, seconds = summary["counts"]["frames_recorded"], summary["seconds"]
+    assert summary["frames"] == 150 and 1 <= recorded <= 15 * seconds + 2, (recorded, seconds)
+    assert len(test_camera.decode_video(video)) == recorded and not temps(tmp_path)
+    assert summary["counts"]["output_dropped"] >= 0 and "output" in summary["stages_ms"]
+
+
+def test_record_drop_treats_a_file_like_a_live_source(model: Path, big_clip: Path, tmp_path: Path) -> None:
+    video, report = tmp_path / "dropped.mp4", tmp_path / "r.json"
+    result = camera_cli("--model", model, "--device", big_clip, "--record", video, "--record-drop", "--report", report)
+    assert result.returncode == 0, result.output
+    data = json.loads(report.read_text())
+    recorded = data["counts"]["frames_recorded"]
+    assert data["frames"] == 300 and 1 <= recorded <= 30 * data["seconds"] + 2
+    assert len(test_camera.decode_video(video)) == recorded

@@ -101,6 +101,7 @@ def run_camera(
     token_file: str | Path | None = None,
     sinks: Sequence[ResultSink] = (),
     capture: str = "auto",
+    record_drop: bool = False,
 ) -> dict[str, Any]:
     """Classify frames from a camera, stream, video or folder; returns the report (also written to `report`).
 
@@ -112,6 +113,7 @@ def run_camera(
     token_file: the live view's access token (required on every route); without one, a server bound to a
     non-loopback address makes its own and logs the URL with it once. The live view also answers the JSON
     API (edgecls.camera.api: /api/info, /api/classify), sharing the model with the loop under a lock.
+    record_drop: record a file or folder like a live source (real time, frames skipped rather than waited for).
     capture: "auto" lets a camera deliver the smallest frames covering the model (a USB mode, picamera2's lores
     stream: edgecls.camera.capture_modes) unless width/height are given; "full" keeps the camera's own size.
     sinks: ResultSinks (edgecls.integrations: MQTT, frames kept for retraining) offered every result on this
@@ -160,7 +162,8 @@ def run_camera(
 
             api = ClassifyApi(backend, top_k=top_k, threshold=threshold)
             backend = api.backend  # the loop and the API share the model under one lock
-        outputs = Outputs(show, record, serve, opened.fps, token=token, lossless=not opened.is_live, mount=api.mount if api else None)
+        outputs = Outputs(show, record, serve, opened.fps, token=token, lossless=not (opened.is_live or record_drop),
+                          mount=api.mount if api else None)
         stack.callback(outputs.close)
         for sink in sinks:
             sink.open(backend)

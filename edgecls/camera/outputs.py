@@ -2,12 +2,14 @@
 
 Off the inference path: the recording and the live view are drawn, encoded and written by an output
 thread of their own. The loop only hands the frame over (`handle` returns at once): for a live source
-the output thread takes the newest frame, and a frame it had no time for is skipped and counted
+(or with `lossless=False`) the recording is real time, at most `record_fps` frames a second, the
+output thread takes the newest frame, and a frame it had no time for is skipped and counted
 (`dropped`), so recording never slows inference; for a file or folder (no real time to keep up with)
 the recording keeps every frame and the loop waits when the output thread is OUTPUT_DEPTH frames
-behind. The live view encodes JPEGs only as often as it wants them (LiveServer.wants_frame: its
-stream clients at most LiveServer.max_stream_fps, a snapshot refresh otherwise); its stats are
-updated every frame. The window is drawn on the loop's thread (GUI toolkits want one thread).
+behind (`edgecls camera --record-drop` treats a file like a live source). The live view encodes
+JPEGs only as often as it wants them (LiveServer.wants_frame: its stream clients at most
+LiveServer.max_stream_fps, a snapshot refresh otherwise); its stats are updated every frame. The window
+is drawn on the loop's thread (GUI toolkits want one thread).
 
 OpenCV is imported only when one of them is on (edgecls.errors.require names the extra to install).
 A recording is written to a temp file beside its target (edgecls.fsutil's short `.edgecls-tmp-` names,
@@ -23,6 +25,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +93,8 @@ class _Job:
     uncertain: bool
     live: dict[str, Any]
     extra: dict[str, Any]
+    record: bool  # write it to the recording
+    serve: bool  # encode it for the live view
 
 
 class Outputs:
@@ -119,6 +124,7 @@ class Outputs:
         self._jobs: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._stopping = False
+        self._next_record_at = 0.0
         self._thread: threading.Thread | None = None
         if show or record or serve:
             self._cv2 = require("cv2", "pi")
@@ -162,9 +168,13 @@ class Outputs:
         except for a file's recording that is OUTPUT_DEPTH frames behind. Raises what stopped the output thread.
         """
         self._raise_error()
-        server = self.server
-        if self.record is not None or (server is not None and server.wants_frame()):
-            self._hand_over(_Job(frame, decision.label, float(decision.score), bool(decision.uncertain), live, extra))
+        server, now = self.server, time.monotonic()
+        record = self.record is not None and (self.lossless or now >= self._next_record_at)
+        serve = server is not None and server.wants_frame()
+        if record and not self.lossless:  # live: a real-time recording, at most record_fps frames a second
+            self._next_record_at = max(self._next_record_at + 1.0 / self.record_fps, now - 1.0 / self.record_fps)
+        if record or serve:
+            self._hand_over(_Job(frame, decision.label, float(decision.score), bool(decision.uncertain), live, extra, record, serve))
         if server is not None:
             server.publish_stats({"label": decision.label, "score": decision.score, **live, **extra})
         return self._show(frame, decision, live) if self.show else False
@@ -224,12 +234,12 @@ class Outputs:
         from edgecls.camera.overlay import draw_overlay
 
         cv2, server = self._cv2, self.server
-        publish = server is not None and server.wants_frame()
-        if self.record is None and not publish:
+        publish = job.serve and server is not None and server.wants_frame()
+        if not (job.record or publish):
             return
         annotated = draw_overlay(job.frame, job.label, job.score, job.live.get("fps"), job.live.get("latency_p50_ms"),
                                  uncertain=job.uncertain)
-        if self.record is not None:
+        if job.record:
             height, width = annotated.shape[:2]
             if self._writer is None:
                 self._open_writer(width, height)

@@ -50,6 +50,10 @@ def camera_command(
     headless: bool | None = typer.Option(None, "--headless/--show",
                                          help="No window / a window (default: a window when a display exists)."),
     record: Path | None = typer.Option(None, "--record", help="Write annotated frames to this .mp4 (mp4v) or .avi (MJPG)."),
+    record_drop: bool = typer.Option(
+        False, "--record-drop",
+        help="Record a video file or folder like a live camera: real time at the source's frame rate, frames skipped rather than "
+             "inference slowed (live sources always do this)."),
     serve: str | None = typer.Option(None, "--serve", help="Live view in a browser at HOST:PORT (e.g. 0.0.0.0:8080)."),
     token_file: Path | None = typer.Option(
         None, "--token-file",
@@ -105,7 +109,7 @@ def camera_command(
                 model, source, device=backend_device, threads=threads, frames=frames, seconds=seconds, smoothing=smoothing,
                 threshold=threshold, top_k=top_k, headless=headless, record=record, serve=serve, report=report,
                 width=width, height=height, pipeline=pipeline, token_file=token_file, sinks=sinks,
-                capture=capture or ("full" if record is not None or save_uncertain is not None else "auto"),
+                record_drop=record_drop, capture=capture or ("full" if record is not None or save_uncertain is not None else "auto"),
             )
         except EdgeclsError as exc:
             ran = getattr(exc, "summary", None)  # the loop ran: show its table before the error line
