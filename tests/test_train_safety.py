@@ -66,6 +66,22 @@ def test_new_run_into_an_interrupted_run_is_refused(tmp_path: Path) -> None:
     assert_clean_error(result, "holds an interrupted run", f"edgecls train --resume {run}")
 
 
+@pytest.mark.parametrize("case, fragments", [
+    ("data-changed", ["the images in --data", "changed since run", "Restore them to resume this run"]),
+    ("no-checkpoint", ["has no checkpoint.npz to resume from", "cannot be resumed"]),
+])
+def test_resume_refuses_what_it_cannot_continue_faithfully(case: str, fragments: list[str], tmp_path: Path) -> None:
+    data = _tree(tmp_path / "data")
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"data": str(data), "model": "plain_cnn", "img_size": 16, "epochs": 3, "fine_tune_epochs": 0}
+    state = {"config": config, "phase": "head", "epochs_done": 0, "fingerprint": "0123456789ab"} if case == "data-changed" else \
+        {"config": config, "phase": "head", "epochs_done": 2}  # an older edgecls' run: last.keras, no checkpoint.npz
+    (run / "state.json").write_text(json.dumps(state))
+    assert_clean_error(run_cli("train", "--resume", run), *fragments)
+    assert json.loads((run / "state.json").read_text()) == state
+
+
 def test_failed_start_leaves_no_run_folder(tmp_path: Path) -> None:
     """An error before training begins (here: an image size the backbone refuses) removes the folder it created."""
     data = _tree(tmp_path / "data")
