@@ -81,8 +81,10 @@ class VerifyResult:
 
     def summary(self) -> str:
         state = "passed" if self.ok else "FAILED"
-        if self.top1_agreement is None or self.max_drift is None:
+        if self.top1_agreement is None:
             return f"verify {state}: the {self.images} golden images did not run ({self.precision} tolerance {self.tolerance:g})"
+        if self.max_drift is None:
+            return f"verify {state}: the scores of the {self.images} golden images cannot be compared (see the error)"
         return (f"verify {state}: {self.images} golden images, top-1 agreement {self.top1_agreement:.0%}, largest score drift "
                 f"{self.max_drift:.4f} ({self.precision} tolerance {self.tolerance:g})")
 
@@ -155,7 +157,8 @@ def _check(golden: GoldenSet, backend: Backend, result: VerifyResult) -> None:
         result.problems.append(f"the artifact fails while running here: {exc}")
         return
     numbers = check_golden(golden, outputs, run=through_pipeline)
-    result.top1_agreement, result.max_drift = numbers.top1_agreement, numbers.max_drift
+    result.top1_agreement = numbers.top1_agreement
+    result.max_drift = numbers.max_drift if np.isfinite(numbers.max_drift) else None  # inf: another shape, NaN scores
     if outputs.shape == golden.probabilities.shape:
         result.checks = _image_checks(golden, outputs, list(meta.labels))
     if not numbers.ok:

@@ -133,6 +133,18 @@ def test_a_different_model_under_the_same_name(keras_model: Any, artifacts: dict
     assert "DIFFERS" in result.stdout, line
 
 
+def test_a_golden_set_of_another_class_count(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    copy = _copy(artifacts["onnx-fp32"], tmp_path / "three")
+    golden = load_golden(copy)
+    golden.labels = golden.labels[:3]
+    golden.probabilities = golden.probabilities[:, :3] / golden.probabilities[:, :3].sum(axis=1, keepdims=True)
+    save_golden(golden, copy)
+    result = run_cli("verify", copy, "--json")
+    _failed(result, "wrong labels: the artifact lists 10 classes, the golden set 3", "a different model or class count")
+    data = _json(result)  # strict JSON: no Infinity
+    assert data["max_drift"] is None and data["checks"] == [] and not data["ok"]
+
+
 def test_int8_artifact_judged_with_the_fp32_tolerance(artifacts: dict[str, Path], held_out: np.ndarray, tmp_path: Path) -> None:
     # the fp32 export's golden set beside the int8 artifact: the wrong precision, and scores beyond fp32's tolerance
     copy = _copy(artifacts["tflite-int8"], tmp_path / "fp32-golden")
