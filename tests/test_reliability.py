@@ -604,7 +604,7 @@ def test_full_disk_through_the_cli(tiny_disks: dict[str, Path], plain_run: Path,
     trained = run_cli("train", "--data", fmnist_tree, "--model", "plain_cnn", "--img-size", "16", "--epochs", "1",
                       "--fine-tune-epochs", "0", "--out", full / "run", cwd=tmp_path, timeout=300)
     assert_clean_error(trained, "No space left on device", "Free some disk space")
-    assert not (full / "run" / "model.keras").exists() and not (full / "run" / "last.keras").exists()
+    assert not (full / "run" / "model.keras").exists() and not (full / "run" / "checkpoint.npz").exists()
     assert hidden_leftovers(full) == []
 
     exported = run_cli("export", plain_run, "--target", "tflite", "--out", full / "exp", cwd=tmp_path)

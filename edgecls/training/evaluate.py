@@ -158,22 +158,13 @@ def _evaluate_artifact(artifact: Path, data: Path, batch: int, device: str, thre
 
 def _labelled_folder(root: Path, labels: list[str]) -> tuple[list[Path], np.ndarray, str]:
     """Images of an ImageFolder tree (its test/ split when pre-split), mapped onto the model's labels."""
-    from edgecls.data.folder import check_image, scan_class_folders
+    from edgecls.data.labelled import read_labelled_folder
 
-    test_dirs = [p for p in root.iterdir() if p.is_dir() and p.name.lower() == "test"]
-    folder = test_dirs[0] if test_dirs else root
-    names, all_paths, all_indices = scan_class_folders(folder)
-    readable = [(p, i) for p, i in zip(all_paths, all_indices) if check_image(p) is None]
-    if len(readable) < len(all_paths):
+    images = read_labelled_folder(root, labels)
+    if images.skipped:
         from rich.console import Console
         from rich.markup import escape
 
-        skipped = len(all_paths) - len(readable)
-        Console(stderr=True).print(f"[yellow]warning:[/yellow] skipped {skipped} unreadable image(s) in '{escape(str(folder))}'")
-    paths, indices = [p for p, _ in readable], [i for _, i in readable]
-    unknown = sorted(set(names) - set(labels))
-    if unknown:
-        raise DataError(f"classes {unknown} in '{folder}' are not among the model's labels",
-                        f"Use folders named like the model's labels: {', '.join(labels[:10])}")
-    mapped = np.asarray([labels.index(names[i]) for i in indices], dtype=np.int64)
-    return list(paths), mapped, str(folder)
+        Console(stderr=True).print(f"[yellow]warning:[/yellow] skipped {len(images.skipped)} unreadable image(s) in "
+                                   f"'{escape(str(images.folder))}'")
+    return list(images.paths), images.labels, str(images.folder)
