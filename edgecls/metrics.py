@@ -60,7 +60,8 @@ def classification_report(y_true: np.ndarray, scores: np.ndarray, labels: list[s
         "accuracy": float(np.mean(y_pred == y_true)) if len(y_true) else float("nan"),
         "top_k": {f"top{k}": top_k_accuracy(y_true, scores, k) for k in (1, 3, 5) if k <= num_classes},
         "per_class": [
-            {"label": labels[i], "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            {"label": labels[i], "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+             "support": int(support[i])}
             for i in range(num_classes)
         ],
         "macro": {

@@ -37,7 +37,8 @@ def test_bench_run_folder_with_accuracy_and_reference(plain_run: Path, fmnist_tr
     exported = run_cli("export", plain_run, "--int8", "--target", "all", "--out", tmp_path / "exp", cwd=tmp_path)
     assert exported.returncode == 0, exported.output
     out = tmp_path / "report.json"
-    result = run_cli("bench", tmp_path / "exp", "--data", fmnist_tree, "--device", "intel-cpu", "--runs", "20", "--warmup", "3", "--out", out)
+    result = run_cli("bench", tmp_path / "exp", "--data", fmnist_tree, "--device", "intel-cpu", "--runs", "20", "--warmup", "3",
+                     "--out", out)
     assert result.returncode == 0, result.output
     report = json.loads(out.read_text())
     assert report["profile"] == "intel-cpu" and report["threads"] == 2

@@ -28,7 +28,8 @@ needs_debian = pytest.mark.skipif(
 # ----------------------------------------------------------------------------- helpers
 
 def idx_bytes(array: np.ndarray) -> bytes:
-    codes = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}
+    codes = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D,
+             np.dtype(">f8"): 0x0E}
     big = array.astype(array.dtype.newbyteorder(">")) if array.dtype.itemsize > 1 else array
     header = struct.pack(">HBB", 0, codes[big.dtype], array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     return header + big.tobytes()
@@ -112,7 +113,7 @@ def test_truncated_gzip_and_wrong_rank(tmp_path: Path) -> None:
 def fake_fashion_source(folder: Path, per_class: int = 3) -> Path:
     """Four IDX files in the Fashion-MNIST layout, with per_class images of each label."""
     folder.mkdir(parents=True, exist_ok=True)
-    for split, (images_name, labels_name) in fm.FILES.items():
+    for images_name, labels_name in fm.FILES.values():
         labels = np.repeat(np.arange(10, dtype=np.uint8), per_class)
         images = (np.arange(len(labels), dtype=np.uint8)[:, None, None] * np.ones((1, 28, 28), np.uint8))
         (folder / f"{images_name}.gz").write_bytes(gzip.compress(idx_bytes(images)))

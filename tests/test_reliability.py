@@ -149,7 +149,7 @@ def test_odd_but_valid_images_are_classified(artifacts: dict[str, Path], tmp_pat
         "animated.gif": lambda p: red.save(p, save_all=True, append_images=[green], duration=100, loop=0),
         "one_pixel.png": lambda p: Image.new("RGB", (1, 1), (9, 99, 199)).save(p),
         "png_inside.jpg": lambda p: noise(1).save(p, format="PNG"),
-        "sixteen_bit.png": lambda p: Image.fromarray((np.arange(24 * 24, dtype=np.uint16).reshape(24, 24) * 97)).save(p),
+        "sixteen_bit.png": lambda p: Image.fromarray(np.arange(24 * 24, dtype=np.uint16).reshape(24, 24) * 97).save(p),
         "cmyk.jpg": lambda p: noise(2).convert("CMYK").save(p),
         "odd [bold] name :smile:.png": lambda p: noise(3).save(p),
     }

@@ -84,7 +84,9 @@ def check_dataset(root: str | Path, val_split: float = 0.1, test_split: float = 
         infos = list(pool.map(lambda item: _file_info(item[1]), files))
 
     groups: dict[str, list[dict]] = defaultdict(list)
-    widths, heights, modes = [], [], Counter()
+    widths: list[int] = []
+    heights: list[int] = []
+    modes: Counter[str] = Counter()
     for (split, path, label), (sha, size, mode) in zip(files, infos):
         groups[sha].append({"path": rel(path), "split": split, "class": data.classes[label]})
         if size:
@@ -103,8 +105,9 @@ def check_dataset(root: str | Path, val_split: float = 0.1, test_split: float = 
             })
 
     counts = data.counts()
-    train_counts = list(counts["train"].values())
-    imbalance = round(max(train_counts) / min(train_counts), 3) if train_counts and min(train_counts) else None
+    train_counts = [int(n) for n in counts["train"].values()]
+    smallest = min(train_counts, default=0)
+    imbalance = round(max(train_counts) / smallest, 3) if smallest else None
     unreadable = [{"path": rel(path), "reason": reason} for path, reason in data.skipped]
 
     warnings = []
