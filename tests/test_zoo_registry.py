@@ -17,11 +17,13 @@ from tests.conftest import REPO, assert_clean_error, run_cli
 
 LISTING = [
     "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
-    "efficientnet_b0", "resnet50", "densenet121", "inception_v3", "vgg16", "plain_cnn",
+    "mobilenet_v3_small_minimalistic", "mobilenet_v3_large_minimalistic", "efficientnet_b0", "resnet50", "densenet121",
+    "inception_v3", "vgg16", "plain_cnn",
 ]
 KERAS_APPS = [name for name in LISTING if registry.get_spec(name).family == "keras_applications"]
 # Built until Keras asks for its file: every naming rule once (the slow builds' names are literals in Keras' source).
-RECORDED = ["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "resnet50", "vgg16"]
+RECORDED = ["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_v3_small_minimalistic",
+            "mobilenet_v3_large_minimalistic", "efficientnet_b0", "resnet50", "vgg16"]
 LITERAL = {"densenet121": "densenet", "inception_v3": "inception_v3"}
 # Offline for real: urllib (ours and Keras') goes through a proxy on a closed local port, so nothing waits on DNS.
 OFFLINE = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
@@ -55,7 +57,7 @@ def test_importing_the_registry_alone_lists_every_backbone_without_tensorflow() 
 def test_a_new_member_registers_itself_with_the_decorator(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     contract = dict(family="plain", default_size=16, min_size=8, mean=(0.0,) * 3, std=(1.0,) * 3, reverse_channels=False,
-                    params_m=0.0, macs_m=0.0, source="test", offline_weights=None, edge_notes="")
+                    params_m=0.0, macs_m=0.0, source="test", offline_weights=None, edge_notes="", edgetpu=registry.EdgeTpuFit(True))
 
     @registry.register_backbone("tiny_test_net", **contract)
     def tiny(input_size: tuple[int, int], weights: str | None = None, alpha: float | None = None) -> str:
@@ -76,10 +78,15 @@ def test_models_listing_is_unchanged() -> None:
     assert [row["name"] for row in rows] == LISTING
     assert set(rows[0]) == {
         "name", "family", "default_size", "min_size", "mean", "std", "reverse_channels", "params_m", "macs_m", "source",
-        "offline_weights", "edge_notes", "fixed_size", "supports_alpha", "imagenet_crop", "offline_weights_installed",
+        "offline_weights", "edge_notes", "edgetpu", "fixed_size", "supports_alpha", "imagenet_crop", "offline_weights_installed",
     }
+    fits = {row["name"]: row["edgetpu"] for row in rows}
+    hard_swish = registry.get_spec("mobilenet_v3_small").edgetpu
+    assert fits["mobilenet_v3_small"] == {"maps_fully": False, "first_cpu_op": "HARD_SWISH", "fix": hard_swish.fix}
+    assert fits["mobilenet_v3_small_minimalistic"]["maps_fully"] and fits["efficientnet_lite0"]["first_cpu_op"] is None
     table = run_cli("models")
     assert table.returncode == 0 and "download" in table.stdout and "plain_cnn" in table.stdout
+    assert "Edge TPU" in table.stdout and "CPU from HARD_SWISH" in table.stdout
 
 
 # ---------------------------------------------------------------- keras.applications weights offline

@@ -7,6 +7,11 @@ cuts the graph: the compiler maps one TPU segment from the start, and every op f
 unsupported one on runs on the CPU. When `edgetpu_compiler` is on PATH (x86-64 Debian only) it is
 run and its log parsed; otherwise the report gives the exact command.
 
+The report weighs the cut by compute: multiply-accumulates per op from the flatbuffer's static shapes
+(MAC_METHOD). The export gates on it: when less than MIN_TPU_MAC_SHARE of the MACs would run on the
+Edge TPU (MobileNetV3's HARD_SWISH cuts the graph at op 4), it fails naming the share, the first
+unsupported op and the fix, unless the request allows CPU ops (`--allow-cpu-ops`).
+
 Files in out_dir: `<stem>.tflite` (INT8, runs on any CPU, the compiler's input) and, when compiled,
 `<stem>_edgetpu.tflite` + `<stem>_edgetpu.log` (Coral's own naming: X.tflite / X_edgetpu.tflite).
 """
@@ -36,6 +41,22 @@ INSTALL_COMMANDS = [
 ]
 EIGHT_BIT = ("int8", "uint8")
 SOFTMAX_MAX_ELEMENTS = 16_000
+# The default gate: at least this share of the model's multiply-accumulates must run on the Edge TPU.
+MIN_TPU_MAC_SHARE = 0.9
+ALLOW_OPTION = "allow_cpu_ops"  # ExportRequest field / formats.OPTIONS key (CLI --allow-cpu-ops)
+# Ops whose cost is their weights times their outputs; every other op costs one MAC per output element.
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL", "CONV_3D")
+MAC_METHOD = ("multiply-accumulates from the flatbuffer's static shapes: CONV_2D/CONV_3D output elements x kernel size x input "
+              "channels, DEPTHWISE_CONV_2D output elements x kernel size, FULLY_CONNECTED/BATCH_MATMUL output elements x inner "
+              "dimension, TRANSPOSE_CONV input elements x kernel size x output channels; one per output element for every other op")
+# What to change when the graph is cut at this op (the generic advice follows for the rest).
+OP_FIXES = {
+    "HARD_SWISH": "hard-swish has no Edge TPU kernel (MobileNetV3): train mobilenet_v3_small_minimalistic or "
+                  "mobilenet_v3_large_minimalistic (ReLU, no squeeze-excite), or efficientnet_lite0",
+    "LEAKY_RELU": "LEAKY_RELU has no Edge TPU kernel: use ReLU/ReLU6, or PReLU with shared_axes=[1, 2]",
+    "GELU": "GELU has no Edge TPU kernel: use ReLU/ReLU6",
+    "DEQUANTIZE": "a float tensor inside the graph: every op needs an int8 kernel (full-integer INT8)",
+}
 
 
 @dataclass(frozen=True)
@@ -105,12 +126,20 @@ GENERAL_REQUIREMENTS = (
 
 # ----------------------------------------------------------------------------- export
 def export_edgetpu(request: ExportRequest) -> Artifact:
-    """INT8 batch-1 uint8-I/O `<stem>.tflite`, the compatibility report, and `<stem>_edgetpu.tflite` if the compiler exists."""
+    """INT8 batch-1 uint8-I/O `<stem>.tflite`, the compatibility report, and `<stem>_edgetpu.tflite` if the compiler exists.
+
+    ExportError when less than MIN_TPU_MAC_SHARE of the MACs would map to the Edge TPU, unless the request
+    allows CPU ops."""
     from edgecls.export.tflite import export_tflite
 
     check_request(FORMATS["edgetpu"], request)
     artifact = export_tflite(replace(request, io_type="uint8"))  # Coral's default I/O (edgetpu takes no --io)
     report = edgetpu_report(artifact.path)
+    report["gate"] = gate(report, bool(getattr(request, ALLOW_OPTION, False)))
+    if not report["gate"]["passed"]:
+        artifact.path.unlink(missing_ok=True)  # nothing that looks like an export stays behind
+        raise ExportError(gate_failure(report, request.meta.architecture), report["fix"] + "; or pass --allow-cpu-ops "
+                          "to accept the partial mapping (the report then lists the ops that run on the CPU)")
     compiler = shutil.which(COMPILER)
     if compiler is None:
         report["compiler"] = compiler_missing(artifact.path.name)
@@ -185,7 +214,7 @@ def parse_compiler_log(text: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- static report (no TensorFlow)
 def edgetpu_report(tflite_path: str | Path) -> dict[str, Any]:
-    """Per-op Edge TPU compatibility of a .tflite in execution order, the cut point and the TPU share."""
+    """Per-op Edge TPU compatibility of a .tflite in execution order, the cut point and the TPU share (of ops and of MACs)."""
     g = graph(Path(tflite_path))
     tensors = g["tensors"]
     ops = []
@@ -196,20 +225,25 @@ def edgetpu_report(tflite_path: str | Path) -> dict[str, Any]:
         ops.append({
             "index": op["index"], "op": op["op"], "supported": not reasons, "reasons": reasons,
             "limitations": row.limitations if row else "", "runtime": row.runtime if row else None,
-            "unsure": bool(row and row.unsure),
+            "unsure": bool(row and row.unsure), "macs": op_macs(op, tensors),
         })
     first = next((o for o in ops if not o["supported"]), None)
     cut = ops.index(first) if first else len(ops)
     for position, o in enumerate(ops):
         o["on_tpu"] = position < cut
     total = len(ops)
+    macs_total = sum(o["macs"] for o in ops)
+    macs_on_tpu = sum(o["macs"] for o in ops[:cut])
     only_edge_dequantize = first is not None and cut == total - 1 and first["op"] == "DEQUANTIZE"
     return {
         "model": Path(tflite_path).name, "source": SOURCE, "requirements": GENERAL_REQUIREMENTS,
         "ops_total": total, "ops_supported": sum(o["supported"] for o in ops), "ops_on_tpu": cut, "ops_on_cpu": total - cut,
         "tpu_share": round(cut / total, 4) if total else 0.0,
+        "macs_total": macs_total, "macs_on_tpu": macs_on_tpu, "macs_on_cpu": macs_total - macs_on_tpu,
+        "mac_share": round(macs_on_tpu / macs_total, 4) if macs_total else 0.0, "mac_method": MAC_METHOD,
         "first_unsupported": None if first is None else {"index": first["index"], "op": first["op"], "reasons": first["reasons"]},
-        "cut": _cut_text(ops, cut, only_edge_dequantize),
+        "cut": _cut_text(ops, cut, only_edge_dequantize, macs_total),
+        "fix": None if first is None or only_edge_dequantize else fix_for(first),
         "integer": all(t["dtype"] in (*EIGHT_BIT, "int32") for t in tensors.values()),
         "static_shapes": all(-1 not in t["shape_signature"] for t in tensors.values()),
         "batch": tensors[g["inputs"][0]]["shape"][0] if g["inputs"] else None,
@@ -219,14 +253,67 @@ def edgetpu_report(tflite_path: str | Path) -> dict[str, Any]:
     }
 
 
-def _cut_text(ops: list[dict[str, Any]], cut: int, only_edge_dequantize: bool) -> str:
+def op_macs(op: dict[str, Any], tensors: dict[int, dict[str, Any]]) -> int:
+    """Multiply-accumulates of one op from its tensors' static shapes (MAC_METHOD)."""
+    outputs = [tensors[t]["shape"] for t in op["outputs"]]
+    out_elements = sum(math.prod(shape) for shape in outputs)
+    if op["op"] not in WEIGHTED_OPS:
+        return out_elements
+    shapes = [tensors[t]["shape"] for t in op["inputs"]]
+    if op["op"] in ("CONV_2D", "CONV_3D") and len(shapes) >= 2:
+        return out_elements * math.prod(shapes[1][1:])  # kernel (out, [d,] kh, kw, in)
+    if op["op"] == "DEPTHWISE_CONV_2D" and len(shapes) >= 2:
+        return out_elements * math.prod(shapes[1][1:3])  # kernel (1, kh, kw, channels x multiplier)
+    if op["op"] == "FULLY_CONNECTED" and len(shapes) >= 2:
+        return out_elements * shapes[1][-1]  # weights (units, inner)
+    if op["op"] == "BATCH_MATMUL" and shapes and shapes[0]:
+        return out_elements * shapes[0][-1]
+    if op["op"] == "TRANSPOSE_CONV" and len(shapes) >= 3:
+        kernel, activations = shapes[1], shapes[2]  # (output_shape, weights (out, kh, kw, in), input)
+        return math.prod(activations) * math.prod(kernel[:3])
+    return out_elements
+
+
+def fix_for(first: dict[str, Any]) -> str:
+    """What to change so the whole graph maps: the op's own advice, then the zoo backbones that map fully."""
+    from edgecls.zoo import list_backbones  # TF-free: the registry and its members' specs
+
+    mapping = [s.name for s in list_backbones() if s.edgetpu.maps_fully and s.family != "plain"]
+    advice = OP_FIXES.get(first["op"]) or (
+        f"{first['op']} cannot run on the Edge TPU ({'; '.join(first['reasons'])}): replace it with an op from {SOURCE}")
+    return f"{advice}; backbones whose whole graph maps: {', '.join(mapping)}"
+
+
+def gate(report: dict[str, Any], allow_cpu_ops: bool) -> dict[str, Any]:
+    """The default Edge TPU gate: at least MIN_TPU_MAC_SHARE of the MACs before the cut, unless CPU ops are allowed."""
+    enough = report["mac_share"] >= MIN_TPU_MAC_SHARE
+    return {"min_mac_share": MIN_TPU_MAC_SHARE, "mac_share": report["mac_share"], "allow_cpu_ops": allow_cpu_ops,
+            "passed": enough or allow_cpu_ops,
+            "verdict": "enough of the compute maps to the Edge TPU" if enough else
+                       ("partial mapping accepted (--allow-cpu-ops): the ops from the cut on run on the host CPU" if allow_cpu_ops
+                        else f"refused: less than {MIN_TPU_MAC_SHARE:.0%} of the MACs map to the Edge TPU")}
+
+
+def gate_failure(report: dict[str, Any], architecture: str) -> str:
+    """One line: how much of the compute would reach the Edge TPU and where the graph is cut."""
+    first = report["first_unsupported"]
+    reason = "; ".join(first["reasons"])
+    return (f"only {report['mac_share']:.1%} of the MACs of {architecture} would run on the Edge TPU "
+            f"(at least {MIN_TPU_MAC_SHARE:.0%} needed): the graph is cut at op #{first['index']} {first['op']} ({reason}), "
+            f"so {report['ops_on_cpu']} of {report['ops_total']} ops and {report['macs_on_cpu']:,} of {report['macs_total']:,} MACs "
+            f"would run on the host CPU")
+
+
+def _cut_text(ops: list[dict[str, Any]], cut: int, only_edge_dequantize: bool, macs_total: int) -> str:
     if cut == len(ops):
         return f"all {len(ops)} ops are on Coral's supported list: one Edge TPU segment, nothing on the CPU"
     first = ops[cut]
     if only_edge_dequantize:
         return f"only the final DEQUANTIZE (#{first['index']}) runs on the CPU (float output); everything before maps to the Edge TPU"
+    share = sum(o["macs"] for o in ops[:cut]) / macs_total if macs_total else 0.0
     return (f"the graph is cut at op #{first['index']} {first['op']} ({'; '.join(first['reasons'])}): "
-            f"{cut} of {len(ops)} ops before it map to the Edge TPU, it and the {len(ops) - cut - 1} ops after it run on the CPU")
+            f"{cut} of {len(ops)} ops before it ({share:.1%} of the MACs) map to the Edge TPU, "
+            f"it and the {len(ops) - cut - 1} ops after it run on the CPU")
 
 
 def _tensor_problems(op: dict[str, Any], tensors: dict[int, dict[str, Any]]) -> list[str]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgecls.errors import CheckpointError, ConfigError, MissingDependencyError, ModelError
-from edgecls.zoo.registry import register_backbone
+from edgecls.zoo.registry import EdgeTpuFit, register_backbone
 from edgecls.zoo.torch_checkpoint import load_state_dict
 
 if TYPE_CHECKING:
@@ -317,6 +317,7 @@ _COMMON = dict(
     reverse_channels=False,
     source="tensorflow/tpu models/official/efficientnet/lite/README.md",
     edge_notes="INT8- and Edge TPU-friendly: ReLU6, no squeeze-excite",
+    edgetpu=EdgeTpuFit(maps_fully=True),
     imagenet_crop=0.875,
 )
 

@@ -9,22 +9,27 @@ from typing import Any
 
 from edgecls.errors import ConfigError, require
 from edgecls.zoo.keras_weights import check_available, download_failed
-from edgecls.zoo.registry import WeightsCheck, register_backbone
+from edgecls.zoo.registry import EdgeTpuFit, WeightsCheck, register_backbone
 
 _TF_MODE = {"mean": (127.5, 127.5, 127.5), "std": (127.5, 127.5, 127.5), "reverse_channels": False}
 _CAFFE_MODE = {"mean": (103.939, 116.779, 123.68), "std": (1.0, 1.0, 1.0), "reverse_channels": True}  # BGR order
 _TORCH_MODE = {"mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375), "reverse_channels": False}
 _IDENTITY = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "reverse_channels": False}
 _SOURCE = "keras.io/api/applications (params); original papers (MACs)"
+_MINIMALISTIC_SOURCE = "keras.applications.MobileNetV3 docstring table (params, MACs, top-1)"
+# Edge TPU mapping of each backbone's int8 graph (export/edgetpu.py's report on a tiny instance; tests/test_edgetpu_gate.py).
+_MAPS = EdgeTpuFit(maps_fully=True)
+_HARD_SWISH = EdgeTpuFit(maps_fully=False, first_cpu_op="HARD_SWISH",
+                         fix="mobilenet_v3_small_minimalistic / mobilenet_v3_large_minimalistic (ReLU, no squeeze-excite)")
 
 
 def _application(backbone: str, constructor: str, input_size: tuple[int, int], weights: str | None, **kwargs: Any) -> Any:
     keras = require("keras", "train")
     build = getattr(keras.applications, constructor)
     weights_path = _weights_path(weights)
-    alpha = kwargs.get("alpha")
+    alpha, minimalistic = kwargs.get("alpha"), bool(kwargs.get("minimalistic"))
     if weights == "imagenet":
-        check_available(backbone, constructor, input_size, alpha)  # fail fast offline, before Keras tries to download
+        check_available(backbone, constructor, input_size, alpha, minimalistic)  # fail fast offline, before Keras tries to download
     try:
         model = build(
             include_top=False,
@@ -34,7 +39,7 @@ def _application(backbone: str, constructor: str, input_size: tuple[int, int], w
             **kwargs,
         )
     except Exception as exc:  # Keras reports a failed weights download as a bare Exception ("URL fetch failure")
-        failure = download_failed(backbone, constructor, input_size, alpha, exc) if weights == "imagenet" else None
+        failure = download_failed(backbone, constructor, input_size, alpha, exc, minimalistic) if weights == "imagenet" else None
         if failure is not None:
             raise failure from exc
         if isinstance(exc, OSError | ValueError):
@@ -47,12 +52,12 @@ def _application(backbone: str, constructor: str, input_size: tuple[int, int], w
     return model
 
 
-def _download_check(backbone: str, constructor: str) -> WeightsCheck:
+def _download_check(backbone: str, constructor: str, minimalistic: bool = False) -> WeightsCheck:
     """BackboneSpec.check_weights for a keras.applications backbone: its ImageNet file cached, or downloadable."""
 
     def check(input_size: tuple[int, int], weights: str | None, alpha: float | None) -> None:
         if weights == "imagenet":
-            check_available(backbone, constructor, input_size, alpha or 1.0)  # as the builders pass it
+            check_available(backbone, constructor, input_size, alpha or 1.0, minimalistic)  # as the builders pass it
 
     return check
 
@@ -76,6 +81,7 @@ def _no_alpha(name: str, alpha: float | None) -> None:
     default_size=224, min_size=32, **_TF_MODE,
     params_m=3.5, macs_m=300, source=_SOURCE, offline_weights=None, supports_alpha=True,
     edge_notes="Edge TPU-friendly (ReLU6); INT8 71.8 -> 70.8 top-1 published",
+    edgetpu=_MAPS,
 )
 def mobilenet_v2(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
     return _application("mobilenet_v2", "MobileNetV2", input_size, weights, alpha=alpha or 1.0)
@@ -85,7 +91,8 @@ def mobilenet_v2(input_size: tuple[int, int], weights: str | None = "imagenet", 
     "mobilenet_v3_small", family="keras_applications", check_weights=_download_check("mobilenet_v3_small", "MobileNetV3Small"),
     default_size=224, min_size=32, **_TF_MODE,
     params_m=2.5, macs_m=56, source=_SOURCE, offline_weights=None, supports_alpha=True,
-    edge_notes="hard-swish + squeeze-excite; INT8 loses more (67.5 -> 64.9 published)",
+    edge_notes="hard-swish + squeeze-excite; INT8 loses more (67.5 -> 64.9 published); Edge TPU: use the minimalistic variant",
+    edgetpu=_HARD_SWISH,
 )
 def mobilenet_v3_small(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
     return _application("mobilenet_v3_small", "MobileNetV3Small", input_size, weights, alpha=alpha or 1.0, include_preprocessing=False)
@@ -95,17 +102,45 @@ def mobilenet_v3_small(input_size: tuple[int, int], weights: str | None = "image
     "mobilenet_v3_large", family="keras_applications", check_weights=_download_check("mobilenet_v3_large", "MobileNetV3Large"),
     default_size=224, min_size=32, **_TF_MODE,
     params_m=5.4, macs_m=217, source=_SOURCE, offline_weights=None, supports_alpha=True,
-    edge_notes="hard-swish + squeeze-excite; INT8 75.2 -> 73.9 published",
+    edge_notes="hard-swish + squeeze-excite; INT8 75.2 -> 73.9 published; Edge TPU: use the minimalistic variant",
+    edgetpu=_HARD_SWISH,
 )
 def mobilenet_v3_large(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
     return _application("mobilenet_v3_large", "MobileNetV3Large", input_size, weights, alpha=alpha or 1.0, include_preprocessing=False)
 
 
 @register_backbone(
+    "mobilenet_v3_small_minimalistic", family="keras_applications",
+    check_weights=_download_check("mobilenet_v3_small_minimalistic", "MobileNetV3Small", minimalistic=True),
+    default_size=224, min_size=32, **_TF_MODE,
+    params_m=2.0, macs_m=65, source=_MINIMALISTIC_SOURCE, offline_weights=None, supports_alpha=True,
+    edge_notes="MobileNetV3 with ReLU and 3x3 kernels, no hard-swish or squeeze-excite: Edge TPU-friendly; 61.9 top-1 published",
+    edgetpu=_MAPS,
+)
+def mobilenet_v3_small_minimalistic(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
+    return _application("mobilenet_v3_small_minimalistic", "MobileNetV3Small", input_size, weights, alpha=alpha or 1.0,
+                        minimalistic=True, include_preprocessing=False)
+
+
+@register_backbone(
+    "mobilenet_v3_large_minimalistic", family="keras_applications",
+    check_weights=_download_check("mobilenet_v3_large_minimalistic", "MobileNetV3Large", minimalistic=True),
+    default_size=224, min_size=32, **_TF_MODE,
+    params_m=3.9, macs_m=209, source=_MINIMALISTIC_SOURCE, offline_weights=None, supports_alpha=True,
+    edge_notes="MobileNetV3 with ReLU and 3x3 kernels, no hard-swish or squeeze-excite: Edge TPU-friendly; 72.3 top-1 published",
+    edgetpu=_MAPS,
+)
+def mobilenet_v3_large_minimalistic(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
+    return _application("mobilenet_v3_large_minimalistic", "MobileNetV3Large", input_size, weights, alpha=alpha or 1.0,
+                        minimalistic=True, include_preprocessing=False)
+
+
+@register_backbone(
     "efficientnet_b0", family="keras_applications", check_weights=_download_check("efficientnet_b0", "EfficientNetB0"),
     default_size=224, min_size=32, **_IDENTITY,
     params_m=5.3, macs_m=390, source=_SOURCE, offline_weights=None,
-    edge_notes="swish + squeeze-excite: weaker INT8 and Edge TPU mapping; prefer efficientnet_lite0",
+    edge_notes="swish + squeeze-excite widen activation ranges: INT8 loses more; prefer efficientnet_lite0",
+    edgetpu=_MAPS,
 )
 def efficientnet_b0(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
     _no_alpha("efficientnet_b0", alpha)
@@ -117,6 +152,7 @@ def efficientnet_b0(input_size: tuple[int, int], weights: str | None = "imagenet
     default_size=224, min_size=32, **_CAFFE_MODE,
     params_m=25.6, macs_m=4100, source=_SOURCE, offline_weights=None,
     edge_notes="accurate but heavy: ~10x Lite0's compute; BGR input",
+    edgetpu=_MAPS,
 )
 def resnet50(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
     _no_alpha("resnet50", alpha)
@@ -128,6 +164,7 @@ def resnet50(input_size: tuple[int, int], weights: str | None = "imagenet", alph
     default_size=224, min_size=32, **_TORCH_MODE,
     params_m=8.1, macs_m=2900, source=_SOURCE, offline_weights=None,
     edge_notes="many concatenations; slow on CPUs and the Edge TPU",
+    edgetpu=_MAPS,
 )
 def densenet121(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
     _no_alpha("densenet121", alpha)
@@ -138,7 +175,8 @@ def densenet121(input_size: tuple[int, int], weights: str | None = "imagenet", a
     "inception_v3", family="keras_applications", check_weights=_download_check("inception_v3", "InceptionV3"),
     default_size=299, min_size=75, **_TF_MODE,
     params_m=23.9, macs_m=5700, source=_SOURCE, offline_weights=None,
-    edge_notes="heavy at 299 px; Edge TPU-compatible ops",
+    edge_notes="heavy at 299 px",
+    edgetpu=_MAPS,
 )
 def inception_v3(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
     _no_alpha("inception_v3", alpha)
@@ -150,6 +188,7 @@ def inception_v3(input_size: tuple[int, int], weights: str | None = "imagenet", 
     default_size=224, min_size=32, **_CAFFE_MODE,
     params_m=138.4, macs_m=15500, source=_SOURCE, offline_weights=None,
     edge_notes="138M parameters: too large for most edge devices; BGR input",
+    edgetpu=_MAPS,
 )
 def vgg16(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: float | None = None) -> Any:
     _no_alpha("vgg16", alpha)
@@ -159,7 +198,7 @@ def vgg16(input_size: tuple[int, int], weights: str | None = "imagenet", alpha: 
 @register_backbone(
     "plain_cnn", family="plain", default_size=32, min_size=8, **_TF_MODE,
     params_m=0.1, macs_m=6, source="counted (edgecls)", offline_weights=None, supports_alpha=True,
-    edge_notes="tiny 4-block CNN for small inputs and tests; no pretrained weights", imagenet_crop=1.0,
+    edge_notes="tiny 4-block CNN for small inputs and tests; no pretrained weights", imagenet_crop=1.0, edgetpu=_MAPS,
 )
 def plain_cnn(input_size: tuple[int, int], weights: str | None = None, alpha: float | None = None) -> Any:
     if weights == "imagenet":

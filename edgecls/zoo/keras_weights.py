@@ -32,11 +32,12 @@ _NO_TOP_FILES = {
 _MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 _MOBILENET_V2_ROWS = (96, 128, 160, 192, 224)
 _MOBILENET_V3_ALPHAS = (0.75, 1.0)
+_MOBILENET_V3_MINIMALISTIC_ALPHAS = (1.0,)
 
 
-def weights_file(constructor: str, input_size: tuple[int, int], alpha: float | None) -> str | None:
+def weights_file(constructor: str, input_size: tuple[int, int], alpha: float | None, minimalistic: bool = False) -> str | None:
     """The file Keras downloads for `constructor` without its top, or None where Keras has no such weights
-    (then Keras' own ValueError names the problem)."""
+    (then Keras' own ValueError names the problem). `minimalistic`: MobileNetV3's variant without hard-swish/SE."""
     width = 1.0 if alpha is None else float(alpha)
     if constructor == "MobileNetV2":
         if width not in _MOBILENET_V2_ALPHAS:
@@ -45,9 +46,9 @@ def weights_file(constructor: str, input_size: tuple[int, int], alpha: float | N
         rows = height if height == columns and height in _MOBILENET_V2_ROWS else 224  # Keras' fallback, with a warning
         return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{width}_{rows}_no_top.h5"
     if constructor in ("MobileNetV3Small", "MobileNetV3Large"):
-        if width not in _MOBILENET_V3_ALPHAS:
+        if width not in (_MOBILENET_V3_MINIMALISTIC_ALPHAS if minimalistic else _MOBILENET_V3_ALPHAS):
             return None
-        kind = "small" if constructor == "MobileNetV3Small" else "large"
+        kind = ("small" if constructor == "MobileNetV3Small" else "large") + ("_minimalistic" if minimalistic else "")
         return f"weights_mobilenet_v3_{kind}_224_{width}_float_no_top_v2.h5"
     return _NO_TOP_FILES.get(constructor)
 
@@ -85,9 +86,9 @@ def origin_reachable(timeout: float = PROBE_SECONDS) -> bool:
     return bool(answered and answered[0])
 
 
-def check_available(backbone: str, constructor: str, input_size: tuple[int, int], alpha: float | None) -> None:
+def check_available(backbone: str, constructor: str, input_size: tuple[int, int], alpha: float | None, minimalistic: bool = False) -> None:
     """Raise WeightsUnavailableError when the ImageNet weights are neither cached nor downloadable."""
-    name = weights_file(constructor, input_size, alpha)
+    name = weights_file(constructor, input_size, alpha, minimalistic)
     if name is None or (cache_dir() / name).is_file() or origin_reachable():
         return
     raise WeightsUnavailableError(
@@ -97,10 +98,10 @@ def check_available(backbone: str, constructor: str, input_size: tuple[int, int]
 
 
 def download_failed(
-    backbone: str, constructor: str, input_size: tuple[int, int], alpha: float | None, exc: BaseException
+    backbone: str, constructor: str, input_size: tuple[int, int], alpha: float | None, exc: BaseException, minimalistic: bool = False
 ) -> ModelError | None:
     """The one-line error for a failure of Keras' weights download or of the cached file, else None."""
-    name = weights_file(constructor, input_size, alpha) or f"the {constructor} weights"
+    name = weights_file(constructor, input_size, alpha, minimalistic) or f"the {constructor} weights"
     path = cache_dir() / name
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, urllib.error.URLError | TimeoutError) or "URL fetch failure" in text or "corrupted file" in text:

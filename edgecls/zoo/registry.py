@@ -22,6 +22,16 @@ WeightsCheck = Callable[[tuple[int, int], str | None, float | None], None]
 
 
 @dataclass(frozen=True)
+class EdgeTpuFit:
+    """How a backbone's full-integer TFLite graph maps to the Edge TPU, as export/edgetpu.py's op report finds it
+    (measured on a tiny int8 instance; tests/test_edgetpu_gate.py keeps every entry true)."""
+
+    maps_fully: bool  # every op from input to softmax is on Coral's list: one Edge TPU segment, nothing on the CPU
+    first_cpu_op: str | None = None  # the TFLite op that cuts the graph when it does not map fully
+    fix: str = ""  # what to use instead when it does not
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     """A backbone and its input contract."""
 
@@ -37,6 +47,7 @@ class BackboneSpec:
     source: str  # where params/MACs come from
     offline_weights: str | None  # Python package that ships ImageNet weights, if any
     edge_notes: str
+    edgetpu: EdgeTpuFit
     builder: Builder
     fixed_size: bool = False
     supports_alpha: bool = False
