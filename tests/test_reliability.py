@@ -411,13 +411,30 @@ def test_keras_model_with_python_code_is_refused_and_never_runs(plain_run: Path,
 
 
 ARTIFACT_META = {
-    "missing": ["no meta.json"],
+    "missing": ["no meta.json beside", "no edgecls metadata embedded in it"],
     "labels": ["outputs 10 classes", "lists 3 labels", "Export the artifact again"],
     "input": ["takes 32x32 input", "input_size 48x48"],
     "newer": ["meta_version 99", "newer than this edgecls understands", "Upgrade edgecls"],
     "not-a-list": ["malformed", "labels must be a list"],
-    "folder": ["no meta.json"],
+    "folder": ["no meta.json beside", "no edgecls metadata embedded in it"],
 }
+
+
+def _strip_onnx_metadata(model: Path) -> None:
+    import onnx
+
+    proto = onnx.load(str(model))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(model))
+
+
+def test_artifact_without_meta_json_reads_its_embedded_copy(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    model = artifact_copy(artifacts["onnx"], tmp_path / "a")
+    (model.parent / "meta.json").unlink()
+    image = tmp_path / "x.png"
+    noise(1).save(image)
+    result = run_cli("predict", model, image)
+    assert result.returncode == 0 and "Traceback" not in result.output, result.output
 
 
 @pytest.mark.parametrize("case", list(ARTIFACT_META))
@@ -428,6 +445,7 @@ def test_artifact_meta_missing_or_inconsistent(case: str, artifacts: dict[str, P
         meta.unlink()
         if case == "folder":
             meta.mkdir()
+        _strip_onnx_metadata(model)  # with its embedded copy, a lone artifact is enough (test_lone_artifact.py)
     elif case == "labels":
         edit_json(meta, labels=["a", "b", "c"])
     elif case == "input":
