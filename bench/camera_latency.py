@@ -1,37 +1,44 @@
-"""Benchmark: `edgecls camera` frame time vs inference, with and without the preprocessing pipeline.
+"""Benchmark: `edgecls camera` frame time vs inference: without the pipeline, with it, and with it plus outputs.
 
     python bench/camera_latency.py bench/work/lite0-224 --threads 2 --frames 300 --rounds 3
-    python bench/camera_latency.py bench/work/lite0-224 --threads 2 1   # also with one inference thread
+    python bench/camera_latency.py bench/work/lite0-224 --threads 2 1 --outputs   # also --record + --serve + a viewer
 
-Writes two videos from real photos (skimage.data chelsea, coffee, astronaut, rocket; a slow pan over
-each so every frame differs) at 640x480 and 320x240, then runs the real CLI
+Writes videos from real photos (skimage.data chelsea, coffee, astronaut, rocket; a slow pan over each so
+every frame differs) at 640x480 and 320x240 (--sizes), then runs the real CLI
 
     edgecls camera --device VIDEO --model ARTIFACT --frames 300 --threads 2 --report R.json --json [--no-pipeline]
+    edgecls camera ... --record R.mp4 --record-drop --serve 127.0.0.1:PORT     (--outputs; a client watches the stream)
 
-for every artifact under the folder (tflite-int8, onnx-int8, openvino-int8; edgetpu-* is the same
-file as tflite-int8 and is skipped unless --all), each video, pipeline on and off, alternating so
-that load from other jobs on this shared machine hits both alike. Each configuration runs --rounds
-times; the table shows the round with the median frame time. Columns:
+for every artifact under the folder (tflite-int8, onnx-int8, openvino-int8; edgetpu-* is the same file as
+tflite-int8 and is skipped unless --all), each video and configuration, alternating so that load from other
+jobs on this shared machine hits all alike. Each configuration runs --rounds times; the table shows the round
+with the median frame time. `--record-drop` records the file as a live camera would be recorded (real time,
+frames skipped rather than inference slowed). Columns:
 
-  inference p50   backend.run inside the loop (pipelined: while the next frame is being preprocessed)
-  raw inference   the same artifact's inference p50 in the run without the pipeline (same round)
-  frame time p50  interval between consecutive results, warm-up excluded (1 / steady FPS)
-  FPS             frames / seconds of the whole run (warm-up and first frame included)
-  ratio           frame time p50 / inference p50 (the report's frame_time_vs_inference), and / raw inference
-  CPU cores busy  the edgecls process's CPU time over wall time (the report's cpu_cores_used): at the
-                  machine's core count the run is CPU-bound and overlapping stages cannot speed it up
+  inference p50     backend.run inside the loop (pipelined: while the next frame is being preprocessed)
+  raw inference     the same artifact's inference p50 in the run without the pipeline (same round)
+  preprocess p50    crop + resize of the frame (edgecls.preprocess), and its share of the raw inference
+  capture p50       waiting for the reader (video decoding), on the worker thread when pipelined
+  frame time p50    interval between consecutive results, warm-up excluded (1 / steady FPS)
+  frame age p99     capture to result (end_to_end p99): what a user waiting for the label feels
+  ratio             frame time p50 / raw inference p50
+  CPU cores busy    the edgecls process's CPU time over wall time (the report's cpu_cores_used)
+  load              the machine's 1-minute load average when the run ended (other jobs included)
 
-Prints a Markdown table; writes bench/results/camera_latency.json with the command and every round.
+Prints a Markdown table; writes bench/results/camera_latency.json with the commands and every round.
 """
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -73,21 +80,50 @@ def edgecls_command() -> list[str]:
     return [script] if script else [sys.executable, "-c", "from edgecls.cli.app import main; main()"]
 
 
-def run_once(artifact: Path, video: Path, pipeline: bool, frames: int, threads: int, report: Path) -> dict:
+def watch_stream(port: int, stop: threading.Event) -> None:
+    """A viewer: reads the live view's MJPEG stream until the camera process ends (retrying until it is up)."""
+    while not stop.is_set():
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/stream.mjpg")
+            response = conn.getresponse()
+            while not stop.is_set() and response.read(65536):
+                pass
+            conn.close()
+        except OSError:
+            stop.wait(0.05)
+
+
+def run_once(artifact: Path, video: Path, config: str, frames: int, threads: int, tmp: Path) -> dict:
+    report = tmp / "r.json"
     command = [*edgecls_command(), "camera", "--device", str(video), "--model", str(artifact), "--frames", str(frames),
-               "--threads", str(threads), "--report", str(report), "--json", "--pipeline" if pipeline else "--no-pipeline"]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+               "--threads", str(threads), "--report", str(report), "--json", "--no-pipeline" if config == "off" else "--pipeline"]
+    stop, viewer = threading.Event(), None
+    if config == "outputs":
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        command += ["--record", str(tmp / "recording.mp4"), "--record-drop", "--serve", f"127.0.0.1:{port}"]
+        viewer = threading.Thread(target=watch_stream, args=(port, stop), daemon=True)
+        viewer.start()
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    finally:
+        stop.set()
+        if viewer is not None:
+            viewer.join(10)
     if proc.returncode:
         raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr[-1500:]}")
     data = json.loads(report.read_text())
     stages = data["stages_ms"]
     return {
-        "pipeline": pipeline, "frames": data["frames"], "fps": data["fps"], "seconds": data["seconds"],
+        "config": config, "frames": data["frames"], "fps": data["fps"], "seconds": data["seconds"],
         "cpu_cores_used": data["cpu_cores_used"], "load_average_1min": round(os.getloadavg()[0], 2),
         "inference_p50": stages["inference"]["p50"], "end_to_end_p50": stages["end_to_end"]["p50"],
-        "capture_wait_p50": stages["capture_wait"]["p50"], "preprocess_p50": stages["preprocess"]["p50"],
-        "input_wait_p50": stages.get("input_wait", {}).get("p50"),
+        "end_to_end_p99": stages["end_to_end"]["p99"], "capture_wait_p50": stages["capture_wait"]["p50"],
+        "preprocess_p50": stages["preprocess"]["p50"], "input_wait_p50": stages.get("input_wait", {}).get("p50"),
+        "output_p50": stages.get("output", {}).get("p50"), "frames_recorded": data["counts"].get("frames_recorded"),
+        "output_dropped": data["counts"].get("output_dropped"),
         "frame_time": data["frame_time_ms"], "frame_time_vs_inference": data["frame_time_vs_inference"],
         "backend": data["backend"], "stop_reason": data["stop_reason"],
         "command": " ".join(["edgecls", *command[len(edgecls_command()):]]),
@@ -104,7 +140,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--threads", type=int, nargs="+", default=[2], help="runtime threads; several values: one set of rows each")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sizes", nargs="+", default=["640x480", "320x240"], help="video sizes WxH")
+    parser.add_argument("--outputs", action="store_true", help="also run with --record --record-drop --serve and a viewer")
     parser.add_argument("--all", action="store_true", help="also run edgetpu-* artifacts (on the CPU)")
+    parser.add_argument("--only", nargs="+", default=None, help="artifact folder names to run (e.g. tflite-int8 openvino-int8)")
     parser.add_argument("--out", type=Path, default=RESULTS / "camera_latency.json")
     args = parser.parse_args()
     from edgecls.fsutil import check_outputs, write_json
@@ -112,41 +151,52 @@ def main() -> None:
     check_outputs({"--out": args.out}, {"FOLDER": args.folder})
 
     artifacts = sorted(p for p in args.folder.glob("*/model.*") if p.suffix in (".tflite", ".onnx", ".xml")
-                       and (args.all or not p.parent.name.startswith("edgetpu")))
+                       and (args.all or not p.parent.name.startswith("edgetpu")) and (not args.only or p.parent.name in args.only))
     if not artifacts:
         raise SystemExit(f"no model.tflite / model.onnx / model.xml under {args.folder}/*/")
+    sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes]
+    configs = ["off", "on", *(["outputs"] if args.outputs else [])]
     records, rows = [], []
     with tempfile.TemporaryDirectory(prefix="camera-latency-") as tmp:
-        videos = {size: write_video(Path(tmp) / f"clip-{size[0]}x{size[1]}.mp4", size, args.frames + 30) for size in SIZES}
+        videos = {size: write_video(Path(tmp) / f"clip-{size[0]}x{size[1]}.mp4", size, args.frames + 30) for size in sizes}
         for threads in args.threads:
             for artifact in artifacts:
                 for size, video in videos.items():
-                    rounds: dict[bool, list[dict]] = {False: [], True: []}
+                    rounds: dict[str, list[dict]] = {config: [] for config in configs}
                     for round_index in range(args.rounds):
-                        order = (False, True) if round_index % 2 == 0 else (True, False)
-                        for pipeline in order:
-                            rounds[pipeline].append(run_once(artifact, video, pipeline, args.frames, threads, Path(tmp) / "r.json"))
-                    raw = median_round(rounds[False])["inference_p50"]
-                    for pipeline in (False, True):
-                        best = median_round(rounds[pipeline])
+                        order = configs if round_index % 2 == 0 else configs[::-1]
+                        for config in order:
+                            rounds[config].append(run_once(artifact, video, config, args.frames, threads, Path(tmp)))
+                    raw = median_round(rounds["off"])["inference_p50"]
+                    baseline = median_round(rounds["on"])["frame_time"]["p50"]
+                    for config in configs:
+                        best = median_round(rounds[config])
                         frame_p50 = best["frame_time"]["p50"]
                         records.append({"artifact": str(artifact), "video": f"{size[0]}x{size[1]}", "threads": threads, **best,
-                                        "frame_time_vs_raw_inference": round(frame_p50 / raw, 3),
-                                        "rounds_frame_time_p50": [r["frame_time"]["p50"] for r in rounds[pipeline]],
-                                        "rounds_inference_p50": [r["inference_p50"] for r in rounds[pipeline]]})
-                        rows.append(f"| {artifact.parent.name} | {threads} | {size[0]}x{size[1]} | {'on' if pipeline else 'off'} | "
-                                    f"{best['inference_p50']:.2f} | {raw:.2f} | {best['end_to_end_p50']:.2f} | {frame_p50:.2f} | "
-                                    f"{best['fps']:.0f} | {best['frame_time_vs_inference']:.2f}x | {frame_p50 / raw:.2f}x | "
-                                    f"{best['cpu_cores_used']:.2f} |")
+                                        "raw_inference_p50": raw, "frame_time_vs_raw_inference": round(frame_p50 / raw, 3),
+                                        "frame_time_vs_pipeline_on": round(frame_p50 / baseline, 3),
+                                        "rounds_frame_time_p50": [r["frame_time"]["p50"] for r in rounds[config]],
+                                        "rounds_inference_p50": [r["inference_p50"] for r in rounds[config]],
+                                        "rounds_preprocess_p50": [r["preprocess_p50"] for r in rounds[config]],
+                                        "rounds_load_average": [r["load_average_1min"] for r in rounds[config]]})
+                        label = {"off": "off", "on": "on", "outputs": "on + record + serve + viewer"}[config]
+                        vs_on = f" ({frame_p50 / baseline:.2f}x on)" if config == "outputs" else ""
+                        rows.append(f"| {artifact.parent.name} | {threads} | {size[0]}x{size[1]} | {label} | {best['inference_p50']:.2f} | "
+                                    f"{raw:.2f} | {best['preprocess_p50']:.2f} ({best['preprocess_p50'] / raw:.0%}) | "
+                                    f"{best['capture_wait_p50']:.2f} | {frame_p50:.2f}{vs_on} | {best['end_to_end_p99']:.2f} | "
+                                    f"{best['fps']:.0f} | {frame_p50 / raw:.2f}x | {best['cpu_cores_used']:.2f} | "
+                                    f"{best['load_average_1min']:.1f} |")
                         print(rows[-1], flush=True)
     threads_text = " ".join(map(str, args.threads))
-    command = f"python bench/camera_latency.py {args.folder} --frames {args.frames} --threads {threads_text} --rounds {args.rounds}"
+    command = (f"python bench/camera_latency.py {args.folder} --frames {args.frames} --threads {threads_text} --rounds {args.rounds} "
+               f"--sizes {' '.join(args.sizes)}" + (" --outputs" if args.outputs else "")
+               + (f" --only {' '.join(args.only)}" if args.only else ""))
     write_json(args.out, {"command": command, "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
                           "date": time.strftime("%Y-%m-%d"), "photos": list(PHOTOS), "results": records})
     print()
-    print("| artifact | threads | video | pipeline | inference p50 ms | raw inference p50 ms | end-to-end p50 ms | frame time p50 ms "
-          "| FPS | frame time / inference | frame time / raw inference | CPU cores busy |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| artifact | threads | video | pipeline | inference p50 ms | raw inference p50 ms | preprocess p50 ms (of raw) | capture p50 ms "
+          "| frame time p50 ms | frame age p99 ms | FPS | frame time / raw inference | CPU cores busy | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 

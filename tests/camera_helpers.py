@@ -20,7 +20,8 @@ def shared_tflite(plain_run: Path, base: Path) -> Path:
     out = base / "shared-camera-tflite"
     model = out / "tflite-int8" / "model.tflite"
     if not model.is_file():
-        result = run_cli("export", plain_run, "--int8", "--target", "tflite", "--out", out)
+        result = run_cli("export", plain_run, "--int8", "--target", "tflite", "--out", out, "--max-drop", "none", "--min-agreement", "none",
+                         "--fallback-layers", "0")  # the tiny run is not worth an accuracy gate: the tests need the artifact
         assert result.returncode == 0, result.output
     return model
 

@@ -17,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -64,7 +65,9 @@ def camera_cli(*args: str | Path, cwd: Path | None = None) -> CliResult:
 @pytest.fixture(scope="module")
 def artifacts(plain_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("camera-export") / "export"
-    result = run_cli("export", plain_run, "--int8", "--target", "all", "--out", out)
+    # The tiny run is not worth an accuracy gate: these tests need the artifacts, not their accuracy.
+    result = run_cli("export", plain_run, "--int8", "--target", "all", "--out", out, "--max-drop", "none", "--min-agreement", "none",
+                     "--fallback-layers", "0")
     assert result.returncode == 0, result.output
     return {name: out / rel for name, (rel, _) in BACKENDS.items()}
 
@@ -510,16 +513,23 @@ def test_live_view_gets_frames_and_stats(artifacts: dict[str, Path], clip: Path,
     seen = {}
     no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
+    labels: list[str] = []
+
     def check(result) -> None:
-        if result.index == 3:
+        labels.append(result.label)
+        if result.index == 3:  # the output thread encodes the frames: wait for the first one to be published
             url = next(r.getMessage().split(" at ")[1] for r in caplog.records if "live view at" in r.getMessage())
+            deadline = time.monotonic() + 10
+            while "jpeg" not in seen and time.monotonic() < deadline:
+                try:
+                    seen["jpeg"] = no_proxy.open(url + "snapshot.jpg", timeout=5).read()
+                except urllib.error.HTTPError:  # 503 until then
+                    time.sleep(0.02)
             seen["stats"] = json.loads(no_proxy.open(url + "stats.json", timeout=5).read())
-            seen["jpeg"] = no_proxy.open(url + "snapshot.jpg", timeout=5).read()
-            seen["label"] = result.label
 
     summary = run_camera(artifacts["tflite"], str(clip), frames=5, serve="127.0.0.1:0", on_result=check)
     assert summary["settings"]["serve"].startswith("http://127.0.0.1:")
-    assert seen["stats"]["label"] == seen["label"] and seen["stats"]["backend"] == "litert"
+    assert seen["stats"]["label"] in labels[:4] and seen["stats"]["backend"] == "litert"
     assert seen["jpeg"][:2] == b"\xff\xd8" and cv2.imdecode(np.frombuffer(seen["jpeg"], np.uint8), cv2.IMREAD_COLOR).shape == (96, 96, 3)
 
 

@@ -8,7 +8,7 @@ output thread takes the newest frame, and a frame it had no time for is skipped 
 the recording keeps every frame and the loop waits when the output thread is OUTPUT_DEPTH frames
 behind (`edgecls camera --record-drop` treats a file like a live source). The live view encodes
 JPEGs only as often as it wants them (LiveServer.wants_frame: its stream clients at most
-LiveServer.max_stream_fps, a snapshot refresh otherwise); its stats are updated every frame. The window
+LiveServer.max_stream_fps, a snapshot refresh otherwise); its stats are updated ten times a second. The window
 is drawn on the loop's thread (GUI toolkits want one thread).
 
 OpenCV is imported only when one of them is on (edgecls.errors.require names the extra to install).
@@ -43,6 +43,7 @@ RECORD_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 WINDOW = "edgecls camera"
 DEFAULT_RECORD_FPS = 15.0  # live sources that report no frame rate
 OUTPUT_DEPTH = 4  # frames a file's recording may be behind before the loop waits for the output thread
+STATS_INTERVAL_S = 0.1  # live stats published at most this often (without a new frame)
 CLOSE_TIMEOUT_S = 10.0  # seconds close() waits for the output thread to write what it was handed
 
 
@@ -125,6 +126,7 @@ class Outputs:
         self._cond = threading.Condition()
         self._stopping = False
         self._next_record_at = 0.0
+        self._next_stats_at = 0.0
         self._thread: threading.Thread | None = None
         if show or record or serve:
             self._cv2 = require("cv2", "pi")
@@ -175,7 +177,8 @@ class Outputs:
             self._next_record_at = max(self._next_record_at + 1.0 / self.record_fps, now - 1.0 / self.record_fps)
         if record or serve:
             self._hand_over(_Job(frame, decision.label, float(decision.score), bool(decision.uncertain), live, extra, record, serve))
-        if server is not None:
+        if server is not None and (serve or now >= self._next_stats_at):  # the page polls twice a second: 10 updates are plenty
+            self._next_stats_at = now + STATS_INTERVAL_S
             server.publish_stats({"label": decision.label, "score": decision.score, **live, **extra})
         return self._show(frame, decision, live) if self.show else False
 

@@ -47,6 +47,7 @@ THROTTLE_BITS = {
 }
 _CPU_ZONES = ("cpu", "soc", "x86_pkg_temp", "package", "core", "arm")
 RESERVOIR = 50_000
+LIVE_REFRESH_S = 0.1
 
 
 class Series:
@@ -100,6 +101,8 @@ class LoopStats:
         self._recent: deque[tuple[float, float]] = deque(maxlen=max(2, window))  # (done at, end_to_end ms)
         self._last_done: float | None = None
         self._cpu_started = self._cpu_ended = time.process_time()
+        self._live: dict[str, float | int | None] | None = None
+        self._live_at = 0.0
 
     def start(self) -> None:
         self.started = time.perf_counter()
@@ -141,7 +144,16 @@ class LoopStats:
         return self.frames / self.elapsed if self.elapsed > 0 else 0.0
 
     def live(self) -> dict[str, float | int | None]:
-        """Cheap numbers for the overlay and live view: FPS and end-to-end p50/p99 over the last frames."""
+        """Cheap numbers for the overlay and live view: FPS and end-to-end p50/p99 over the last frames (recomputed at
+        most every LIVE_REFRESH_S seconds: the inference thread asks once per frame)."""
+        now = time.perf_counter()
+        if self._live is not None and now - self._live_at < LIVE_REFRESH_S:
+            return {**self._live, "frames": self.frames}
+        self._live_at = now
+        self._live = self._compute_live()
+        return dict(self._live)
+
+    def _compute_live(self) -> dict[str, float | int | None]:
         recent = list(self._recent)
         fps = (len(recent) - 1) / (recent[-1][0] - recent[0][0]) if len(recent) > 1 and recent[-1][0] > recent[0][0] else None
         latencies = [ms for _, ms in recent if ms == ms]
