@@ -28,6 +28,11 @@ RUNTIME_MODULES = [
     "edgecls.quantize.calibration", "edgecls.zoo.keras_weights", "edgecls.cli.quiet", "edgecls.cli.models",
     "edgecls.export.formats", "edgecls.cli.camera", "edgecls.cli.predict", "edgecls.bench.measure",
     "edgecls.bench.runner", "edgecls.cli.bench", "edgecls.devices", "edgecls.deploy", "edgecls.cli.deploy",
+    "edgecls.runtime.base", "edgecls.runtime.common", "edgecls.runtime.loader", "edgecls.runtime.classifier",
+    "edgecls.data.sampling", "edgecls.data.labelled", "edgecls.data.video", "edgecls.metadata", "edgecls.metadata.golden",
+    "edgecls.metadata.tflite", "edgecls.metadata.onnx", "edgecls.verify", "edgecls.cli.verify", "edgecls.cli.serve",
+    "edgecls.camera.api", "edgecls.camera.httpd", "edgecls.camera.access", "edgecls.integrations.mqtt",
+    "edgecls.integrations.uncertain", "edgecls.export.tflite_inspect",
 ]
 
 

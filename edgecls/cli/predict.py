@@ -15,7 +15,8 @@ PARTIAL_FAILURE = 1
 
 
 def predict_command(
-    model: str = typer.Argument(..., help="Run folder, export folder, exported artifact (.tflite/.onnx/.xml with meta.json beside it), "
+    model: str = typer.Argument(..., help="Run folder, export folder, exported artifact (.tflite/.onnx/.xml: meta.json beside it, "
+                                          "or the metadata embedded in it), "
                                           "or a zoo name such as efficientnet_lite0 (pretrained ImageNet classifier)."),
     images: list[str] = typer.Argument(..., help="Image files, folders of images, or quoted glob patterns such as 'shots/*.jpg'."),
     top_k: int = typer.Option(5, "--top-k", help="How many classes to print per image, best first."),
