@@ -1,0 +1,186 @@
+"""Edge TPU honesty: MACs per op from the flatbuffer, the TPU share of the compute, and the default gate that refuses
+a graph cut before most of it (MobileNetV3's HARD_SWISH at op 4) with the share, the op and the fix, unless CPU ops
+are allowed. The minimalistic MobileNetV3 maps whole."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgecls.errors import ExportError
+from edgecls.export import edgetpu
+from edgecls.export.base import ExportRequest
+from edgecls.meta import ModelMeta
+from edgecls.zoo import get_spec, list_backbones
+from tests.zoo_runs import tiny_alpha, tiny_size
+
+
+def _calibration(size: int, count: int = 12) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+
+
+def _request(model: Any, name: str, out: Path, allow_cpu_ops: bool | None = None) -> ExportRequest:
+    size = int(model.input_shape[1])
+    out.mkdir(parents=True, exist_ok=True)
+    request = ExportRequest(model=model, meta=ModelMeta(architecture=name, input_size=(size, size), labels=["a", "b"]),
+                            precision="int8", out_dir=out, calibration=_calibration(size))
+    if allow_cpu_ops is not None:
+        if any(f.name == edgetpu.ALLOW_OPTION for f in dataclasses.fields(request)):
+            request = dataclasses.replace(request, **{edgetpu.ALLOW_OPTION: allow_cpu_ops})
+        else:  # the ExportRequest field comes with the FORMATS option (--allow-cpu-ops); the writer reads the attribute
+            setattr(request, edgetpu.ALLOW_OPTION, allow_cpu_ops)
+    return request
+
+
+def _zoo_model(name: str) -> Any:
+    import keras
+
+    from edgecls.zoo.classifier import build_classifier
+
+    keras.utils.set_random_seed(0)
+    size = tiny_size(name)
+    return build_classifier(name, 2, (size, size), weights=None, alpha=tiny_alpha(name)).model
+
+
+# ----------------------------------------------------------------------------- MACs
+def test_macs_per_op_are_counted_from_the_shapes(tmp_path: Path) -> None:
+    import keras
+
+    from edgecls.export.tflite import convert
+
+    inputs = keras.Input((16, 16, 3), name="pixels")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)  # 16*16*8 outputs x 3*3*3
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu")(x)  # 8*8*8 outputs x 3*3
+    x = keras.layers.Conv2DTranspose(4, 2, strides=2, activation="relu")(x)  # 8*8*8 inputs x 2*2*4
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(x))  # 5 outputs x 4
+    path = tmp_path / "model.tflite"
+    path.write_bytes(convert(model, (16, 16), "int8", _calibration(16), "uint8"))
+
+    report = edgetpu.edgetpu_report(path)
+    macs = {op["op"]: op["macs"] for op in report["ops"]}
+    assert macs["CONV_2D"] == 16 * 16 * 8 * 27
+    assert macs["DEPTHWISE_CONV_2D"] == 8 * 8 * 8 * 9
+    assert macs["TRANSPOSE_CONV"] == 8 * 8 * 8 * 2 * 2 * 4
+    assert macs["FULLY_CONNECTED"] == 5 * 4
+    assert macs["SOFTMAX"] == 5  # one per output element for every other op
+    assert report["macs_total"] == sum(op["macs"] for op in report["ops"]) == report["macs_on_tpu"]
+    assert report["mac_share"] == 1.0 and report["first_unsupported"] is None and report["fix"] is None
+    assert "TRANSPOSE_CONV" in report["mac_method"]
+
+
+# ----------------------------------------------------------------------------- the gate
+def test_gate_thresholds() -> None:
+    least = edgetpu.MIN_TPU_MAC_SHARE
+    assert edgetpu.gate({"mac_share": 1.0}, False)["passed"]
+    assert edgetpu.gate({"mac_share": least}, False)["passed"]
+    refused = edgetpu.gate({"mac_share": least - 0.01}, False)
+    assert not refused["passed"] and "refused" in refused["verdict"]
+    accepted = edgetpu.gate({"mac_share": 0.03}, True)
+    assert accepted["passed"] and accepted["allow_cpu_ops"] and "--allow-cpu-ops" in accepted["verdict"]
+
+
+def test_the_fix_names_backbones_that_map_whole() -> None:
+    fix = edgetpu.fix_for({"op": "HARD_SWISH", "reasons": ["HARD_SWISH is not on Coral's supported-op list"]})
+    mapping = fix.split("backbones whose whole graph maps: ")[1].split(", ")
+    assert {"mobilenet_v3_small_minimalistic", "mobilenet_v3_large_minimalistic", "efficientnet_lite0", "mobilenet_v2"} <= set(mapping)
+    assert "mobilenet_v3_small" not in mapping and "plain_cnn" not in mapping
+    assert all(get_spec(name).edgetpu.maps_fully for name in mapping)
+    other = edgetpu.fix_for({"op": "GATHER", "reasons": ["GATHER is not on Coral's supported-op list"]})
+    assert other.startswith("GATHER cannot run on the Edge TPU") and edgetpu.SOURCE in other
+
+
+def test_every_backbone_that_does_not_map_names_its_op_and_a_replacement() -> None:
+    for spec in list_backbones():
+        fit = spec.edgetpu
+        if fit.maps_fully:
+            assert fit.first_cpu_op is None and not fit.fix, spec.name
+            continue
+        assert fit.first_cpu_op and fit.fix, spec.name
+        named = [word.strip("(),") for word in fit.fix.split() if "_" in word]
+        assert named and all(get_spec(name).edgetpu.maps_fully for name in named), (spec.name, fit.fix)
+
+
+def test_mobilenet_v3_is_refused_by_default_and_published_when_cpu_ops_are_allowed(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(edgetpu.shutil, "which", lambda name: None)  # a real edgetpu_compiler would change nothing here
+    model = _zoo_model("mobilenet_v3_small")
+    refused = tmp_path / "refused"
+    with pytest.raises(ExportError) as caught:
+        edgetpu.export_edgetpu(_request(model, "mobilenet_v3_small", refused))
+    message = str(caught.value)
+    assert "\n" not in message
+    for fragment in ("% of the MACs of mobilenet_v3_small would run on the Edge TPU", "(at least 90% needed)",
+                     "cut at op #4 HARD_SWISH", "would run on the host CPU", "mobilenet_v3_small_minimalistic",
+                     "efficientnet_lite0", "--allow-cpu-ops"):
+        assert fragment in message, message
+    assert list(refused.iterdir()) == []  # nothing that looks like an Edge TPU model is left behind
+
+    artifact = edgetpu.export_edgetpu(_request(model, "mobilenet_v3_small", tmp_path / "allowed", allow_cpu_ops=True))
+    report = artifact.notes["edgetpu"]
+    assert artifact.path.is_file() and report["gate"]["passed"] and report["gate"]["allow_cpu_ops"]
+    assert report["first_unsupported"]["op"] == "HARD_SWISH" and report["ops_on_tpu"] == 4
+    assert 0 < report["mac_share"] < edgetpu.MIN_TPU_MAC_SHARE and report["macs_on_cpu"] > report["macs_on_tpu"]
+    assert {"HARD_SWISH", "CONV_2D", "DEPTHWISE_CONV_2D"} <= set(report["cpu_op_types"])
+    assert f"{report['mac_share']:.1%} of the MACs" in report["cut"]
+    share = f"{report['mac_share']:.1%}"
+    assert message.startswith(f"only {share} of the MACs")
+
+
+def test_minimalistic_mobilenet_v3_maps_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(edgetpu.shutil, "which", lambda name: None)
+    artifact = edgetpu.export_edgetpu(_request(_zoo_model("mobilenet_v3_small_minimalistic"), "m", tmp_path))
+    report = artifact.notes["edgetpu"]
+    assert report["first_unsupported"] is None and report["mac_share"] == 1.0 and report["tpu_share"] == 1.0
+    assert report["gate"]["passed"] and not report["gate"]["allow_cpu_ops"] and report["cpu_op_types"] == []
+    assert "HARD_SWISH" not in {op["op"] for op in report["ops"]}
+
+
+# ----------------------------------------------------------------------------- caffe-style input (BGR)
+def test_bgr_flip_is_exact_and_maps_to_the_edge_tpu(tmp_path: Path) -> None:
+    """ResNet50/VGG16 take BGR: ops.flip became REVERSE_V2, which cut their graphs at op 1."""
+    import keras
+
+    from edgecls.export.tflite import convert
+    from edgecls.zoo.layers import InputNormalization
+
+    mean, std = [103.939, 116.779, 123.68], [1.0, 2.0, 4.0]
+    layer = InputNormalization(mean, std, reverse_channels=True)
+    pixels = np.random.default_rng(1).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
+    expected = (pixels[..., ::-1] - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    np.testing.assert_allclose(np.asarray(layer(pixels)), expected, rtol=1e-6, atol=1e-4)
+
+    inputs = keras.Input((16, 16, 3), name="pixels")
+    x = keras.layers.Conv2D(4, 3, activation="relu")(InputNormalization(mean, std, reverse_channels=True)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x)))
+    path = tmp_path / "bgr.tflite"
+    path.write_bytes(convert(model, (16, 16), "int8", _calibration(16), "uint8"))
+    report = edgetpu.edgetpu_report(path)
+    assert "REVERSE_V2" not in {op["op"] for op in report["ops"]}
+    assert report["first_unsupported"] is None and report["mac_share"] == 1.0
+
+
+# ----------------------------------------------------------------------------- the CLI
+@pytest.mark.slow
+def test_cli_refuses_a_cut_graph_and_publishes_it_only_with_allow_cpu_ops(fmnist_tree: Path, tmp_path: Path) -> None:
+    import json
+
+    from tests.conftest import assert_clean_error, run_cli
+    from tests.zoo_runs import make_run
+
+    run = make_run("mobilenet_v3_small", tmp_path / "v3", fmnist_tree)
+    refused = run_cli("export", run, "--target", "edgetpu", "--calib-size", "12")
+    assert_clean_error(refused, "of the MACs of mobilenet_v3_small would run on the Edge TPU", "HARD_SWISH",
+                       "mobilenet_v3_small_minimalistic", "--allow-cpu-ops")
+    assert not (run / "export" / "edgetpu-int8").exists()
+
+    allowed = run_cli("export", run, "--target", "edgetpu", "--calib-size", "12", "--allow-cpu-ops",
+                      "--max-drop", "none", "--min-agreement", "none", "--fallback-layers", "0")
+    assert allowed.returncode == 0, allowed.output
+    report = json.loads((run / "export" / "edgetpu-int8" / "export_report.json").read_text())
+    tpu = report["notes"]["edgetpu"]
+    assert tpu["gate"]["passed"] and tpu["gate"]["allow_cpu_ops"] and "HARD_SWISH" in tpu["cpu_op_types"]
+    assert "HARD_SWISH" in allowed.stdout  # the cut is printed beside the artifact
