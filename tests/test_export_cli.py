@@ -34,11 +34,17 @@ def _dead_pid() -> int:
     return int(proc.stdout)
 
 
+# plain_run is a 25%-accuracy model with nearly flat probabilities: every top-1 is a near-tie, so its ordinary
+# ONNX INT8 misses the default gate (agreement 0.89). Tests about something else turn the gate off; the gate
+# itself is tested in test_int8_gate.py on a model that really quantizes badly.
+NO_GATE = ("--max-drop", "none", "--min-agreement", "none")
+
+
 def test_int8_every_target(plain_run: Path, tmp_path: Path) -> None:
     stale = plain_run / "export" / f"{TEMP_PREFIX}{_dead_pid()}-0badc0de.tmp"  # what a SIGKILLed export leaves
     stale.mkdir(parents=True)
     (stale / "model.tflite").write_bytes(b"half written")
-    result = run_cli("export", plain_run, "--int8", "--target", "all", "--json", cwd=tmp_path)
+    result = run_cli("export", plain_run, "--int8", "--target", "all", *NO_GATE, "--json", cwd=tmp_path)
     assert result.returncode == 0, result.output
     reports = _exported(result.stdout)
     assert set(reports) == {"tflite-int8", "edgetpu-int8", "onnx-int8", "openvino-int8"}
@@ -52,6 +58,10 @@ def test_int8_every_target(plain_run: Path, tmp_path: Path) -> None:
         assert validation["images"] == 80 and 0.0 <= validation["top1_agreement"] <= 1.0
         assert "accuracy_drop" in validation and len(validation["per_class"]) == 10
         assert report["size_bytes"] > 0
+        sensitivity = report["sensitivity"]  # per-layer int8 error on every target, with its PNG beside the artifact
+        assert sensitivity["images"] == 16 and len(sensitivity["layers"]) >= 8 and (folder / sensitivity["plot"]).stat().st_size > 1000
+        assert report["gate"] == {"max_drop": None, "min_agreement": None, "judged_on": validation["source"], "passed": True,
+                                  "advice": []}
     meta = json.loads((plain_run / "export" / "tflite-int8" / "meta.json").read_text())
     assert meta["format"] == "tflite" and meta["precision"] == "int8"
     assert meta["input_quantization"]["dtype"] == "uint8"
@@ -101,38 +111,50 @@ def test_calibration_from_own_folder_drops_held_out_images(plain_run: Path, tmp_
     root = Path(splits["root"])
     for i, (rel, _) in enumerate(splits["train"][:12] + splits["test"][:3]):
         (calib / f"{i}.png").write_bytes((root / rel).read_bytes())
-    result = run_cli("export", plain_run, "--int8", "--calib", calib, "--out", tmp_path / "e", "--json", cwd=tmp_path)
+    result = run_cli("export", plain_run, "--int8", "--calib", calib, *NO_GATE, "--out", tmp_path / "e", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.output
     report = _exported(result.stdout)["tflite-int8"]
     assert report["calibration"]["images"] == 12  # the 3 test images were dropped
 
 
 def test_failed_validation_leaves_no_artifact(plain_run: Path, tmp_path: Path) -> None:
-    from edgecls.export import api, sources
+    from edgecls.export import api, fallback, sources
     from edgecls.export.formats import FORMATS
+    from edgecls.export.gate import Gate
     from edgecls.export.validate import Holdout
 
     source = sources.load_source(plain_run)
     images = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
     wrong = np.roll(np.eye(10, dtype=np.float32)[np.arange(6) % 10], 1, axis=1)  # not what the model says
-    job = api._Job(source, tmp_path, None, Holdout(images, None, wrong, "test"), None, {}, None, {})
+    job = api._Job(source, tmp_path, None, Holdout(images, None, wrong, "test"), None, Gate(), fallback.Budget(0, 0, 0), {}, None, {})
     result = api._export_one(job, FORMATS["tflite"], "fp32")
     assert not result.passed and result.error is not None and "failed validation" in result.error
     assert result.validation is not None and result.validation.failures and not result.validation.passed
-    assert not (tmp_path / "tflite-fp32").exists()
-    assert json.loads((tmp_path / "tflite-fp32.failed.json").read_text())["validation"]["passed"] is False
+    assert not (tmp_path / "tflite-fp32").exists()  # never published: kept aside with its report
+    aside = tmp_path / "tflite-fp32.rejected"
+    assert f"kept aside in {aside}" in result.error and (aside / "model.tflite").is_file() and (aside / OUTPUT_MARKER).is_file()
+    assert json.loads((aside / "export_report.json").read_text())["validation"]["passed"] is False
     _no_leftovers(tmp_path)
 
 
 def test_zoo_model_exports_with_builtin_calibration(tmp_path: Path) -> None:
-    result = run_cli("export", "efficientnet_lite0", "--int8", "--target", "tflite", "--out", tmp_path / "zoo", "--json", cwd=tmp_path)
+    """Calibration and held-out images come from different built-in photos; --calib-size caps the calibration crops;
+    the default gate judges the (unlabelled) held-out crops by agreement."""
+    result = run_cli("export", "efficientnet_lite0", "--int8", "--target", "tflite", "--calib-size", "24", "--out", tmp_path / "zoo",
+                     "--json", cwd=tmp_path)
     assert result.returncode == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["zoo"]  # the manifest went to zoo/calibration/, not ./calibration
-    assert (tmp_path / "zoo" / "calibration" / "manifest.json").is_file()
+    manifest = json.loads((tmp_path / "zoo" / "calibration" / "manifest.json").read_text())
     report = _exported(result.stdout)["tflite-int8"]
-    assert report["validation"]["top1_agreement"] >= 0.7
+    validation, calibration = report["validation"], report["calibration"]
+    assert calibration["images"] == manifest["count"] == 24
+    calibrated = {entry["file"].split("#")[0] for entry in manifest["files"]}
+    judged = validation["source"].split(": ", 1)[1].split(" (")[0].split(", ")  # "built-in photos (...): a, b (32 crops ...)"
+    assert calibrated and judged and not calibrated & set(judged), (calibrated, judged)
+    assert "photos that did not calibrate" in validation["source"] and "accuracy_drop" not in validation
+    assert validation["agreement_gated"] >= 0.9 and report["gate"]["passed"] and report["gate"]["max_drop"] == 0.01
     assert report["size_ratio_vs_fp32_weights"] <= 0.35
-    assert report["calibration"]["source"].startswith("built-in photos")
+    assert calibration["source"].startswith("built-in photos")
 
 
 def _bad_calib(tmp_path: Path, kind: str) -> Path:

@@ -35,7 +35,7 @@ from edgecls.export import fallback, sources
 from edgecls.export.base import Artifact, ExportRequest, artifact_meta
 from edgecls.export.formats import DEFAULTS, Format, check_fallback_budget, check_gate, check_options, plan_exports
 from edgecls.export.gate import Gate, advice, latency_ms
-from edgecls.export.report import CalibrationInfo, ExportReport, ExportResult, GateReport
+from edgecls.export.report import CalibrationInfo, ExportReport, ExportResult, GateReport, ValidationReport
 from edgecls.export.validate import Holdout, validate
 from edgecls.fsutil import (
     OUTPUT_MARKER,
@@ -142,7 +142,8 @@ def export(
             write_manifest(calibration, manifest, source.meta, seed)
         say("predicting the held-out images with the Keras model")
         holdout = sources.holdout_set(source, holdout_size, seed)
-        falls_back = quantizing and not budget.off and any(p == "int8" and fmt.fallback for fmt, p in plan)
+        gated = max_drop is not None or min_agreement is not None
+        falls_back = quantizing and gated and not budget.off and any(p == "int8" and fmt.fallback for fmt, p in plan)
         tuning = sources.tuning_set(source, holdout_size, seed) if falls_back else None
         _raise_if_interrupted()
 
@@ -213,19 +214,18 @@ def _export_one(job: _Job, fmt: Format, precision: str) -> ExportResult:
         with atomic_dir(final, inputs=job.inputs, command=COMMAND, known_files=KNOWN_FILES) as tmp:
             artifact = fmt.load_writer()(replace(request, out_dir=tmp))  # 1. the writer
             artifact = _post_process(artifact, tmp, job)  # 2. changes after the writer, before validation
-            _judge(report, artifact, tmp, job, fmt, precision)  # 3. validation and the accuracy gate
+            validation = _judge(report, artifact, tmp, job, fmt, precision)  # 3. validation and the accuracy gate
             if int8:
                 report.calibration = CalibrationInfo(job.calibration.source, len(job.calibration), str(job.calibration.manifest))
                 _sensitivity(report, request, artifact, tmp, job, fmt)  # 4. per-layer error, report and PNG
-            if int8 and not report.validation.passed and _may_fall_back(job, fmt):  # type: ignore[union-attr]
-                artifact = _fall_back(report, request, artifact, tmp, job, fmt)  # 5. float layers, then 2-3 again
-            validation = report.validation
-            assert validation is not None
+                if not validation.passed and _may_fall_back(job, fmt, report):
+                    artifact, validation = _fall_back(report, request, artifact, tmp, job, fmt)  # 5. float layers; 2-3 again
             if validation.quantized:
                 report.gate = GateReport(job.gate.max_drop, job.gate.min_agreement, job.holdout.source, validation.passed,
                                          [] if validation.passed else _advice(report, job, fmt, precision))
             report.export_seconds = round(time.perf_counter() - start, 2)
             if not validation.passed:
+                _raise_if_interrupted()  # an interrupted export keeps nothing aside either
                 _keep_aside(report, tmp, aside, job)
                 tip = f". Try: {report.gate.advice[0]}" if report.gate and report.gate.advice else ""
                 failures = "; ".join(validation.failures)
@@ -253,7 +253,7 @@ def _post_process(artifact: Artifact, folder: Path, job: _Job) -> Artifact:
     return artifact
 
 
-def _judge(report: ExportReport, artifact: Artifact, folder: Path, job: _Job, fmt: Format, precision: str) -> None:
+def _judge(report: ExportReport, artifact: Artifact, folder: Path, job: _Job, fmt: Format, precision: str) -> ValidationReport:
     """Sizes and notes of `artifact`, then its validation on the judging held-out images (the gate for quantized ones)."""
     files = [artifact.path, *artifact.extra_files]
     report.artifact, report.files = artifact.path.name, [p.name for p in files]
@@ -266,6 +266,7 @@ def _judge(report: ExportReport, artifact: Artifact, folder: Path, job: _Job, fm
     float_nodes = tuple(artifact.notes.get("fallback_float_nodes", ()))  # what an int8 fallback kept float
     report.validation = validate(checked, fmt.name, precision, job.holdout, job.source.meta.labels, job.gate, job.threads, float_nodes)
     report.validated_file = checked.name
+    return report.validation
 
 
 def _sensitivity(report: ExportReport, request: ExportRequest, artifact: Artifact, folder: Path, job: _Job, fmt: Format) -> None:
@@ -274,32 +275,43 @@ def _sensitivity(report: ExportReport, request: ExportRequest, artifact: Artifac
     job.say(f"measuring the per-layer int8 error of {fmt.name}")
     began = time.perf_counter()
     checked = folder / artifact.notes.get("cpu_model", artifact.path.name)
-    nodes, run = sensitivity.probe_for(fmt.name, request.cache or {}, checked)
     images = sensitivity.pick_images(job.calibration.images, DEFAULTS.sensitivity_images)
-    result = sensitivity.sensitivity_report(fmt.name, nodes, run, images)
+    try:
+        nodes, run = sensitivity.probe_for(fmt.name, request.cache or {}, checked)
+        result = sensitivity.sensitivity_report(fmt.name, nodes, run, images)
+    except Exception as exc:  # noqa: BLE001  a diagnostic that cannot read some graph must not fail a valid export
+        if _INTERRUPTED.is_set():
+            raise
+        report.notes = {**(report.notes or {}), "sensitivity_error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        return
     result.plot = sensitivity.write_plot(result, folder / sensitivity.PLOT).name
     result.seconds = round(time.perf_counter() - began, 2)
     report.sensitivity = result
     report.files = [*(report.files or []), result.plot]
 
 
-def _may_fall_back(job: _Job, fmt: Format) -> bool:
-    return fmt.fallback is not None and not job.budget.off and job.tuning is not None
+def _may_fall_back(job: _Job, fmt: Format, report: ExportReport) -> bool:
+    """A format that can keep layers float, a budget, tuning images and a sensitivity ranking to start from."""
+    return fmt.fallback is not None and not job.budget.off and job.tuning is not None and report.sensitivity is not None
 
 
-def _fall_back(report: ExportReport, request: ExportRequest, artifact: Artifact, folder: Path, job: _Job, fmt: Format) -> Artifact:
+def _fall_back(report: ExportReport, request: ExportRequest, artifact: Artifact, folder: Path, job: _Job,
+               fmt: Format) -> tuple[Artifact, ValidationReport]:
     """Search float layers on the tuning split; the best candidate replaces the full-int8 artifact in `folder` and is judged."""
     from edgecls.export import sensitivity
     from edgecls.export.serving import work_dir
 
-    assert report.sensitivity is not None and job.tuning is not None
+    assert report.sensitivity is not None and job.tuning is not None and report.validation is not None
     scratch = work_dir(folder)
     try:
         result, candidate = fallback.search(fmt, request, report.sensitivity, job.tuning, job.gate, job.budget, scratch,
                                             job.threads, job.say)
         report.fallback = result
+        judged = report.validation
+        result.full_int8_agreement, result.full_int8_accuracy_drop = judged.top1_agreement, judged.accuracy_drop
+        result.full_int8_failures = list(judged.failures)
         if candidate is None:
-            return artifact
+            return artifact, report.validation  # as judged in step 3
         full_int8 = folder / artifact.notes.get("cpu_model", artifact.path.name)
         result.full_int8_size_bytes = report.size_bytes
         sample = job.holdout.images[0]
@@ -311,7 +323,7 @@ def _fall_back(report: ExportReport, request: ExportRequest, artifact: Artifact,
             os.replace(source, target)
         artifact = replace(candidate, path=moved[candidate.path], extra_files=[moved[p] for p in candidate.extra_files])
         artifact = _post_process(artifact, folder, job)
-        _judge(report, artifact, folder, job, fmt, "int8")
+        validation = _judge(report, artifact, folder, job, fmt, "int8")
         report.files = [*(report.files or []), sensitivity.PLOT]
         result.size_bytes = report.size_bytes
         result.latency_ms = latency_ms(folder / artifact.notes.get("cpu_model", artifact.path.name), fmt.name, sample,
@@ -319,7 +331,7 @@ def _fall_back(report: ExportReport, request: ExportRequest, artifact: Artifact,
         result.latency_note = f"p50 of {DEFAULTS.latency_runs} batch-1 runs through edgecls.runtime on this machine"
         kept = result.candidate.float_nodes if result.candidate else []
         sensitivity.write_plot(report.sensitivity, folder / sensitivity.PLOT, kept)
-        return artifact
+        return artifact, validation
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -181,8 +181,8 @@ def check_options(plan: Sequence[tuple[Format, str]], given: Mapping[str, Any]) 
         scope = "" if option.precisions == PRECISIONS else f" {'/'.join(option.precisions)}"
         planned = ", ".join(f"{fmt.name} {precision}" for fmt, precision in plan)
         flag = "" if option.precisions == PRECISIONS else f" --precision {option.precisions[0]}"
-        given = option.flag if isinstance(value, bool) else f"{option.flag} {value}"
-        raise ConfigError(f"{given} only applies to {' and '.join(takers)}{scope} exports, not {planned}",
+        shown = option.flag if isinstance(value, bool) else f"{option.flag} {value}"
+        raise ConfigError(f"{shown} only applies to {' and '.join(takers)}{scope} exports, not {planned}",
                           f"Drop {option.flag}, or export --target {takers[0]}{flag}")
 
 

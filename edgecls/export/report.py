@@ -137,6 +137,9 @@ class FallbackReport:
     tries: list[FallbackTry] = field(default_factory=list)
     outcome: str = ""
     chosen: int | None = None  # index into tries of the candidate kept (judged, published or kept aside)
+    full_int8_agreement: float | None = None  # the full-integer artifact as judged before the fallback
+    full_int8_accuracy_drop: float | None = None
+    full_int8_failures: list[str] = field(default_factory=list)
     size_bytes: int | None = None  # the chosen candidate
     full_int8_size_bytes: int | None = None
     latency_ms: float | None = None  # p50 of batch-1 runs on this machine through edgecls.runtime

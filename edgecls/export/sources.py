@@ -82,8 +82,9 @@ def holdout_set(source: Source, size: int, seed: int) -> Holdout:
     """The JUDGING held-out images (at most `size`, stratified by class) with Keras' probabilities."""
     if source.run is None:
         held = _builtin_split(source, seed)[1]
-        return _holdout(source, held.images, None,
-                        f"{held.source} ({len(held)} crops of photos that did not calibrate, unlabelled: agreement only)")
+        images = held.images[:size]
+        return _holdout(source, images, None,
+                        f"{held.source} ({len(images)} crops of photos that did not calibrate, unlabelled: agreement only)")
     name, files = _run_splits(source.run, seed)[0]
     return _labelled(source, files, size, seed, f"{name} of {source.run}")
 
