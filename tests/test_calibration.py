@@ -87,3 +87,19 @@ def test_check_calibration(images: object, fragment: str) -> None:
         cal.check_calibration(images, (16, 16), "onnx")
     assert fragment in str(info.value)
     assert cal.check_calibration(np.zeros((10, 16, 16, 3), np.uint8), (16, 16), "onnx").shape == (10, 16, 16, 3)
+
+
+def test_builtin_photos_split_by_photo_and_honour_calib_size() -> None:
+    """Zoo models: the held-out images are crops of photos that never calibrated (skimage's `cat` is `chelsea`: kept once)."""
+    pytest.importorskip("skimage")
+    calibration, held = cal.builtin_photo_split(META, calib_size=12, seed=0)
+    photos = {name.split("#")[0] for name in calibration.files}
+    held_photos = {name.split("#")[0] for name in held.files}
+    assert photos and held_photos and not photos & held_photos
+    assert "skimage.data.cat" not in photos | held_photos  # the same pixels as skimage.data.chelsea
+    assert len(calibration) == 12 and calibration.images.shape == (12, 16, 16, 3) and len(held) >= 12
+    assert all(name in calibration.source for name in photos) and all(name in held.source for name in held_photos)
+    every, _ = cal.builtin_photo_split(META, calib_size=300, seed=0)
+    assert len(every) == len(photos) * cal.CROPS_PER_PHOTO and set(calibration.files) <= set(every.files)
+    with pytest.raises(ConfigError, match="--calib-size 5 is below the minimum of 10"):
+        cal.builtin_photo_split(META, calib_size=5)

@@ -41,7 +41,8 @@ def export_command(
     min_agreement: str = typer.Option(
         f"{DEFAULTS.min_agreement:g}", "--min-agreement",
         help="Accuracy gate of quantized exports: fail one whose top-1 predictions agree with the Keras model on fewer than this "
-             "fraction of the held-out images (the whole gate for unlabelled images); 'none' turns it off."),
+             "fraction of the held-out images Keras is decisive about (top-1 ahead by 0.05 or more; all images when fewer than 10 "
+             "are); the whole gate for unlabelled images. 'none' turns it off."),
     fallback_layers: int = typer.Option(
         DEFAULTS.fallback_layers, "--fallback-layers",
         help="INT8 that fails the gate: keep up to this many of its most sensitive layers float, chosen on separate tuning "

@@ -132,6 +132,8 @@ def advice(fmt: str, precision: str, gate: Gate, drop: float | None, agreement: 
         tips.append(f"accept lower agreement: --min-agreement {max(0.0, np.floor(agreement * 20) / 20):g}")
     if precision == "int8" and calibration_images is not None and calibration_images < DEFAULTS.calib_size:
         tips.append(f"calibrate on more images (--calib-size, now {calibration_images}; or a --calib folder of a few hundred)")
+    if precision == "int8" and FORMATS[fmt].fallback is not None:
+        tips.append("train a quantization-friendly backbone (efficientnet_lite0, mobilenet_v2: ReLU6, no swish or squeeze-excite)")
     if precision == "int8":
         tips.append("or export --precision fp16 for a float model")
     return tips
