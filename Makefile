@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= models/demo
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test lint clean
 
 setup:
 	@bash scripts/setup.sh
@@ -12,7 +12,11 @@ demo: setup
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh $(DEMO_DIR)
 
 test: setup
+	@bash scripts/clients_env.sh
 	@$(BIN)/python -m pytest -q
+
+lint: setup
+	@$(BIN)/ruff check . && $(BIN)/mypy
 
 clean:
 	rm -rf $(DEMO_DIR) data/fashion-mnist-demo .pytest_cache
