@@ -51,8 +51,9 @@ def outlier_run(run: Path, work: Path, factor: float) -> Path:
     return bad
 
 
-def _points(value: float | None) -> str:
-    return "-" if value is None else f"{-value * 100:+.2f}"
+def _points(drop: float | None) -> str:
+    """An accuracy drop as the change in points (-69.40: 69.4 points lost)."""
+    return "-" if drop is None else f"{-drop * 100 + 0.0:+.2f}"
 
 
 def record(result: Any) -> dict[str, Any]:
@@ -105,15 +106,15 @@ def main() -> None:
         "command": command, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
         "run": str(run), "factor": args.factor, "targets": rows,
     })
-    print("| target | Keras acc | plain int8 (drop pt) | outlier full int8: agreement, drop pt | after fallback: agreement, drop pt "
+    print("| target | Keras acc | int8 of the run (pt) | outlier model, full int8: agreement (pt) | after fallback: agreement (pt) "
           "| kept float | size full int8 -> fallback | latency p50 full int8 -> fallback | published |")
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         plain, out = row["plain"], row["outlier"]
         fb = out.get("fallback") or {}
         print(f"| {row['target']} | {plain['keras_accuracy']:.4f} | {plain['int8_accuracy']:.4f} ({_points(plain['drop'])}) | "
-              f"{fb.get('full_int8_agreement', out['agreement']):.3f}, {_points(fb.get('full_int8_drop', out['drop']))} | "
-              f"{out['agreement']:.3f}, {_points(out['drop'])} | {fb.get('float_layers', 0)} ({', '.join(fb.get('labels', []))}) | "
+              f"{fb.get('full_int8_agreement', out['agreement']):.3f} ({_points(fb.get('full_int8_drop', out['drop']))}) | "
+              f"{out['agreement']:.3f} ({_points(out['drop'])}) | {fb.get('float_layers', 0)} ({', '.join(fb.get('labels', []))}) | "
               f"{(fb.get('full_int8_size_bytes') or 0) / 1e6:.2f} -> {(fb.get('size_bytes') or 0) / 1e6:.2f} MB | "
               f"{fb.get('full_int8_latency_ms')} -> {fb.get('latency_ms')} ms | {'yes' if out['published'] else 'no'} |")
 

@@ -191,3 +191,15 @@ def test_cli_fails_with_the_reason_and_what_to_try(bad_run: Path, tmp_path: Path
     assert_clean_error(run_cli("export", bad_run, "--int8", "--max-drop", "one", cwd=tmp_path), "--max-drop 'one' is not a number")
     assert_clean_error(run_cli("export", bad_run, "--int8", "--min-agreement", "1.5", cwd=tmp_path), "--min-agreement 1.5 is outside")
     assert_clean_error(run_cli("export", bad_run, "--int8", "--fallback-tries", "-1", cwd=tmp_path), "--fallback-tries -1")
+
+
+@pytest.mark.slow
+def test_dynamic_range_is_gated_too_and_has_no_fallback(bad_run: Path, tmp_path: Path) -> None:
+    """Dynamic range quantizes activations per tensor at run time: the outlier channel erases the others there too."""
+    from edgecls.export.api import export
+
+    [result] = export(bad_run, target="tflite", precision="dynamic", out=tmp_path, **TEST_GATE)
+    assert not result.passed and result.report.fallback is None and result.report.sensitivity is None
+    assert result.report.gate is not None and not result.report.gate.passed
+    assert any("--precision fp16" in tip for tip in result.report.gate.advice)
+    assert (tmp_path / "tflite-dynamic.rejected" / "model.tflite").is_file() and not (tmp_path / "tflite-dynamic").exists()

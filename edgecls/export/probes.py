@@ -5,6 +5,10 @@ model, ONNX's pre-processed graph, OpenVINO's converted model) and the int8 arti
 graph's nodes plus a function mapping one uint8 image to {node id: (float output, int8 output)}, the
 int8 output dequantized exactly as the runtime would see it (TFLite: the int8 tensor with its scale and
 zero point; ONNX: the DequantizeLinear after the tensor; OpenVINO: the FakeQuantize after the op).
+
+ONNX is read with graph optimizations off, so its QDQ graph is simulated in float: onnxruntime's fused
+integer kernels, which validation runs, can be worse (u8s8 saturation on AVX2 CPUs without VNNI; see
+export/onnx.py), and that shows in the judged agreement, not in this per-layer table.
 """
 from __future__ import annotations
 

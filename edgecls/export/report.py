@@ -94,7 +94,7 @@ class LayerSensitivity:
 
 @dataclass
 class SensitivityReport:
-    """Per-layer quantization error of one INT8 artifact on calibration images."""
+    """Per-layer quantization error of the full-integer INT8 artifact (what the fallback ranks) on calibration images."""
 
     target: str
     metric: str
@@ -102,13 +102,15 @@ class SensitivityReport:
     layers: list[LayerSensitivity]
     plot: str | None = None  # PNG beside the artifact
     seconds: float | None = None
+    measured: str = "the full-integer int8 artifact, before any fallback, against the float model it was quantized from"
 
     def worst(self, count: int = 5) -> list[LayerSensitivity]:
         return sorted(self.layers, key=lambda layer: (-layer.added, layer.index))[:count]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "metric": self.metric, "images": self.images, "plot": self.plot, "seconds": self.seconds,
-                "worst": [layer.name for layer in self.worst()], "layers": [layer.as_dict() for layer in self.layers]}
+        return {"target": self.target, "measured": self.measured, "metric": self.metric, "images": self.images, "plot": self.plot,
+                "seconds": self.seconds, "worst": [layer.name for layer in self.worst()],
+                "layers": [layer.as_dict() for layer in self.layers]}
 
 
 @dataclass(frozen=True)
