@@ -3,6 +3,7 @@ the files it leaves, the bound on disk (only its own files removed), a full disk
 frame into a class folder, then `edgecls train --data DIR` trains on it and on nothing else it wrote."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -120,7 +121,12 @@ def test_labelling_is_moving_a_file_and_training_uses_it(model: Path, clip: Path
 
 
 def test_a_full_disk_is_counted_and_the_run_goes_on(model: Path, clip: Path, tmp_path: Path) -> None:
-    with tmpfs(tmp_path / "full", "48k") as full:
+    with tmpfs(tmp_path / "full", "256k") as full:
+        (full / UNLABELLED).mkdir()
+        with open(full / "filler", "wb", buffering=0) as filler:  # fill the disk: every frame's sidecar or image fails
+            with contextlib.suppress(OSError):
+                while True:
+                    filler.write(b"\0" * 4096)
         data = camera(model, clip, full, tmp_path / "r.json", "--threshold", "0.999", "--save-rate", "1000")
         kept = data["integrations"]["save_uncertain"]
         assert data["frames"] == 24 and kept["failed"] >= 1 and "No space left" in (kept["first_error"] or "")
