@@ -5,7 +5,8 @@
 For every artifact under the folder (tflite-int8, onnx-int8, openvino-int8, ...): edgecls'
 `Backend.run` on one 224 px image (quantize input, invoke, dequantize, softmax), warm-up excluded,
 each backend in its own process; then `litert-benchmark` (LiteRT) and `benchmark_app` (OpenVINO) on
-the same file with the same thread count. Prints a Markdown table; writes bench/results/runtime_latency.json.
+the same file with the same thread count, alternating for --rounds rounds (medians; the spread of the rounds
+and the machine's load average are in the table). Prints a Markdown table; writes bench/results/runtime_latency.json.
 """
 from __future__ import annotations
 
@@ -66,17 +67,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", nargs="+", default=None, help="artifact folder names to run (e.g. openvino-int8)")
     args = parser.parse_args()
     from edgecls.bench.runner import run_one
     from edgecls.fsutil import write_json
 
-    artifacts = sorted(p for p in args.folder.glob("*/model.*") if p.suffix in (".tflite", ".onnx", ".xml"))
+    artifacts = sorted(p for p in args.folder.glob("*/model.*") if p.suffix in (".tflite", ".onnx", ".xml")
+                       and (not args.only or p.parent.name in args.only))
     rows, records = [], []
     for path in artifacts:
         # Alternate edgecls and the vendor tool for several rounds and keep the median of each: the
         # machine is shared, so a single pair of runs can be off by 2x either way.
-        ours_runs, vendor_runs, vendor = [], [], None
+        ours_runs, vendor_runs, vendor, loads = [], [], None, []
         for _ in range(args.rounds):
+            loads.append(round(os.getloadavg()[0], 2))
             measured = run_one(path, "cpu", args.threads, args.runs, args.warmup, None, 1)  # own process
             if "error" in measured:
                 raise SystemExit(f"{path}: {measured['error']}")
@@ -95,15 +99,20 @@ def main() -> None:
         vendor_ms = valid[len(valid) // 2] if valid else None
         ratio = ours["p50_ms"] / vendor_ms if vendor_ms else None
         records.append({"artifact": str(path), "edgecls": ours, "edgecls_rounds": [r["p50_ms"] for r in ours_runs],
-                        "vendor_tool": (vendor or {}).get("tool"), "vendor_rounds": vendor_runs, "vendor_ms": vendor_ms, "ratio": ratio})
+                        "vendor_tool": (vendor or {}).get("tool"), "vendor_rounds": vendor_runs, "vendor_ms": vendor_ms, "ratio": ratio,
+                        "load_average_1min": loads})
         latency = f"{ours['p50_ms']:.2f} / {ours['p90_ms']:.2f} / {ours['p99_ms']:.2f}"
+        spread = [r["p50_ms"] for r in ours_runs]
+        vendor_spread = f"{min(valid):.2f}-{max(valid):.2f}" if valid else "-"
         rows.append(f"| {path.parent.name} | {ours['backend']} ({ours['precision_ran']}) | {latency} | "
-                    f"{(f'{vendor_ms:.2f}' if vendor_ms else 'n/a')} | {(f'{ratio:.2f}x' if ratio else '-')} |")
+                    f"{(f'{vendor_ms:.2f}' if vendor_ms else 'n/a')} | {(f'{ratio:.2f}x' if ratio else '-')} | "
+                    f"{min(spread):.2f}-{max(spread):.2f} vs {vendor_spread} | {min(loads):.1f}-{max(loads):.1f} |")
     write_json(RESULTS / "runtime_latency.json", {"command": f"python bench/runtime_latency.py {args.folder} --threads {args.threads}",
                                                   "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
                                                   "date": time.strftime("%Y-%m-%d"), "results": records})
-    print("| artifact | edgecls backend (ran as) | edgecls p50 / p90 / p99 ms | vendor tool ms | edgecls / vendor |")
-    print("|---|---|---|---|---|")
+    print("| artifact | edgecls backend (ran as) | edgecls p50 / p90 / p99 ms | vendor tool ms | edgecls / vendor "
+          "| rounds edgecls vs vendor (ms) | load |")
+    print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 
