@@ -148,10 +148,10 @@ def _render_int8(r: ExportResult) -> None:
                       "-" if layer.rmse_per_step is None else f"{layer.rmse_per_step:.2f}") for layer in sensitivity.worst(5)])
     if fallback is not None:
         candidate = fallback.candidate
-        say(f"  fallback ({fallback.mechanism}): {fallback.outcome}; tuned on {fallback.tuned_on}")
+        say(f"  fallback, {fallback.outcome}; tuned on {fallback.tuned_on}; float layers via {fallback.mechanism}")
         if candidate is not None:
             tuning = f"agreement {candidate.top1_agreement}" + ("" if candidate.accuracy_drop is None
-                                                              else f", drop {candidate.accuracy_drop * 100:+.2f} pt")
+                                                              else f", accuracy {-candidate.accuracy_drop * 100 + 0.0:+.2f} pt")
             say(f"  kept float: {len(candidate.float_nodes)} layers ({', '.join(candidate.layers)}); tuning {tuning}")
         if fallback.size_bytes and fallback.full_int8_size_bytes:
             say(f"  size {fallback.full_int8_size_bytes / 1e6:.2f} -> {fallback.size_bytes / 1e6:.2f} MB, latency p50 "

@@ -119,7 +119,7 @@ class Format:
 FORMATS: dict[str, Format] = {
     "tflite": Format("tflite", ".tflite", ("fp32", "fp16", "dynamic", "int8"), ("io_type",), "edgecls.export.tflite:export_tflite",
                      "LiteRT (ai-edge-litert), XNNPACK", "train", "LiteRT flatbuffer; full-integer INT8 with uint8/int8/float I/O",
-                     "denylisted nodes of the TFLite MLIR quantizer (the QuantizationDebugger's mechanism)"),
+                     "denylisted nodes of the TFLite MLIR quantizer, as the QuantizationDebugger keeps layers float"),
     "edgetpu": Format("edgetpu", ".tflite", ("int8",), ("allow_cpu_ops",), "edgecls.export.edgetpu:export_edgetpu",
                       "LiteRT + libedgetpu delegate", "train", "full-integer, batch 1, uint8 I/O, Coral op-compatibility report"),
     "onnx": Format("onnx", ".onnx", ("fp32", "int8"), ("opset",), "edgecls.export.onnx:export_onnx",

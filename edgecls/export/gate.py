@@ -24,6 +24,7 @@ from edgecls.export.formats import DEFAULTS, FORMATS
 WARMUP_RUNS = 3
 DECISIVE_MARGIN = 0.05  # Keras top-1 minus top-2 probability
 MIN_DECISIVE = 10
+NEAR_MISS_DROP, NEAR_MISS_AGREEMENT = 0.04, 0.1  # beyond these a looser threshold is no advice: the artifact is broken
 
 
 @dataclass(frozen=True)
@@ -124,12 +125,13 @@ def advice(fmt: str, precision: str, gate: Gate, drop: float | None, agreement: 
     if precision == "dynamic":
         tips.append("export --precision fp16 (float16 weights) or int8 (calibrated activations) instead")
     if drop is not None and gate.max_drop is not None and drop > gate.max_drop:
-        if images and 1 / images > gate.max_drop:
+        if images and 1 / images > gate.max_drop and drop * images <= 3.5:  # a few images: noise as much as quantization
             tips.append(f"one image is {100 / images:.2f} points of these {images} held-out images: judge on more "
                         "(--holdout-size, a larger test split)")
-        tips.append(f"accept a larger drop: --max-drop {max(round(drop + 0.005, 2), 0.02):g} (or --max-drop none)")
-    if gate.min_agreement is not None and agreement < gate.min_agreement:
-        tips.append(f"accept lower agreement: --min-agreement {max(0.0, np.floor(agreement * 20) / 20):g}")
+        if drop <= gate.max_drop + NEAR_MISS_DROP:
+            tips.append(f"accept a larger drop: --max-drop {round(drop + 0.005, 2):g} (or --max-drop none)")
+    if gate.min_agreement is not None and gate.min_agreement - NEAR_MISS_AGREEMENT <= agreement < gate.min_agreement:
+        tips.append(f"accept lower agreement: --min-agreement {np.floor(agreement * 100) / 100:g}")
     if precision == "int8" and calibration_images is not None and calibration_images < DEFAULTS.calib_size:
         tips.append(f"calibrate on more images (--calib-size, now {calibration_images}; or a --calib folder of a few hundred)")
     if precision == "int8" and FORMATS[fmt].fallback is not None:
