@@ -78,11 +78,19 @@ def opencv(interpolation: int, preshrink: bool = False) -> Callable[[np.ndarray,
 
 
 def edgecls_resize(frame: np.ndarray, side: int) -> np.ndarray:
-    from edgecls.meta import ModelMeta
+    """What the camera calls for every frame (BGR in, the model's RGB pixels out)."""
     from edgecls.preprocess import prepare_pixels
 
-    meta = ModelMeta("bench", (side, side), ["x"])
-    return prepare_pixels(frame, meta, bgr=True)
+    return prepare_pixels(frame, _META.setdefault(side, _meta(side)), bgr=True)
+
+
+_META: dict = {}
+
+
+def _meta(side: int) -> object:
+    from edgecls.meta import ModelMeta
+
+    return ModelMeta("bench", (side, side), ["x"])
 
 
 def options() -> dict[str, Callable[[np.ndarray, int], np.ndarray]]:

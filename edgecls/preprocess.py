@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from edgecls.errors import ImageError, require
+from edgecls.errors import ImageError, MissingDependencyError, require
 from edgecls.meta import ModelMeta
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
@@ -184,7 +184,20 @@ def prepare_pixels(image: np.ndarray | str | Path, meta: ModelMeta, bgr: bool = 
     array = resize(array, meta.input_size, meta.crop_fraction, meta.interpolation)
     # Resizing works per channel, so swapping channels after it gives the same pixels at a fraction
     # of the cost (a reversed-stride copy of a full camera frame costs more than the resize).
-    return np.ascontiguousarray(array[..., ::-1]) if bgr != (meta.color_order == "BGR") else array
+    return swap_channels(array) if bgr != (meta.color_order == "BGR") else array
+
+
+def swap_channels(array: np.ndarray) -> np.ndarray:
+    """RGB <-> BGR of a uint8 (H, W, 3) array as a new contiguous array (OpenCV's SIMD copy; numpy's reversed-stride copy
+    is several times slower, and gives the same bytes where OpenCV is missing)."""
+    if array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 3:
+        try:
+            cv2 = _opencv()
+        except MissingDependencyError:
+            cv2 = None
+        if cv2 is not None:
+            return cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    return np.ascontiguousarray(array[..., ::-1])
 
 
 def prepare(image: np.ndarray | str | Path, meta: ModelMeta, bgr: bool = False) -> np.ndarray:
