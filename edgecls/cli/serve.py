@@ -8,8 +8,6 @@ from pathlib import Path
 
 import typer
 
-from edgecls.cli.common import print_json
-
 
 def serve_command(
     model: Path = typer.Argument(..., help="Exported artifact: .tflite, .onnx or OpenVINO .xml (with meta.json beside it)."),
@@ -24,17 +22,14 @@ def serve_command(
     top_k: int = typer.Option(3, "--top-k", help="Classes in each answer (a request may ask ?top_k=N)."),
     threshold: float = typer.Option(0.0, "--threshold", help="Top-1 scores below this are answered as 'uncertain'."),
     max_body: int = typer.Option(8_000_000, "--max-body", help="Largest request body in bytes; larger ones get 413."),
-    as_json: bool = typer.Option(False, "--json", help="Print /api/info's final answer as JSON when stopped."),
 ) -> None:
     """Serve a model over HTTP: GET /api/info, POST /api/classify (image bytes or multipart), same token rules as the live view."""
     from edgecls.camera.api import serve_model
     from edgecls.cli.camera import log_to_console
 
     with log_to_console():
-        info = serve_model(model, address, device=backend_device, threads=threads, top_k=top_k, threshold=threshold,
-                           max_body=max_body, token_file=token_file)
-    if as_json:
-        print_json(info)
+        serve_model(model, address, device=backend_device, threads=threads, top_k=top_k, threshold=threshold,
+                    max_body=max_body, token_file=token_file)
 
 
 def register(app: typer.Typer) -> None:
