@@ -3,7 +3,6 @@ a graph cut before most of it (MobileNetV3's HARD_SWISH at op 4) with the share,
 are allowed. The minimalistic MobileNetV3 maps whole."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,11 @@ def _calibration(size: int, count: int = 12) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
 
 
-def _request(model: Any, name: str, out: Path, allow_cpu_ops: bool | None = None) -> ExportRequest:
+def _request(model: Any, name: str, out: Path, allow_cpu_ops: bool = False) -> ExportRequest:
     size = int(model.input_shape[1])
     out.mkdir(parents=True, exist_ok=True)
-    request = ExportRequest(model=model, meta=ModelMeta(architecture=name, input_size=(size, size), labels=["a", "b"]),
-                            precision="int8", out_dir=out, calibration=_calibration(size))
-    if allow_cpu_ops is not None:
-        if any(f.name == edgetpu.ALLOW_OPTION for f in dataclasses.fields(request)):
-            request = dataclasses.replace(request, **{edgetpu.ALLOW_OPTION: allow_cpu_ops})
-        else:  # the ExportRequest field comes with the FORMATS option (--allow-cpu-ops); the writer reads the attribute
-            setattr(request, edgetpu.ALLOW_OPTION, allow_cpu_ops)
-    return request
+    return ExportRequest(model=model, meta=ModelMeta(architecture=name, input_size=(size, size), labels=["a", "b"]),
+                         precision="int8", out_dir=out, calibration=_calibration(size), allow_cpu_ops=allow_cpu_ops)
 
 
 def _zoo_model(name: str) -> Any:

@@ -43,7 +43,6 @@ EIGHT_BIT = ("int8", "uint8")
 SOFTMAX_MAX_ELEMENTS = 16_000
 # The default gate: at least this share of the model's multiply-accumulates must run on the Edge TPU.
 MIN_TPU_MAC_SHARE = 0.9
-ALLOW_OPTION = "allow_cpu_ops"  # ExportRequest field / formats.OPTIONS key (CLI --allow-cpu-ops)
 # Ops whose cost is their weights times their outputs; every other op costs one MAC per output element.
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL", "CONV_3D")
 MAC_METHOD = ("multiply-accumulates from the flatbuffer's static shapes: CONV_2D/CONV_3D output elements x kernel size x input "
@@ -135,7 +134,7 @@ def export_edgetpu(request: ExportRequest) -> Artifact:
     check_request(FORMATS["edgetpu"], request)
     artifact = export_tflite(replace(request, io_type="uint8"))  # Coral's default I/O (edgetpu takes no --io)
     report = edgetpu_report(artifact.path)
-    report["gate"] = gate(report, bool(getattr(request, ALLOW_OPTION, False)))
+    report["gate"] = gate(report, bool(request.allow_cpu_ops))  # formats.OPTIONS["allow_cpu_ops"], CLI --allow-cpu-ops
     if not report["gate"]["passed"]:
         artifact.path.unlink(missing_ok=True)  # nothing that looks like an export stays behind
         raise ExportError(gate_failure(report, request.meta.architecture), report["fix"] + "; or pass --allow-cpu-ops "
