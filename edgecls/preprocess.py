@@ -7,12 +7,14 @@ only steps outside it are: decode -> RGB uint8 -> centre crop -> resize. numpy, 
 all call it, so a model sees the same pixels in training and in deployment. It centre-crops to the
 model's aspect ratio, then
 - shrinking (the crop is at least the model's size, e.g. a camera frame): an integer box pre-shrink
-  by k = floor(crop / target) with OpenCV's INTER_AREA (exact averaging of k x k blocks; the crop is
-  trimmed symmetrically to a multiple of k: none for 640x480, 1280x720 or 1920x1080 frames to 224 or
-  96 px, else fewer than k source pixels, a shift of less than half an output pixel), then the named interpolation for the remaining factor
-  (< 2) with OpenCV: bicubic -> INTER_CUBIC, bilinear -> INTER_LINEAR_EXACT, area -> INTER_AREA,
-  nearest -> INTER_NEAREST_EXACT (no pre-shrink). A 640x480 frame to 224x224 costs ~0.1-0.3 ms
-  instead of Pillow's ~2 ms (bench/preprocess_resize.py), within a mean 0.9 of 255 of Pillow bicubic.
+  by k = floor(factor), or one more when that would leave more than 1.5 (1.875 -> 2), with OpenCV's
+  INTER_AREA (exact averages of k x k blocks; the crop is trimmed symmetrically to a multiple of k:
+  nothing for 640x480, 1280x720 or 1920x1080 frames to 224 or 96 px at crop 1.0, else fewer than k
+  source pixels, less than half an output pixel), then the named filter for what is left (a factor
+  within 3/4..3/2, where OpenCV's filters, which do not widen when shrinking, stay close to Pillow's):
+  bicubic -> INTER_CUBIC, bilinear -> INTER_LINEAR_EXACT, area -> INTER_AREA, nearest ->
+  INTER_NEAREST_EXACT (no pre-shrink). A 640x480 frame to 224x224 costs ~0.3 ms instead of Pillow's
+  ~2 ms, within a mean 0.9-1.6 (of 255) of Pillow bicubic (bench/preprocess_resize.py).
 - enlarging (e.g. 28x28 Fashion-MNIST to 96x96): Pillow's filter of the same name, as before, so
   models trained on small images see the pixels they were always trained on.
 """
@@ -155,7 +157,8 @@ def shrink(crop: np.ndarray, size: tuple[int, int], interpolation: str = "bicubi
     cv2 = _opencv()
     target_h, target_w = size
     height, width = crop.shape[:2]
-    factor = min(height // target_h, width // target_w)
+    scale = min(height / target_h, width / target_w)
+    factor = int(scale) + (scale / int(scale) > 1.5)  # what is left for the filter stays within 3/4..3/2
     if interpolation != "nearest" and factor >= 2:
         keep_h, keep_w = height // factor * factor, width // factor * factor
         top, left = (height - keep_h) // 2, (width - keep_w) // 2  # trim symmetrically: the centre stays the centre

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecls.camera.capture_modes import lores_size, mode_candidates, pick_camera_mode, yuv420_to_bgr
+from edgecls.camera.capture_modes import covers, lores_size, mode_candidates, pick_camera_mode, yuv420_to_bgr
 
 cv2 = pytest.importorskip("cv2")
 
@@ -27,6 +27,7 @@ def v4l2_like(supported: list[tuple[int, int]]):  # noqa: ANN201
 def test_candidates_are_the_smallest_modes_covering_the_model() -> None:
     assert mode_candidates((224, 224))[:2] == [(320, 240), (352, 288)]
     assert mode_candidates((96, 96))[0] == (160, 120) and mode_candidates((480, 640))[0] == (640, 480)
+    assert mode_candidates((224, 224), crop_fraction=0.875)[0] == (352, 288)  # EfficientNet-Lite's centre crop needs 256+
     assert mode_candidates((2000, 2000)) == []
 
 
@@ -45,9 +46,10 @@ def test_lores_keeps_the_aspect_and_covers_the_model() -> None:
     assert lores_size((320, 240), (224, 224)) == (300, 224)
     assert lores_size((224, 224), (224, 224)) is None and lores_size((200, 150), (224, 224)) is None
     for main in ((640, 480), (1280, 720), (1456, 1088)):
-        width, height = lores_size(main, (224, 160))  # type: ignore[misc]
-        assert width >= 160 and height >= 224 and width % 2 == 0 and height % 2 == 0
-        assert abs(width / height - main[0] / main[1]) < 0.02
+        for crop in (1.0, 0.875):
+            width, height = lores_size(main, (224, 160), crop)  # type: ignore[misc]
+            assert covers((width, height), (224, 160), crop) and width % 2 == 0 and height % 2 == 0
+            assert abs(width / height - main[0] / main[1]) < 0.02 and not covers((width - 8, height - 6), (224, 160), crop)
 
 
 def test_yuv420_lores_frames_become_bgr() -> None:

@@ -152,7 +152,8 @@ def run_camera(
         stack.callback(backend.close)
         post = Postprocessor(backend.meta.labels, top_k, smoothing, threshold)
         small = capture == "auto" and not (width or height)
-        opened, reopen, spec = open_frames(source, width, height, fps, model_size=backend.meta.input_size if small else None)
+        opened, reopen, spec = open_frames(source, width, height, fps, model_size=backend.meta.input_size if small else None,
+                                           crop_fraction=backend.meta.crop_fraction)
         reader = frame_reader(opened, reopen, **(reader_options or {}))
         feed = make_feed(reader, backend.meta, pipeline, limit=frames, join_timeout=(reader_options or {}).get("join_timeout", 2.0))
         stack.callback(feed.stop)  # the worker first, then the reader

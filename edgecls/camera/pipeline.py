@@ -233,7 +233,7 @@ class PipelinedFeed:
 
 
 def open_frames(source: str | FrameSource | Callable[[], FrameSource], width: int | None = None, height: int | None = None,
-                fps: float | None = None, model_size: tuple[int, int] | None = None
+                fps: float | None = None, model_size: tuple[int, int] | None = None, crop_fraction: float = 1.0
                 ) -> tuple[FrameSource, Callable[[], FrameSource] | None, str]:
     """(opened source, how to reopen it when lost (live sources only), its spelling) for any way to name one:
     an `open_source` spelling, an opened FrameSource, or a function that opens one. model_size: see open_source."""
@@ -241,7 +241,7 @@ def open_frames(source: str | FrameSource | Callable[[], FrameSource], width: in
         spec = str(source)
 
         def reopen() -> FrameSource:
-            return open_source(spec, width, height, fps, model_size=model_size)
+            return open_source(spec, width, height, fps, model_size=model_size, crop_fraction=crop_fraction)
 
         opened = reopen()
         return opened, (reopen if opened.is_live else None), spec

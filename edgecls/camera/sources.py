@@ -90,8 +90,9 @@ class OpenCVSource:
     """A cv2.VideoCapture: camera index or device, video file, or stream URL."""
 
     def __init__(self, spec: str, target: int | str, kind: str, width: int | None = None, height: int | None = None,
-                 fps: float | None = None, model_size: tuple[int, int] | None = None) -> None:
-        """model_size: (height, width) of the model; a camera without width/height asks for the smallest mode covering it."""
+                 fps: float | None = None, model_size: tuple[int, int] | None = None, crop_fraction: float = 1.0) -> None:
+        """model_size: (height, width) of the model; a camera without width/height asks for the smallest mode covering it
+        (with the model's crop_fraction)."""
         cv2 = require("cv2", "pi")
         self.spec, self.kind = spec, kind
         self.is_live = kind != "file"
@@ -115,13 +116,13 @@ class OpenCVSource:
             if fps:
                 self._cap.set(cv2.CAP_PROP_FPS, fps)
             if kind == "camera" and model_size and not (width or height):
-                self._smallest_mode(cv2, model_size)
+                self._smallest_mode(cv2, model_size, crop_fraction)
         reported = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = reported if 0.0 < reported < 1000.0 else None
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if kind == "file" else 0
         self.frame_count = count if count > 0 else None
 
-    def _smallest_mode(self, cv2: Any, model_size: tuple[int, int]) -> None:
+    def _smallest_mode(self, cv2: Any, model_size: tuple[int, int], crop_fraction: float) -> None:
         """Ask for the smallest common mode covering the model (edgecls.camera.capture_modes); keep the default otherwise."""
         from edgecls.camera.capture_modes import pick_camera_mode
 
@@ -133,7 +134,7 @@ class OpenCVSource:
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
             return int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
 
-        chosen = pick_camera_mode(model_size, try_mode)
+        chosen = pick_camera_mode(model_size, try_mode, crop_fraction)
         if chosen is None:
             try_mode(*default)
             self.mode = f"{default[0]}x{default[1]} (default: no smaller mode covers the model)"
@@ -216,9 +217,9 @@ class Picamera2Source:
     is_live = True
 
     def __init__(self, width: int | None = None, height: int | None = None, fps: float | None = None,
-                 model_size: tuple[int, int] | None = None) -> None:
+                 model_size: tuple[int, int] | None = None, crop_fraction: float = 1.0) -> None:
         """model_size: (height, width) of the model; frames then come from the ISP's lores stream at the smallest size
-        covering it (edgecls.camera.capture_modes), where the camera supports one."""
+        covering it with its crop_fraction (edgecls.camera.capture_modes), where the camera supports one."""
         try:
             from picamera2 import Picamera2
         except ImportError as exc:
@@ -230,7 +231,7 @@ class Picamera2Source:
         from edgecls.camera.capture_modes import lores_size
 
         size = (int(width or 640), int(height or 480))
-        self.lores = lores_size(size, model_size) if model_size else None
+        self.lores = lores_size(size, model_size, crop_fraction) if model_size else None
         try:
             self._camera = Picamera2()
             controls = {"FrameRate": float(fps)} if fps else {}
@@ -309,7 +310,7 @@ def source_kind(spec: str) -> str:
 
 
 def open_source(spec: str, width: int | None = None, height: int | None = None, fps: float | None = None,
-                model_size: tuple[int, int] | None = None) -> FrameSource:
+                model_size: tuple[int, int] | None = None, crop_fraction: float = 1.0) -> FrameSource:
     """Open a frame source from its command-line spelling. width/height/fps are hints for live sources; model_size
     (height, width) lets a camera deliver the smallest frames that cover the model (edgecls.camera.capture_modes)."""
     if not isinstance(spec, str) or not spec.strip():
@@ -317,14 +318,14 @@ def open_source(spec: str, width: int | None = None, height: int | None = None, 
     kind = source_kind(spec)
     text = spec.strip()
     if kind == "picamera2":
-        return Picamera2Source(width, height, fps, model_size=model_size)
+        return Picamera2Source(width, height, fps, model_size=model_size, crop_fraction=crop_fraction)
     if kind in ("folder", "image"):
         return FolderSource(Path(text).expanduser(), fps)
     if kind == "camera":
         target: int | str = int(text) if text.isdigit() else text
         if isinstance(target, str) and not os.path.exists(target):
             raise CameraError(f"camera device '{text}' does not exist", _OPEN_HINTS["camera"])
-        return OpenCVSource(text, target, "camera", width, height, fps, model_size=model_size)
+        return OpenCVSource(text, target, "camera", width, height, fps, model_size=model_size, crop_fraction=crop_fraction)
     if kind == "stream":
         return OpenCVSource(text, text, "stream", width, height, fps)
     return OpenCVSource(text, str(Path(text).expanduser()), "file")
