@@ -41,7 +41,7 @@ def train_run(work: Path, per_class: int) -> Path:
 
 def outlier_run(run: Path, work: Path, factor: float) -> Path:
     from edgecls.quantize.outlier import with_outlier_channel
-    from edgecls.training.run_folder import load_run, save_model
+    from edgecls.run_folder import load_run, save_model
 
     bad = work / f"{run.name}-outlier"
     shutil.rmtree(bad, ignore_errors=True)

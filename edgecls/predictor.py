@@ -49,7 +49,7 @@ class KerasBackend(BaseBackend):
 
     @classmethod
     def from_run(cls, run: str | Path) -> KerasBackend:
-        from edgecls.training.run_folder import MODEL_FILE, load_run
+        from edgecls.run_folder import MODEL_FILE, load_run
 
         model, meta = load_run(run)
         return cls(model, meta, Path(run) / MODEL_FILE)

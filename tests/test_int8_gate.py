@@ -115,7 +115,7 @@ def test_judging_tuning_and_calibration_images_never_overlap(plain_run: Path) ->
 @pytest.fixture(scope="module")
 def bad_run(plain_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edgecls.quantize.outlier import with_outlier_channel
-    from edgecls.training.run_folder import load_run, save_model
+    from edgecls.run_folder import load_run, save_model
 
     run = tmp_path_factory.mktemp("outlier") / "run"
     shutil.copytree(plain_run, run, ignore=shutil.ignore_patterns("export"))
@@ -125,7 +125,7 @@ def bad_run(plain_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_outlier_model_keeps_the_float_function(plain_run: Path, bad_run: Path) -> None:
-    from edgecls.training.run_folder import load_run
+    from edgecls.run_folder import load_run
 
     images = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3)).astype(np.float32)
     (model, _), (bad, _) = load_run(plain_run), load_run(bad_run)

@@ -145,7 +145,7 @@ def test_keras_config_zip_bomb_is_refused_before_keras_parses_it(tmp_path: Path)
 ], ids=["weights-ratio", "dotdot", "absolute", "metadata"])
 def test_hostile_keras_archives_are_refused(members: dict[str, bytes | int], fragment: str, tmp_path: Path) -> None:
     from edgecls.errors import ModelError
-    from edgecls.training.run_folder import load_model
+    from edgecls.run_folder import load_model
 
     with pytest.raises(ModelError, match="Re-train or restore the file") as caught:
         load_model(_zip(tmp_path / "model.keras", members))

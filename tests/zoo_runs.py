@@ -33,7 +33,7 @@ def tiny_size(name: str) -> int:
 def make_run(name: str, run: Path, tree: Path, seed: int = 0) -> Path:
     """RUN/{model.keras, meta.json, splits.json} for an untrained `name` at its smallest size and width."""
     from edgecls.data.folder import scan_class_folders
-    from edgecls.training.run_folder import MODEL_FILE, save_model, write_splits
+    from edgecls.run_folder import MODEL_FILE, save_model, write_splits
     from edgecls.zoo.classifier import build_classifier
 
     tree = tree / "train" if (tree / "train").is_dir() else tree  # the Fashion-MNIST tree is pre-split

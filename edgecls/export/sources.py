@@ -56,7 +56,7 @@ def source_inputs(model: str | Path, calib: str | Path | None) -> dict[str, Path
 
 
 def load_source(model: str | Path) -> Source:
-    from edgecls.training.run_folder import load_run
+    from edgecls.run_folder import load_run
 
     path = Path(model)
     if is_run_path(path):
@@ -114,7 +114,7 @@ TUNING_MIN = 200  # tuning images a run folder's val split is topped up to from 
 def _run_splits(run: Path, seed: int) -> tuple[tuple[str, Files], tuple[str, Files]]:
     """((judging name, files), (tuning name, files)): test judges, val (+ training images) tunes; one split is halved."""
     from edgecls.data.sampling import stratified_sample
-    from edgecls.training.run_folder import read_split
+    from edgecls.run_folder import read_split
 
     test, val = _files(read_split(run, "test")), _files(read_split(run, "val"))
     if not test.paths and not val.paths:
@@ -142,7 +142,7 @@ def _run_splits(run: Path, seed: int) -> tuple[tuple[str, Files], tuple[str, Fil
 
 @dataclass
 class Files:
-    """Image paths and their labels (the shape of training.run_folder.SplitFiles)."""
+    """Image paths and their labels (the shape of run_folder.SplitFiles)."""
 
     paths: list[Path]
     labels: np.ndarray
@@ -175,7 +175,7 @@ def _holdout(source: Source, images: np.ndarray, labels: np.ndarray | None, wher
 def holdout_hashes(source: Source) -> set[str]:
     """Content hashes of the run's val and test images: a --calib folder must not calibrate on them."""
     from edgecls.quantize.calibration import sha256_file
-    from edgecls.training.run_folder import read_split
+    from edgecls.run_folder import read_split
 
     if source.run is None:
         return set()

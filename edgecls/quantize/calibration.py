@@ -90,7 +90,7 @@ def _check_size(size: int) -> None:
 
 
 def from_run_train_split(run: Path, meta: ModelMeta, size: int, seed: int = 0) -> CalibrationSet:
-    from edgecls.training.run_folder import read_split
+    from edgecls.run_folder import read_split
 
     _check_size(size)
     split = read_split(run, "train")

@@ -20,7 +20,7 @@ import numpy as np
 
 from edgecls.errors import ModelError
 from edgecls.fsutil import atomic_path
-from edgecls.training.run_folder import check_archive
+from edgecls.run_folder import check_archive
 
 CHECKPOINT_VERSION = 1
 _FIX = "Start a new run with --out; this one cannot be resumed"

@@ -60,7 +60,7 @@ def evaluate(model: str | Path, data: str | Path | None = None, batch: int = 64,
     The prefix names what was evaluated, so no report overwrites another: eval_ (the test split), eval_val_,
     eval_train_, eval_data_ (a --data tree). device/threads apply to artifacts.
     """
-    from edgecls.training.run_folder import MODEL_FILE, read_split, require_run_folder
+    from edgecls.run_folder import MODEL_FILE, read_split, require_run_folder
 
     if split not in SPLITS:
         raise ConfigError(f"--split '{split}' is not {', '.join(SPLITS[:-1])} or {SPLITS[-1]}", f"Pick one of {', '.join(SPLITS)}")
@@ -117,8 +117,8 @@ def _artifact(path: Path) -> Path | None:
 
 
 def _evaluate_run(run: Path, data: Path | None, files: Any, split: str, batch: int) -> dict[str, Any]:
+    from edgecls.run_folder import load_run
     from edgecls.training.pipeline import load_images
-    from edgecls.training.run_folder import load_run
 
     model, meta = load_run(run)
     if data is None:

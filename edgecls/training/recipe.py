@@ -17,11 +17,11 @@ import numpy as np
 from edgecls.errors import ConfigError, MissingDependencyError, ModelError, require
 from edgecls.fsutil import write_json
 from edgecls.meta import ModelMeta
+from edgecls.run_folder import CHECKPOINT_FILE, CURVES_FILE, MODEL_FILE, STATE_FILE, save_model, write_history, write_splits
 from edgecls.training.checkpoint import Checkpoint, Progress, assign_values, load_checkpoint, progress_json, save_checkpoint
 from edgecls.training.config import TrainConfig
 from edgecls.training.optimizers import class_weights, make_optimizer
 from edgecls.training.pipeline import load_images, make_dataset
-from edgecls.training.run_folder import CHECKPOINT_FILE, CURVES_FILE, MODEL_FILE, STATE_FILE, save_model, write_history, write_splits
 from edgecls.training.run_setup import default_run_dir, new_run_folder, resumed_run_folder
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from edgecls.errors import ConfigError, ModelError
 from edgecls.fsutil import check_outputs, folder_lock, make_marker, sweep_stale_temps
-from edgecls.training.run_folder import MODEL_FILE, STATE_FILE
+from edgecls.run_folder import MODEL_FILE, STATE_FILE
 
 _LOCKED = "trained"  # "'RUN' is being trained by another edgecls process"
 
