@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 QUANTIZED = ("int8", "dynamic")  # precisions judged by the accuracy gate (agreement, accuracy drop) rather than a tolerance
 IO_TYPES = ("uint8", "int8", "float")
+DYNAMIC_BATCH = 0  # --batch 0: the OpenVINO IR keeps a dynamic batch
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,9 @@ OPTIONS: dict[str, ExportOption] = {
     ),
     "opset": ExportOption("opset", "--opset", 17, "ONNX opset, 13..18 (13: per-channel QDQ; 18: newest tf2onnx emits).",
                           minimum=13, maximum=18, example="17"),
-    "batch": ExportOption("batch", "--batch", None, "Static batch size of the OpenVINO IR (default: a dynamic batch).",
-                          minimum=1, example="1"),
+    # Batch 1 by default: benchmark_app, OpenVINO Model API and NPUs take the IR as is (no -shape); 0 keeps a dynamic batch.
+    "batch": ExportOption("batch", "--batch", 1, "Static batch size of the OpenVINO IR (default 1; 0: a dynamic batch).",
+                          minimum=0, example="1"),
     "allow_cpu_ops": ExportOption(
         "allow_cpu_ops", "--allow-cpu-ops", False,
         "Publish an Edge TPU model even when an unsupported op cuts the graph before most of its compute (the rest runs on the "
@@ -126,7 +128,8 @@ FORMATS: dict[str, Format] = {
                    "ONNX Runtime", "export", "tf2onnx, dynamic batch; INT8 as QDQ with per-channel weights",
                    "onnxruntime quantize_static(nodes_to_exclude=...)"),
     "openvino": Format("openvino", ".xml", ("fp32", "fp16", "int8"), ("batch",), "edgecls.export.openvino:export_openvino",
-                       "OpenVINO", "export", "OpenVINO IR (dynamic or --batch N); INT8 through NNCF post-training quantization",
+                       "OpenVINO", "export",
+                       "OpenVINO IR (static batch 1; --batch N, or 0 for dynamic); INT8 through NNCF post-training quantization",
                        "nncf.quantize(ignored_scope=...) from the sensitivity ranking"),
 }
 

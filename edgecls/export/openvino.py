@@ -2,7 +2,7 @@
 
 The Keras model is traced to a tf.function and converted by OpenVINO's TensorFlow frontend
 (no ONNX detour). Input "pixels" float32 (batch, h, w, 3) 0..255, output "probabilities"; the batch
-is dynamic unless the `batch` option fixes it (after quantization: NNCF calibrates one image at a time).
+is static 1 by default (`batch` option; 0 keeps it dynamic), fixed after quantization: NNCF calibrates one image at a time.
 The ModelMeta JSON is embedded as rt_info["edgecls_meta"] in the .xml.
 
 INT8 keeps the converted float model in `request.cache` (the sensitivity report's float reference;
@@ -27,8 +27,9 @@ import numpy as np
 
 from edgecls.errors import ConfigError, ExportError, require
 from edgecls.export.base import INPUT_NAME, META_KEY, OUTPUT_NAME, Artifact, ExportRequest, artifact_meta, input_size
-from edgecls.export.formats import FORMATS, check_request
+from edgecls.export.formats import DYNAMIC_BATCH, FORMATS, check_request
 from edgecls.export.serving import serving_function
+from edgecls.metadata.openvino import static_batch
 from edgecls.quantize.calibration import check_calibration, check_pixels
 
 FLOAT_MODEL = "openvino_float"  # request.cache key: (converted float ov.Model, converter notes)
@@ -60,8 +61,8 @@ def export_openvino(request: ExportRequest) -> Artifact:
     if calibration is not None:
         model, quant_notes = quantize_int8(model, calibration, holdout, request.max_drop or 0.0, request.float_nodes)
         notes.update(quant_notes)
-    if request.batch is not None:
-        model.reshape({model.input(0): [request.batch, *size, 3]})
+    if request.batch not in (None, DYNAMIC_BATCH):  # static batch 1 by default (formats.OPTIONS["batch"]); 0 keeps it dynamic
+        model = static_batch(model, request.batch)
         notes["batch"] = request.batch
 
     meta = artifact_meta(request.meta, "openvino", request.precision)
