@@ -3,12 +3,14 @@ validate each artifact, then publish it.
 
 One artifact goes through these steps (`_export_one`), in a temp folder:
 1. the format's writer;
-2. `_post_process`: the one place an artifact is changed after its writer and before validation;
+2. `_post_process`: the one place an artifact is changed after its writer and before validation: meta.json beside
+   it, the standard metadata of its format embedded in it (artifact_metadata.py);
 3. `_judge`: validation against Keras on the judging held-out images, with the accuracy gate for
    quantized precisions (gate.py);
 4. int8: the per-layer sensitivity report (sensitivity.py, probes.py), export_report.json + a PNG;
 5. int8 that failed the gate: the fallback (fallback.py) keeps the most sensitive layers float, chosen
-   on the separate tuning images; its candidate goes through steps 2-3 again.
+   on the separate tuning images; its candidate goes through steps 2-3 again;
+6. an artifact that passed: golden.npz beside it (the scores `edgecls verify` checks on a device).
 The temp folder is renamed to RUN/export/<target>-<precision>/ only when the artifact passed (fsutil.atomic_dir:
 an edgecls output marker, never replacing a folder edgecls did not make or one that holds an input). One
 that failed is kept aside, never published: RUN/export/<target>-<precision>.rejected/ holds it with its
@@ -32,6 +34,7 @@ from typing import Any
 
 from edgecls.errors import ConfigError, DataError, EdgeclsError, ExportError
 from edgecls.export import fallback, sources
+from edgecls.export.artifact_metadata import embed_metadata, store_golden
 from edgecls.export.base import Artifact, ExportRequest, artifact_meta
 from edgecls.export.formats import DEFAULTS, Format, check_fallback_budget, check_gate, check_options, plan_exports
 from edgecls.export.gate import Gate, advice, latency_ms
@@ -230,6 +233,7 @@ def _export_one(job: _Job, fmt: Format, precision: str) -> ExportResult:
                 tip = f". Try: {report.gate.advice[0]}" if report.gate and report.gate.advice else ""
                 failures = "; ".join(validation.failures)
                 raise ExportError(f"{name} failed validation: {failures}", f"Not published: kept aside in {aside}{tip}")
+            _store_golden(report, artifact, tmp, job)  # 6. the golden set of `edgecls verify`, from the validated artifact
             _raise_if_interrupted()  # before the rename: an interrupted export leaves nothing that looks valid
             write_json(tmp / REPORT, report.as_dict())
         _forget_rejected(job.root, name, job.inputs)
@@ -247,10 +251,28 @@ def _export_one(job: _Job, fmt: Format, precision: str) -> ExportResult:
 
 def _post_process(artifact: Artifact, folder: Path, job: _Job) -> Artifact:
     """The one place an artifact is changed after its writer and before validation (every fallback candidate that is
-    judged passes here too). Today: meta.json beside the artifact. Standard metadata and a golden set belong here."""
-    artifact_meta(job.source.meta, artifact.format, artifact.precision, artifact.input_quantization,
-                  artifact.output_quantization).save(folder)
-    return artifact
+    judged passes here too): meta.json beside it, and the standard metadata of its format embedded in it (an Edge TPU
+    export: in the compiled model and in the CPU model it came from). The golden set waits for validation (_store_golden)."""
+    meta = artifact_meta(job.source.meta, artifact.format, artifact.precision, artifact.input_quantization,
+                         artifact.output_quantization)
+    meta.save(folder)
+    cpu_model = artifact.notes.get("cpu_model")
+    extra = (folder / cpu_model,) if cpu_model and cpu_model != artifact.path.name else ()
+    source_run = str(job.source.run) if job.source.run else ""
+    notes = embed_metadata(artifact.path, artifact.format, meta, source_run, extra)
+    return replace(artifact, notes={**artifact.notes, "metadata": notes})
+
+
+def _store_golden(report: ExportReport, artifact: Artifact, folder: Path, job: _Job) -> None:
+    """golden.npz beside a validated artifact, for `edgecls verify`; a failure is a note (the artifact stays valid)."""
+    checked = folder / artifact.notes.get("cpu_model", artifact.path.name)
+    try:
+        golden = store_golden(checked, folder, job.holdout.images, job.threads)
+    except EdgeclsError as exc:
+        report.notes = {**(report.notes or {}), "golden_error": str(exc)}
+        job.say(f"warning: no golden set for {artifact.path.name} ({exc}); 'edgecls verify' will not run on it")
+        return
+    report.files = [*(report.files or []), golden.name]
 
 
 def _judge(report: ExportReport, artifact: Artifact, folder: Path, job: _Job, fmt: Format, precision: str) -> ValidationReport:

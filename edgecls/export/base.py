@@ -15,10 +15,10 @@ import numpy as np
 from edgecls.errors import ModelError
 from edgecls.export.formats import OPTIONS
 from edgecls.meta import ModelMeta, Quantization
+from edgecls.metadata.common import INPUT_NAME, META_KEY, OUTPUT_NAME
 
-INPUT_NAME = "pixels"  # float32 (batch, h, w, 3) RGB 0..255 in every artifact
-OUTPUT_NAME = "probabilities"  # ONNX and OpenVINO output name
-META_KEY = "edgecls_meta"  # where each format embeds ModelMeta as JSON (TFLite metadata, ONNX metadata_props, IR rt_info)
+# The I/O names and the embedded-meta key are decided once, in edgecls.metadata.common; re-exported here for the writers.
+__all__ = ["INPUT_NAME", "META_KEY", "OUTPUT_NAME", "Artifact", "ExportRequest", "artifact_meta", "input_size"]
 
 
 @dataclass
@@ -36,7 +36,7 @@ class ExportRequest:
     calibration: np.ndarray | None = None  # uint8 (N, h, w, 3) resized RGB pixels; required for int8
     io_type: str = OPTIONS["io_type"].default  # tflite int8 only: uint8 | int8 | float
     opset: int = OPTIONS["opset"].default  # onnx
-    batch: int | None = OPTIONS["batch"].default  # openvino: static batch, None = dynamic
+    batch: int | None = OPTIONS["batch"].default  # openvino: static batch (1 by default); 0 or None: dynamic
     allow_cpu_ops: bool = OPTIONS["allow_cpu_ops"].default  # edgetpu: accept a graph cut before most of the compute
     max_drop: float | None = None  # openvino int8: NNCF accuracy-controlled quantization when set (with `holdout`)
     holdout: tuple[np.ndarray, np.ndarray] | None = None  # (uint8 images, labels) for accuracy control: a TUNING split

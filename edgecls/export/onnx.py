@@ -1,7 +1,8 @@
 """ONNX export: fp32 through tf2onnx, int8 through onnxruntime static QDQ quantization.
 
 The graph takes float32 "pixels" (batch, h, w, 3) in 0..255 and returns float32 "probabilities";
-the batch dimension is dynamic. The ModelMeta JSON is embedded in metadata_props["edgecls_meta"].
+the batch dimension is dynamic (edgecls evaluates in batches). The metadata_props (per-key labels, imgsz, ...,
+and the ModelMeta JSON "edgecls_meta") are written by export's post-processing through edgecls.metadata.
 
 INT8 quantizes the pre-processed float graph (quant_pre_process); that graph is kept in
 `request.cache` as the sensitivity report's float reference and as the start of every fallback
@@ -9,7 +10,6 @@ retry, which adds `request.float_nodes` (node names of that graph) to `nodes_to_
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgecls.errors import ExportError, require
-from edgecls.export.base import INPUT_NAME, META_KEY, OUTPUT_NAME, Artifact, ExportRequest, artifact_meta, input_size
+from edgecls.export.base import INPUT_NAME, OUTPUT_NAME, Artifact, ExportRequest, input_size
 from edgecls.export.formats import FORMATS, check_request
 from edgecls.export.serving import serving_function, work_dir
 from edgecls.quantize.calibration import check_calibration
@@ -54,10 +54,7 @@ def export_onnx(request: ExportRequest) -> Artifact:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         proto = onnx.load(str(path))
-    meta = artifact_meta(request.meta, "onnx", request.precision)
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps(meta.to_dict())
+    del proto.metadata_props[:]  # the metadata: export's post-processing (edgecls.metadata.write_onnx_metadata)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:

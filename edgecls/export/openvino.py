@@ -3,7 +3,8 @@
 The Keras model is traced to a tf.function and converted by OpenVINO's TensorFlow frontend
 (no ONNX detour). Input "pixels" float32 (batch, h, w, 3) 0..255, output "probabilities"; the batch
 is static 1 by default (`batch` option; 0 keeps it dynamic), fixed after quantization: NNCF calibrates one image at a time.
-The ModelMeta JSON is embedded as rt_info["edgecls_meta"] in the .xml.
+The rt_info metadata (Model API's model_info, edgecls_meta) is written by export's post-processing through
+edgecls.metadata.write_openvino_metadata.
 
 INT8 keeps the converted float model in `request.cache` (the sensitivity report's float reference;
 fallback retries start from it, with `request.float_nodes` as NNCF's ignored scope: op friendly names).
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgecls.errors import ConfigError, ExportError, require
-from edgecls.export.base import INPUT_NAME, META_KEY, OUTPUT_NAME, Artifact, ExportRequest, artifact_meta, input_size
+from edgecls.export.base import INPUT_NAME, OUTPUT_NAME, Artifact, ExportRequest, input_size
 from edgecls.export.formats import DYNAMIC_BATCH, FORMATS, check_request
 from edgecls.export.serving import serving_function
 from edgecls.metadata.openvino import static_batch
@@ -65,8 +65,6 @@ def export_openvino(request: ExportRequest) -> Artifact:
         model = static_batch(model, request.batch)
         notes["batch"] = request.batch
 
-    meta = artifact_meta(request.meta, "openvino", request.precision)
-    model.set_rt_info(json.dumps(meta.to_dict()), META_KEY)
     xml = Path(request.out_dir) / f"{request.stem}.xml"
     # fp16 stores weights as f16 (decompressed at load); int8 weights are already i8 constants.
     ov.save_model(model, str(xml), compress_to_fp16=request.precision == "fp16")

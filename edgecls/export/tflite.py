@@ -1,4 +1,4 @@
-"""TFLite writer: fp32 / fp16 / dynamic / full-integer INT8 at a static batch of 1, meta embedded.
+"""TFLite writer: fp32 / fp16 / dynamic / full-integer INT8 at a static batch of 1, no metadata yet.
 
 Conversion path (Keras 3.15, TF 2.21): a `tf.function` with a [1, h, w, 3] input signature, converted
 with `TFLiteConverter.from_concrete_functions([fn], holder)` where `holder` is a `tf.Module` that
@@ -13,11 +13,12 @@ reference of the sensitivity report, and the int8 fallback re-quantizes it with 
 (layers kept float, by output tensor name) without calibrating again. Only nodes named in
 `request.float_nodes` may stay float; any other float op is refused.
 
+The metadata (TFLITE_METADATA, labels.txt, edgecls_meta) is written by export's post-processing through
+edgecls.metadata (artifact_metadata.embed_metadata), for every judged file alike.
 Reading a .tflite back (embedded meta, op list, is it integer?) needs no TensorFlow: tflite_inspect.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgecls.errors import ExportError, ModelError
-from edgecls.export.base import INPUT_NAME, META_KEY, Artifact, ExportRequest, artifact_meta, input_size
+from edgecls.export.base import INPUT_NAME, Artifact, ExportRequest, input_size
 from edgecls.export.formats import FORMATS, IO_TYPES, check_request
 from edgecls.export.tflite_inspect import graph, io_quantization, op_names, open_interpreter, tensor_types
 from edgecls.quantize.calibration import check_calibration
@@ -39,7 +40,7 @@ CALIBRATED = "tflite_calibrated"  # request.cache key: the calibrated float mode
 
 # ----------------------------------------------------------------------------- export
 def export_tflite(request: ExportRequest) -> Artifact:
-    """Convert `request.model` to `out_dir/<stem>.tflite` at `request.precision`, meta embedded."""
+    """Convert `request.model` to `out_dir/<stem>.tflite` at `request.precision` (metadata: export's post-processing)."""
     check_request(FORMATS["tflite"], request)
     size = input_size(request)
     if request.precision == "int8":
@@ -51,8 +52,7 @@ def export_tflite(request: ExportRequest) -> Artifact:
         content = convert(request.model, size, request.precision)
     path = Path(request.out_dir) / f"{request.stem}.tflite"
     input_q, output_q = io_quantization(content)
-    meta = artifact_meta(request.meta, "tflite", request.precision, input_q, output_q)
-    path.write_bytes(embed_meta(content, meta.to_dict()))
+    path.write_bytes(content)
     try:
         types = _verify_file(path, request)
     except Exception:
@@ -61,7 +61,6 @@ def export_tflite(request: ExportRequest) -> Artifact:
     notes = {
         "conversion": CONVERSION_PATH, "batch": 1, "io_type": request.io_type if request.precision == "int8" else "float",
         "ops": types["ops"], "tensor_dtypes": types["tensor_dtypes"], "float_ops": types["float_ops"],
-        "embedded_meta": META_KEY,
     }
     if request.precision == "int8":
         notes["calibration_images"] = len(request.calibration)  # type: ignore[arg-type]
@@ -213,25 +212,3 @@ def unexpected_float_ops(path: str | Path | bytes, float_nodes: tuple[str, ...] 
 
         entries = [entry for entry in entries if not asked(entry)]
     return [entry for entry in entries if entry.split()[1] not in EDGE_OPS] or entries
-
-
-# ----------------------------------------------------------------------------- metadata
-def embed_meta(content: bytes, meta: dict[str, Any], key: str = META_KEY) -> bytes:
-    """`content` with a Model.metadata entry `key` whose buffer is `meta` as UTF-8 JSON (replacing any old one)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
-    model.metadata = [m for m in (model.metadata or []) if _name(m.name) != key]
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(meta, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = key
-    entry.buffer = len(model.buffers) - 1
-    model.metadata.append(entry)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def _name(name: str | bytes | None) -> str:
-    return name.decode("utf-8") if isinstance(name, bytes) else (name or "")

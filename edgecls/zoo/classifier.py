@@ -6,9 +6,9 @@ from typing import Any
 
 from edgecls.errors import ConfigError, ModelError, require
 from edgecls.meta import ModelMeta
+from edgecls.metadata.common import INPUT_NAME  # the one name of the image input, in every model and artifact
 from edgecls.zoo.registry import BackboneSpec, get_spec
 
-INPUT_NAME = "pixels"
 HEAD_NAME = "head"
 
 
