@@ -41,6 +41,14 @@ if ! command -v mosquitto >/dev/null 2>&1 && ! [ -x /usr/sbin/mosquitto ] && [ "
     || echo "setup: mosquitto not installed; the MQTT tests will skip: apt-get install mosquitto" >&2
 fi
 
+# Java 17 runs Sony's IMX500 converter (imxconv-tf) for `edgecls export --target imx500` (Debian's openjdk-17-jre-headless).
+if ! command -v java >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+  echo "setup: installing Debian's openjdk-17-jre-headless (the IMX500 converter)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless >/dev/null 2>&1; } \
+    || echo "setup: Java 17 not installed; --target imx500 and its tests need it: apt-get install openjdk-17-jre-headless" >&2
+fi
+
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 
 # The build backend that pyproject.toml's [build-system] requires, in the venv: `edgecls deploy` then builds

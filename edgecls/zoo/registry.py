@@ -32,6 +32,50 @@ class EdgeTpuFit:
 
 
 @dataclass(frozen=True)
+class Imx500Fit:
+    """Whether `edgecls export --target imx500` converts a backbone for the Raspberry Pi AI Camera (Sony IMX500), and why.
+
+    The converter takes ReLU(6.), GlobalAveragePooling2D, softmax and arithmetic; it refuses preprocessing layers
+    (Rescaling, Normalization), Lambda, Activation('relu6'), PReLU, ELU and GlobalMaxPooling2D, and any network that
+    does not fit the sensor's 8 MB. export/imx500_worker.py rebuilds the backbones marked `converts`."""
+
+    converts: bool
+    note: str  # what maps, with measured sensor memory where known
+    reason: str = ""  # why not, when it does not
+    fix: str = ""  # what to train instead
+
+    @property
+    def label(self) -> str:
+        return "yes" if self.converts else "no"
+
+
+_IMX500_FIX = "mobilenet_v2 (--alpha 0.35 / 0.5 / 1.0), efficientnet_lite0 or mobilenet_v3_*_minimalistic"
+_IMX500_TOO_BIG = "does not fit the sensor's 8 MB"
+IMX500_FITS: dict[str, Imx500Fit] = {
+    "mobilenet_v2": Imx500Fit(True, "ReLU6: maps whole; 224 px uses 21% / 25% / 49% of the sensor memory at alpha 0.35 / 0.5 / 1.0"),
+    "mobilenet_v3_small_minimalistic": Imx500Fit(True, "ReLU, no hard-swish or squeeze-excite: maps whole"),
+    "mobilenet_v3_large_minimalistic": Imx500Fit(True, "ReLU, no hard-swish or squeeze-excite: maps whole"),
+    "efficientnet_lite0": Imx500Fit(True, "ReLU6, no squeeze-excite: maps whole"),
+    "efficientnet_lite1": Imx500Fit(True, "ReLU6, no squeeze-excite: maps whole"),
+    "efficientnet_lite2": Imx500Fit(True, "ReLU6, no squeeze-excite: maps whole"),
+    "plain_cnn": Imx500Fit(True, "ReLU6, max pooling, global average pooling: maps whole (tests)"),
+    "mobilenet_v3_small": Imx500Fit(False, "", "hard-swish + squeeze-excite: not rebuilt for the IMX500 by edgecls", _IMX500_FIX),
+    "mobilenet_v3_large": Imx500Fit(False, "", "hard-swish + squeeze-excite: not rebuilt for the IMX500 by edgecls", _IMX500_FIX),
+    "efficientnet_b0": Imx500Fit(False, "", "Rescaling/Normalization layers inside the Keras backbone; swish + squeeze-excite",
+                                 _IMX500_FIX),
+    "resnet50": Imx500Fit(False, "", f"{_IMX500_TOO_BIG} (imxconv-tf: 307% of it at 224 px)", _IMX500_FIX),
+    "densenet121": Imx500Fit(False, "", f"{_IMX500_TOO_BIG} (8.1 M int8 weights alone)", _IMX500_FIX),
+    "inception_v3": Imx500Fit(False, "", f"{_IMX500_TOO_BIG} (23.9 M int8 weights)", _IMX500_FIX),
+    "vgg16": Imx500Fit(False, "", f"{_IMX500_TOO_BIG} (138 M int8 weights)", _IMX500_FIX),
+}
+
+
+def imx500_fit(name: str) -> Imx500Fit:
+    """The IMX500 record of backbone `name` (one that has none does not convert)."""
+    return IMX500_FITS.get(name) or Imx500Fit(False, "", f"no IMX500 record for backbone '{name}'", _IMX500_FIX)
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     """A backbone and its input contract."""
 
@@ -57,6 +101,10 @@ class BackboneSpec:
     @property
     def offline_weights_installed(self) -> bool:
         return self.offline_weights is not None and importlib.util.find_spec(self.offline_weights) is not None
+
+    @property
+    def imx500(self) -> Imx500Fit:
+        return imx500_fit(self.name)
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
