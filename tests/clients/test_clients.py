@@ -1,7 +1,8 @@
 """Third-party clients read edgecls artifacts on their own: MediaPipe Tasks, OpenVINO Model API, benchmark_app, onnx.checker.
 
-A tiny CNN is trained on Fashion-MNIST for a few seconds, exported (TFLite fp32/fp16/int8 uint8 I/O, ONNX,
-static IR) with edgecls.metadata, and 200 real test images at the model's size go through each client and
+A tiny CNN is trained on Fashion-MNIST for a few seconds, exported as `edgecls export` writes its artifacts (the
+writers, then the metadata its post-processing embeds: TFLite fp32/fp16/int8 uint8 I/O, ONNX, the static batch-1
+IR), and 200 real test images at the model's size go through each client and
 through edgecls' own runtime. MediaPipe and Model API run in a separate venv (scripts/clients_env.sh:
 MediaPipe's opencv-contrib-python would replace the main venv's cv2) through client_probe.py; these tests
 skip with the command to run when that venv is absent.
@@ -20,8 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgecls.metadata import static_batch, write_onnx_metadata, write_openvino_metadata, write_tflite_metadata
-from tests.clients.tiny_models import LABELS, fashion_rgb, tiny_meta, to_onnx, to_openvino, to_tflite, train_tiny
+from edgecls.metadata import write_tflite_metadata
+from tests.clients.tiny_models import LABELS, export_artifact, fashion_rgb, tiny_meta, to_openvino, to_tflite, train_tiny
 from tests.conftest import REPO
 
 CLIENTS_PYTHON = Path(os.environ.get("EDGECLS_CLIENTS_VENV", REPO / ".cache" / "venv-clients")) / "bin" / "python"
@@ -35,33 +36,27 @@ needs_clients = pytest.mark.skipif(not CLIENTS_PYTHON.is_file() and not REQUIRED
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The trained tiny model's artifacts with metadata, the plain fp32 .tflite, and the 200 test images."""
+    """The trained tiny model's artifacts as `edgecls export` writes them (its writers, then the metadata its
+    post-processing embeds: tiny_models.export_artifact), the writer's bare fp32 .tflite, and the 200 test images."""
+    import openvino as ov
+
     out = tmp_path_factory.mktemp("artifacts")
     model = train_tiny()
     calibration = fashion_rgb("train", 100, offset=5000)[0]
     calibration[0, 0, 0] = 255  # input range 0..255: uint8 input scale 1, zero point 0
     files: dict[str, Any] = {}
     for precision in ("fp32", "fp16", "int8"):
-        plain = to_tflite(model, precision, calibration, "uint8")
-        path = out / f"{precision}.tflite"
-        path.write_bytes(write_tflite_metadata(plain, tiny_meta(format="tflite", precision=precision)))
-        files[precision] = path
-        if precision == "fp32":
-            files["plain"] = out / "plain.tflite"
-            files["plain"].write_bytes(plain)
-            twice = dataclasses.replace(tiny_meta(), normalization_baked_in=False)  # meta.json's mean/std as if outside: wrong
-            files["double"] = out / "double.tflite"
-            files["double"].write_bytes(write_tflite_metadata(plain, twice))
-    import onnx
-    import openvino as ov
-
-    proto = write_onnx_metadata(onnx.load(str(to_onnx(model, out / "raw.onnx"))), tiny_meta(format="onnx"))
-    onnx.save(proto, str(out / "model.onnx"))
-    files["onnx"] = out / "model.onnx"
-    ir = to_openvino(model)
-    ov.save_model(ir, str(out / "dynamic.xml"), compress_to_fp16=False)
-    ov.save_model(write_openvino_metadata(static_batch(ir), tiny_meta(format="openvino")), str(out / "model.xml"), compress_to_fp16=False)
-    files["xml"], files["dynamic_xml"] = out / "model.xml", out / "dynamic.xml"
+        files[precision] = export_artifact(model, out / f"tflite-{precision}", "tflite", precision, calibration)
+    plain = to_tflite(model, "fp32")  # what the writer alone gives: no metadata
+    files["plain"] = out / "plain.tflite"
+    files["plain"].write_bytes(plain)
+    twice = dataclasses.replace(tiny_meta(), normalization_baked_in=False)  # meta.json's mean/std as if outside: wrong
+    files["double"] = out / "double.tflite"
+    files["double"].write_bytes(write_tflite_metadata(plain, twice))
+    files["onnx"] = export_artifact(model, out / "onnx-fp32", "onnx")
+    files["xml"] = export_artifact(model, out / "openvino-fp32", "openvino")  # static batch 1: export's default
+    ov.save_model(to_openvino(model), str(out / "dynamic.xml"), compress_to_fp16=False)  # --batch 0
+    files["dynamic_xml"] = out / "dynamic.xml"
     images, labels = fashion_rgb("test", IMAGES)
     np.save(out / "images.npy", images)
     files["images"], files["labels"] = out / "images.npy", labels

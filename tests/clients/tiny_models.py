@@ -146,6 +146,22 @@ def save_artifact(model: Any, folder: Path, fmt: str, precision: str = "fp32", c
     return path
 
 
+def export_artifact(model: Any, folder: Path, fmt: str, precision: str = "fp32", calibration: np.ndarray | None = None) -> Path:
+    """The artifact exactly as `edgecls export` publishes it: the format's writer (ExportRequest with export's default
+    options: tflite int8 uint8 I/O, a static batch-1 IR), then the metadata that export's post-processing embeds
+    (edgecls.export.artifact_metadata.embed_metadata); no meta.json beside it (a lone artifact)."""
+    from edgecls.export.artifact_metadata import embed_metadata
+    from edgecls.export.base import ExportRequest, artifact_meta
+    from edgecls.export.formats import FORMATS
+
+    folder.mkdir(parents=True, exist_ok=True)
+    request = ExportRequest(model=model, meta=tiny_meta(), precision=precision, out_dir=folder, calibration=calibration)
+    artifact = FORMATS[fmt].load_writer()(request)
+    meta = artifact_meta(request.meta, artifact.format, precision, artifact.input_quantization, artifact.output_quantization)
+    embed_metadata(artifact.path, artifact.format, meta, "runs/tiny-fmnist")
+    return artifact.path
+
+
 def golden_beside(path: Path, images: np.ndarray, precision: str | None = None, count: int = 8) -> Any:
     """A golden set made from the artifact's own outputs on `images` through edgecls' runtime (what export will do),
     saved as golden.npz beside it; returns the GoldenSet."""
