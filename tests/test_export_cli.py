@@ -14,7 +14,9 @@ import pytest
 from PIL import Image
 
 from edgecls.fsutil import OUTPUT_MARKER, TEMP_PREFIX
+from edgecls.verify import verify
 from tests.conftest import REPO, assert_clean_error, run_cli
+from tests.test_export_metadata import check_lone_copy, check_published, ir_input_shape
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +64,9 @@ def test_int8_every_target(plain_run: Path, tmp_path: Path) -> None:
         assert sensitivity["images"] == 16 and len(sensitivity["layers"]) >= 8 and (folder / sensitivity["plot"]).stat().st_size > 1000
         assert report["gate"] == {"max_drop": None, "min_agreement": None, "judged_on": validation["source"], "passed": True,
                                   "advice": []}
+        check_published(folder)  # standard metadata embedded, golden.npz beside it
+        assert verify(folder).ok, name  # the golden set through this machine's runtime, as `edgecls verify` runs it
+    assert ir_input_shape(plain_run / "export" / "openvino-int8" / "model.xml") == [1, 32, 32, 3]  # static batch 1 after NNCF
     meta = json.loads((plain_run / "export" / "tflite-int8" / "meta.json").read_text())
     assert meta["format"] == "tflite" and meta["precision"] == "int8"
     assert meta["input_quantization"]["dtype"] == "uint8"
@@ -78,7 +83,7 @@ def test_int8_every_target(plain_run: Path, tmp_path: Path) -> None:
     _no_leftovers(plain_run / "export")
 
 
-def test_float_targets_match_keras(plain_run: Path, tmp_path: Path) -> None:
+def test_float_targets_match_keras(plain_run: Path, tmp_path: Path, fmnist_tree: Path) -> None:
     out = tmp_path / "exports"
     result = run_cli("export", plain_run, "--target", "all", "--out", out, "--json", cwd=tmp_path)
     assert result.returncode == 0, result.output
@@ -89,8 +94,18 @@ def test_float_targets_match_keras(plain_run: Path, tmp_path: Path) -> None:
         assert validation["max_abs_diff"] <= validation["tolerance"] == 1e-3, name
         assert validation["top1_agreement"] >= 0.99
     assert "f32" in reports["openvino-fp32"]["validation"]["precision_ran"]
-    table = run_cli("export", plain_run, "--fp16", "--target", "openvino", "--out", out, cwd=tmp_path)
+    images = sorted(fmnist_tree.glob("test/*/*.png"))[::8][:6]
+    for name in reports:  # every artifact: metadata, golden set, `edgecls verify`, a lone copy that still knows its labels
+        path = check_published(out / name)
+        checked = run_cli("verify", path, cwd=tmp_path)
+        assert checked.returncode == 0 and "verify passed" in checked.stdout, checked.output
+        check_lone_copy(path, tmp_path / "lone" / name, images)
+    assert ir_input_shape(out / "openvino-fp32" / "model.xml") == [1, 32, 32, 3]  # benchmark_app / Model API run it as is
+    table = run_cli("export", plain_run, "--fp16", "--target", "openvino", "--batch", "0", "--out", out, cwd=tmp_path)
     assert table.returncode == 0 and "openvino" in table.stdout and "ok" in table.stdout
+    assert ir_input_shape(out / "openvino-fp16" / "model.xml") == [None, 32, 32, 3]  # --batch 0 keeps a dynamic batch
+    check_published(out / "openvino-fp16")
+    assert verify(out / "openvino-fp16").ok
 
 
 def test_predict_uses_meta_of_exported_artifact(plain_run: Path, tmp_path: Path, fmnist_tree: Path) -> None:
