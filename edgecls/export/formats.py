@@ -105,6 +105,7 @@ class Format:
     extra: str  # pip extra that installs the exporter
     description: str
     fallback: str | None = None  # how an INT8 export keeps its most sensitive layers float; None: it cannot (full-integer only)
+    in_all: bool = True  # part of --target all (False: only when named, e.g. imx500 needs its own 2.3 GB toolchain venv)
 
     @property
     def default_precision(self) -> str:
@@ -131,6 +132,11 @@ FORMATS: dict[str, Format] = {
                        "OpenVINO", "export",
                        "OpenVINO IR (static batch 1; --batch N, or 0 for dynamic); INT8 through NNCF post-training quantization",
                        "nncf.quantize(ignored_scope=...) from the sensitivity ranking"),
+    # Raspberry Pi AI Camera: Sony's toolchain in its own pinned venv (export/imx500_toolchain.py); validated on MCT's simulation.
+    "imx500": Format("imx500", ".zip", ("int8",), (), "edgecls.export.imx500:export_imx500",
+                     "the IMX500 sensor (Raspberry Pi AI Camera); validated here on MCT's simulation of its arithmetic", "train",
+                     "packerOut.zip from MCT post-training quantization + imxconv-tf (Java 17), memory report; imx500-package on "
+                     "the Pi makes network.rpk", in_all=False),
 }
 
 Plan = list[tuple[Format, str]]  # (format, precision) pairs, in FORMATS order
@@ -138,7 +144,7 @@ Plan = list[tuple[Format, str]]  # (format, precision) pairs, in FORMATS order
 
 def resolve_targets(target: str) -> list[Format]:
     if target == "all":
-        return list(FORMATS.values())
+        return [fmt for fmt in FORMATS.values() if fmt.in_all]
     if target not in FORMATS:
         raise ConfigError(f"unknown target '{target}'.{suggest(target, [*FORMATS, 'all'])}", f"Use one of {', '.join(FORMATS)} or all")
     return [FORMATS[target]]

@@ -1,6 +1,7 @@
 """Validate an exported artifact against the Keras model it came from, reporting every failure at once.
 
-Float artifacts: probabilities within a stated tolerance. Quantized artifacts: the accuracy gate
+Float artifacts: probabilities within a stated tolerance. IMX500 (int8 only): MCT's quantized model, which simulates
+the sensor's arithmetic, run in the toolchain venv (export/imx500.py). Quantized artifacts: the accuracy gate
 (gate.py: top-1 agreement floor and accuracy drop on held-out images, overall and per class), and
 proof read from the file that it really computes in integers; an INT8 artifact whose fallback kept
 layers float says so ("int8+float fallback") instead of passing as full-integer or failing.
@@ -77,6 +78,10 @@ def integer_check(path: Path, fmt: str, float_nodes: tuple[str, ...] | list[str]
         if float_nodes:
             check.update(mixed=True, float_fallback_nodes=list(float_nodes))
         return check
+    if fmt == "imx500":
+        from edgecls.export.imx500 import integer_check as imx500_integer_check
+
+        return imx500_integer_check(path)
     raise ValueError(fmt)
 
 
@@ -86,7 +91,12 @@ def validate(path: Path, fmt: str, precision: str, holdout: Holdout, labels: lis
 
     `gate` judges quantized precisions (None: report the numbers, judge nothing); `float_nodes`: the layers an
     int8 fallback kept float (they make the file mixed precision, which is then reported, not failed)."""
-    scores, precision_ran = scores_of(path, fmt, holdout.images, threads)
+    if fmt == "imx500":  # no runtime reads packerOut.zip here: MCT's quantized model simulates the sensor's arithmetic
+        from edgecls.export.imx500 import simulated_scores
+
+        scores, precision_ran = simulated_scores(path, holdout.images)
+    else:
+        scores, precision_ran = scores_of(path, fmt, holdout.images, threads)
     reference = holdout.reference
     diff = np.abs(scores - reference)
     agreed, _ = agreement_and_drop(scores, reference, None)
