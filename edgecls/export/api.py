@@ -280,9 +280,14 @@ def _judge(report: ExportReport, artifact: Artifact, folder: Path, job: _Job, fm
     files = [artifact.path, *artifact.extra_files]
     report.artifact, report.files = artifact.path.name, [p.name for p in files]
     report.size_bytes = sum(p.stat().st_size for p in files)
+    # The weights against the fp32 weights: an IR's .bin (its .xml is the graph), else the artifact file itself (a compiled
+    # Edge TPU model without the CPU model and log beside it).
+    weights = artifact.path.with_suffix(".bin") if artifact.format == "openvino" else artifact.path
+    report.weights_bytes = weights.stat().st_size
+    report.graph_bytes = artifact.path.stat().st_size if weights != artifact.path else None
     report.fp32_weights_bytes = int(job.source.model.count_params()) * 4
     report.notes = artifact.notes
-    report.size_ratio_vs_fp32_weights = round(report.size_bytes / report.fp32_weights_bytes, 4)
+    report.size_ratio_vs_fp32_weights = round(report.weights_bytes / report.fp32_weights_bytes, 4)
     # A compiled *_edgetpu.tflite needs a Coral to run: validate the CPU model it was compiled from.
     checked = folder / artifact.notes.get("cpu_model", artifact.path.name)
     float_nodes = tuple(artifact.notes.get("fallback_float_nodes", ()))  # what an int8 fallback kept float

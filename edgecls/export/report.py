@@ -190,11 +190,13 @@ class ExportReport:
     source: str
     artifact: str | None = None
     files: list[str] | None = None
-    size_bytes: int | None = None
+    size_bytes: int | None = None  # every file of the artifact together
+    weights_bytes: int | None = None  # the file that holds the weights: an IR's .bin, else the artifact itself
+    graph_bytes: int | None = None  # an IR's .xml (graph, metadata); None where graph and weights share one file
     fp32_weights_bytes: int | None = None
     notes: dict[str, Any] | None = None  # format-specific, from the writer
     calibration: CalibrationInfo | None = None
-    size_ratio_vs_fp32_weights: float | None = None
+    size_ratio_vs_fp32_weights: float | None = None  # weights_bytes / fp32_weights_bytes
     validation: ValidationReport | None = None
     validated_file: str | None = None
     export_seconds: float | None = None

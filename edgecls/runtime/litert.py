@@ -111,6 +111,9 @@ def _describe_precision(interpreter: Any, input_dtype: np.dtype, output_dtype: n
         return f"int16x8 ({io} I/O)"
     if activations and all(d.kind in "iu" for d in activations):
         return "int8" if io == "int8" else f"int8 ({io} I/O)"
+    float_compute = [op for op in compute if op["inputs"][0] >= 0 and dtypes[op["inputs"][0]].kind == "f"]
+    if float_compute and any(d.kind in "iu" for d in activations):  # int8 compute with float layers kept (an INT8 fallback)
+        return f"int8+float ({len(float_compute)} of {len(compute)} compute ops float; {io} I/O)"
     if np.dtype(np.float16) in dtypes.values():
         return "fp16 weights (fp32 compute)"
     if np.dtype(np.int8) in weights:
