@@ -22,16 +22,30 @@ def deploy_command(
     picamera2: bool | None = typer.Option(None, "--picamera2/--no-picamera2",
                                           help="Install apt's python3-picamera2 (default: when the profile's camera is picamera2)."),
     offline: bool = typer.Option(False, "--offline", help="Also download the device's dependency wheels, so install.sh needs no network."),
+    mqtt: str | None = typer.Option(
+        None, "--mqtt", help="The service publishes results to this MQTT broker: mqtt[s]://[USER@]HOST[:PORT]/PREFIX (checked now). "
+                             "A password goes into BUNDLE/mqtt-password (0600, a systemd credential), never into the unit."),
+    mqtt_password_file: Path | None = typer.Option(None, "--mqtt-password-file",
+                                                   help="File holding the MQTT password (copied into the bundle's 0600 mqtt-password)."),
+    mqtt_ca: Path | None = typer.Option(None, "--mqtt-ca", help="PEM file of the CA that signed an mqtts:// broker's certificate."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out folder that edgecls made (it carries .edgecls-output)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON only (with live_view_url, holding the token)."),
 ) -> None:
     """Bundle a run's artifact with edgecls, runtime requirements, install.sh, a systemd unit and a live-view token."""
     from edgecls.deploy import build_bundle
+    from edgecls.deploy.mqtt import PASSWORD_FILE, mqtt_setting
 
+    mqtt_bundle = mqtt_setting(mqtt, mqtt_password_file, mqtt_ca)
+    if mqtt_bundle is not None and mqtt_bundle.password_in_url:
+        from edgecls.integrations.credentials import scrub_argv
+
+        scrub_argv(mqtt_bundle.password_in_url)
+        err_console.print(f"[yellow]warning:[/yellow] the MQTT password was given in the URL: it goes into {PASSWORD_FILE} (mode 0600) "
+                          "and no other file of the bundle, but your shell history keeps it; prefer --mqtt-password-file")
     if not as_json:
         err_console.print("[dim]building the edgecls wheel and the bundle...[/dim]")
     manifest = build_bundle(run, device, out, target=target, precision=precision, serve=serve, picamera2=picamera2,
-                            offline=offline, overwrite=force)
+                            offline=offline, overwrite=force, mqtt=mqtt_bundle)
     if as_json:
         print_json(manifest)
         return
@@ -44,6 +58,9 @@ def deploy_command(
     say(f"  wheels   {manifest['wheel']}" + (f" + {len(manifest['dependency_wheels'])} dependency wheels" if manifest["offline"] else ""))
     say(f"  needs    {', '.join(manifest['requirements'])}")
     say(f"  service  {manifest['service']['name']}: edgecls camera --serve {manifest['service']['serve']}")
+    if mqtt_bundle is not None:
+        secret = f"; password in {PASSWORD_FILE} (mode 0600)" if mqtt_bundle.password is not None else ""
+        say(f"  mqtt     {mqtt_bundle.url}{secret}")
     say(f"  token    {manifest['token_file']} (mode 0600; install.sh installs it root-only). Shown once:")
     say(f"  open     {manifest['live_view_url']}")
     say(f"install on the device: copy the folder, then: sudo ./install.sh   (see {manifest['out']}/README.md)")

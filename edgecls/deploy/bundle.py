@@ -15,6 +15,7 @@ from edgecls.deploy.artifact import find_artifact, validation_summary
 from edgecls.deploy.install_script import render_install
 from edgecls.deploy.layout import DEFAULT_PREFIX, DEFAULT_SERVE, MODEL_DIR, SERVICE_NAME, STATE_DIR, WHEEL_DIR
 from edgecls.deploy.live_view import TOKEN_FILE, live_view_url, parse_serve, write_token
+from edgecls.deploy.mqtt import PASSWORD_FILE, BundleMqtt
 from edgecls.deploy.requirements import (
     RUNTIME_EXTRA,
     download_dependencies,
@@ -40,14 +41,16 @@ BUNDLE_FILES = ("README.md", "bundle.json", "install.sh", f"{SERVICE_NAME}.servi
 
 def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str | None = None, precision: str | None = None,
                  serve: str = DEFAULT_SERVE, picamera2: bool | None = None, offline: bool = False,
-                 overwrite: bool = False, wheel: str | Path | None = None) -> dict[str, Any]:
+                 overwrite: bool = False, wheel: str | Path | None = None, mqtt: BundleMqtt | None = None) -> dict[str, Any]:
     """Write the bundle for `run` on `profile` (a name such as "pi5", a .toml path or a DeviceProfile) to `out`.
 
     target/precision: override the profile's preferred_target / precision. picamera2: install apt's
     python3-picamera2 (default: when the profile's camera source is picamera2). offline: also download the
     device's dependency wheels (pip download with the profile's platform tags) so install.sh needs no network.
     overwrite: replace an `out` that edgecls made (never the run or a folder holding it). wheel: an edgecls
-    wheel already built (else one is built). Returns the manifest (also written as bundle.json) plus `out`,
+    wheel already built (else one is built). mqtt: the service's `--mqtt` setting (edgecls.deploy.mqtt.mqtt_setting:
+    the password goes into a 0600 file handed over by systemd, never into the unit).
+    Returns the manifest (also written as bundle.json) plus `out`,
     `token_file` and `live_view_url` (the page with its token: shown once, kept out of bundle.json).
     """
     run = Path(run).expanduser()
@@ -92,12 +95,17 @@ def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str 
         golden = f"{MODEL_DIR}/{GOLDEN_FILE}" if (model_dir / GOLDEN_FILE).is_file() else None  # install.sh's self-test
         token_path, token = write_token(tmp)
         exec_args = camera_args(model_path, camera, backend_device, profile.threads, serve, DEFAULT_PREFIX, f"%d/{TOKEN_FILE}")
+        if mqtt is not None:
+            mqtt.write_files(tmp)
+            exec_args += mqtt.camera_args(DEFAULT_PREFIX, "%d")
         context = {
             "profile": profile, "target": target, "precision": precision, "meta": meta, "report": report, "run": run,
             "artifact": model_path, "golden": golden, "wheel": built.name, "requirements": requirements, "picamera2": use_picamera2,
             "backend_device": backend_device, "serve": serve, "exec_args": exec_args, "camera": camera, "name": out.name,
             "unit_args": [f"{PREFIX_MARK}/venv/bin/edgecls", *camera_args(model_path, camera, backend_device, profile.threads, serve,
-                                                                         PREFIX_MARK, f"{CREDENTIALS_MARK}/{TOKEN_FILE}")],
+                                                                         PREFIX_MARK, f"{CREDENTIALS_MARK}/{TOKEN_FILE}"),
+                          *(mqtt.camera_args(PREFIX_MARK, CREDENTIALS_MARK) if mqtt is not None else [])],
+            "mqtt": mqtt,
         }
         (tmp / "requirements.txt").write_text(render_requirements(context), encoding="utf-8")
         (tmp / "constraints-picamera2.txt").write_text(render_picamera2_constraints(), encoding="utf-8")
@@ -125,6 +133,7 @@ def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str 
             "pip_target_flags": pip_target_flags(profile),
             "service": {"name": f"{SERVICE_NAME}.service", "exec": [f"{DEFAULT_PREFIX}/venv/bin/edgecls", *exec_args],
                         "serve": serve, "token_file": token_path.name, "report": f"{STATE_DIR}/camera_report.json"},
+            "mqtt": mqtt.describe() if mqtt is not None else None,
             "files": _file_hashes(tmp),
         }
         write_json(tmp / "bundle.json", manifest)
@@ -171,8 +180,9 @@ def _profile_dict(profile: DeviceProfile) -> dict[str, Any]:
 
 
 def _file_hashes(folder: Path) -> dict[str, dict[str, Any]]:
-    """Size and sha256 of every file under `folder`, keyed by its relative POSIX path, sorted."""
-    return {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    """Size and sha256 of every file under `folder`, keyed by its relative POSIX path, sorted. The MQTT password file
+    gets no sha256: bundle.json is world-readable, and a hash of a human password can be guessed offline."""
+    return {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": None if p.name == PASSWORD_FILE else _sha256(p)}
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != OUTPUT_MARKER}
 
 

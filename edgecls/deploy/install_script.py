@@ -12,6 +12,8 @@ from typing import Any
 
 from edgecls.deploy.layout import DEFAULT_PREFIX, SERVICE_NAME
 from edgecls.deploy.live_view import TOKEN_FILE, parse_serve
+from edgecls.deploy.mqtt import CA_FILE as MQTT_CA_FILE
+from edgecls.deploy.mqtt import PASSWORD_FILE as MQTT_PASSWORD_FILE
 from edgecls.deploy.safe_text import shell_quote
 from edgecls.deploy.unit import CAMERA_GROUPS, unit_as_bash, unit_template
 
@@ -25,7 +27,8 @@ def render_install(c: dict[str, Any]) -> str:
         "ARCH": shell_quote(p.arch, "profile arch"), "PYTHON": shell_quote(str(p.python), "profile python"),
         "PICAMERA2": "1" if c["picamera2"] else "0", "CORAL": "1" if c["backend_device"] == "coral" else "0",
         "PREFIX": shell_quote(DEFAULT_PREFIX), "SERVICE": shell_quote(SERVICE_NAME), "WHEEL": shell_quote(c["wheel"], "wheel name"),
-        "ARTIFACT": shell_quote(c["artifact"], "model file name"), "TOKEN": shell_quote(TOKEN_FILE), "PORT": str(port),
+        "ARTIFACT": shell_quote(c["artifact"], "model file name"), "TOKEN": shell_quote(TOKEN_FILE),
+        "MQTTPASSWORD": shell_quote(MQTT_PASSWORD_FILE), "MQTTCA": shell_quote(MQTT_CA_FILE), "PORT": str(port),
         "GROUPS": " ".join(CAMERA_GROUPS), "UNIT": unit_as_bash(unit_template(c)),
     }
     return re.sub(r"@([A-Z0-9]+)@", lambda match: values[match.group(1)], INSTALL_TEMPLATE)
@@ -45,6 +48,8 @@ SERVICE_NAME=@SERVICE@
 WHEEL=@WHEEL@
 ARTIFACT=@ARTIFACT@
 TOKEN_FILE=@TOKEN@
+MQTT_PASSWORD_FILE=@MQTTPASSWORD@
+MQTT_CA_FILE=@MQTTCA@
 LIVE_PORT=@PORT@
 PICAMERA2=@PICAMERA2@
 CORAL=@CORAL@
@@ -158,6 +163,12 @@ if [ "$PREFIX" != "$(cd "$HERE" && pwd -P)" ]; then
   owner=()
   if [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; then owner=(-o root -g root); fi
   $SUDO install -m 0600 "${owner[@]}" -- "$HERE/$TOKEN_FILE" "$PREFIX/$TOKEN_FILE"
+  if [ -f "$HERE/$MQTT_PASSWORD_FILE" ]; then  # handed to the service by systemd like the token
+    $SUDO install -m 0600 "${owner[@]}" -- "$HERE/$MQTT_PASSWORD_FILE" "$PREFIX/$MQTT_PASSWORD_FILE"
+  fi
+  if [ -f "$HERE/$MQTT_CA_FILE" ]; then
+    $SUDO install -m 0644 -- "$HERE/$MQTT_CA_FILE" "$PREFIX/$MQTT_CA_FILE"
+  fi
 fi
 if [ "$VENV" = 1 ]; then
   venv_flags=()

@@ -10,6 +10,8 @@ from typing import Any
 from edgecls.deploy.artifact import validation_summary
 from edgecls.deploy.layout import DEFAULT_PREFIX, MODEL_DIR, SERVICE_NAME, STATE_DIR, WHEEL_DIR
 from edgecls.deploy.live_view import TOKEN_FILE, parse_serve
+from edgecls.deploy.mqtt import CA_FILE as MQTT_CA_FILE
+from edgecls.deploy.mqtt import PASSWORD_FILE as MQTT_PASSWORD_FILE
 from edgecls.deploy.requirements import PICAMERA2_CONSTRAINTS, pip_target_flags
 from edgecls.deploy.safe_text import doc_text
 from edgecls.deploy.unit import render_unit, unit_template
@@ -76,7 +78,7 @@ Made by `edgecls deploy` from run {code(c['run'])}: the validated **{c['target']
 | `install.sh` | apt packages, a venv, the wheels, the live-view token, the systemd service |
 | `{SERVICE_NAME}.service` | `edgecls camera --serve {c['serve']}` at boot, restarted on failure (install.sh writes it for its `--prefix`) |
 | `{TOKEN_FILE}` | the live view's token (mode 0600; installed root-only) |
-| `bundle.json` | manifest with the sha256 of every file |
+{mqtt_rows(c)}| `bundle.json` | manifest with the sha256 of every file |
 
 ## Install
 
@@ -98,7 +100,7 @@ Only the files and the unit, nothing outside the prefix: `./install.sh --no-apt 
 Every page needs the token in `{TOKEN_FILE}`: open `http://<device>:{port}/?token=TOKEN`, or send
 `Authorization: Bearer TOKEN`. systemd hands the token to the service as a credential (`LoadCredential=`),
 so it never appears on a command line or in the journal. New token: make the bundle again.
-
+{mqtt_section(c)}
 ## Check and watch
 
 ```bash
@@ -118,6 +120,33 @@ The service runs {code('edgecls ' + shlex.join(c['exec_args']))} (camera {code(s
 {notes}
 
 The device's wheels resolve with: `{pip_check_command(p)}`{' -c constraints-picamera2.txt' if c['picamera2'] else ''}
+"""
+
+
+def mqtt_rows(c: dict[str, Any]) -> str:
+    """The README's file-table rows for the MQTT password and CA files ("" when the bundle has none)."""
+    mqtt = c.get("mqtt")
+    rows = ""
+    if mqtt is not None and mqtt.password is not None:
+        rows += f"| `{MQTT_PASSWORD_FILE}` | the MQTT password (mode 0600; installed root-only, handed over like the token) |\n"
+    if mqtt is not None and mqtt.ca_source is not None:
+        rows += f"| `{MQTT_CA_FILE}` | the CA that signed the broker's certificate |\n"
+    return rows
+
+
+def mqtt_section(c: dict[str, Any]) -> str:
+    """The README's MQTT section ("" without --mqtt)."""
+    mqtt = c.get("mqtt")
+    if mqtt is None:
+        return ""
+    password = (f"The password is in `{MQTT_PASSWORD_FILE}` (mode 0600, installed root-only); systemd hands it to the service "
+                "as a credential, so it is in no command line, unit or log. New password: make the bundle again."
+                if mqtt.password is not None else "No password (the broker must allow this user, or anonymous clients).")
+    return f"""
+## MQTT
+
+The service publishes its results to {code(doc_text(mqtt.url))} (availability, debounced state, per-frame results,
+Home Assistant discovery: see edgecls' README). {password}
 """
 
 

@@ -6,8 +6,9 @@ setting) and the supplementary groups this system has. `render_unit` fills the s
 for /opt/edgecls); `unit_as_bash` writes a bash `printf` that install.sh runs to fill them for its --prefix,
 so no sed ever touches a user value.
 
-The service runs as a dynamic user with the camera groups, an explicit LimitNOFILE, and the live-view token as a
-systemd credential (LoadCredential=, read by systemd as root, passed as a file path: never on a command line).
+The service runs as a dynamic user with the camera groups, an explicit LimitNOFILE, and the live-view token (and
+the MQTT password, edgecls.deploy.mqtt) as systemd credentials (LoadCredential=, read by systemd as root, passed
+as a file path: never on a command line).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from edgecls.deploy.layout import SERVICE_NAME, STATE_DIR
 from edgecls.deploy.live_view import TOKEN_FILE
+from edgecls.deploy.mqtt import PASSWORD_FILE as MQTT_PASSWORD_FILE
 from edgecls.deploy.safe_text import check_line, shell_quote, systemd_escape, systemd_program_text, systemd_word, systemd_word_text
 
 PREFIX_MARK = "\x00prefix\x00"  # stands for the install prefix in camera arguments (no checked value holds a NUL)
@@ -66,7 +68,7 @@ SupplementaryGroups="""
 StateDirectory={STATE_DIR.rsplit('/', 1)[-1]}
 # the token file stays root-only; systemd hands the service a private copy at %d/{TOKEN_FILE}
 LoadCredential={TOKEN_FILE}:"""
-    rest = f"""/{TOKEN_FILE}
+    rest = f"""
 LimitNOFILE={LIMIT_NOFILE}
 NoNewPrivileges=yes
 PrivateTmp=yes
@@ -81,7 +83,11 @@ SuccessExitStatus=143 130
 [Install]
 WantedBy=multi-user.target
 """
-    return _merge([head, *exec_start, tail, Slot.GROUPS, credential, Slot.PREFIX_PATH, rest])
+    secrets: list[Part] = [credential, Slot.PREFIX_PATH, f"/{TOKEN_FILE}"]
+    mqtt = c.get("mqtt")
+    if mqtt is not None and mqtt.password is not None:  # the MQTT password: a credential too, never an argument
+        secrets += [f"\nLoadCredential={MQTT_PASSWORD_FILE}:", Slot.PREFIX_PATH, f"/{MQTT_PASSWORD_FILE}"]
+    return _merge([head, *exec_start, tail, Slot.GROUPS, *secrets, rest])
 
 
 def render_unit(parts: list[Part], prefix: str, groups: tuple[str, ...] = CAMERA_GROUPS) -> str:
