@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", nargs="+", default=None, help="artifact folder names to run (e.g. openvino-int8)")
     args = parser.parse_args()
+    from edgecls.bench.report import FailedArtifact
     from edgecls.bench.runner import run_one
     from edgecls.fsutil import write_json
 
@@ -82,10 +83,10 @@ def main() -> None:
         for _ in range(args.rounds):
             loads.append(round(os.getloadavg()[0], 2))
             measured = run_one(path, "cpu", args.threads, args.runs, args.warmup, None, 1)  # own process
-            if "error" in measured:
-                raise SystemExit(f"{path}: {measured['error']}")
-            ours = {"backend": measured["backend"], "precision_ran": measured["precision_ran"],
-                    "input_size": measured["input_size"], **measured["latency"]}
+            if isinstance(measured, FailedArtifact):
+                raise SystemExit(f"{path}: {measured.error}")
+            ours = {"backend": measured.backend, "precision_ran": measured.precision_ran,
+                    "input_size": measured.input_size, **measured.latency.as_dict()}
             ours_runs.append(ours)
             if path.suffix == ".tflite":
                 vendor = litert_benchmark(path, args.threads, args.runs, args.warmup)

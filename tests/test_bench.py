@@ -14,7 +14,7 @@ def test_every_profile_loads_and_cites_its_references() -> None:
     assert {"pi4", "pi5", "coral-usb-pi", "coral-usb-x86", "coral-devboard", "intel-cpu"} <= set(list_profiles())
     for name in list_profiles():
         profile = load_profile(name)
-        assert profile.preferred_target in ("tflite", "edgetpu", "openvino", "onnx")
+        assert profile.preferred_target in ("tflite", "edgetpu", "openvino", "onnx", "imx500")  # imx500: the Pi AI Camera
         assert profile.setup_notes and profile.camera
         for ref in profile.reference:
             assert ref.source and ref.latency_ms > 0 and 0 < ref.tolerance < 1
@@ -61,3 +61,41 @@ def test_bench_bad_inputs(plain_run: Path, tmp_path: Path) -> None:
     assert_clean_error(run_cli("bench", tmp_path / "missing.tflite", "--out", tmp_path / "r.json"), "does not exist")
     assert_clean_error(run_cli("bench", plain_run / "meta.json", "--out", tmp_path / "r.json"), "not an exported artifact")
     assert_clean_error(run_cli("bench", plain_run, "--device", "pi9", "--out", tmp_path / "r.json"), "unknown device profile 'pi9'")
+
+
+def test_typed_report_writes_the_same_json_as_the_measuring_process(plain_run: Path, fmnist_tree: Path, tmp_path: Path,
+                                                                     tmp_path_factory: pytest.TempPathFactory) -> None:
+    """bench() returns a BenchReport; its JSON (file and --json) has the keys, order and values the measuring process
+    printed, plus the reference and outputs, exactly as when the report was a dict; a failed artifact keeps its two keys."""
+    import subprocess
+    import sys
+
+    from edgecls.bench.report import ArtifactResult, FailedArtifact, result_from_dict
+    from edgecls.bench.runner import bench
+    from tests.camera_helpers import shared_tflite
+
+    model = shared_tflite(plain_run, tmp_path_factory.getbasetemp())
+    broken = tmp_path / "broken" / "model.tflite"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a model")
+    out = tmp_path / "report.json"
+    report = bench([model, broken], data=fmnist_tree, device_profile="intel-cpu", runs=3, warmup=1, limit=10, out=out)
+    written = json.loads(out.read_text())
+    assert written == json.loads(json.dumps(report.as_dict()))
+    assert list(written) == ["profile", "threads", "device", "runs", "warmup", "results", "outputs"]
+    measured, failed = report.results
+    assert isinstance(measured, ArtifactResult) and isinstance(failed, FailedArtifact) and report.failed == [failed]
+    assert list(written["results"][1]) == ["artifact", "error"] and "not a readable TFLite file" in failed.error
+    entry = written["results"][0]
+    assert list(entry)[-2:] == ["latency", "reference"] and "verdict" in entry["reference"]
+    assert measured.scores is not None and entry["images"] == measured.scores.images == 10
+
+    args = {"path": str(model), "device": "cpu", "threads": 2, "runs": 3, "warmup": 1, "data": str(fmnist_tree), "limit": 10}
+    proc = subprocess.run([sys.executable, "-m", "edgecls.bench.measure", json.dumps(args)], capture_output=True, text=True, check=True)
+    raw = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("EDGECLS-BENCH ")).split(" ", 1)[1])
+    typed = result_from_dict(raw).as_dict()
+    assert typed == raw and list(typed) == list(raw)  # same keys, same order, same values
+    without_data = {k: v for k, v in raw.items() if k not in ("images", "skipped_images", "accuracy", "top5")}
+    assert list(result_from_dict(without_data).as_dict()) == list(without_data)
+    timed_out = {"artifact": "a", "error": "e", "timed_out": True}
+    assert result_from_dict(timed_out).as_dict() == timed_out

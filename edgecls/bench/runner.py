@@ -3,6 +3,7 @@
 The report goes beside what it measures unless --out says otherwise (see default_report_path), and no output
 may land on an artifact, its meta.json or weights, or inside --data: checked before any measurement.
 One artifact that fails or runs past its timeout is recorded with the reason; the others are still measured.
+The report is typed (edgecls.bench.report); its `as_dict()` is the JSON.
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from edgecls.bench.report import BenchReport, BenchResult, FailedArtifact, ReferenceCheck, result_from_dict
 from edgecls.errors import ConfigError, ModelError
 
 ARTIFACT_SUFFIXES = (".tflite", ".onnx", ".xml")
@@ -89,8 +90,8 @@ def check_report_paths(outputs: dict[str, Path], artifacts: list[Path], data: Pa
 
 
 def run_one(path: Path, device: str, threads: int | None, runs: int, warmup: int, data: Path | None, limit: int,
-            timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
-    """Measure one artifact in its own process; a failure or a timeout comes back as {"artifact", "error"}."""
+            timeout_s: float = DEFAULT_TIMEOUT_S) -> BenchResult:
+    """Measure one artifact in its own process; a failure or a timeout comes back as a FailedArtifact."""
     args = {"path": str(path), "device": device, "threads": threads, "runs": runs, "warmup": warmup,
             "data": str(data) if data else None, "limit": limit}
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -98,19 +99,19 @@ def run_one(path: Path, device: str, threads: int | None, runs: int, warmup: int
         proc = subprocess.run([sys.executable, "-m", "edgecls.bench.measure", json.dumps(args)], capture_output=True, text=True, env=env,
                               timeout=timeout_s)
     except subprocess.TimeoutExpired:  # subprocess.run has killed the process
-        return {"artifact": str(path), "error": f"timed out after {timeout_s:g} s (the benchmark process was stopped)", "timed_out": True}
+        return FailedArtifact(str(path), f"timed out after {timeout_s:g} s (the benchmark process was stopped)", timed_out=True)
     for line in proc.stdout.splitlines():
         if line.startswith("EDGECLS-BENCH "):
-            return json.loads(line.removeprefix("EDGECLS-BENCH "))
+            return result_from_dict(json.loads(line.removeprefix("EDGECLS-BENCH ")))
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"artifact": str(path), "error": f"benchmark process failed (exit {proc.returncode}): {tail}"}
+    return FailedArtifact(str(path), f"benchmark process failed (exit {proc.returncode}): {tail}")
 
 
 def bench(models: list[str | Path], data: str | Path | None = None, device_profile: str | None = None, threads: int | None = None,
           runs: int = 200, warmup: int = 20, limit: int = 1000, device: str | None = None,
-          on_result: Callable[[dict[str, Any]], None] | None = None, out: str | Path | None = None,
-          timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
-    """Measure every artifact; returns {"results": [...], "profile": ...}.
+          on_result: Callable[[BenchResult], None] | None = None, out: str | Path | None = None,
+          timeout_s: float = DEFAULT_TIMEOUT_S) -> BenchReport:
+    """Measure every artifact; the report's `as_dict()` is bench_report.json.
 
     With `out`, the JSON report is written there and the chart beside it (.png); both paths are checked against
     the inputs before anything is measured. Each artifact gets `timeout_s` seconds.
@@ -128,34 +129,34 @@ def bench(models: list[str | Path], data: str | Path | None = None, device_profi
     data_path = Path(data) if data else None
     outputs = {"--out": Path(out), "--out chart": Path(out).with_suffix(".png")} if out is not None else {}
     check_report_paths(outputs, artifacts, data_path)
-    results = []
+    report = BenchReport(profile.name if profile else None, threads, device, runs, warmup)
     for path in artifacts:
         result = run_one(path, device, threads, runs, warmup, data_path, limit, timeout_s)
-        if profile and "latency" in result:
-            ref = profile.reference_for(result["architecture"], result["input_size"][0], result["precision"], result["format"])
-            missing = f"no {profile.name} reference for {result['architecture']} {result['input_size'][0]} px {result['precision']}"
-            verdict = compare(result["latency"]["p50_ms"], ref) if ref else missing
-            result["reference"] = {"latency_ms": ref.latency_ms, "source": ref.source, "verdict": verdict} if ref else {"verdict": verdict}
-        results.append(result)
+        if profile and not isinstance(result, FailedArtifact):
+            ref = profile.reference_for(result.architecture, result.input_size[0], result.precision, result.format)
+            if ref:
+                result.reference = ReferenceCheck(compare(result.latency.p50_ms, ref), ref.latency_ms, ref.source)
+            else:
+                result.reference = ReferenceCheck(f"no {profile.name} reference for {result.architecture} {result.input_size[0]} px "
+                                                  f"{result.precision}")
+        report.results.append(result)
         if on_result:
             on_result(result)
-    report = {"profile": profile.name if profile else None, "threads": threads, "device": device, "runs": runs, "warmup": warmup,
-              "results": results}
     if out is not None:
         write_report(report, Path(out))
     return report
 
 
-def write_report(report: dict[str, Any], out: Path) -> None:
+def write_report(report: BenchReport, out: Path) -> None:
     """The chart (when matplotlib is installed) beside the JSON, then the JSON, which names both; both atomic."""
     from edgecls.fsutil import write_json
 
     png = chart(report, out.with_suffix(".png"))
-    report["outputs"] = {"json": str(out), "chart": str(png) if png else None}
-    write_json(out, report)
+    report.outputs = {"json": str(out), "chart": str(png) if png else None}
+    write_json(out, report.as_dict())
 
 
-def chart(report: dict[str, Any], path: Path) -> Path | None:
+def chart(report: BenchReport, path: Path) -> Path | None:
     """Latency (p50) vs accuracy, one point per artifact; needs matplotlib (skipped without it)."""
     try:
         import matplotlib
@@ -166,17 +167,17 @@ def chart(report: dict[str, Any], path: Path) -> Path | None:
         return None
     from edgecls.fsutil import atomic_path
 
-    points = [r for r in report["results"] if "latency" in r]
+    points = report.measured
     if not points:
         return None
     fig, axis = plt.subplots(figsize=(7, 4.5))
     for index, r in enumerate(points):
-        y = r.get("accuracy")
-        axis.scatter(r["latency"]["p50_ms"], y if y is not None else 0, s=60)
-        axis.annotate(f"{Path(r['artifact']).parent.name}", (r["latency"]["p50_ms"], y if y is not None else 0),
+        y = r.scores.accuracy if r.scores is not None else 0
+        axis.scatter(r.latency.p50_ms, y, s=60)
+        axis.annotate(f"{Path(r.artifact).parent.name}", (r.latency.p50_ms, y),
                       textcoords="offset points", xytext=(5, 5 + 11 * (index % 3)), fontsize=8)  # staggered: points may coincide
     axis.set_xlabel("latency p50 (ms, batch 1)")
-    axis.set_ylabel("accuracy" if any("accuracy" in r for r in points) else "(no --data: accuracy not measured)")
+    axis.set_ylabel("accuracy" if any(r.scores is not None for r in points) else "(no --data: accuracy not measured)")
     axis.set_title("edgecls bench: latency vs accuracy")
     axis.grid(alpha=0.3)
     fig.tight_layout()

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
+from edgecls.bench.report import Accuracy, BenchResult, FailedArtifact
 from edgecls.cli.common import print_json, print_table, say
 
 _COLUMNS = ["artifact", "format", "precision", "size", "ran as", "p50 / p90 / p99 ms", "FPS", "accuracy", "top-5", "vs reference"]
@@ -30,40 +30,41 @@ def bench_command(
     """Like `yolo benchmark`, with percentiles, the precision that actually ran, and accuracy per artifact."""
     from edgecls.bench.runner import bench, default_report_path
 
-    def progress(result: dict[str, Any]) -> None:
+    def progress(result: BenchResult) -> None:
         if not as_json:
-            say(f"measured {result['artifact']}", stderr=True)
+            say(f"measured {result.artifact}", stderr=True)
 
     report = bench(list(models), data, device_profile, threads, runs, warmup, limit, backend_device, on_result=progress,
                    out=out or default_report_path(list(models)), timeout_s=timeout)
     if as_json:
-        print_json(report)
+        print_json(report.as_dict())
     else:
-        title = (f"edgecls bench ({report['device']}, threads {report['threads'] or 'default'}, "
-                 f"{report['runs']} runs after {report['warmup']} warm-up)")
-        print_table(title, _COLUMNS, [_row(r) for r in report["results"]])
-        outputs = report["outputs"]
-        say(f"report: {outputs['json']}" + (f", chart: {outputs['chart']}" if outputs["chart"] else ""))
-    if any("error" in r for r in report["results"]):
+        title = (f"edgecls bench ({report.device}, threads {report.threads or 'default'}, "
+                 f"{report.runs} runs after {report.warmup} warm-up)")
+        print_table(title, _COLUMNS, [_row(r) for r in report.results])
+        outputs = report.outputs or {}
+        say(f"report: {outputs.get('json')}" + (f", chart: {outputs['chart']}" if outputs.get("chart") else ""))
+    if report.failed:
         raise typer.Exit(1)
 
 
-def _row(result: dict[str, Any]) -> tuple[str, ...]:
-    if "error" in result:
-        return (result["artifact"], "-", "-", "-", "-", "-", "-", "-", "-", result["error"])
-    lat = result["latency"]
-    artifact = Path(result["artifact"])
+def _row(result: BenchResult) -> tuple[str, ...]:
+    if isinstance(result, FailedArtifact):
+        return (result.artifact, "-", "-", "-", "-", "-", "-", "-", "-", result.error)
+    lat, scores = result.latency, result.scores
+    artifact = Path(result.artifact)
     return (
-        f"{artifact.parent.name}/{artifact.name}", result["format"], result["precision"], f"{result['size_bytes'] / 1e6:.2f} MB",
-        result["precision_ran"], f"{lat['p50_ms']:.2f} / {lat['p90_ms']:.2f} / {lat['p99_ms']:.2f}", f"{lat['fps']:.0f}",
-        f"{result['accuracy']:.4f}" if "accuracy" in result else "-", _top5_cell(result), result.get("reference", {}).get("verdict", "-"),
+        f"{artifact.parent.name}/{artifact.name}", result.format, result.precision, f"{result.size_bytes / 1e6:.2f} MB",
+        result.precision_ran, f"{lat.p50_ms:.2f} / {lat.p90_ms:.2f} / {lat.p99_ms:.2f}", f"{lat.fps:.0f}",
+        f"{scores.accuracy:.4f}" if scores is not None else "-", _top5_cell(scores),
+        result.reference.verdict if result.reference is not None else "-",
     )
 
 
-def _top5_cell(result: dict[str, Any]) -> str:
-    if "top5" not in result:
+def _top5_cell(scores: Accuracy | None) -> str:
+    if scores is None:
         return "-"
-    return "n/a (< 5 classes)" if result["top5"] is None else f"{result['top5']:.4f}"
+    return "n/a (< 5 classes)" if scores.top5 is None else f"{scores.top5:.4f}"
 
 
 def register(app: typer.Typer) -> None:
