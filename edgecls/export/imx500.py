@@ -66,11 +66,19 @@ def export_imx500(request: ExportRequest) -> Artifact:
 
 
 def _spec(request: ExportRequest, weights: Path) -> dict[str, Any]:
+    """What the worker rebuilds: the backbone by name with the normalisation the run's InputNormalization layer applies."""
     meta = request.meta
-    training = meta.training or {}
-    return {"backbone": meta.architecture, "input_size": list(meta.input_size), "alpha": training.get("alpha"),
-            "num_classes": len(meta.labels), "mean": list(meta.mean), "std": list(meta.std),
-            "reverse_channels": meta.color_order == "BGR" or bool(training.get("reverse_channels", False)), "weights": str(weights)}
+    return {"backbone": meta.architecture, "input_size": list(meta.input_size), "alpha": (meta.training or {}).get("alpha"),
+            "num_classes": len(meta.labels), **_normalization(request.model), "weights": str(weights)}
+
+
+def _normalization(model: Any) -> dict[str, Any]:
+    """mean / std / reverse_channels of the model's own "normalize" layer (InputNormalization: what the model computes)."""
+    try:
+        config = model.get_layer("normalize").get_config()
+    except (ValueError, AttributeError) as exc:
+        raise ConfigError(f"model '{getattr(model, 'name', model)}' has no 'normalize' layer", "Export a run trained by edgecls") from exc
+    return {"mean": list(config["mean"]), "std": list(config["std"]), "reverse_channels": bool(config.get("reverse_channels", False))}
 
 
 def _convert(request: ExportRequest, calibration: np.ndarray, toolchain: Any, scratch: Path) -> tuple[dict[str, Any], Path]:
