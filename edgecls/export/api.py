@@ -34,7 +34,7 @@ from typing import Any
 
 from edgecls.errors import ConfigError, DataError, EdgeclsError, ExportError
 from edgecls.export import fallback, sources
-from edgecls.export.artifact_metadata import embed_metadata, store_golden
+from edgecls.export.artifact_metadata import GOLDEN_SUFFIXES, embed_metadata, store_golden
 from edgecls.export.base import Artifact, ExportRequest, artifact_meta
 from edgecls.export.formats import DEFAULTS, Format, check_fallback_budget, check_gate, check_options, plan_exports
 from edgecls.export.gate import Gate, advice, latency_ms
@@ -266,6 +266,8 @@ def _post_process(artifact: Artifact, folder: Path, job: _Job) -> Artifact:
 def _store_golden(report: ExportReport, artifact: Artifact, folder: Path, job: _Job) -> None:
     """golden.npz beside a validated artifact, for `edgecls verify`; a failure is a note (the artifact stays valid)."""
     checked = folder / artifact.notes.get("cpu_model", artifact.path.name)
+    if checked.suffix not in GOLDEN_SUFFIXES:  # an artifact edgecls.runtime does not run (imx500): nothing to verify with
+        return
     try:
         golden = store_golden(checked, folder, job.holdout.images, job.threads)
     except EdgeclsError as exc:

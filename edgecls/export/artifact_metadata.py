@@ -23,6 +23,7 @@ from edgecls.meta import ModelMeta
 from edgecls.metadata import ArtifactInfo, artifact_info
 
 GOLDEN_CANDIDATES = 128  # held-out images run to pick the golden set from (make_golden keeps DEFAULT_COUNT)
+GOLDEN_SUFFIXES = (".tflite", ".onnx", ".xml")  # what edgecls.runtime runs, so what `edgecls verify` can check
 _FIX = "Report this with the model architecture"
 
 
@@ -45,8 +46,8 @@ def embed_metadata(path: Path, fmt: str, meta: ModelMeta, source_run: str = "", 
         elif fmt == "openvino":
             _embed_openvino(path, meta, info)
             written = ["rt_info model_info", "edgecls_info", "edgecls_meta"]
-        else:
-            raise ValueError(fmt)
+        else:  # e.g. imx500's packerOut.zip: no metadata format of its own that edgecls writes
+            return {"written": [], "files": [], "bytes_added": 0}
     except ModelError as exc:  # the artifact does not match its meta: a writer bug, not the user's input
         raise ExportError(f"cannot embed the {fmt} metadata into {path.name}: {exc.message}", _FIX) from exc
     return {"written": written, "files": [p.name for p in files], "bytes_added": sum(_size(p, fmt) for p in files) - before}
