@@ -37,10 +37,10 @@ from edgecls.camera.grabber import frame_reader
 from edgecls.camera.model_files import REPORT_NAME, default_report_path, resolve_model, run_inputs
 from edgecls.camera.outputs import Outputs, check_outputs
 from edgecls.camera.pipeline import Feed, Prepared, make_feed, open_frames
-from edgecls.camera.signals import Terminated, signals_deferred, sigterm_stops_loop
+from edgecls.camera.signals import signals_deferred, sigterm_stops_loop
 from edgecls.camera.sources import CameraError, FrameSource
 from edgecls.camera.stats import LoopStats, system_facts
-from edgecls.errors import ConfigError, EdgeclsError
+from edgecls.errors import ConfigError, EdgeclsError, Terminated
 from edgecls.fsutil import check_outputs as check_not_inputs
 from edgecls.fsutil import sweep_stale_temps, write_json
 from edgecls.integrations import ResultSink
