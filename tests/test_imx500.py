@@ -60,7 +60,8 @@ def test_memory_report_and_converter_refusal_are_read(tmp_path: Path) -> None:
     report = {"Memory Report": {"Name": "m", "Memory Usage": "298.53KB", "Total Memory Available On Chip": "8.00MB",
                                 "Memory Utilization": "49%", "Fit In Chip": True}}  # imxconv-tf 3.18.2's layout
     (tmp_path / "m_MemoryReport.json").write_text(json.dumps(report))
-    assert read_memory_report(tmp_path)["usage_percent"] == 49.0
+    memory = read_memory_report(tmp_path)
+    assert (memory["usage_percent"], memory["fits"], memory["total"]) == (49.0, True, "8.00MB")
     log = tmp_path / "imxconv.log"
     log.write_text("INFO : Starting SDSPconv\nERROR : Not enough memory: the network needs 307% of the available memory\n")
     error = _converter_failure(log, 1, "resnet50")

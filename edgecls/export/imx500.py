@@ -144,8 +144,8 @@ def _publish(request: ExportRequest, converted: Path, scratch: Path, result: dic
     (out / MEMORY_REPORT).write_text(json.dumps(memory, indent=2), encoding="utf-8")
     (out / LABELS).write_text("".join(f"{label}\n" for label in request.meta.labels), encoding="utf-8")
     usage = memory.get("usage_percent")
-    if usage is not None and usage > 100:
-        raise ExportError(f"{request.meta.architecture} needs {usage:.0f}% of the IMX500's memory",
+    if memory.get("fits") is False or (usage is not None and usage > 100):
+        raise ExportError(f"{request.meta.architecture} does not fit the IMX500's memory ({usage}% of {memory.get('total') or '8 MB'})",
                           "Use a smaller network: mobilenet_v2 --alpha 0.35 / 0.5 or a smaller --img-size")
     notes = {"cpu_model": QUANTIZED_MODEL, "sensor_memory": memory, "float_rebuild_max_abs_diff": result["float_max_abs_diff"],
              "seconds": {k: result[k] for k in ("rebuild_seconds", "quantize_seconds", "convert_seconds")},
@@ -162,7 +162,10 @@ def read_memory_report(folder: Path) -> dict[str, Any]:
     if not found:
         return {"report": None, "usage_percent": None}
     raw = json.loads(found[0].read_text(encoding="utf-8"))
-    return {"report": found[0].name, "usage_percent": _usage_percent(raw), "raw": raw}
+    summary = raw.get("Memory Report", {}) if isinstance(raw, dict) else {}
+    fits = summary.get("Fit In Chip") if isinstance(summary, dict) else None
+    return {"report": found[0].name, "usage_percent": _usage_percent(raw), "fits": fits if isinstance(fits, bool) else None,
+            "total": summary.get("Total Memory Available On Chip") if isinstance(summary, dict) else None, "raw": raw}
 
 
 def _usage_percent(raw: Any) -> float | None:
