@@ -1,6 +1,7 @@
 """Benchmark: fine-tune a backbone on a Fashion-MNIST subset on this machine and report accuracy and speed.
 
     python bench/train_fashion_mnist.py --per-class 1000 --img-size 96 --epochs 5 --fine-tune-epochs 4
+    python bench/train_fashion_mnist.py --per-class 2000 --img-size 96 --time-budget 3m   # train's defaults + a budget
 
 Writes bench/results/train_fashion_mnist-<settings>.json and prints a Markdown row for docs/benchmarks.md.
 """
@@ -10,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -22,8 +24,9 @@ def main() -> None:
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--per-class", type=int, default=1000, help="train (and test) images per class")
     parser.add_argument("--img-size", type=int, default=96)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--fine-tune-epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=None, help="default 5 (train's default with --time-budget)")
+    parser.add_argument("--fine-tune-epochs", type=int, default=None, help="default 4 (planned by --time-budget)")
+    parser.add_argument("--time-budget", default=None, help="edgecls train --time-budget (e.g. 3m): epochs planned to fit")
     parser.add_argument("--fine-tune-lr", type=float, default=None)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--work", type=Path, default=Path("bench/work"))
@@ -33,14 +36,22 @@ def main() -> None:
     from edgecls.data.fashion_mnist import write_fashion_mnist
     from edgecls.fsutil import write_json
 
-    tag = f"{args.model}-{args.per_class}pc-{args.img_size}px-{args.epochs}+{args.fine_tune_epochs}ep"
+    if args.time_budget is None:
+        args.epochs = 5 if args.epochs is None else args.epochs
+        args.fine_tune_epochs = 4 if args.fine_tune_epochs is None else args.fine_tune_epochs
+    epochs = {k: v for k, v in (("epochs", args.epochs), ("fine_tune_epochs", args.fine_tune_epochs)) if v is not None}
+    plan = f"budget{args.time_budget}" if args.time_budget else f"{args.epochs}+{args.fine_tune_epochs}ep"
+    tag = f"{args.model}-{args.per_class}pc-{args.img_size}px-{plan}"
     data = args.work / f"fashion-mnist-{args.per_class}"
     if not (data / "train").is_dir():
         write_fashion_mnist(data, per_class=args.per_class, source=None, seed=0)
     run = args.work / f"run-{tag}"
+    if run.is_dir() and (run / ".edgecls-output").is_file():
+        shutil.rmtree(run)  # a benchmark run is replaced by the next one
+    load_at_start = list(os.getloadavg())
     start = time.perf_counter()
     result = edgecls.train(
-        data=data, model=args.model, img_size=args.img_size, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
+        data=data, model=args.model, img_size=args.img_size, **epochs, time_budget=args.time_budget,
         fine_tune_lr=args.fine_tune_lr, batch=args.batch, out=str(run), test_split=0.0,
     )
     wall = time.perf_counter() - start
@@ -49,7 +60,10 @@ def main() -> None:
         "command": "python bench/train_fashion_mnist.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "work" and v is not None),
         "model": args.model, "per_class": args.per_class, "img_size": args.img_size,
-        "epochs": args.epochs, "fine_tune_epochs": args.fine_tune_epochs,
+        "epochs": args.epochs, "fine_tune_epochs": args.fine_tune_epochs, "time_budget": args.time_budget,
+        "head_epochs": sum(row["phase"] == "head" for row in result.history),
+        "fine_tune_epochs_run": sum(row["phase"] == "fine_tune" for row in result.history),
+        "decisions": metrics.get("decisions"), "load_average_at_start": load_at_start, "load_average_at_end": list(os.getloadavg()),
         "train_images": result.meta.dataset["counts"]["train"], "test_images": metrics.get("num_images"),
         "test_accuracy": metrics.get("accuracy"), "macro_f1": metrics.get("macro", {}).get("f1"),
         "train_seconds": metrics.get("train_seconds"), "wall_seconds": round(wall, 1),
@@ -60,7 +74,7 @@ def main() -> None:
     }
     write_json(RESULTS / f"train_fashion_mnist-{tag}.json", record)
     print(json.dumps(record, indent=2))
-    print(f"| {args.model} | {args.per_class * 10} | {args.img_size} | {args.epochs}+{args.fine_tune_epochs} | "
+    print(f"| {args.model} | {args.per_class * 10} | {args.img_size} | {plan} | "
           f"{record['test_accuracy']:.4f} | {record['train_seconds']:.0f} s | "
           f"{record['fine_tune_images_per_second']} | {record['eval_images_per_second']} |")
 

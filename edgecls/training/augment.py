@@ -41,25 +41,32 @@ class AugmentConfig:
         return bool(self.flip or self.rotation or self.zoom or self.brightness or self.contrast)
 
 
-def augment_batch(images: Any, config: AugmentConfig, seed: Any) -> Any:
-    """Augment a float32 (N, h, w, 3) batch of 0..255 pixels; `seed` is a stateless seed (shape [2], int)."""
+def augment_batch(images: Any, config: AugmentConfig, seed: Any, strength: Any = 1.0) -> Any:
+    """Augment a float32 (N, h, w, 3) batch of 0..255 pixels; `seed` is a stateless seed (shape [2], int).
+
+    `strength` (0..1, a float or a scalar tensor) scales rotation, zoom, brightness and contrast; flips stay as set.
+    """
     import tensorflow as tf
 
     count = tf.shape(images)[0]
     flip_seed, angle_seed, zoom_seed, brightness_seed, contrast_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 5))
     x = images
+
+    def draw(draw_seed: Any, factor: float) -> Any:  # uniform in [-factor, factor] * strength, one per image
+        return tf.random.stateless_uniform([count], draw_seed, -factor, factor) * strength
+
     if config.flip:
         flipped = tf.random.stateless_uniform([count], flip_seed) < 0.5
         x = tf.where(flipped[:, None, None, None], tf.reverse(x, axis=[2]), x)
     if config.rotation or config.zoom:
-        angle = tf.random.stateless_uniform([count], angle_seed, -config.rotation, config.rotation) * (2.0 * math.pi)
-        scale = 1.0 + tf.random.stateless_uniform([count], zoom_seed, -config.zoom, config.zoom)
+        angle = draw(angle_seed, config.rotation) * (2.0 * math.pi)
+        scale = 1.0 + draw(zoom_seed, config.zoom)
         x = _rotate_and_zoom(x, angle, scale)
     if config.brightness:
-        delta = tf.random.stateless_uniform([count], brightness_seed, -config.brightness, config.brightness) * 255.0
+        delta = draw(brightness_seed, config.brightness) * 255.0
         x = tf.clip_by_value(x + delta[:, None, None, None], 0.0, 255.0)
     if config.contrast:
-        factor = tf.random.stateless_uniform([count], contrast_seed, 1.0 - config.contrast, 1.0 + config.contrast)
+        factor = 1.0 + draw(contrast_seed, config.contrast)
         mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
         x = (x - mean) * factor[:, None, None, None] + mean
     return tf.clip_by_value(x, 0.0, 255.0)

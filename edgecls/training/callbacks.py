@@ -5,12 +5,14 @@ Every piece of state these keep lives in a checkpoint.Progress, so a resumed run
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
 import keras
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from edgecls.training.budget import planned_epochs
 from edgecls.training.checkpoint import Progress as RunProgress
 
 
@@ -122,3 +124,52 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.save(epoch + 1)
+
+
+class BudgetedSchedule(keras.callbacks.Callback):
+    """Warm-up + cosine learning rate over the planned fine-tune steps, re-planned from each epoch's measured time;
+    stops training when the next epoch would not end before `deadline` (time.monotonic())."""
+
+    def __init__(self, lr: float, steps: int, warmup_steps: int, epochs: int, deadline: float, plan: dict[str, Any]) -> None:
+        super().__init__()
+        self.lr, self.steps, self.warmup = lr, steps, warmup_steps
+        self.deadline, self.plan = deadline, plan  # plan: the run's decisions["time_plan"] (saved in checkpoints)
+        self.plan["fine_tune_epochs"] = max(1, epochs)
+        self.epoch_started = 0.0
+
+    def rate(self, step: int) -> float:
+        total = max(1, self.plan["fine_tune_epochs"] * self.steps)
+        if step < self.warmup:
+            return self.lr / 20 + (self.lr - self.lr / 20) * step / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, total - self.warmup))
+        return self.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        optimizer = self.model.optimizer
+        optimizer.learning_rate.assign(self.rate(int(optimizer.iterations.numpy())))
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch_started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        seconds = time.monotonic() - self.epoch_started
+        self.plan["epoch_seconds"] = round(seconds, 2)  # the latest epoch: the first one also paid for tracing
+        done = epoch + 1
+        self.plan["fine_tune_epochs"] = max(1, planned_epochs(self.deadline - time.monotonic(), seconds, done))
+        if done >= self.plan["fine_tune_epochs"]:
+            self.model.stop_training = True
+
+
+class Deadline(keras.callbacks.Callback):
+    """Stops training when another epoch, as long as the last one, would not end before `deadline` (time.monotonic())."""
+
+    def __init__(self, deadline: float) -> None:
+        super().__init__()
+        self.deadline, self.epoch_started = deadline, 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch_started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if time.monotonic() + (time.monotonic() - self.epoch_started) > self.deadline:
+            self.model.stop_training = True

@@ -44,6 +44,7 @@ class Progress:
     rows: list[dict[str, Any]] = field(default_factory=list)  # history, one row per epoch of both phases
     best_score: list[float] | None = None  # (val accuracy, -val loss) of the best epoch of the run
     stop: EarlyStopState = field(default_factory=EarlyStopState)
+    decisions: dict[str, Any] = field(default_factory=dict)  # made on the data during the run (flip: training/head.py; time plan)
 
     def start_phase(self, phase: str) -> None:
         self.phase, self.epochs_done, self.stop = phase, 0, EarlyStopState()
@@ -118,7 +119,7 @@ def assign_values(variables: list[Any], values: list[np.ndarray], what: str, pat
 
 def progress_json(progress: Progress) -> dict[str, Any]:
     """The progress as state.json shows it (a copy for people and for old readers; the checkpoint is what counts)."""
-    return {"phase": progress.phase, "epochs_done": progress.epochs_done, "rows": progress.rows}
+    return {"phase": progress.phase, "epochs_done": progress.epochs_done, "rows": progress.rows, "decisions": progress.decisions}
 
 
 __all__ = ["Checkpoint", "EarlyStopState", "Progress", "assign_values", "load_checkpoint", "progress_json", "save_checkpoint"]

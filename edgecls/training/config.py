@@ -4,6 +4,7 @@ The CLI (edgecls/cli/train.py) reads each option's default and help from these f
 """
 from __future__ import annotations
 
+import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("cosine", "step", "constant")
 STRATEGIES = ("auto", "default", "mirrored")
 CLASS_WEIGHTS = ("auto", "balanced", "none")
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 
 def _knob(default: Any, help_text: str) -> Any:
@@ -48,6 +50,8 @@ class TrainConfig:
     feature_cache: bool = _knob(True, "Train the head on frozen-backbone features computed once (pretrained backbones).")
     strategy: str = _knob("auto", "auto | default | mirrored (several GPUs).")
     mixed_precision: str = _knob("auto", "float16 compute: auto (on with a GPU) | on | off.")
+    time_budget: str | None = _knob(None, "Wall-clock budget of the whole run, e.g. 3m, 10m, 90s or 600 (seconds): the head and fine-tune "
+                                    "epochs are planned to fit, from the run's own timings; the best epoch's weights are kept.")
     out: str | None = _knob(None, "Run folder to create (default: models/MODEL-TIMESTAMP); never inside --data.")
 
     def __post_init__(self) -> None:
@@ -83,6 +87,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 0.9:
                 raise ConfigError(f"--{name.replace('_', '-')} {value} is outside [0, 0.9)", "Use a fraction such as 0.1")
+        if self.time_budget is not None:
+            parse_duration(self.time_budget)
         if not Path(self.data).exists():
             raise ConfigError(f"--data '{self.data}' does not exist", "Point --data to an ImageFolder tree (a folder per class)")
         if not Path(self.data).is_dir():  # here, before TensorFlow loads
@@ -115,3 +121,11 @@ def knobs(config_class: type) -> dict[str, tuple[Any, str]]:
         default = item.default_factory() if item.default_factory is not MISSING else item.default
         found[item.name] = (None if default is MISSING else default, item.metadata.get("help", ""))
     return found
+
+
+def parse_duration(text: str) -> float:
+    """'3m', '10min', '90s', '1.5h', '600' (seconds) -> seconds; ConfigError naming the value otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*", str(text).lower())
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(f"--time-budget '{text}' is not a positive duration", "Use e.g. --time-budget 3m, 90s, 1.5h or 600 (seconds)")
+    return float(match.group(1)) * _UNITS[match.group(2) or ""]

@@ -55,12 +55,15 @@ def make_dataset(
     augment: AugmentConfig | None,
     seed: int,
     epochs: tuple[int, int] = (0, 1),
+    ramp_from: int | None = None,
 ) -> Any:
     """tf.data over in-memory arrays (uint8 images or float features): float32 batches, one-hot labels, prefetch.
 
     Evaluation (training=False): every item once, in order. Training: the batches of epochs [first, end) back to
     back, for fit(steps_per_epoch=ceil(len(x) / batch_size)). Each epoch's order and augmentation are a pure
     function of (seed, epoch): a run resumed at epoch k sees exactly the batches the uninterrupted run saw there.
+    `ramp_from`: the augmentation's strength grows from 0 to full over that epoch (a head trained on clean
+    features meets augmented images gradually, so the fine-tune does not open below it).
     """
     import tensorflow as tf
 
@@ -70,6 +73,10 @@ def make_dataset(
                                            num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     augment = augment if augment is not None and augment.active and x.ndim == 4 else None
     all_x, all_y = tf.constant(x), tf.constant(labels.astype(np.int32))
+    steps = max(1, -(-len(x) // batch_size))
+
+    def _ramp(strength: Any, step: Any, steps: int) -> Any:  # within the ramp epoch (strength 0 there): step / steps
+        return tf.where(strength > 0.0, strength, tf.cast(step, tf.float32) / steps)
 
     def one_epoch(epoch: Any) -> Any:
         # Stateless draws only: the order depends on nothing but (seed, epoch), not on TF's global seed or history.
@@ -78,12 +85,17 @@ def make_dataset(
         order = tf.random.experimental.stateless_shuffle(tf.range(len(x), dtype=tf.int64), order_seed)
         augment_seed = tf.random.experimental.stateless_fold_in(epoch_seed, 1)
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
-        return batches.map(lambda step, indices: (indices, tf.random.experimental.stateless_fold_in(augment_seed, step)))
+        if ramp_from is None:
+            strength = tf.constant(1.0)
+        else:
+            strength = tf.clip_by_value(tf.cast(epoch - ramp_from, tf.float32), 0.0, 1.0)
+        return batches.map(lambda step, indices: (indices, tf.random.experimental.stateless_fold_in(augment_seed, step),
+                                                  _ramp(strength, step, steps)))
 
-    def to_float(indices: Any, batch_seed: Any) -> tuple[Any, Any]:
+    def to_float(indices: Any, batch_seed: Any, strength: Any) -> tuple[Any, Any]:
         images = tf.cast(tf.gather(all_x, indices), tf.float32)
         if augment is not None:
-            images = augment_batch(images, augment, batch_seed)
+            images = augment_batch(images, augment, batch_seed, strength)
         return images, tf.one_hot(tf.gather(all_y, indices), num_classes)
 
     first, end = epochs

@@ -6,6 +6,7 @@ of the uninterrupted run.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from edgecls.errors import ConfigError, MissingDependencyError, ModelError, requ
 from edgecls.fsutil import write_json
 from edgecls.meta import ModelMeta
 from edgecls.run_folder import CHECKPOINT_FILE, CURVES_FILE, MODEL_FILE, STATE_FILE, save_model, write_history, write_splits
+from edgecls.training.augment import AugmentConfig
+from edgecls.training.budget import MAX_BUDGET_FINE_TUNE_EPOCHS, TimeBudget, parse_duration, plan_fine_tune
 from edgecls.training.checkpoint import Checkpoint, Progress, assign_values, load_checkpoint, progress_json, save_checkpoint
 from edgecls.training.config import TrainConfig
 from edgecls.training.optimizers import class_weights, make_optimizer
@@ -96,6 +99,8 @@ class _Trainer:
 
         self.console = Console(stderr=True)
         start = time.perf_counter()
+        # A budget covers the whole run from here (a resumed run gets the whole budget again).
+        self.budget = TimeBudget(parse_duration(self.config.time_budget), time.monotonic()) if self.config.time_budget else None
         tf = require("tensorflow", "train")
         import keras
 
@@ -147,6 +152,10 @@ class _Trainer:
             # A resumed run takes every variable from its checkpoint: no need to fetch or read pretrained weights again.
             weights = "none" if checkpoint else config.weights
             self.classifier = build_classifier(config.model, len(classes), size, weights, config.alpha, config.dropout)
+        if not self.pretrained:
+            from edgecls.training.scratch import prepare_scratch_backbone
+
+            prepare_scratch_backbone(self.classifier.backbone)
         self.progress = checkpoint.progress if checkpoint else Progress()
         self.best = BestWeights(self.classifier.model, self.progress)
         self.restored_optimizer: tuple[str, list[np.ndarray]] | None = None
@@ -210,7 +219,8 @@ class _Trainer:
         save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.progress, self.classifier.model, self.optimizer, self.best.weights)
         self._write_state()
 
-    def _fit(self, phase: str, model: Any, optimizer: Any, train_ds: Any, val_ds: Any, epochs: tuple[int, int], steps: int) -> Any:
+    def _fit(self, phase: str, model: Any, optimizer: Any, train_ds: Any, val_ds: Any, epochs: tuple[int, int], steps: int,
+             extra: tuple[Any, ...] = (), planned: int | None = None) -> Any:
         """compile + fit epochs [first, end) of a phase, restoring the optimizer's state when resuming this phase."""
         from edgecls.training.callbacks import EarlyStop, EpochCheckpoint, HistoryRows, RichProgress
 
@@ -224,11 +234,12 @@ class _Trainer:
         first, end = epochs
         monitor = "val_accuracy" if val_ds is not None else "accuracy"
         callbacks = [
-            HistoryRows(phase, self.progress.rows, 0 if phase == "head" else config.epochs),
+            HistoryRows(phase, self.progress.rows, 0 if phase == "head" else sum(row["phase"] == "head" for row in self.progress.rows)),
             self.best.callback(),
             *([EarlyStop(monitor, max(1, config.patience), self.progress)] if config.patience else []),
+            *extra,  # a time budget's schedule and stop: before the checkpoint, which saves their plan
             EpochCheckpoint(self._epoch_done),
-            RichProgress(phase, end - first, steps),
+            RichProgress(phase, (planned or end) - first, steps),
         ]
         return model.fit(train_ds, steps_per_epoch=steps, initial_epoch=first, epochs=end, validation_data=val_ds,
                          class_weight=self.class_weight, callbacks=callbacks, verbose=0, shuffle=False)
@@ -245,23 +256,75 @@ class _Trainer:
         if done < config.epochs and not self.progress.stop.stopped:
             steps = math.ceil(len(arrays["train"]) / config.batch)
             has_val = len(arrays["val"]) > 0
-            cached = config.feature_cache and self.pretrained
-            if cached:  # the frozen backbone's output never changes: train the head on features computed once
-                model, train_x, val_x = classifier.head, self._features(arrays["train"], "train"), self._features(arrays["val"], "val")
+            if self._cached():  # the frozen backbone's output never changes: features computed once
+                self._train_head_on_features(arrays, labels, num_classes)
             else:
                 model, train_x, val_x = classifier.model, arrays["train"], arrays["val"]
-            train_ds = make_dataset(train_x, labels["train"], num_classes, config.batch, True, None if cached else config.augment,
-                                    config.seed, (done, config.epochs))
-            val_ds = make_dataset(val_x, labels["val"], num_classes, config.batch, False, None, config.seed) if has_val else None
-            optimizer = make_optimizer(config.optimizer, config.head_lr, config.schedule, config.epochs * steps)
-            self._fit("head", model, optimizer, train_ds, val_ds, (done, config.epochs), steps)
+                train_ds = make_dataset(train_x, labels["train"], num_classes, config.batch, True, config.augment,
+                                        config.seed, (done, config.epochs))
+                val_ds = make_dataset(val_x, labels["val"], num_classes, config.batch, False, None, config.seed) if has_val else None
+                optimizer = make_optimizer(config.optimizer, config.head_lr, config.schedule, config.epochs * steps)
+                from edgecls.training.callbacks import Deadline
+
+                fine_tune_follows = bool(config.fine_tune_epochs and config.unfreeze)
+                extra = (Deadline(self.budget.scratch_head_deadline(fine_tune_follows)),) if self.budget else ()
+                self._fit("head", model, optimizer, train_ds, val_ds, (done, config.epochs), steps, extra)
         self.best.restore()
         self.progress.start_phase("fine_tune")  # the fine-tune phase starts from the best head, with a fresh optimizer
         self.optimizer = None
         self._epoch_done(0)
 
-    def _features(self, images: np.ndarray, name: str) -> np.ndarray:
-        """Backbone features computed once: the frozen backbone's output never changes."""
+    def _train_head_on_features(self, arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], num_classes: int) -> None:
+        """The head to convergence on cached features, and the flip decision (training/head.py); seconds, not checkpointed."""
+        from edgecls.training.head import head_with_flip_decision
+
+        config = self.config
+        # One checkpoint before any head epoch: a run stopped in this phase resumes from the untrained head and redoes
+        # the phase (seconds), so it ends as the uninterrupted run does; state.json counts the epochs meanwhile.
+        self._epoch_done(0)
+
+        def head_epoch_done() -> None:
+            self.progress.epochs_done += 1
+            self._write_state()
+
+        head_deadline = self.budget.head_deadline() if self.budget else None  # fixed when the head phase begins
+        train_x, val_x = self._features(arrays["train"], "train"), self._features(arrays["val"], "val")
+        has_val = len(val_x) > 0
+        decide_flip = bool(config.augment and config.augment.flip and has_val)
+        # Under a time budget the decision is made only when the mirrored features fit in the head's share.
+        if decide_flip and self.budget is not None:
+            decide_flip = time.monotonic() + self.budget.forward_seconds(len(arrays["train"])) < (head_deadline or 0.0)
+        flipped = self._features(arrays["train"], "train, mirrored", mirror=True) if decide_flip else None
+        result = head_with_flip_decision(
+            self.classifier.head, train_x, flipped, labels["train"], (val_x, labels["val"]) if has_val else None,
+            num_classes=num_classes, batch=config.batch, lr=config.head_lr, optimizer=config.optimizer, loss=self._loss(),
+            seed=config.seed, epochs=config.epochs, patience=config.patience, class_weight=self.class_weight,
+            deadline=head_deadline, on_epoch=head_epoch_done,
+        )
+        self.progress.rows.extend(result.fit.rows)
+        self.best.update({"val_accuracy": result.fit.val_accuracy, "val_loss": result.fit.val_loss})
+        what = "val" if has_val else "train"
+        self.console.print(f"  head: {len(result.fit.rows)} epochs on cached features, best {what} accuracy {result.fit.val_accuracy:.3f}")
+        if result.flip is not None:
+            self.progress.decisions["flip"] = result.decision
+            verdict = "kept" if result.flip else "turned off (it hurts on this data)"
+            with_flip, without = result.decision["val_accuracy_with_flip"], result.decision["val_accuracy_without_flip"]
+            self.console.print(f"augmentation: horizontal flip {verdict}: head val accuracy {with_flip:.3f} "
+                               f"with flipped features, {without:.3f} without")
+
+    def _cached(self) -> bool:
+        """Whether the head phase trains on cached features (and so never sees augmented images)."""
+        return bool(self.config.feature_cache and self.pretrained)
+
+    def _augment(self) -> AugmentConfig | None:
+        """The fine-tune augmentation: the settings, with horizontal flips as the head phase decided on the data."""
+        augment, decision = self.config.augment, self.progress.decisions.get("flip")
+        if augment is None or decision is None:
+            return augment
+        return dataclasses.replace(augment, flip=bool(decision["flip"]))
+
+    def _features(self, images: np.ndarray, name: str, mirror: bool = False) -> np.ndarray:
+        """Backbone features computed once: the frozen backbone's output never changes (`mirror`: of the mirrored images)."""
         import tensorflow as tf
         from rich.progress import Progress
 
@@ -272,18 +335,21 @@ class _Trainer:
             task = progress.add_task(f"backbone features ({name})", total=len(images))
             started = time.perf_counter()
             for start in range(0, len(images), batch):
-                chunk = images[start : start + batch].astype(np.float32)
+                chunk = images[start : start + batch, :, ::-1 if mirror else 1].astype(np.float32)
                 chunks.append(np.asarray(extract(tf.constant(chunk)), dtype=np.float32))
                 progress.advance(task, len(chunk))
         if name == "train" and len(images):
             self.speed["feature_images_per_second"] = round(len(images) / (time.perf_counter() - started), 1)
+            if self.budget is not None:
+                self.budget.forward_images_per_second = self.speed["feature_images_per_second"]
         return np.concatenate(chunks) if chunks else np.zeros((0, int(self.classifier.features.outputs[0].shape[-1])), np.float32)
 
     def _fine_tune(self, arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], num_classes: int) -> None:
         import keras
 
         config, classifier, done = self.config, self.classifier, self.progress.epochs_done
-        if not config.fine_tune_epochs or config.unfreeze == 0 or done >= config.fine_tune_epochs or self.progress.stop.stopped:
+        limit = MAX_BUDGET_FINE_TUNE_EPOCHS if self.budget else config.fine_tune_epochs  # a budget plans its own count
+        if not config.fine_tune_epochs or config.unfreeze == 0 or done >= limit or self.progress.stop.stopped:
             return
         classifier.backbone.trainable = True
         weighted = [layer for layer in classifier.backbone.layers if layer.weights]
@@ -295,19 +361,46 @@ class _Trainer:
                 layer.trainable = False
         epochs = config.fine_tune_epochs
         steps = math.ceil(len(arrays["train"]) / config.batch)
+        extra: tuple[Any, ...] = ()
+        planned = None
+        if self.budget is not None:
+            extra, planned = self._budget_plan(len(arrays["train"]), len(arrays["val"]), len(arrays["test"]), steps)
+            if planned == 0 or (done and done >= planned):
+                if planned == 0:
+                    self.console.print("time budget: no fine-tune epoch fits in what is left; keeping the head")
+                return
+            epochs = MAX_BUDGET_FINE_TUNE_EPOCHS
         # Data epochs continue the head's numbering, so fine-tuning never replays the head's order.
-        train_ds = make_dataset(arrays["train"], labels["train"], num_classes, config.batch, True, config.augment, config.seed,
-                                (config.epochs + done, config.epochs + epochs))
+        train_ds = make_dataset(arrays["train"], labels["train"], num_classes, config.batch, True, self._augment(), config.seed,
+                                (config.epochs + done, config.epochs + epochs), ramp_from=config.epochs if self._cached() else None)
         has_val = len(arrays["val"]) > 0
         val_ds = make_dataset(arrays["val"], labels["val"], num_classes, config.batch, False, None, config.seed) if has_val else None
         # Half an epoch of warm-up: fresh optimizer state at full rate jolts the unfrozen backbone.
-        warmup = min(epochs * steps // 2, max(1, steps // 2))
-        optimizer = make_optimizer(config.optimizer, config.tune_lr, config.schedule, epochs * steps, warmup)
+        warmup = min((planned or epochs) * steps // 2, max(1, steps // 2))
+        if extra:  # the budget's callback drives the rate over the planned steps
+            extra[0].warmup = warmup
+            optimizer = make_optimizer(config.optimizer, config.tune_lr, "constant", epochs * steps)
+        else:
+            optimizer = make_optimizer(config.optimizer, config.tune_lr, config.schedule, epochs * steps, warmup)
         started = time.perf_counter()
-        history = self._fit("fine_tune", classifier.model, optimizer, train_ds, val_ds, (done, epochs), steps)
+        history = self._fit("fine_tune", classifier.model, optimizer, train_ds, val_ds, (done, epochs), steps, extra, planned)
         epochs_run = len(history.history.get("loss", []))
         if epochs_run:  # validation time included
             self.speed["fine_tune_images_per_second"] = round(epochs_run * len(arrays["train"]) / (time.perf_counter() - started), 1)
+
+    def _budget_plan(self, train: int, val: int, test: int, steps: int) -> tuple[tuple[Any, ...], int]:
+        """The fine-tune's budget callback and its first plan (epochs; 0: none fits)."""
+        from edgecls.training.callbacks import BudgetedSchedule
+
+        assert self.budget is not None
+        plan = self.progress.decisions.setdefault("time_plan", {"budget_seconds": self.budget.seconds})
+        epochs, estimate, deadline = plan_fine_tune(self.budget, plan, train, val, test)
+        done = self.progress.epochs_done
+        if not done and epochs == 0:
+            return (), 0
+        self.console.print(f"time budget: {self.budget.left():.0f} s left; fine-tune planned at {epochs} epoch(s) "
+                           f"of about {estimate:.0f} s, re-planned after each epoch")
+        return (BudgetedSchedule(self.config.tune_lr, steps, max(1, steps // 2), max(epochs, done + 1), deadline, plan),), epochs
 
     def _final_evaluation(self, model: Any, arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray],
                           classes: list[str], train_seconds: float) -> dict[str, Any]:
@@ -320,6 +413,7 @@ class _Trainer:
             write_eval_outputs(report, self.run_dir, title=f"{split} split")
             metrics.update(report)
         metrics.update(self.speed)
+        metrics["decisions"] = self.progress.decisions
         write_json(self.run_dir / "metrics.json", metrics)
         return metrics
 

@@ -1,0 +1,114 @@
+"""The head phase on cached backbone features: trained to convergence (bounded, early-stopped on validation), and the
+horizontal-flip decision made on the data (a head with and a head without flipped features, judged on validation).
+
+Head epochs on cached features cost seconds, so they do not come out of the fine-tune budget: --epochs is only the
+floor when there is no validation split to stop on.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+HEAD_MAX_EPOCHS = 60  # bound of the early-stopped head on cached features
+HEAD_PATIENCE = 4  # epochs without a better validation score before the head stops
+FLIP_TOLERANCE = 0.01  # flipped features may cost this much validation accuracy (noise) before flipping counts as harmful
+
+
+@dataclass
+class HeadFit:
+    """One head trained on features: its best validation score, its weights then, and one history row per epoch."""
+
+    val_accuracy: float
+    val_loss: float
+    weights: list[np.ndarray]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def score(self) -> tuple[float, float]:
+        return self.val_accuracy, -self.val_loss
+
+
+@dataclass
+class HeadResult:
+    fit: HeadFit
+    flip: bool | None  # the decision (None: not decided here: flip off in the settings, or no validation split)
+    decision: dict[str, Any] = field(default_factory=dict)
+
+
+def fit_head(head: Any, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None, *, num_classes: int,
+             batch: int, lr: float, optimizer: str, loss: Any, seed: int, epochs: int, patience: int,
+             class_weight: dict[int, float] | None = None, deadline: float | None = None,
+             on_epoch: Callable[[], None] | None = None) -> HeadFit:
+    """Train `head` (features -> probabilities) from its current weights; return the best epoch's weights and score.
+
+    With a validation split: up to max(epochs, HEAD_MAX_EPOCHS) epochs at a constant rate, the rate cut by 3 after
+    two epochs without a lower validation loss, stopped after `patience` such epochs. Without: exactly `epochs`.
+    `deadline` (time.monotonic()) stops it early, keeping the best weights so far; `on_epoch()` follows every epoch.
+    """
+    import time
+
+    import keras
+
+    from edgecls.training.optimizers import make_optimizer
+    from edgecls.training.pipeline import make_dataset
+
+    x, y = train
+    steps = max(1, -(-len(x) // batch))
+    has_val = val is not None and len(val[0]) > 0
+    max_epochs = max(epochs, HEAD_MAX_EPOCHS) if has_val and patience else epochs
+    start = head.get_weights()
+    head.compile(optimizer=make_optimizer(optimizer, lr, "constant", max_epochs * steps), loss=loss, metrics=["accuracy"])
+    train_ds = make_dataset(x, y, num_classes, batch, True, None, seed, (0, max_epochs))
+    val_ds = make_dataset(val[0], val[1], num_classes, max(batch, 256), False, None, seed) if has_val and val is not None else None
+    best = HeadFit(-1.0, float("inf"), start)
+    rows: list[dict[str, Any]] = []
+
+    class Track(keras.callbacks.Callback):
+        wait = 0
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            nonlocal best
+            logs = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+            rows.append({"phase": "head", "epoch": epoch + 1, **logs})
+            acc = logs.get("val_accuracy", logs.get("accuracy", 0.0))
+            loss_value = logs.get("val_loss", logs.get("loss", 0.0))
+            if (acc, -loss_value) > best.score:
+                best = HeadFit(acc, loss_value, head.get_weights())
+            if has_val and patience:
+                self.wait = 0 if loss_value < min((r.get("val_loss", np.inf) for r in rows[:-1]), default=np.inf) else self.wait + 1
+                if self.wait and self.wait % 2 == 0:  # plateau: a lower rate
+                    head.optimizer.learning_rate.assign(float(head.optimizer.learning_rate) / 3)
+                if self.wait >= patience:
+                    head.stop_training = True
+            if deadline is not None and time.monotonic() > deadline:
+                head.stop_training = True
+            if on_epoch is not None:
+                on_epoch()
+
+    head.fit(train_ds, steps_per_epoch=steps, epochs=max_epochs, validation_data=val_ds, class_weight=class_weight,
+             callbacks=[Track()], verbose=0, shuffle=False)
+    best.rows = rows
+    head.set_weights(best.weights)
+    return best
+
+
+def head_with_flip_decision(head: Any, features: np.ndarray, flipped: np.ndarray | None, labels: np.ndarray,
+                            val: tuple[np.ndarray, np.ndarray] | None, **fit_options: Any) -> HeadResult:
+    """Train the head without flipped features and, when `flipped` is given, again with them (each image's features
+    and its mirror image's, as flip augmentation would show them); keep flipping only when it costs at most
+    FLIP_TOLERANCE of validation accuracy. The head left in `head` is the one the decision picked."""
+    initial = head.get_weights()
+    plain = fit_head(head, (features, labels), val, **fit_options)
+    if flipped is None or val is None or not len(val[0]):
+        return HeadResult(plain, None)
+    head.set_weights(initial)
+    both = fit_head(head, (np.concatenate([features, flipped]), np.concatenate([labels, labels])), val, **fit_options)
+    keep_flip = both.val_accuracy >= plain.val_accuracy - FLIP_TOLERANCE
+    chosen = both if keep_flip else plain
+    head.set_weights(chosen.weights)
+    decision = {"flip": keep_flip, "val_accuracy_with_flip": round(both.val_accuracy, 4),
+                "val_accuracy_without_flip": round(plain.val_accuracy, 4), "val_images": int(len(val[0]))}
+    return HeadResult(chosen, keep_flip, decision)
