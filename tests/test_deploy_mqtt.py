@@ -75,6 +75,20 @@ def test_a_password_in_the_url_becomes_a_root_only_credential(ca: Path, tmp_path
     assert settings.prefix == "kitchen-A$HOME" and settings.ca_file == prefix / "mqtt-ca.pem"
 
 
+def camera_options(argv: list[str]) -> dict[str, object]:
+    """The options `edgecls camera` parses from the unit's ExecStart (argv[0] the program, argv[1] 'camera'), not run."""
+    import typer
+
+    from edgecls.cli.camera import camera_command
+
+    app = typer.Typer()
+    app.command("camera")(camera_command)
+    app.command("other")(camera_command)  # two commands: a group, so "camera" is looked up by name
+    command = typer.main.get_command(app).commands["camera"]  # type: ignore[attr-defined]
+    with command.make_context("camera", list(argv[2:])) as context:
+        return dict(context.params)
+
+
 def test_password_file_or_no_password(wheel: Path, tmp_path: Path) -> None:  # noqa: F811 - the fixture
     run = make_run(tmp_path / "run")
     secret = tmp_path / "pw"
@@ -92,6 +106,17 @@ def test_password_file_or_no_password(wheel: Path, tmp_path: Path) -> None:  # n
     assert not (out / "mqtt-password").exists() and "mqtt-password" not in unit
     assert [a for a in exec_argv(unit, "/c") if a.startswith("--mqtt")] == ["--mqtt=mqtt://10.0.0.2"]
     assert anonymous["mqtt"] == {"url": "mqtt://10.0.0.2", "password_file": None, "ca_file": None}
+
+    tuned = build_bundle(run, "pi5", tmp_path / "d", wheel=wheel,
+                         mqtt=mqtt_setting("mqtt://10.0.0.2/cam", qos=1, rate=0.5, debounce=5, retain=False, discovery=True))
+    assert tuned["mqtt"] == {"url": "mqtt://10.0.0.2/cam", "password_file": None, "ca_file": None, "qos": 1, "rate": 0.5, "debounce": 5,
+                             "retain": False}  # discovery=True is the camera's default: not repeated
+    argv = exec_argv((Path(tuned["out"]) / "edgecls-camera.service").read_text(), "/c")
+    assert [a for a in argv if a.startswith("--mqtt")] == ["--mqtt=mqtt://10.0.0.2/cam", "--mqtt-qos=1", "--mqtt-rate=0.5",
+                                                             "--mqtt-debounce=5", "--mqtt-no-retain"]
+    params = camera_options(argv)  # what `edgecls camera` makes of the service's command line
+    assert (params["mqtt"], params["mqtt_qos"], params["mqtt_rate"], params["mqtt_debounce"], params["mqtt_retain"]) == (
+        "mqtt://10.0.0.2/cam", 1, 0.5, 5, False)
 
     plain = build_bundle(run, "pi5", tmp_path / "c", wheel=wheel)
     assert plain["mqtt"] is None and "--mqtt" not in (Path(plain["out"]) / "edgecls-camera.service").read_text()
@@ -125,3 +150,8 @@ def test_mqtt_mistakes_are_clean_errors_before_any_work(ca: Path, tmp_path: Path
         with pytest.raises(ConfigError, match=fragment) as caught:
             mqtt_setting(url, password_file, ca_file)
         assert SECRET not in str(caught.value), url
+    for options, fragment in [({"qos": 3}, "not an MQTT QoS"), ({"rate": 500.0}, "outside 0..100"), ({"debounce": 0}, "outside 1..1000")]:
+        with pytest.raises(ConfigError, match=fragment):
+            mqtt_setting(f"mqtt://cam:{SECRET}@host/x", **options)
+    with pytest.raises(ConfigError, match="--mqtt-rate was given without --mqtt"):
+        mqtt_setting(None, rate=2.0)

@@ -28,6 +28,12 @@ def deploy_command(
     mqtt_password_file: Path | None = typer.Option(None, "--mqtt-password-file",
                                                    help="File holding the MQTT password (copied into the bundle's 0600 mqtt-password)."),
     mqtt_ca: Path | None = typer.Option(None, "--mqtt-ca", help="PEM file of the CA that signed an mqtts:// broker's certificate."),
+    mqtt_qos: int | None = typer.Option(None, "--mqtt-qos", help="The service's --mqtt-qos: 0, 1 or 2 [default: the camera's, 0]."),
+    mqtt_rate: float | None = typer.Option(None, "--mqtt-rate", help="The service's --mqtt-rate: results per second [default: 1]."),
+    mqtt_debounce: int | None = typer.Option(None, "--mqtt-debounce", help="The service's --mqtt-debounce: frames [default: 3]."),
+    mqtt_retain: bool | None = typer.Option(None, "--mqtt-retain/--mqtt-no-retain", help="Retain the state message [default: yes]."),
+    mqtt_discovery: bool | None = typer.Option(None, "--mqtt-discovery/--no-mqtt-discovery",
+                                               help="Home Assistant discovery [default: yes]."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out folder that edgecls made (it carries .edgecls-output)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON only (with live_view_url, holding the token)."),
 ) -> None:
@@ -35,7 +41,8 @@ def deploy_command(
     from edgecls.deploy import build_bundle
     from edgecls.deploy.mqtt import PASSWORD_FILE, mqtt_setting
 
-    mqtt_bundle = mqtt_setting(mqtt, mqtt_password_file, mqtt_ca)
+    mqtt_bundle = mqtt_setting(mqtt, mqtt_password_file, mqtt_ca, qos=mqtt_qos, rate=mqtt_rate, debounce=mqtt_debounce,
+                               retain=mqtt_retain, discovery=mqtt_discovery)
     if mqtt_bundle is not None and mqtt_bundle.password_in_url:
         from edgecls.integrations.credentials import scrub_argv
 
