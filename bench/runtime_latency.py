@@ -5,8 +5,9 @@
 For every artifact under the folder (tflite-int8, onnx-int8, openvino-int8, ...): edgecls'
 `Backend.run` on one 224 px image (quantize input, invoke, dequantize, softmax), warm-up excluded,
 each backend in its own process; then `litert-benchmark` (LiteRT) and `benchmark_app` (OpenVINO) on
-the same file with the same thread count, alternating for --rounds rounds (medians; the spread of the rounds
-and the machine's load average are in the table). Prints a Markdown table; writes bench/results/runtime_latency.json.
+the same file with the same thread count, alternating for --rounds rounds (medians; the spread of the rounds,
+the median of the per-round ratios and the machine's load average are in the table). Prints a Markdown table;
+writes bench/results/runtime_latency.json.
 """
 from __future__ import annotations
 
@@ -99,21 +100,29 @@ def main() -> None:
         valid = sorted(v for v in vendor_runs if v)
         vendor_ms = valid[len(valid) // 2] if valid else None
         ratio = ours["p50_ms"] / vendor_ms if vendor_ms else None
+        # each round's pair ran back to back under the same load: the median of their ratios is steadier than the
+        # ratio of the two medians when other jobs come and go
+        paired = sorted(r["p50_ms"] / v for r, v in zip(ours_runs, vendor_runs) if v)
+        paired_ratio = paired[len(paired) // 2] if paired else None
         records.append({"artifact": str(path), "edgecls": ours, "edgecls_rounds": [r["p50_ms"] for r in ours_runs],
                         "vendor_tool": (vendor or {}).get("tool"), "vendor_rounds": vendor_runs, "vendor_ms": vendor_ms, "ratio": ratio,
+                        "paired_ratios": [round(r, 4) for r in paired], "paired_ratio_median": paired_ratio,
                         "load_average_1min": loads})
         latency = f"{ours['p50_ms']:.2f} / {ours['p90_ms']:.2f} / {ours['p99_ms']:.2f}"
         spread = [r["p50_ms"] for r in ours_runs]
         vendor_spread = f"{min(valid):.2f}-{max(valid):.2f}" if valid else "-"
         rows.append(f"| {path.parent.name} | {ours['backend']} ({ours['precision_ran']}) | {latency} | "
                     f"{(f'{vendor_ms:.2f}' if vendor_ms else 'n/a')} | {(f'{ratio:.2f}x' if ratio else '-')} | "
+                    f"{(f'{paired_ratio:.2f}x ({paired[0]:.2f}-{paired[-1]:.2f})' if paired_ratio else '-')} | "
                     f"{min(spread):.2f}-{max(spread):.2f} vs {vendor_spread} | {min(loads):.1f}-{max(loads):.1f} |")
-    write_json(RESULTS / "runtime_latency.json", {"command": f"python bench/runtime_latency.py {args.folder} --threads {args.threads}",
+    command = (f"python bench/runtime_latency.py {args.folder} --threads {args.threads} --runs {args.runs} --warmup {args.warmup} "
+               f"--rounds {args.rounds}" + (f" --only {' '.join(args.only)}" if args.only else ""))
+    write_json(RESULTS / "runtime_latency.json", {"command": command,
                                                   "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
                                                   "date": time.strftime("%Y-%m-%d"), "results": records})
     print("| artifact | edgecls backend (ran as) | edgecls p50 / p90 / p99 ms | vendor tool ms | edgecls / vendor "
-          "| rounds edgecls vs vendor (ms) | load |")
-    print("|---|---|---|---|---|---|---|")
+          "| per-round ratio median (range) | rounds edgecls vs vendor (ms) | load |")
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 
