@@ -106,7 +106,8 @@ def exports(lite: Case, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
         ("onnx", export_onnx, "fp32"), ("onnx", export_onnx, "int8"),
         ("openvino", export_openvino, "fp32"), ("openvino", export_openvino, "fp16"), ("openvino", export_openvino, "int8"),
     ]:
-        artifact = writer(lite.request(root / f"{fmt}-{precision}", precision))
+        dynamic = {"batch": 0} if fmt == "openvino" else {}  # these tests run many images at once; export's default is batch 1
+        artifact = writer(lite.request(root / f"{fmt}-{precision}", precision, **dynamic))
         print(f"{fmt} {precision}: {size_of(artifact)} bytes, {artifact.notes['export_seconds']} s")
         found[f"{fmt}-{precision}"] = artifact
     return found
@@ -158,10 +159,19 @@ def test_onnx_fp32_matches_keras_with_dynamic_batch(plain: Case, lite: Case, exp
 
 
 def test_onnx_embeds_meta(lite: Case, exports: dict) -> None:
+    """The writer leaves metadata_props to export's post-processing (artifact_metadata.embed_metadata, as _post_process runs
+    it; the published files are checked in tests/test_export_metadata.py)."""
+    from edgecls.export.artifact_metadata import embed_metadata
+    from edgecls.export.base import artifact_meta
+
     for precision in ("fp32", "int8"):
-        props = {p.key: p.value for p in onnx.load(str(exports[f"onnx-{precision}"].path)).metadata_props}
+        path = exports[f"onnx-{precision}"].path
+        assert not onnx.load(str(path)).metadata_props
+        embed_metadata(path, "onnx", artifact_meta(lite.meta, "onnx", precision))
+        props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
         meta = ModelMeta.from_dict(json.loads(props[META_KEY]))
         assert (meta.format, meta.precision, meta.labels, meta.input_size) == ("onnx", precision, lite.meta.labels, (64, 64))
+        onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
 def test_onnx_int8_is_per_channel_qdq_with_float_head(exports: dict) -> None:
@@ -195,13 +205,14 @@ def test_onnx_int8_agrees_with_keras(lite: Case, exports: dict) -> None:
 
 # ------------------------------------------------------------------ openvino
 def test_openvino_fp32_matches_keras(plain: Case, lite: Case, exports: dict, tmp_path: Path) -> None:
-    plain_artifact = export_openvino(plain.request(tmp_path, "fp32", calibration=None))
-    assert sorted(os.listdir(tmp_path)) == ["model.bin", "model.xml"]
+    static = export_openvino(plain.request(tmp_path / "b1", "fp32", calibration=None))  # the default: a static batch of 1
+    assert list(ov.Core().read_model(str(static.path)).input(0).get_shape()) == [1, 32, 32, 3]
+    plain_artifact = export_openvino(plain.request(tmp_path, "fp32", calibration=None, batch=0))
+    assert sorted(os.listdir(tmp_path)) == ["b1", "model.bin", "model.xml"]
     for case, artifact in [(plain, plain_artifact), (lite, exports["openvino-fp32"])]:
         model = ov.Core().read_model(str(artifact.path))
         assert model.input(0).get_any_name() == "pixels" and model.input(0).get_partial_shape()[0].is_dynamic
-        meta = ModelMeta.from_dict(json.loads(model.get_rt_info(META_KEY).astype(str)))
-        assert (meta.format, meta.precision) == ("openvino", "fp32")
+        assert not model.has_rt_info(META_KEY)  # the metadata is export's post-processing (tests/test_export_metadata.py)
         for images in (case.structured[:3], case.random[:1]):
             diff = np.abs(run_openvino(artifact.path, images) - case.keras(images)).max()
             print(f"{case.meta.architecture} openvino fp32 (f32 hint) max abs diff (batch {len(images)}): {diff:.2e}")
@@ -246,8 +257,8 @@ def test_openvino_batch_option_fixes_the_batch(plain: Case, tmp_path: Path) -> N
     diff = np.abs(run_openvino(artifact.path, images) - plain.keras(images)).max()
     print(f"openvino int8 batch 2 max abs diff: {diff:.3f}")
     assert diff < 0.1
-    with pytest.raises(ConfigError, match="--batch 0 is outside"):
-        export_openvino(plain.request(tmp_path / "b0", "fp32", batch=0))
+    with pytest.raises(ConfigError, match="--batch -1 is outside"):
+        export_openvino(plain.request(tmp_path / "b0", "fp32", batch=-1))
 
 
 @pytest.mark.skipif(

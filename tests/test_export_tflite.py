@@ -97,7 +97,9 @@ def make_request(model: Any, meta: ModelMeta, out: Path, precision: str, **kwarg
 # ----------------------------------------------------------------------------- fixtures (one conversion each)
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """plain_cnn, 3 classes, 32 px: every precision and every INT8 I/O type."""
+    """plain_cnn, 3 classes, 32 px: every precision and every INT8 I/O type, with the metadata export embeds."""
+    from edgecls.export.artifact_metadata import embed_metadata
+    from edgecls.export.base import artifact_meta
     from edgecls.export.tflite import export_tflite
     from edgecls.zoo.classifier import build_classifier
 
@@ -110,6 +112,8 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         arts[precision] = export_tflite(make_request(model, meta, root / precision, precision))
     for io in ("uint8", "int8", "float"):
         arts[f"int8-{io}"] = export_tflite(make_request(model, meta, root / f"int8-{io}", "int8", calibration=calib, io_type=io))
+    for art in arts.values():  # what export's post-processing adds after the writer (api._post_process)
+        embed_metadata(art.path, "tflite", artifact_meta(meta, "tflite", art.precision, art.input_quantization, art.output_quantization))
     return {"model": model, "meta": meta, "arts": arts, "size": 32}
 
 
