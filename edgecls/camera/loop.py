@@ -44,6 +44,7 @@ from edgecls.errors import ConfigError, EdgeclsError, Terminated
 from edgecls.fsutil import check_outputs as check_not_inputs
 from edgecls.fsutil import sweep_stale_temps, write_json
 from edgecls.integrations import ResultSink
+from edgecls.integrations.credentials import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -389,7 +390,7 @@ class _Run:
             input_size=list(self.backend.meta.input_size),
             backend={"name": self.backend.name, "precision_ran": self.backend.precision_ran,
                      "threads": self.backend.threads, "device": facts["device"]},
-            source={"spec": facts["spec"], "description": self.reader.describe(), "mode": self.reader.mode,
+            source={"spec": redact_url(facts["spec"]), "description": self.reader.describe(), "mode": self.reader.mode,
                     "live": bool(facts["source"].is_live), "fps_reported": facts["source"].fps,
                     "skipped_files": getattr(facts["source"], "skipped", [])[:20]},
             settings={"frames": self.limits.frames, "seconds": self.limits.seconds, "smoothing": self.post.smoothing,

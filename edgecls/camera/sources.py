@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from edgecls.errors import EdgeclsError, ImageError, require, suggest
+from edgecls.integrations.credentials import redact_url
 from edgecls.preprocess import IMAGE_SUFFIXES, load_image
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
@@ -142,7 +143,9 @@ class OpenCVSource:
             self.mode = f"{chosen[0]}x{chosen[1]} (smallest mode covering the {model_size[1]}x{model_size[0]} model)"
 
     def _what(self) -> str:
-        return {"camera": f"camera {self.spec}", "file": f"video file '{self.spec}'", "stream": f"stream '{self.spec}'"}[self.kind]
+        # a stream URL's password (rtsp://user:PASS@host/...) never reaches a log line, an error or the report
+        shown = redact_url(self.spec)
+        return {"camera": f"camera {self.spec}", "file": f"video file '{self.spec}'", "stream": f"stream '{shown}'"}[self.kind]
 
     def read(self) -> np.ndarray | None:
         ok, frame = self._cap.read()
@@ -299,12 +302,12 @@ def source_kind(spec: str) -> str:
     if path.is_file():
         return "image" if path.suffix.lower() in IMAGE_SUFFIXES else "file"
     if path.suffix or os.sep in text:
-        raise CameraError(f"camera source '{spec}' does not exist", "Check the path of the video file or image folder")
+        raise CameraError(f"camera source '{redact_url(spec)}' does not exist", "Check the path of the video file or image folder")
     hint = suggest(text.lower(), PICAMERA_NAMES) or (
-        f" Did you mean the URL '{text}' with one of {', '.join(LIVE_SCHEMES)}?" if sep else ""
+        f" Did you mean the URL '{redact_url(text)}' with one of {', '.join(LIVE_SCHEMES)}?" if sep else ""
     )
     raise CameraError(
-        f"camera source '{spec}' is not a camera index, an existing file or folder, a stream URL or 'picamera2'",
+        f"camera source '{redact_url(spec)}' is not a camera index, an existing file or folder, a stream URL or 'picamera2'",
         f"Pass e.g. --device 0, --device clip.mp4, --device frames/, --device rtsp://HOST/stream or --device picamera2.{hint}".rstrip("."),
     )
 
