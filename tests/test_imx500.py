@@ -106,31 +106,28 @@ def toolchain() -> object:
 
 @pytest.mark.slow
 def test_plain_run_converts_and_its_simulation_passes_the_default_gate(plain_run: Path, tmp_path: Path, toolchain: object) -> None:
-    """The run's network rebuilt in the toolchain venv (float max difference ~1e-8), quantized by MCT, converted by
-    imxconv-tf into packerOut.zip, then MCT's simulation of the IMX500 judged on the held-out test split."""
-    from edgecls.export import sources
-    from edgecls.export.base import ExportRequest
-    from edgecls.export.gate import Gate
-    from edgecls.export.imx500 import export_imx500
-    from edgecls.export.validate import validate
-
-    source = sources.load_source(plain_run)
-    calibration = sources.calibration_set(source, None, 64, 0, set())
-    holdout = sources.holdout_set(source, 80, 0)
-    request = ExportRequest(model=source.model, meta=source.meta, precision="int8", out_dir=tmp_path, calibration=calibration.images)
-    artifact = export_imx500(request)
-
-    assert artifact.path == tmp_path / "packerOut.zip" and zipfile.is_zipfile(artifact.path)
-    assert artifact.notes["float_rebuild_max_abs_diff"] < 1e-4
-    usage = artifact.notes["sensor_memory"]["usage_percent"]
-    assert 0 < usage < 100
-    assert (tmp_path / "labels.txt").read_text().split() == source.meta.labels
-    assert json.loads((tmp_path / "memory_report.json").read_text())["usage_percent"] == usage
-
-    report = validate(tmp_path / artifact.notes["cpu_model"], "imx500", "int8", holdout, source.meta.labels, Gate())
-    assert report.precision_ran == "int8 (MCT simulation of the IMX500)" and report.images == len(holdout.images)
-    assert report.passed, report.failures  # the default gate: agreement >= 0.9, accuracy drop <= 1 point
-    assert report.integer_check == {"integer": True, "converter_accepted": True, "sensor_memory_percent": usage}
+    """`edgecls export RUN --int8 --target imx500`: the run's network rebuilt in the toolchain venv (the float rebuild within
+    1e-4 of Keras), quantized by MCT, converted by imxconv-tf into packerOut.zip, and MCT's simulation of the IMX500 judged
+    on the held-out test split by the default gate (agreement >= 0.9, accuracy drop <= 1 point)."""
+    out = tmp_path / "exp"
+    result = run_cli("export", plain_run, "--int8", "--target", "imx500", "--out", out, "--json")
+    assert result.returncode == 0, result.output
+    [report] = json.loads(result.stdout)
+    folder = out / "imx500-int8"
+    assert report["passed"] and report["folder"] == str(folder) and report["gate"]["passed"]
+    assert zipfile.is_zipfile(folder / "packerOut.zip")
+    for name in ("memory_report.json", "labels.txt", "meta.json", "export_report.json", "mct_quantized.keras"):
+        assert (folder / name).is_file(), name
+    meta = json.loads((folder / "meta.json").read_text())
+    assert (meta["format"], meta["precision"]) == ("imx500", "int8")
+    assert (folder / "labels.txt").read_text().split() == meta["labels"]
+    notes, validation = report["notes"], report["validation"]
+    assert notes["float_rebuild_max_abs_diff"] < 1e-4
+    usage = notes["sensor_memory"]["usage_percent"]
+    assert 0 < usage < 100 and notes["sensor_memory"]["fits"] is True
+    assert validation["precision_ran"] == "int8 (MCT simulation of the IMX500)" and validation["images"] == 80
+    assert validation["top1_agreement"] >= 0.9 and validation["accuracy_drop"] <= 0.01
+    assert validation["integer_check"] == {"integer": True, "converter_accepted": True, "sensor_memory_percent": usage}
 
 
 # ----------------------------------------------------------------------------- the camera side (no picamera2 here)
