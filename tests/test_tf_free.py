@@ -32,7 +32,8 @@ RUNTIME_MODULES = [
     "edgecls.data.sampling", "edgecls.data.labelled", "edgecls.data.video", "edgecls.metadata", "edgecls.metadata.golden",
     "edgecls.metadata.tflite", "edgecls.metadata.onnx", "edgecls.verify", "edgecls.cli.verify", "edgecls.cli.serve",
     "edgecls.camera.api", "edgecls.camera.httpd", "edgecls.camera.access", "edgecls.integrations.mqtt",
-    "edgecls.integrations.uncertain", "edgecls.export.tflite_inspect", "edgecls.run_folder",
+    "edgecls.integrations.uncertain", "edgecls.export.tflite_inspect", "edgecls.run_folder", "edgecls.deploy.mqtt",
+    "edgecls.bench.report",
 ]
 
 
