@@ -52,13 +52,16 @@ class Imx500Fit:
 _IMX500_FIX = "mobilenet_v2 (--alpha 0.35 / 0.5 / 1.0), efficientnet_lite0 or mobilenet_v3_*_minimalistic"
 _IMX500_TOO_BIG = "does not fit the sensor's 8 MB"
 IMX500_FITS: dict[str, Imx500Fit] = {
-    "mobilenet_v2": Imx500Fit(True, "ReLU6: maps whole; 224 px uses 21% / 25% / 49% of the sensor memory at alpha 0.35 / 0.5 / 1.0"),
-    "mobilenet_v3_small_minimalistic": Imx500Fit(True, "ReLU, no hard-swish or squeeze-excite: maps whole"),
-    "mobilenet_v3_large_minimalistic": Imx500Fit(True, "ReLU, no hard-swish or squeeze-excite: maps whole"),
-    "efficientnet_lite0": Imx500Fit(True, "ReLU6, no squeeze-excite: maps whole"),
+    "mobilenet_v2": Imx500Fit(True, "ReLU6: maps whole; 224 px uses 21% / 25% / 49% of the sensor memory at alpha 0.35 / 0.5 / 1.0 "
+                                    "(96 px, alpha 0.35: 10%)"),
+    "mobilenet_v3_small_minimalistic": Imx500Fit(True, "ReLU, no hard-swish or squeeze-excite: converter-accepted layers (not yet "
+                                                       "converted here)"),
+    "mobilenet_v3_large_minimalistic": Imx500Fit(True, "ReLU, no hard-swish or squeeze-excite: converter-accepted layers (not yet "
+                                                       "converted here)"),
+    "efficientnet_lite0": Imx500Fit(True, "ReLU6, no squeeze-excite: maps whole; 96 px uses 50% of the sensor memory"),
     "efficientnet_lite1": Imx500Fit(True, "ReLU6, no squeeze-excite: maps whole"),
     "efficientnet_lite2": Imx500Fit(True, "ReLU6, no squeeze-excite: maps whole"),
-    "plain_cnn": Imx500Fit(True, "ReLU6, max pooling, global average pooling: maps whole (tests)"),
+    "plain_cnn": Imx500Fit(True, "ReLU6, max pooling, global average pooling: maps whole; 32 px uses 4% of the sensor memory"),
     "mobilenet_v3_small": Imx500Fit(False, "", "hard-swish + squeeze-excite: not rebuilt for the IMX500 by edgecls", _IMX500_FIX),
     "mobilenet_v3_large": Imx500Fit(False, "", "hard-swish + squeeze-excite: not rebuilt for the IMX500 by edgecls", _IMX500_FIX),
     "efficientnet_b0": Imx500Fit(False, "", "Rescaling/Normalization layers inside the Keras backbone; swish + squeeze-excite",
