@@ -34,7 +34,7 @@ from typing import Any
 
 from edgecls.errors import ConfigError, DataError, EdgeclsError, ExportError
 from edgecls.export import fallback, sources
-from edgecls.export.artifact_metadata import GOLDEN_SUFFIXES, embed_metadata, store_golden
+from edgecls.export.artifact_metadata import GOLDEN_SUFFIXES, embed_artifact, store_golden, with_metadata
 from edgecls.export.base import Artifact, ExportRequest, artifact_meta
 from edgecls.export.formats import DEFAULTS, Format, check_fallback_budget, check_gate, check_options, plan_exports
 from edgecls.export.gate import Gate, advice, latency_ms
@@ -253,14 +253,15 @@ def _post_process(artifact: Artifact, folder: Path, job: _Job) -> Artifact:
     """The one place an artifact is changed after its writer and before validation (every fallback candidate that is
     judged passes here too): meta.json beside it, and the standard metadata of its format embedded in it (an Edge TPU
     export: in the compiled model and in the CPU model it came from). The golden set waits for validation (_store_golden)."""
-    meta = artifact_meta(job.source.meta, artifact.format, artifact.precision, artifact.input_quantization,
-                         artifact.output_quantization)
-    meta.save(folder)
-    cpu_model = artifact.notes.get("cpu_model")
-    extra = (folder / cpu_model,) if cpu_model and cpu_model != artifact.path.name else ()
-    source_run = str(job.source.run) if job.source.run else ""
-    notes = embed_metadata(artifact.path, artifact.format, meta, source_run, extra)
-    return replace(artifact, notes={**artifact.notes, "metadata": notes})
+    artifact_meta(job.source.meta, artifact.format, artifact.precision, artifact.input_quantization,
+                  artifact.output_quantization).save(folder)
+    if "metadata" in artifact.notes:  # a fallback candidate: its writer embedded it (artifact_metadata.with_metadata)
+        return artifact
+    return embed_artifact(artifact, job.source.meta, _source_run(job))
+
+
+def _source_run(job: _Job) -> str:
+    return str(job.source.run) if job.source.run else ""
 
 
 def _store_golden(report: ExportReport, artifact: Artifact, folder: Path, job: _Job) -> None:
@@ -333,7 +334,8 @@ def _fall_back(report: ExportReport, request: ExportRequest, artifact: Artifact,
     assert report.sensitivity is not None and job.tuning is not None and report.validation is not None
     scratch = work_dir(folder)
     try:
-        result, candidate = fallback.search(fmt, request, report.sensitivity, job.tuning, job.gate, job.budget, scratch,
+        embedding = with_metadata(fmt, job.source.meta, _source_run(job))  # candidates are judged as lone files
+        result, candidate = fallback.search(embedding, request, report.sensitivity, job.tuning, job.gate, job.budget, scratch,
                                             job.threads, job.say)
         report.fallback = result
         judged = report.validation

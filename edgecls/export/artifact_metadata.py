@@ -6,6 +6,7 @@ metadata, written by edgecls.metadata (the one place that decides what each form
     *_edgetpu.tflite and in the CPU model it came from;
   - onnx: per-key metadata_props + "model_info <key>" + edgecls_meta (write_onnx_metadata);
   - openvino: rt_info model_info / edgecls_info / edgecls_meta, NHWC layout, output name (write_openvino_metadata).
+`with_metadata` gives the INT8 fallback a writer that embeds it too (its candidates are judged as lone files).
 `store_golden` runs after validation passed: golden.npz beside the artifact (edgecls.metadata.golden), the scores
 that this machine's edgecls runtime gives the held-out images, as `edgecls verify` will feed them.
 """
@@ -13,18 +14,54 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgecls.errors import ExportError, ModelError
+from edgecls.export.base import Artifact, ExportRequest, artifact_meta
+from edgecls.export.formats import Format
 from edgecls.meta import ModelMeta
 from edgecls.metadata import ArtifactInfo, artifact_info
 
 GOLDEN_CANDIDATES = 128  # held-out images run to pick the golden set from (make_golden keeps DEFAULT_COUNT)
 GOLDEN_SUFFIXES = (".tflite", ".onnx", ".xml")  # what edgecls.runtime runs, so what `edgecls verify` can check
 _FIX = "Report this with the model architecture"
+
+
+def embed_artifact(artifact: Artifact, source_meta: ModelMeta, source_run: str = "") -> Artifact:
+    """`artifact` with its format's metadata embedded (the meta as it describes this artifact: format, precision, I/O
+    quantization), and notes["metadata"] saying what was written. An Edge TPU model's CPU model gets it too."""
+    meta = artifact_meta(source_meta, artifact.format, artifact.precision, artifact.input_quantization, artifact.output_quantization)
+    cpu_model = artifact.notes.get("cpu_model")
+    extra = (artifact.path.parent / cpu_model,) if cpu_model and cpu_model != artifact.path.name else ()
+    notes = embed_metadata(artifact.path, artifact.format, meta, source_run, extra)
+    return dataclasses.replace(artifact, notes={**artifact.notes, "metadata": notes})
+
+
+@dataclass(frozen=True)
+class EmbeddingFormat(Format):
+    """A format whose writer embeds the metadata too: the INT8 fallback judges its candidates as lone files (no
+    meta.json beside them) before the chosen one reaches api._post_process."""
+
+    source_meta: ModelMeta | None = None
+    source_run: str = ""
+
+    def load_writer(self) -> Callable[[ExportRequest], Artifact]:
+        write = super().load_writer()
+
+        def write_and_embed(request: ExportRequest) -> Artifact:
+            return embed_artifact(write(request), self.source_meta or request.meta, self.source_run)
+
+        return write_and_embed
+
+
+def with_metadata(fmt: Format, source_meta: ModelMeta, source_run: str = "") -> EmbeddingFormat:
+    fields = {field.name: getattr(fmt, field.name) for field in dataclasses.fields(fmt)}
+    return EmbeddingFormat(**fields, source_meta=source_meta, source_run=source_run)
 
 
 def embed_metadata(path: Path, fmt: str, meta: ModelMeta, source_run: str = "", extra: tuple[Path, ...] = ()) -> dict[str, Any]:
