@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 HEAD_MAX_EPOCHS = 60  # bound of the early-stopped head on cached features
-HEAD_PATIENCE = 4  # epochs without a better validation score before the head stops
 FLIP_TOLERANCE = 0.01  # flipped features may cost this much validation accuracy (noise) before flipping counts as harmful
 
 
