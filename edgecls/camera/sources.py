@@ -29,7 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from edgecls.errors import EdgeclsError, ImageError, require, suggest
-from edgecls.integrations.credentials import redact_url
+from edgecls.integrations.credentials import read_secret_file, redact_url, url_password, with_password
 from edgecls.preprocess import IMAGE_SUFFIXES, load_image
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
@@ -312,6 +312,27 @@ def source_kind(spec: str) -> str:
     )
 
 
+def source_with_password(spec: str, password_file: str | Path) -> str:
+    """The stream URL `spec` (with a user, without a password) with the password from `password_file` put in: in memory
+    only, so it is on no command line (`edgecls camera --device-password-file`, the bundle's `%d/camera-password`).
+    CameraError naming the URL without its password when it is no stream URL, has no user or already has a password."""
+    text = spec.strip() if isinstance(spec, str) else ""
+    shown = redact_url(text)
+    fix = "Pass --device rtsp://USER@HOST[:PORT]/PATH with --device-password-file, or leave the file out"
+    scheme, sep, _ = text.partition("://")
+    if not sep or scheme.lower() not in LIVE_SCHEMES:
+        raise CameraError(f"--device-password-file was given, but --device '{shown}' is not a stream URL", fix)
+    if url_password(text) is not None:
+        raise CameraError(f"the camera password is given twice: in --device '{shown}' and in --device-password-file",
+                          "Keep only --device-password-file (take ':PASSWORD' out of the URL)")
+    password = read_secret_file(password_file, "--device-password-file")
+    try:
+        return with_password(text, password)
+    except ValueError:
+        raise CameraError(f"--device '{shown}' names no user for the password in --device-password-file",
+                          "Put the user in the URL: rtsp://USER@HOST/PATH") from None
+
+
 def open_source(spec: str, width: int | None = None, height: int | None = None, fps: float | None = None,
                 model_size: tuple[int, int] | None = None, crop_fraction: float = 1.0) -> FrameSource:
     """Open a frame source from its command-line spelling. width/height/fps are hints for live sources; model_size
@@ -334,4 +355,5 @@ def open_source(spec: str, width: int | None = None, height: int | None = None, 
     return OpenCVSource(text, str(Path(text).expanduser()), "file")
 
 
-__all__ = ["CameraError", "FolderSource", "FrameSource", "OpenCVSource", "Picamera2Source", "open_source", "source_kind", "to_bgr"]
+__all__ = ["CameraError", "FolderSource", "FrameSource", "OpenCVSource", "Picamera2Source", "open_source", "source_kind",
+           "source_with_password", "to_bgr"]

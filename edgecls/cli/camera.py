@@ -40,6 +40,10 @@ def camera_command(
     source: str = typer.Option("0", "--device", "--source",
                                help="The camera: index (0), /dev/videoN, video file, image folder, rtsp:// or http:// URL, or picamera2. "
                                     "The inference device is --backend-device."),
+    device_password_file: Path | None = typer.Option(
+        None, "--device-password-file",
+        help="File holding the stream URL's password (mode 0600): put into --device rtsp://USER@HOST/... in memory only, so "
+             "no command line shows it (the deployed service gets it from systemd as a credential)."),
     backend_device: str = typer.Option("cpu", "--backend-device", help="Inference device: cpu | coral | gpu | npu | auto."),
     threads: int | None = typer.Option(None, "--threads", help="Runtime threads (the runtime's default when left out)."),
     frames: int | None = typer.Option(None, "--frames", help="Stop after this many frames."),
@@ -95,6 +99,7 @@ def camera_command(
     from edgecls.camera.stats import render_summary
 
     with log_to_console():
+        source = _stream_source(source, device_password_file)
         sinks: list[ResultSink] = []
         if mqtt is not None:
             sinks.append(_mqtt_sink(mqtt, mqtt_password_file, ca_file=mqtt_ca, qos=mqtt_qos, retain=mqtt_retain, rate=mqtt_rate,
@@ -137,6 +142,25 @@ def log_to_console() -> Iterator[None]:
         library_log.removeHandler(handler)
         library_log.setLevel(saved[0])
         library_log.propagate = saved[1]
+
+
+def _stream_source(source: str, password_file: Path | None) -> str:
+    """--device with the password from --device-password-file put in (in memory); a password spelled in the URL is
+    scrubbed from this process's command line, with a warning."""
+    from edgecls.integrations.credentials import scrub_argv, url_password
+
+    if password_file is not None:
+        from edgecls.camera.sources import source_with_password
+
+        return source_with_password(source, password_file)
+    spelled = url_password(source) if "://" in source else None
+    if spelled:
+        scrubbed = scrub_argv(spelled)
+        logging.getLogger("edgecls.camera.source").warning(
+            "the camera password was given in the --device URL: %s; use --device-password-file instead",
+            "it was removed from this process's command line, but shell history and service files may keep it" if scrubbed
+            else "other users can see it in ps")
+    return source
 
 
 def _mqtt_sink(url: str, password_file: Path | None, **options: Any) -> ResultSink:

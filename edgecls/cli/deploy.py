@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
 from edgecls.cli.common import err_console, print_json, say
 
@@ -21,6 +22,12 @@ def deploy_command(
                                    "every request needs the bundle's token."),
     picamera2: bool | None = typer.Option(None, "--picamera2/--no-picamera2",
                                           help="Install apt's python3-picamera2 (default: when the profile's camera is picamera2)."),
+    camera: str | None = typer.Option(
+        None, "--camera", help="The service's camera source (default: the profile's): index, /dev/videoN, file or stream URL. "
+                               "A password in the URL goes into BUNDLE/camera-password (0600, a systemd credential), never into the unit."),
+    camera_password_file: Path | None = typer.Option(None, "--camera-password-file",
+                                                     help="File holding the stream URL's password (copied into the bundle's 0600 "
+                                                          "camera-password)."),
     offline: bool = typer.Option(False, "--offline", help="Also download the device's dependency wheels, so install.sh needs no network."),
     mqtt: str | None = typer.Option(
         None, "--mqtt", help="The service publishes results to this MQTT broker: mqtt[s]://[USER@]HOST[:PORT]/PREFIX (checked now). "
@@ -39,8 +46,24 @@ def deploy_command(
 ) -> None:
     """Bundle a run's artifact with edgecls, runtime requirements, install.sh, a systemd unit and a live-view token."""
     from edgecls.deploy import build_bundle
+    from edgecls.deploy.camera_secret import PASSWORD_FILE as CAMERA_PASSWORD_FILE
+    from edgecls.deploy.camera_secret import camera_setting
     from edgecls.deploy.mqtt import PASSWORD_FILE, mqtt_setting
+    from edgecls.devices import load_profile
 
+    profile = load_profile(device)
+    camera_bundle = camera_setting((profile.camera or {}).get("source"), camera, camera_password_file)
+    if camera_bundle.password_in_url:
+        if camera_bundle.from_profile:
+            kept = f"the profile file '{profile.path}' still holds it: take it out" if profile.path else "the profile still holds it"
+        else:
+            from edgecls.integrations.credentials import scrub_argv
+
+            scrub_argv(camera_bundle.password_in_url)
+            kept = "your shell history keeps it"
+        err_console.print(Text.assemble(("warning:", "yellow"), f" the camera password was given in the stream URL: it goes into "
+                                        f"{CAMERA_PASSWORD_FILE} (mode 0600) and no other file of the bundle, but {kept}; "
+                                        "prefer --camera-password-file"), soft_wrap=True)
     mqtt_bundle = mqtt_setting(mqtt, mqtt_password_file, mqtt_ca, qos=mqtt_qos, rate=mqtt_rate, debounce=mqtt_debounce,
                                retain=mqtt_retain, discovery=mqtt_discovery)
     if mqtt_bundle is not None and mqtt_bundle.password_in_url:
@@ -51,8 +74,8 @@ def deploy_command(
                           "and no other file of the bundle, but your shell history keeps it; prefer --mqtt-password-file")
     if not as_json:
         err_console.print("[dim]building the edgecls wheel and the bundle...[/dim]")
-    manifest = build_bundle(run, device, out, target=target, precision=precision, serve=serve, picamera2=picamera2,
-                            offline=offline, overwrite=force, mqtt=mqtt_bundle)
+    manifest = build_bundle(run, profile, out, target=target, precision=precision, serve=serve, picamera2=picamera2,
+                            offline=offline, overwrite=force, mqtt=mqtt_bundle, camera=camera_bundle)
     if as_json:
         print_json(manifest)
         return
@@ -65,6 +88,8 @@ def deploy_command(
     say(f"  wheels   {manifest['wheel']}" + (f" + {len(manifest['dependency_wheels'])} dependency wheels" if manifest["offline"] else ""))
     say(f"  needs    {', '.join(manifest['requirements'])}")
     say(f"  service  {manifest['service']['name']}: edgecls camera --serve {manifest['service']['serve']}")
+    if camera_bundle.password is not None:
+        say(f"  camera   {camera_bundle.source}; password in {CAMERA_PASSWORD_FILE} (mode 0600)")
     if mqtt_bundle is not None:
         secret = f"; password in {PASSWORD_FILE} (mode 0600)" if mqtt_bundle.password is not None else ""
         say(f"  mqtt     {mqtt_bundle.url}{secret}")

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from edgecls.deploy.artifact import find_artifact, validation_summary
+from edgecls.deploy.camera_secret import PASSWORD_FILE as CAMERA_PASSWORD_FILE
+from edgecls.deploy.camera_secret import BundleCamera, camera_setting
 from edgecls.deploy.install_script import render_install
 from edgecls.deploy.layout import DEFAULT_PREFIX, DEFAULT_SERVE, MODEL_DIR, SERVICE_NAME, STATE_DIR, WHEEL_DIR
 from edgecls.deploy.live_view import TOKEN_FILE, live_view_url, parse_serve, write_token
@@ -41,7 +43,8 @@ BUNDLE_FILES = ("README.md", "bundle.json", "install.sh", f"{SERVICE_NAME}.servi
 
 def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str | None = None, precision: str | None = None,
                  serve: str = DEFAULT_SERVE, picamera2: bool | None = None, offline: bool = False,
-                 overwrite: bool = False, wheel: str | Path | None = None, mqtt: BundleMqtt | None = None) -> dict[str, Any]:
+                 overwrite: bool = False, wheel: str | Path | None = None, mqtt: BundleMqtt | None = None,
+                 camera: BundleCamera | None = None) -> dict[str, Any]:
     """Write the bundle for `run` on `profile` (a name such as "pi5", a .toml path or a DeviceProfile) to `out`.
 
     target/precision: override the profile's preferred_target / precision. picamera2: install apt's
@@ -49,7 +52,8 @@ def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str 
     device's dependency wheels (pip download with the profile's platform tags) so install.sh needs no network.
     overwrite: replace an `out` that edgecls made (never the run or a folder holding it). wheel: an edgecls
     wheel already built (else one is built). mqtt: the service's `--mqtt` setting (edgecls.deploy.mqtt.mqtt_setting:
-    the password goes into a 0600 file handed over by systemd, never into the unit).
+    the password goes into a 0600 file handed over by systemd, never into the unit). camera: the camera source
+    (edgecls.deploy.camera_secret.camera_setting; default: the profile's), a stream URL's password moved out of it the same way.
     Returns the manifest (also written as bundle.json) plus `out`,
     `token_file` and `live_view_url` (the page with its token: shown once, kept out of bundle.json).
     """
@@ -73,10 +77,13 @@ def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str 
     for label in meta.labels:
         check_line(str(label), f"label in '{folder / META_FILENAME}'")
     backend_device = "coral" if target == "edgetpu" else profile.backend_device
-    camera = dict(profile.camera or {})
-    use_picamera2 = str(camera.get("source", "")) == "picamera2" if picamera2 is None else picamera2
-    if not use_picamera2 and str(camera.get("source", "")) == "picamera2":
-        camera["source"] = "0"  # no picamera2 installed: the first V4L2 camera
+    secret = camera if camera is not None else camera_setting((profile.camera or {}).get("source"))
+    camera_table = dict(profile.camera or {})
+    if secret.source is not None:
+        camera_table["source"] = secret.source  # never a password: that goes into camera-password
+    use_picamera2 = str(camera_table.get("source", "")) == "picamera2" if picamera2 is None else picamera2
+    if not use_picamera2 and str(camera_table.get("source", "")) == "picamera2":
+        camera_table["source"] = "0"  # no picamera2 installed: the first V4L2 camera
 
     with atomic_dir(out, overwrite=overwrite, inputs=inputs, command="deploy", known_files=BUNDLE_FILES) as tmp:
         built = _wheel(tmp / WHEEL_DIR, wheel)
@@ -94,18 +101,22 @@ def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str 
         model_path = f"{MODEL_DIR}/{artifact_name}"
         golden = f"{MODEL_DIR}/{GOLDEN_FILE}" if (model_dir / GOLDEN_FILE).is_file() else None  # install.sh's self-test
         token_path, token = write_token(tmp)
-        exec_args = camera_args(model_path, camera, backend_device, profile.threads, serve, DEFAULT_PREFIX, f"%d/{TOKEN_FILE}")
+        exec_args = [*camera_args(model_path, camera_table, backend_device, profile.threads, serve, DEFAULT_PREFIX, f"%d/{TOKEN_FILE}"),
+                     *secret.camera_args("%d")]
+        unit_token = f"{CREDENTIALS_MARK}/{TOKEN_FILE}"
+        unit_args = [f"{PREFIX_MARK}/venv/bin/edgecls",
+                     *camera_args(model_path, camera_table, backend_device, profile.threads, serve, PREFIX_MARK, unit_token),
+                     *secret.camera_args(CREDENTIALS_MARK)]
+        secret.write_files(tmp)
         if mqtt is not None:
             mqtt.write_files(tmp)
             exec_args += mqtt.camera_args(DEFAULT_PREFIX, "%d")
+            unit_args += mqtt.camera_args(PREFIX_MARK, CREDENTIALS_MARK)
         context = {
             "profile": profile, "target": target, "precision": precision, "meta": meta, "report": report, "run": run,
             "artifact": model_path, "golden": golden, "wheel": built.name, "requirements": requirements, "picamera2": use_picamera2,
-            "backend_device": backend_device, "serve": serve, "exec_args": exec_args, "camera": camera, "name": out.name,
-            "unit_args": [f"{PREFIX_MARK}/venv/bin/edgecls", *camera_args(model_path, camera, backend_device, profile.threads, serve,
-                                                                         PREFIX_MARK, f"{CREDENTIALS_MARK}/{TOKEN_FILE}"),
-                          *(mqtt.camera_args(PREFIX_MARK, CREDENTIALS_MARK) if mqtt is not None else [])],
-            "mqtt": mqtt,
+            "backend_device": backend_device, "serve": serve, "exec_args": exec_args, "camera": camera_table, "name": out.name,
+            "unit_args": unit_args, "mqtt": mqtt, "camera_secret": secret,
         }
         (tmp / "requirements.txt").write_text(render_requirements(context), encoding="utf-8")
         (tmp / "constraints-picamera2.txt").write_text(render_picamera2_constraints(), encoding="utf-8")
@@ -123,7 +134,7 @@ def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str 
             "edgecls": built.name.split("-")[1],
             "run": str(run.resolve()),
             "source_export": str(folder.resolve()),
-            "device": _profile_dict(profile),
+            "device": _profile_dict(profile, secret.source),
             "target": target, "precision": precision, "backend_device": backend_device,
             "artifact": model_path, "meta": f"{MODEL_DIR}/{META_FILENAME}", "labels": f"{MODEL_DIR}/labels.txt", "golden": golden,
             "input_size": list(meta.input_size), "classes": len(meta.labels),
@@ -134,6 +145,7 @@ def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str 
             "service": {"name": f"{SERVICE_NAME}.service", "exec": [f"{DEFAULT_PREFIX}/venv/bin/edgecls", *exec_args],
                         "serve": serve, "token_file": token_path.name, "report": f"{STATE_DIR}/camera_report.json"},
             "mqtt": mqtt.describe() if mqtt is not None else None,
+            "camera": secret.describe(),
             "files": _file_hashes(tmp),
         }
         write_json(tmp / "bundle.json", manifest)
@@ -172,17 +184,21 @@ def _load_profile(profile: Any) -> DeviceProfile:
     return load_profile(profile) if isinstance(profile, (str, Path)) else checked_profile(profile)
 
 
-def _profile_dict(profile: DeviceProfile) -> dict[str, Any]:
-    """The profile as plain JSON data for the manifest, without the local path it was read from."""
+def _profile_dict(profile: DeviceProfile, camera_source: str | None) -> dict[str, Any]:
+    """The profile as plain JSON data for the manifest, without the local path it was read from, its camera source as
+    the service gets it (without a password)."""
     data = asdict(profile)
     data.pop("path", None)  # where the profile file lay on the machine that made the bundle
+    if camera_source is not None and isinstance(data.get("camera"), dict) and "source" in data["camera"]:
+        data["camera"]["source"] = camera_source
     return json.loads(json.dumps(data, default=str))
 
 
 def _file_hashes(folder: Path) -> dict[str, dict[str, Any]]:
-    """Size and sha256 of every file under `folder`, keyed by its relative POSIX path, sorted. The MQTT password file
-    gets no sha256: bundle.json is world-readable, and a hash of a human password can be guessed offline."""
-    return {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": None if p.name == PASSWORD_FILE else _sha256(p)}
+    """Size and sha256 of every file under `folder`, keyed by its relative POSIX path, sorted. The password files get
+    no sha256: bundle.json is world-readable, and a hash of a human password can be guessed offline."""
+    secrets = (PASSWORD_FILE, CAMERA_PASSWORD_FILE)
+    return {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": None if p.name in secrets else _sha256(p)}
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != OUTPUT_MARKER}
 
 

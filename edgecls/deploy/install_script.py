@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from edgecls.deploy.camera_secret import PASSWORD_FILE as CAMERA_PASSWORD_FILE
 from edgecls.deploy.layout import DEFAULT_PREFIX, SERVICE_NAME
 from edgecls.deploy.live_view import TOKEN_FILE, parse_serve
 from edgecls.deploy.mqtt import CA_FILE as MQTT_CA_FILE
@@ -29,6 +30,7 @@ def render_install(c: dict[str, Any]) -> str:
         "PREFIX": shell_quote(DEFAULT_PREFIX), "SERVICE": shell_quote(SERVICE_NAME), "WHEEL": shell_quote(c["wheel"], "wheel name"),
         "ARTIFACT": shell_quote(c["artifact"], "model file name"), "TOKEN": shell_quote(TOKEN_FILE),
         "MQTTPASSWORD": shell_quote(MQTT_PASSWORD_FILE), "MQTTCA": shell_quote(MQTT_CA_FILE), "PORT": str(port),
+        "CAMERAPASSWORD": shell_quote(CAMERA_PASSWORD_FILE),
         "GROUPS": " ".join(CAMERA_GROUPS), "UNIT": unit_as_bash(unit_template(c)),
     }
     return re.sub(r"@([A-Z0-9]+)@", lambda match: values[match.group(1)], INSTALL_TEMPLATE)
@@ -50,6 +52,7 @@ ARTIFACT=@ARTIFACT@
 TOKEN_FILE=@TOKEN@
 MQTT_PASSWORD_FILE=@MQTTPASSWORD@
 MQTT_CA_FILE=@MQTTCA@
+CAMERA_PASSWORD_FILE=@CAMERAPASSWORD@
 LIVE_PORT=@PORT@
 PICAMERA2=@PICAMERA2@
 CORAL=@CORAL@
@@ -163,9 +166,11 @@ if [ "$PREFIX" != "$(cd "$HERE" && pwd -P)" ]; then
   owner=()
   if [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; then owner=(-o root -g root); fi
   $SUDO install -m 0600 "${owner[@]}" -- "$HERE/$TOKEN_FILE" "$PREFIX/$TOKEN_FILE"
-  if [ -f "$HERE/$MQTT_PASSWORD_FILE" ]; then  # handed to the service by systemd like the token
-    $SUDO install -m 0600 "${owner[@]}" -- "$HERE/$MQTT_PASSWORD_FILE" "$PREFIX/$MQTT_PASSWORD_FILE"
-  fi
+  for secret in "$MQTT_PASSWORD_FILE" "$CAMERA_PASSWORD_FILE"; do  # handed to the service by systemd like the token
+    if [ -f "$HERE/$secret" ]; then
+      $SUDO install -m 0600 "${owner[@]}" -- "$HERE/$secret" "$PREFIX/$secret"
+    fi
+  done
   if [ -f "$HERE/$MQTT_CA_FILE" ]; then
     $SUDO install -m 0644 -- "$HERE/$MQTT_CA_FILE" "$PREFIX/$MQTT_CA_FILE"
   fi

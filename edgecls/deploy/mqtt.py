@@ -13,15 +13,14 @@ copied to BUNDLE/mqtt-ca.pem and installed in the prefix.
 """
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
 
 from edgecls.deploy.safe_text import CONTROL_CHARS, check_line
 from edgecls.errors import ConfigError
+from edgecls.integrations.credentials import write_secret_file
 
 PASSWORD_FILE = "mqtt-password"  # in the bundle and the prefix; the service's credential of the same name
 CA_FILE = "mqtt-ca.pem"
@@ -63,10 +62,7 @@ class BundleMqtt:
     def write_files(self, folder: Path) -> None:
         """BUNDLE/mqtt-password (0600 whatever the umask) and BUNDLE/mqtt-ca.pem, as this setting needs them."""
         if self.password is not None:
-            fd = os.open(folder / PASSWORD_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                handle.write(self.password + "\n")
+            write_secret_file(folder / PASSWORD_FILE, self.password)
         if self.ca_source is not None:
             shutil.copyfile(self.ca_source, folder / CA_FILE)
             (folder / CA_FILE).chmod(0o644)
@@ -91,7 +87,7 @@ def mqtt_setting(url: str | None, password_file: str | Path | None = None, ca_fi
             given = "--mqtt-password-file" if password_file is not None else "--mqtt-ca"
             raise ConfigError(f"{given} was given without --mqtt", "Add --mqtt mqtt[s]://[USER@]HOST[:PORT]/PREFIX, or leave it out")
         return None
-    from edgecls.integrations.credentials import redact_url
+    from edgecls.integrations.credentials import redact_url, without_password
     from edgecls.integrations.mqtt_config import MqttSettings, parse_mqtt_url
 
     if CONTROL_CHARS.search(url):  # before parsing: urlsplit would silently drop tabs and newlines
@@ -102,7 +98,7 @@ def mqtt_setting(url: str | None, password_file: str | Path | None = None, ca_fi
     if raw_password is not None and password_file is not None:
         raise ConfigError(f"the MQTT password is given twice: in the URL '{settings.safe_url}' and in --mqtt-password-file",
                           "Keep only --mqtt-password-file (the URL is written into the unit)")
-    service_url = check_line(_without_password(url.strip()), "--mqtt URL")
+    service_url = check_line(without_password(url.strip()), "--mqtt URL")
     password = settings.password
     if password is not None and CONTROL_CHARS.search(password):
         raise ConfigError(f"the MQTT password for '{settings.safe_url}' holds a control character", "Use a password on one line")
@@ -110,17 +106,6 @@ def mqtt_setting(url: str | None, password_file: str | Path | None = None, ca_fi
     changed = {name: getattr(settings, name) for name in SERVICE_OPTIONS if getattr(settings, name) != getattr(defaults, name)}
     return BundleMqtt(url=service_url, safe_url=settings.safe_url, password=password, ca_source=settings.ca_file,
                       password_in_url=raw_password, options=changed)
-
-
-def _without_password(url: str) -> str:
-    """The URL with any `:password` removed from its user info (user name, host, port and path as spelled)."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    netloc = f"{user}@{hostport}" if user else hostport
-    return SplitResult(parts.scheme, netloc, parts.path, parts.query, parts.fragment).geturl()
 
 
 __all__ = ["CA_FILE", "PASSWORD_FILE", "BundleMqtt", "mqtt_setting"]

@@ -8,6 +8,7 @@ import shlex
 from typing import Any
 
 from edgecls.deploy.artifact import validation_summary
+from edgecls.deploy.camera_secret import PASSWORD_FILE as CAMERA_PASSWORD_FILE
 from edgecls.deploy.layout import DEFAULT_PREFIX, MODEL_DIR, SERVICE_NAME, STATE_DIR, WHEEL_DIR
 from edgecls.deploy.live_view import TOKEN_FILE, parse_serve
 from edgecls.deploy.mqtt import CA_FILE as MQTT_CA_FILE
@@ -78,7 +79,7 @@ Made by `edgecls deploy` from run {code(c['run'])}: the validated **{c['target']
 | `install.sh` | apt packages, a venv, the wheels, the live-view token, the systemd service |
 | `{SERVICE_NAME}.service` | `edgecls camera --serve {c['serve']}` at boot, restarted on failure (install.sh writes it for its `--prefix`) |
 | `{TOKEN_FILE}` | the live view's token (mode 0600; installed root-only) |
-{mqtt_rows(c)}| `bundle.json` | manifest with the sha256 of every file |
+{mqtt_rows(c)}{camera_row(c)}| `bundle.json` | manifest with the sha256 of every file |
 
 ## Install
 
@@ -114,7 +115,7 @@ systemctl status {SERVICE_NAME}; journalctl -u {SERVICE_NAME} -f
 The service runs {code('edgecls ' + shlex.join(c['exec_args']))} (camera {code(str(camera.get('source', '0')))}
 {camera.get('width', '?')}x{camera.get('height', '?')}; `%d` is systemd's credentials folder). Edit
 `/etc/systemd/system/{SERVICE_NAME}.service`, then `sudo systemctl daemon-reload && sudo systemctl restart {SERVICE_NAME}`.
-
+{camera_sentence(c)}
 ## Device notes ({p.name})
 
 {notes}
@@ -132,6 +133,24 @@ def mqtt_rows(c: dict[str, Any]) -> str:
     if mqtt is not None and mqtt.ca_source is not None:
         rows += f"| `{MQTT_CA_FILE}` | the CA that signed the broker's certificate |\n"
     return rows
+
+
+def camera_row(c: dict[str, Any]) -> str:
+    """The README's file-table row for the camera stream's password ("" when the bundle has none)."""
+    secret = c.get("camera_secret")
+    if secret is None or secret.password is None:
+        return ""
+    return f"| `{CAMERA_PASSWORD_FILE}` | the camera stream's password (mode 0600; installed root-only, handed over like the token) |\n"
+
+
+def camera_sentence(c: dict[str, Any]) -> str:
+    """How the camera stream's password reaches the service ("" when the bundle has none)."""
+    secret = c.get("camera_secret")
+    if secret is None or secret.password is None:
+        return ""
+    return (f"The stream's password is in `{CAMERA_PASSWORD_FILE}` (mode 0600, installed root-only); systemd hands it to the service "
+            "as a credential and `edgecls camera --device-password-file` puts it into the URL in memory, so it is in no command "
+            "line, unit or log. New password: make the bundle again.\n")
 
 
 def mqtt_section(c: dict[str, Any]) -> str:

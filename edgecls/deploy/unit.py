@@ -7,8 +7,8 @@ for /opt/edgecls); `unit_as_bash` writes a bash `printf` that install.sh runs to
 so no sed ever touches a user value.
 
 The service runs as a dynamic user with the camera groups, an explicit LimitNOFILE, and the live-view token (and
-the MQTT password, edgecls.deploy.mqtt) as systemd credentials (LoadCredential=, read by systemd as root, passed
-as a file path: never on a command line).
+the MQTT and camera passwords, edgecls.deploy.mqtt and camera_secret) as systemd credentials (LoadCredential=,
+read by systemd as root, passed as a file path: never on a command line).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import re
 from enum import Enum
 from typing import Any
 
+from edgecls.deploy.camera_secret import PASSWORD_FILE as CAMERA_PASSWORD_FILE
 from edgecls.deploy.layout import SERVICE_NAME, STATE_DIR
 from edgecls.deploy.live_view import TOKEN_FILE
 from edgecls.deploy.mqtt import PASSWORD_FILE as MQTT_PASSWORD_FILE
@@ -87,6 +88,9 @@ WantedBy=multi-user.target
     mqtt = c.get("mqtt")
     if mqtt is not None and mqtt.password is not None:  # the MQTT password: a credential too, never an argument
         secrets += [f"\nLoadCredential={MQTT_PASSWORD_FILE}:", Slot.PREFIX_PATH, f"/{MQTT_PASSWORD_FILE}"]
+    camera = c.get("camera_secret")
+    if camera is not None and camera.password is not None:  # the stream URL's password: the same way
+        secrets += [f"\nLoadCredential={CAMERA_PASSWORD_FILE}:", Slot.PREFIX_PATH, f"/{CAMERA_PASSWORD_FILE}"]
     return _merge([head, *exec_start, tail, Slot.GROUPS, *secrets, rest])
 
 

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import stat
 import sys
 from pathlib import Path
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 from edgecls.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 MAX_SECRET_FILE_BYTES = 4096
+USERINFO_SAFE = "!$&'()*+,;="  # RFC 3986 sub-delims: left as they are in a password put into a URL (the rest %-encoded)
 
 
 def read_secret_file(path: str | Path, option: str) -> str:
@@ -67,6 +69,51 @@ def redact_url(url: str) -> str:
     return SplitResult(parts.scheme, safe, parts.path, parts.query, parts.fragment).geturl()
 
 
+def write_secret_file(path: str | Path, secret: str) -> None:
+    """`secret` and a newline in a new file of mode 0600 whatever the umask (never through a link, never over a file)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(secret + "\n")
+
+
+def _userinfo(url: str) -> tuple[SplitResult, str | None, str | None, str]:
+    """(parts, user, password as spelled or None, host[:port]) of a URL; ValueError when it does not parse."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return parts, None, None, parts.netloc
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, has_password, password = userinfo.partition(":")
+    return parts, user, password if has_password else None, hostport
+
+
+def url_password(url: str) -> str | None:
+    """The password as spelled in the URL (`rtsp://user:PASS@host/...` -> 'PASS'), or None (also for an unparsable URL)."""
+    try:
+        return _userinfo(url)[2] or None
+    except ValueError:
+        return None
+
+
+def without_password(url: str) -> str:
+    """The URL with any `:password` removed from its user info (user name, host, port and path as spelled)."""
+    parts, user, password, hostport = _userinfo(url)
+    if password is None:
+        return url
+    netloc = f"{user}@{hostport}" if user else hostport
+    return SplitResult(parts.scheme, netloc, parts.path, parts.query, parts.fragment).geturl()
+
+
+def with_password(url: str, password: str) -> str:
+    """The URL (with a user, without a password) with `password` put in, %-encoded where a URL needs it (FFmpeg and
+    paho decode it back); ValueError when the URL has no user name or already has a password."""
+    parts, user, spelled, hostport = _userinfo(url)
+    if not user or spelled is not None:
+        raise ValueError("the URL needs a user name and no password")
+    netloc = f"{user}:{quote(password, safe=USERINFO_SAFE)}@{hostport}"
+    return SplitResult(parts.scheme, netloc, parts.path, parts.query, parts.fragment).geturl()
+
+
 def _argument_memory() -> tuple[int, int] | None:
     """(arg_start, arg_end) of this process from /proc/self/stat, or None where that is not available."""
     try:
@@ -102,4 +149,4 @@ def scrub_argv(secret: str) -> bool:
         return False
 
 
-__all__ = ["read_secret_file", "redact_url", "scrub_argv"]
+__all__ = ["read_secret_file", "redact_url", "scrub_argv", "url_password", "with_password", "without_password", "write_secret_file"]
