@@ -275,7 +275,7 @@ class _Trainer:
         self._epoch_done(0)
 
     def _train_head_on_features(self, arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], num_classes: int) -> None:
-        """The head to convergence on cached features, and the flip decision (training/head.py); seconds, not checkpointed."""
+        """The head to convergence on cached features, and the flip decision (training/head.py): seconds of work."""
         from edgecls.training.head import head_with_flip_decision
 
         config = self.config
