@@ -26,8 +26,9 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 FAILED = 3
-# imxconv-tf runs short JVM jobs: the C1 JIT alone and the serial GC halved its time on 2 cores (ConvFe 100 s -> 40 s,
-# "Conversion time" 41 s -> 15 s) with byte-identical network files in packerOut.zip. A JAVA_TOOL_OPTIONS already set wins.
+# imxconv-tf runs short JVM jobs: the C1 JIT alone and the serial GC halved its time on a small network on 2 cores (ConvFe
+# 100 s -> 40 s, "Conversion time" 41 s -> 15 s) and made no difference beyond load noise on EfficientNet-Lite0 (2 min 49 s vs
+# 2 min 54 s); the network files in packerOut.zip are byte-identical. A JAVA_TOOL_OPTIONS already set wins.
 JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 # name -> (width, depth) of EfficientNet-Lite, and the B0 stage list (repeats, kernel, stride, expand, in, out)
 LITE_SCALING = {"efficientnet_lite0": (1.0, 1.0), "efficientnet_lite1": (1.0, 1.1), "efficientnet_lite2": (1.1, 1.2)}
