@@ -6,6 +6,8 @@
       install.sh                Raspberry Pi OS / Debian: apt packages, a venv, the wheels, the token, the systemd unit
       edgecls-camera.service    runs `edgecls camera --serve` at boot (for the default prefix; install.sh writes its own)
       live-token                the live view's token (mode 0600), handed to the service by systemd's LoadCredential=
+      camera-password           a stream URL's password (mode 0600; only when the camera URL has one), handed over the same way
+      mqtt-password             the MQTT password (mode 0600; only with deploy --mqtt and a password), handed over the same way
       requirements.txt          runtime dependencies only (never TensorFlow), read from edgecls' own metadata
       constraints-picamera2.txt numpy<2 pins for a venv that sees apt's python3-picamera2 (raspberrypi/picamera2#1088)
       model/                    the validated artifact, meta.json, labels.txt, export_report.json
@@ -21,6 +23,7 @@ Modules: `bundle` (build_bundle: assembles the folder), `artifact` (which export
 as a wheel), `requirements` (runtime requirements, Requires-Python, pip platform tags and downloads for the device),
 `templates` and `install_script` (the text files), `unit` (the systemd unit: one template, a Python and a bash
 renderer), `safe_text` (checks and quoting for bash, systemd and Markdown), `live_view` (--serve and the token),
+`mqtt` (deploy --mqtt), `camera_secret` (the camera source, a stream URL's password moved into camera-password),
 `layout` (shared names and paths), `pip_command` (running pip).
 """
 from __future__ import annotations
