@@ -64,7 +64,11 @@ def test_int8_every_target(plain_run: Path, tmp_path: Path) -> None:
         assert sensitivity["images"] == 16 and len(sensitivity["layers"]) >= 8 and (folder / sensitivity["plot"]).stat().st_size > 1000
         assert report["gate"] == {"max_drop": None, "min_agreement": None, "judged_on": validation["source"], "passed": True,
                                   "advice": []}
-        check_published(folder)  # standard metadata embedded, golden.npz beside it
+        artifact = check_published(folder)  # standard metadata embedded, golden.npz beside it
+        weights = artifact.with_suffix(".bin") if artifact.suffix == ".xml" else artifact  # an IR's .xml is the graph, not weights
+        assert report["weights_bytes"] == weights.stat().st_size and report.get("graph_bytes") == (
+            artifact.stat().st_size if weights != artifact else None), name
+        assert report["size_ratio_vs_fp32_weights"] == round(report["weights_bytes"] / report["fp32_weights_bytes"], 4)
         assert verify(folder).ok, name  # the golden set through this machine's runtime, as `edgecls verify` runs it
     assert ir_input_shape(plain_run / "export" / "openvino-int8" / "model.xml") == [1, 32, 32, 3]  # static batch 1 after NNCF
     meta = json.loads((plain_run / "export" / "tflite-int8" / "meta.json").read_text())
