@@ -202,7 +202,11 @@ def _camera_source(value: Any, what: str) -> str:
     """picamera2, a V4L2 index, a device or file path, or a stream URL: one line (it is quoted wherever it goes)."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return str(value)
-    return _text(2048)(value, what)
+    try:
+        return _text(2048)(value, what)
+    except ConfigError:  # the message shows the value: never a stream password in it
+        raise _bad(what, URL_PASSWORD.sub(r"\1***@", value) if isinstance(value, str) else value,
+                   "use one line of text (no newline or control character), at most 2048 characters") from None
 
 
 def _reference(value: Any, what: str) -> Reference:
@@ -218,6 +222,7 @@ def _reference(value: Any, what: str) -> Reference:
 
 
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^@/]*@")  # scheme://user:PASSWORD@host
 NAME_RULE = "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 TARGETS = tuple(FORMATS)
 FIELDS: dict[str, Any] = {

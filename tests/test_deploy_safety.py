@@ -51,6 +51,7 @@ CONTROL = {"newline": f"x\ntouch {CANARY}", "carriage-return": f"x\rtouch {CANAR
 UNSAFE_IN_PROGRAM_PATH = re.compile(r"[\"'\\]")
 UNIT_PATH = Path("/etc/systemd/system/edgecls-camera.service")
 RTSP = "rtsp://admin:p%40ss%w0rd@192.168.1.20:554/stream1"  # a password with % (URL-encoded @ and a bare %w)
+RTSP_SERVICE = "rtsp://admin@192.168.1.20:554/stream1"  # what the unit carries: the password is a credential file
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -323,7 +324,7 @@ def test_deploy_cli_refusals_before_any_work(tmp_path: Path) -> None:
 
 
 def test_deploy_cli_token_and_rtsp_url(wheel: Path, tmp_path: Path) -> None:
-    """A profile with an RTSP password holding `%`: the unit verifies and passes the URL unchanged; the token is made,
+    """A profile with an RTSP password holding `%`: the unit verifies and passes the URL without it; the token is made,
     kept 0600, handed over by systemd, printed once, and never written into a command line, the unit or bundle.json."""
     run = make_run(tmp_path / "run")
     profile = write_profile(tmp_path / "cam.toml", camera_source=RTSP)
@@ -342,7 +343,8 @@ def test_deploy_cli_token_and_rtsp_url(wheel: Path, tmp_path: Path) -> None:
                  "LoadCredential=live-token:/opt/edgecls/live-token", "DynamicUser=yes", "StateDirectory=edgecls"):
         assert f"\n{line}\n" in unit, line
     argv = exec_argv(unit, "/run/credentials/x")
-    assert f"--device={RTSP}" in argv and "--serve=0.0.0.0:8443" in argv and "--token-file=/run/credentials/x/live-token" in argv
+    assert f"--device={RTSP_SERVICE}" in argv and "--serve=0.0.0.0:8443" in argv and "--token-file=/run/credentials/x/live-token" in argv
+    assert "--device-password-file=/run/credentials/x/camera-password" in argv and "p%40ss" not in unit  # tests/test_deploy_secrets.py
 
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -350,7 +352,7 @@ def test_deploy_cli_token_and_rtsp_url(wheel: Path, tmp_path: Path) -> None:
     done = run_install(out, cwd, "--no-apt", "--no-venv", "--no-service", "--prefix", str(prefix))
     assert done.returncode == 0 and token not in done.stdout + done.stderr, done.stdout + done.stderr
     installed = verify_unit(prefix / "edgecls-camera.service", prefix, tmp_path)
-    assert f"--device={RTSP}" in exec_argv(installed, "/c")
+    assert f"--device={RTSP_SERVICE}" in exec_argv(installed, "/c")
 
     assert (out / OUTPUT_MARKER).is_file()  # so --force may replace it: with a new token
     again = build_bundle(run, profile, out, overwrite=True, wheel=wheel)

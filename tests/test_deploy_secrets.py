@@ -157,3 +157,15 @@ def test_camera_device_password_file_mistakes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         source_with_password("rtsp://cam@127.0.0.1/x", tmp_path / "missing")
     assert not (tmp_path / "no.tflite").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["pw"]
+
+
+def test_a_bad_profile_camera_url_is_refused_without_showing_its_password(tmp_path: Path) -> None:
+    from edgecls.devices import PROFILE_DIR, load_profile
+
+    profile = tmp_path / "cam.toml"
+    text = (PROFILE_DIR / "pi5.toml").read_text()
+    assert 'source = "picamera2"' in text
+    profile.write_text(text.replace('source = "picamera2"', 'source = "rtsp://admin:hunter2secret@cam/stream\\u0007"'))
+    with pytest.raises(ConfigError) as caught:
+        load_profile(profile)
+    assert "hunter2secret" not in str(caught.value) and "admin:***@cam" in str(caught.value), caught.value
