@@ -23,7 +23,7 @@ def test_table_is_consistent() -> None:
         assert importlib.util.find_spec(module) is not None and function.startswith("export_")
     assert FORMATS["edgetpu"].default_precision == "int8" and FORMATS["onnx"].default_precision == "fp32"
     assert [f.name for f, _ in plan_exports("all", None)] == ["tflite", "onnx", "openvino"]  # edgetpu takes no fp32
-    assert [(f.name, p) for f, p in plan_exports("all", "int8")] == [(n, "int8") for n in FORMATS if FORMATS[n].in_all]  # imx500: on request only
+    assert [(f.name, p) for f, p in plan_exports("all", "int8")] == [(n, "int8") for n in FORMATS if FORMATS[n].in_all]
     assert [(f.name, p) for f, p in plan_exports("edgetpu", None)] == [("edgetpu", "int8")]
 
 
