@@ -54,8 +54,8 @@ _IMX500_TOO_BIG = "does not fit the sensor's 8 MB"
 IMX500_FITS: dict[str, Imx500Fit] = {
     "mobilenet_v2": Imx500Fit(True, "ReLU6: maps whole; 224 px uses 21% / 25% / 49% of the sensor memory at alpha 0.35 / 0.5 / 1.0 "
                                     "(96 px, alpha 0.35: 10%)"),
-    "mobilenet_v3_small_minimalistic": Imx500Fit(True, "ReLU, no hard-swish or squeeze-excite: converter-accepted layers (not yet "
-                                                       "converted here)"),
+    "mobilenet_v3_small_minimalistic": Imx500Fit(True, "ReLU, no hard-swish or squeeze-excite: maps whole; 96 px uses 9% of the "
+                                                       "sensor memory"),
     "mobilenet_v3_large_minimalistic": Imx500Fit(True, "ReLU, no hard-swish or squeeze-excite: converter-accepted layers (not yet "
                                                        "converted here)"),
     "efficientnet_lite0": Imx500Fit(True, "ReLU6, no squeeze-excite: maps whole; 96 px uses 50% of the sensor memory"),
