@@ -20,7 +20,6 @@ import pytest
 
 from edgecls.fsutil import OUTPUT_MARKER
 from edgecls.metadata import GOLDEN_FILE, load_golden, save_golden
-from edgecls.verify import golden_from_images
 from tests.conftest import REPO, assert_clean_error, run_cli
 from tests.test_deploy_safety import exec_argv
 from tests.test_tf_free import BLOCKER
@@ -42,11 +41,10 @@ def run_copy(plain_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(run_copy: Path, fmnist_tree: Path) -> Path:
-    result = run_cli("export", run_copy, "--int8", "--target", "tflite")
+    # plain_run is a near-chance tiny CNN: the deploy tests judge the bundle, not the INT8 gate
+    result = run_cli("export", run_copy, "--int8", "--target", "tflite", "--max-drop", "none", "--min-agreement", "none")
     assert result.returncode == 0, result.output
-    folder = run_copy / "export" / "tflite-int8"
-    if not (folder / GOLDEN_FILE).is_file():  # until export stores its golden set itself: made here from held-out images
-        golden_from_images(folder / "model.tflite", sorted((fmnist_tree / "test").rglob("*.png")))
+    assert (run_copy / "export" / "tflite-int8" / GOLDEN_FILE).is_file()  # export stores the golden set the bundle carries
     return run_copy
 
 

@@ -22,7 +22,7 @@ from tests.conftest import assert_clean_error, run_cli
 # plain_run is a 25%-accuracy model whose probabilities are nearly flat: its ordinary INT8 already flips a few
 # near-tied images (onnx 0.89 agreement). These thresholds pass every target's ordinary INT8 and fail the
 # collapsed one (agreement 0.10), so each test checks the fallback, not plain_run's near-ties.
-TEST_GATE = {"max_drop": 0.05, "min_agreement": 0.8}
+TEST_GATE = {"max_drop": 0.10, "min_agreement": 0.8}
 
 
 # ----------------------------------------------------------------------------- no models

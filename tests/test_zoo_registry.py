@@ -78,7 +78,7 @@ def test_models_listing_is_unchanged() -> None:
     assert [row["name"] for row in rows] == LISTING
     assert set(rows[0]) == {
         "name", "family", "default_size", "min_size", "mean", "std", "reverse_channels", "params_m", "macs_m", "source",
-        "offline_weights", "edge_notes", "edgetpu", "fixed_size", "supports_alpha", "imagenet_crop", "offline_weights_installed",
+        "offline_weights", "edge_notes", "edgetpu", "fixed_size", "supports_alpha", "imagenet_crop", "offline_weights_installed", "imx500",
     }
     fits = {row["name"]: row["edgetpu"] for row in rows}
     hard_swish = registry.get_spec("mobilenet_v3_small").edgetpu

@@ -38,6 +38,7 @@ from edgecls.export.artifact_metadata import GOLDEN_SUFFIXES, embed_artifact, st
 from edgecls.export.base import Artifact, ExportRequest, artifact_meta
 from edgecls.export.formats import DEFAULTS, Format, check_fallback_budget, check_gate, check_options, plan_exports
 from edgecls.export.gate import Gate, advice, latency_ms
+from edgecls.export.probes import PROBES
 from edgecls.export.report import CalibrationInfo, ExportReport, ExportResult, GateReport, ValidationReport
 from edgecls.export.validate import Holdout, validate
 from edgecls.fsutil import (
@@ -220,7 +221,8 @@ def _export_one(job: _Job, fmt: Format, precision: str) -> ExportResult:
             validation = _judge(report, artifact, tmp, job, fmt, precision)  # 3. validation and the accuracy gate
             if int8:
                 report.calibration = CalibrationInfo(job.calibration.source, len(job.calibration), str(job.calibration.manifest))
-                _sensitivity(report, request, artifact, tmp, job, fmt)  # 4. per-layer error, report and PNG
+                if fmt.name in PROBES:  # imx500: Sony's toolchain has no per-layer probe here
+                    _sensitivity(report, request, artifact, tmp, job, fmt)  # 4. per-layer error, report and PNG
                 if not validation.passed and _may_fall_back(job, fmt, report):
                     artifact, validation = _fall_back(report, request, artifact, tmp, job, fmt)  # 5. float layers; 2-3 again
             if validation.quantized:
