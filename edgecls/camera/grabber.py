@@ -33,6 +33,18 @@ class Frame:
     image: np.ndarray
     seq: int  # 1, 2, 3, ... over the valid frames the source delivered (gaps = dropped frames)
     captured_at: float  # time.perf_counter() when read() returned it
+    outputs: object = None  # a source that classifies (the IMX500's read_outputs): its output tensors for this frame
+    scored: bool = False  # the source classifies: outputs None means it had no result for this frame yet
+
+
+def read_frame(source: FrameSource) -> tuple[object, object, bool]:
+    """(image, outputs, scored): `read_outputs()` where the source classifies its frames itself (the IMX500), else `read()`.
+    The loop turns the outputs into scores (a malformed tensor is then one counted inference failure, not a lost camera)."""
+    read_outputs = getattr(source, "read_outputs", None)
+    if callable(read_outputs):
+        image, outputs = read_outputs()
+        return image, outputs, True
+    return source.read(), None, False
 
 
 @dataclass
@@ -147,10 +159,10 @@ class LatestFrameGrabber:
         try:
             while not self._stop.is_set():
                 try:
-                    image = self.source.read()
+                    image, outputs, scored = read_frame(self.source)
                 except Exception as exc:  # noqa: BLE001 - a driver error is a lost source, not a crash of the loop
                     log.warning("%s: read failed (%s: %s)", self._description, type(exc).__name__, exc)
-                    image, misses = None, self.empty_limit - 1
+                    image, outputs, scored, misses = None, None, False, self.empty_limit - 1
                 now = time.perf_counter()
                 if not usable(image):
                     self.counters.empty += 1
@@ -167,7 +179,7 @@ class LatestFrameGrabber:
                     if self._fresh():
                         self.counters.dropped += 1
                     seq = self._latest.seq + 1 if self._latest is not None else 1
-                    self._latest = Frame(image, seq, now)  # type: ignore[arg-type]
+                    self._latest = Frame(image, seq, now, outputs, scored)  # type: ignore[arg-type]
                     self.counters.captured += 1
                     self._cond.notify_all()
         except BaseException as exc:  # noqa: BLE001 - reported to the loop through self.error
@@ -248,7 +260,7 @@ class SequentialReader:
     def get(self, timeout: float = 0.0) -> Frame | None:  # noqa: ARG002 - reads are synchronous; kept for the shared interface
         """The next usable frame (unusable ones are counted and skipped); None at the end of the source."""
         while self.state != "finished":
-            image = self.source.read()
+            image, outputs, scored = read_frame(self.source)
             if image is None:
                 self.stop()
                 return None
@@ -258,7 +270,7 @@ class SequentialReader:
             self._seq += 1
             self.counters.captured += 1
             self.counters.consumed += 1
-            return Frame(image, self._seq, time.perf_counter())
+            return Frame(image, self._seq, time.perf_counter(), outputs, scored)  # type: ignore[arg-type]
         return None
 
     def stop(self) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from edgecls.camera.sources import CameraError, to_bgr
+from edgecls.errors import ConfigError
+from edgecls.meta import META_FILENAME, ModelMeta
 from edgecls.postprocess import Class, softmax, top_k
 
 PROBABILITY_SLACK = 0.05  # a tensor whose values are >= 0 and sum to 1 within this is already softmax'ed
@@ -43,6 +45,71 @@ def classes_of(outputs: Any, labels: list[str], k: int = 5) -> list[Class]:
     return top_k(output_scores(outputs, len(labels)), labels, k)
 
 
+def check_network(network: Path) -> None:
+    """CameraError unless `network` is an existing .rpk file (what imx500-package writes)."""
+    if network.suffix != ".rpk" or not network.is_file():
+        raise CameraError(f"'{network}' is not a network.rpk file",
+                          "Package the export on the Pi: imx500-package -i packerOut.zip -o OUT, then pass OUT/network.rpk")
+
+
+def picamera2_classes() -> tuple[Any, Any]:
+    """(Picamera2, IMX500) from picamera2, or the one-line CameraError saying how to install it."""
+    try:
+        from picamera2 import Picamera2
+        from picamera2.devices import IMX500
+    except ImportError as exc:
+        raise CameraError("picamera2 with IMX500 support is not installed in this Python environment",
+                          "sudo apt install python3-picamera2 imx500-firmware; make the venv with --system-site-packages") from exc
+    return Picamera2, IMX500
+
+
+def network_meta(network: Path) -> ModelMeta:
+    """The export's meta.json beside network.rpk; without one, a meta made from labels.txt beside it."""
+    meta_file = network.parent / META_FILENAME
+    if meta_file.is_file():
+        return ModelMeta.load(meta_file)
+    return ModelMeta(architecture="imx500 network", input_size=(1, 1), labels=labels_beside(network), format="imx500", precision="int8")
+
+
+class SensorBackend:
+    """The network on the IMX500 in the loop's place of a model backend: its meta and labels come from the export beside
+    network.rpk; inference runs on the sensor, so frames arrive with their scores (Imx500Reader.read_scored) and
+    `run` refuses images from anywhere else (an upload to the live view's API)."""
+
+    name = "imx500"
+    device = "imx500"
+    threads: int | None = None
+    precision_ran = "int8 (on the IMX500 sensor)"
+    input_quantization = None
+    output_quantization = None
+
+    def __init__(self, network: Path) -> None:
+        network = Path(network)
+        check_network(network)
+        self.path = network
+        self.meta = network_meta(network)
+        self.input_hw: tuple[int | None, int | None] = tuple(self.meta.input_size)  # type: ignore[assignment]
+        self.num_classes: int | None = len(self.meta.labels)
+        self.closed = False
+
+    def scores(self, outputs: Any) -> np.ndarray:
+        """A frame's output tensors (Imx500Reader.read_outputs) as class probabilities; CameraError for a malformed one."""
+        return output_scores(outputs, len(self.meta.labels))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:  # noqa: ARG002  nothing runs here
+        raise ConfigError(f"the network {self.path.name} runs on the IMX500 sensor: it classifies only what the camera sees",
+                          "Classify images with the export's mct_quantized.keras on a PC, or point the camera at them")
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self) -> SensorBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def labels_beside(network: Path) -> list[str]:
     """The labels of the network: meta.json (edgecls' export) or labels.txt beside the .rpk (or beside packerOut.zip)."""
     folder = network.parent
@@ -62,23 +129,18 @@ def labels_beside(network: Path) -> list[str]:
 
 
 class Imx500Reader:
-    """picamera2 with the network on the IMX500: `read_scored()` gives (BGR frame, probabilities or None) per frame."""
+    """picamera2 with the network on the IMX500: `read_outputs()` gives (BGR frame, output tensors or None) per frame,
+    `read_scored()` (BGR frame, probabilities or None). The camera loop reads the outputs and scores them itself."""
 
     is_live = True
 
     def __init__(self, network: Path, labels: list[str] | None = None, width: int = 640, height: int = 480,
-                 fps: float | None = None) -> None:
+                 fps: float | None = None, *, devices: tuple[Any, Any] | None = None) -> None:
+        """devices: (Picamera2, IMX500) classes to use instead of picamera2's (tests without the camera); None imports them."""
         network = Path(network)
-        if network.suffix != ".rpk" or not network.is_file():
-            raise CameraError(f"'{network}' is not a network.rpk file",
-                              "Package the export on the Pi: imx500-package -i packerOut.zip -o OUT, then pass OUT/network.rpk")
+        check_network(network)
         self.labels = labels or labels_beside(network)
-        try:
-            from picamera2 import Picamera2
-            from picamera2.devices import IMX500
-        except ImportError as exc:
-            raise CameraError("picamera2 with IMX500 support is not installed in this Python environment",
-                              "sudo apt install python3-picamera2 imx500-firmware; make the venv with --system-site-packages") from exc
+        Picamera2, IMX500 = devices if devices is not None else picamera2_classes()  # noqa: N806  picamera2's class names
         try:
             self._imx500 = IMX500(str(network))  # before Picamera2(): it selects the network firmware
             self._camera = Picamera2(self._imx500.camera_num)
@@ -94,8 +156,8 @@ class Imx500Reader:
         self.fps = float(fps) if fps else None
         self.size = (int(width), int(height))
 
-    def read_scored(self) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The next frame (BGR) and the sensor's class probabilities for it (None while the network has no result yet)."""
+    def read_outputs(self) -> tuple[np.ndarray | None, Any]:
+        """The next frame (BGR) and the sensor's output tensors for it (None while the network has no result yet)."""
         try:
             request = self._camera.capture_request()
         except Exception:  # noqa: BLE001  a camera that went away
@@ -105,12 +167,15 @@ class Imx500Reader:
             metadata = request.get_metadata()
         finally:
             request.release()
-        outputs = self._imx500.get_outputs(metadata)
-        scores = None if outputs is None else output_scores(outputs, len(self.labels))
-        return to_bgr(frame), scores
+        return to_bgr(frame), self._imx500.get_outputs(metadata)
+
+    def read_scored(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The next frame (BGR) and the sensor's class probabilities for it (None while the network has no result yet)."""
+        frame, outputs = self.read_outputs()
+        return frame, None if outputs is None else output_scores(outputs, len(self.labels))
 
     def read(self) -> np.ndarray | None:
-        return self.read_scored()[0]
+        return self.read_outputs()[0]
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

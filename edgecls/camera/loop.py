@@ -146,17 +146,21 @@ def run_camera(
     if record is not None:
         sweep_stale_temps(record.parent)  # temp recordings a SIGKILL left behind
 
-    from edgecls.runtime import load_backend
-
+    on_sensor = artifact.suffix.lower() == ".rpk"  # the IMX500: the network runs on the camera, frames come with outputs
     with contextlib.ExitStack() as stack:
-        backend = load_backend(artifact, device=device, threads=threads)
+        backend = _load_backend(artifact, source, device, threads)
         stack.callback(backend.close)
         post = Postprocessor(backend.meta.labels, top_k, smoothing, threshold)
-        small = capture == "auto" and not (width or height)
+        small = capture == "auto" and not (width or height) and not on_sensor
         opened, reopen, spec = open_frames(source, width, height, fps, model_size=backend.meta.input_size if small else None,
-                                           crop_fraction=backend.meta.crop_fraction)
+                                           crop_fraction=backend.meta.crop_fraction, network=artifact if on_sensor else None)
+        if on_sensor and not callable(getattr(opened, "read_outputs", None)):
+            opened.close()
+            raise ConfigError(f"--model {artifact.name} runs on the AI Camera's sensor, and {opened.describe()} is not that camera",
+                              "Pass --device imx500")
         reader = frame_reader(opened, reopen, **(reader_options or {}))
-        feed = make_feed(reader, backend.meta, pipeline, limit=frames, join_timeout=(reader_options or {}).get("join_timeout", 2.0))
+        feed = make_feed(reader, backend.meta, pipeline, limit=frames, join_timeout=(reader_options or {}).get("join_timeout", 2.0),
+                         preprocess=not on_sensor)
         stack.callback(feed.stop)  # the worker first, then the reader
         api = None
         if serve:
@@ -177,6 +181,21 @@ def run_camera(
             api.camera_stats = run.stats.live
         summary = run.execute()
     return summary
+
+
+def _load_backend(artifact: Path, source: object, device: str, threads: int | None) -> Any:
+    """The artifact's runtime backend; for a network.rpk the IMX500 sensor's stand-in (its meta and labels, no inference)."""
+    if artifact.suffix.lower() != ".rpk":
+        from edgecls.runtime import load_backend
+
+        return load_backend(artifact, device=device, threads=threads)
+    from edgecls.camera.imx500 import SensorBackend
+    from edgecls.camera.sources import source_kind
+
+    if isinstance(source, str) and source_kind(source) != "imx500":
+        raise ConfigError(f"--model {artifact.name} runs on the AI Camera's sensor, not with --device {redact_url(source)}",
+                          "Pass --device imx500")
+    return SensorBackend(artifact)
 
 
 @dataclass(frozen=True)
@@ -204,6 +223,7 @@ class _Run:
         self.stop_reason = "running"
         self.error: str | None = None
         self.inference_failed = 0  # frames whose inference raised
+        self.awaiting_network = 0  # IMX500 frames that came before the sensor's network gave results
         self.inference_error: str | None = None  # the first such error, one line
         self._inference_hint: str | None = None  # its fix, when it is an EdgeclsError
         self._failed_in_a_row = 0
@@ -280,6 +300,9 @@ class _Run:
         if self.inference_failed:
             return self._failures_text(in_a_row=True)
         counts, source = self.reader.counters, self.reader.describe()
+        if self.awaiting_network:
+            return (f"no frame was classified: the IMX500 gave no result for the {self.awaiting_network} frames of {source} "
+                    "(its network was still loading, or did not load)")
         if self.stop_reason == "seconds":
             seconds = f"{self.limits.seconds:g} s"
             return f"no frame was classified: {source} delivered no usable frame in {seconds} ({counts.empty} unusable reads)"
@@ -340,9 +363,13 @@ class _Run:
             if item.reconnects != reconnects:  # a new stream: old evidence says nothing about it
                 reconnects = item.reconnects
                 self.post.reset()
+            if frame.scored and frame.outputs is None:  # the sensor's network is still loading: no result for this frame
+                self.awaiting_network += 1
+                self.outputs.idle()
+                continue
             t2 = time.perf_counter()
             try:
-                raw = self.backend.run(item.batch)[0]
+                raw = self.backend.scores(frame.outputs) if frame.scored else self.backend.run(item.batch)[0]
             except Exception as exc:  # noqa: BLE001 - counted and reported (the first one in full), never silent
                 if self._inference_failed(exc):
                     return "error"
@@ -397,7 +424,7 @@ class _Run:
                       "threshold": self.post.threshold, "top_k": self.post.top_k, "window": self.outputs.show,
                       "record": str(self.outputs.record) if self.outputs.record else None, "serve": self.outputs.url,
                       "pipeline": self.feed.pipelined, "capture": self.facts["capture"]},
-            counts={"processed": self.stats.frames, "inference_failed": self.inference_failed,
+            counts={"processed": self.stats.frames, "inference_failed": self.inference_failed, "awaiting_network": self.awaiting_network,
                     "frames_recorded": self.outputs.recorded, "output_dropped": self.outputs.dropped, **counters.as_dict()},
             integrations={sink.name: sink.report() for sink in self.sinks},
             inference_error=self.inference_error,

@@ -72,9 +72,12 @@ def prepare_batch(image: np.ndarray, meta: ModelMeta) -> np.ndarray:
     return pixels[None]
 
 
-def _prepare(frame: Frame, meta: ModelMeta, wait_start: float, reconnects: int) -> Prepared:
+NO_BATCH = np.zeros((0,), np.float32)  # a frame that came with its scores (the IMX500): nothing to prepare
+
+
+def _prepare(frame: Frame, meta: ModelMeta, wait_start: float, reconnects: int, preprocess: bool = True) -> Prepared:
     started = time.perf_counter()
-    batch = prepare_batch(frame.image, meta)
+    batch = prepare_batch(frame.image, meta) if preprocess else NO_BATCH
     done = time.perf_counter()
     return Prepared(frame, batch, started, (started - wait_start) * 1e3, (done - started) * 1e3, reconnects)
 
@@ -84,8 +87,9 @@ class InlineFeed:
 
     pipelined = False
 
-    def __init__(self, reader: FrameReader, meta: ModelMeta) -> None:
-        self.reader, self.meta = reader, meta
+    def __init__(self, reader: FrameReader, meta: ModelMeta, preprocess: bool = True) -> None:
+        """preprocess: False for a source whose frames come with their scores (the IMX500): no model input is made."""
+        self.reader, self.meta, self.preprocess = reader, meta, preprocess
 
     @property
     def finished(self) -> bool:
@@ -100,7 +104,7 @@ class InlineFeed:
         frame = self.reader.get(timeout)
         if frame is None:
             return None
-        return _prepare(frame, self.meta, wait_start, self.reader.counters.reconnects)
+        return _prepare(frame, self.meta, wait_start, self.reader.counters.reconnects, self.preprocess)
 
     def stop(self) -> None:
         self.reader.stop()  # stopping twice is harmless
@@ -233,15 +237,15 @@ class PipelinedFeed:
 
 
 def open_frames(source: str | FrameSource | Callable[[], FrameSource], width: int | None = None, height: int | None = None,
-                fps: float | None = None, model_size: tuple[int, int] | None = None, crop_fraction: float = 1.0
-                ) -> tuple[FrameSource, Callable[[], FrameSource] | None, str]:
+                fps: float | None = None, model_size: tuple[int, int] | None = None, crop_fraction: float = 1.0,
+                network: Path | None = None) -> tuple[FrameSource, Callable[[], FrameSource] | None, str]:
     """(opened source, how to reopen it when lost (live sources only), its spelling) for any way to name one:
-    an `open_source` spelling, an opened FrameSource, or a function that opens one. model_size: see open_source."""
+    an `open_source` spelling, an opened FrameSource, or a function that opens one. model_size, network: see open_source."""
     if isinstance(source, (str, Path)):
         spec = str(source)
 
         def reopen() -> FrameSource:
-            return open_source(spec, width, height, fps, model_size=model_size, crop_fraction=crop_fraction)
+            return open_source(spec, width, height, fps, model_size=model_size, crop_fraction=crop_fraction, network=network)
 
         opened = reopen()
         return opened, (reopen if opened.is_live else None), spec
@@ -258,11 +262,12 @@ Feed = InlineFeed | PipelinedFeed
 
 
 def make_feed(reader: FrameReader, meta: ModelMeta, pipeline: bool = True, limit: int | None = None,
-              join_timeout: float = 2.0) -> Feed:
-    """PipelinedFeed (a preprocessing thread) or InlineFeed (everything on the caller's thread)."""
-    if pipeline:
+              join_timeout: float = 2.0, preprocess: bool = True) -> Feed:
+    """PipelinedFeed (a preprocessing thread) or InlineFeed (everything on the caller's thread; always when
+    `preprocess` is False: frames that come with their scores need no model input, and stay paired with them)."""
+    if pipeline and preprocess:
         return PipelinedFeed(reader, meta, limit=limit, join_timeout=join_timeout)
-    return InlineFeed(reader, meta)
+    return InlineFeed(reader, meta, preprocess)
 
 
 __all__ = ["Feed", "InlineFeed", "PipelinedFeed", "Prepared", "make_feed", "open_frames", "prepare_batch"]

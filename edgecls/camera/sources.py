@@ -11,6 +11,8 @@ or when a read fails. `edgecls.preprocess.prepare(frame, meta, bgr=True)` turns 
   format is laid out B, G, R in memory (libcamera names formats by the 32-bit word, little endian;
   raspberrypi/picamera2#1148, #848), so its arrays are already BGR like OpenCV's and are passed on
   unchanged; "XRGB8888" frames are BGRA in memory and lose the padding byte.
+- "imx500": the Raspberry Pi AI Camera with the network on its sensor (edgecls.camera.imx500; needs the network.rpk):
+  `read_outputs()` gives each frame with the sensor's output tensors, so the loop runs no model.
 
 Stale frames (opencv/opencv#13145, #10671): camera drivers queue several frames, so a slow reader
 gets old ones. Live sources ask for a 1-frame buffer (CAP_PROP_BUFFERSIZE, honoured by V4L2 and some
@@ -34,6 +36,7 @@ from edgecls.preprocess import IMAGE_SUFFIXES, load_image
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 PICAMERA_NAMES = ("picamera2", "picamera", "picam", "libcamera")
+IMX500_NAMES = ("imx500", "ai-camera")
 STREAM_TIMEOUT_MS = 5000  # network streams: give up opening / reading after this long instead of hanging
 EMPTY_FRAME = np.zeros((0, 0, 3), np.uint8)  # a corrupt or unreadable frame: the grabber counts it and goes on
 
@@ -291,6 +294,8 @@ def source_kind(spec: str) -> str:
     text = spec.strip()
     if text.lower() in PICAMERA_NAMES:
         return "picamera2"
+    if text.lower() in IMX500_NAMES:
+        return "imx500"
     if text.isdigit() or text.startswith("/dev/video"):
         return "camera"
     scheme, sep, _ = text.partition("://")
@@ -303,7 +308,7 @@ def source_kind(spec: str) -> str:
         return "image" if path.suffix.lower() in IMAGE_SUFFIXES else "file"
     if path.suffix or os.sep in text:
         raise CameraError(f"camera source '{redact_url(spec)}' does not exist", "Check the path of the video file or image folder")
-    hint = suggest(text.lower(), PICAMERA_NAMES) or (
+    hint = suggest(text.lower(), (*PICAMERA_NAMES, *IMX500_NAMES)) or (
         f" Did you mean the URL '{redact_url(text)}' with one of {', '.join(LIVE_SCHEMES)}?" if sep else ""
     )
     raise CameraError(
@@ -334,15 +339,23 @@ def source_with_password(spec: str, password_file: str | Path) -> str:
 
 
 def open_source(spec: str, width: int | None = None, height: int | None = None, fps: float | None = None,
-                model_size: tuple[int, int] | None = None, crop_fraction: float = 1.0) -> FrameSource:
+                model_size: tuple[int, int] | None = None, crop_fraction: float = 1.0, network: Path | None = None) -> FrameSource:
     """Open a frame source from its command-line spelling. width/height/fps are hints for live sources; model_size
-    (height, width) lets a camera deliver the smallest frames that cover the model (edgecls.camera.capture_modes)."""
+    (height, width) lets a camera deliver the smallest frames that cover the model (edgecls.camera.capture_modes).
+    network: the network.rpk that "imx500" loads onto the sensor (its labels from the meta.json / labels.txt beside it)."""
     if not isinstance(spec, str) or not spec.strip():
         raise CameraError(f"empty camera source {spec!r}", "Pass a camera index (0), a video file, a folder, a URL or 'picamera2'")
     kind = source_kind(spec)
     text = spec.strip()
     if kind == "picamera2":
         return Picamera2Source(width, height, fps, model_size=model_size, crop_fraction=crop_fraction)
+    if kind == "imx500":
+        if network is None or Path(network).suffix != ".rpk":
+            raise CameraError(f"--device {text} runs the network on the AI Camera's sensor, and --model {network or '?'} is no network.rpk",
+                              "Pass --model OUT/network.rpk (imx500-package -i packerOut.zip -o OUT on the Pi)")
+        from edgecls.camera.imx500 import Imx500Reader
+
+        return Imx500Reader(Path(network), width=int(width or 640), height=int(height or 480), fps=fps)
     if kind in ("folder", "image"):
         return FolderSource(Path(text).expanduser(), fps)
     if kind == "camera":

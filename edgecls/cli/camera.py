@@ -36,9 +36,11 @@ class _ConsoleHandler(logging.Handler):
 
 
 def camera_command(
-    model: Path = typer.Option(..., "--model", help="Exported artifact: .tflite, .onnx or OpenVINO .xml (with meta.json beside it)."),
+    model: Path = typer.Option(..., "--model", help="Exported artifact: .tflite, .onnx or OpenVINO .xml (with meta.json beside it), "
+                                                    "or the AI Camera's network.rpk with --device imx500 (its meta.json beside it)."),
     source: str = typer.Option("0", "--device", "--source",
-                               help="The camera: index (0), /dev/videoN, video file, image folder, rtsp:// or http:// URL, or picamera2. "
+                               help="The camera: index (0), /dev/videoN, video file, image folder, rtsp:// or http:// URL, picamera2, or "
+                                    "imx500 (the Raspberry Pi AI Camera runs --model network.rpk on its sensor). "
                                     "The inference device is --backend-device."),
     device_password_file: Path | None = typer.Option(
         None, "--device-password-file",
