@@ -58,6 +58,7 @@ def train_command(
     strategy: str = _option("strategy", "--strategy"),
     mixed_precision: str = _option("mixed_precision", "--mixed-precision"),
     time_budget: str | None = _option("time_budget", "--time-budget"),
+    stream: str = _option("stream", "--stream"),
     out: Path | None = _option("out", "--out"),
     resume: Path | None = typer.Option(None, "--resume", help=_RESUME_HELP),
 ) -> None:
@@ -73,7 +74,7 @@ def train_command(
             unfreeze=unfreeze, batch=batch, optimizer=optimizer, lr=lr, fine_tune_lr=fine_tune_lr, schedule=schedule,
             dropout=dropout, label_smoothing=label_smoothing, class_weights=class_weights, patience=patience,
             val_split=val_split, test_split=test_split, seed=seed, augment=augment_config, feature_cache=feature_cache,
-            strategy=strategy, mixed_precision=mixed_precision, time_budget=time_budget, out=str(out) if out else None,
+            strategy=strategy, mixed_precision=mixed_precision, time_budget=time_budget, stream=stream, out=str(out) if out else None,
         )
     metrics = result.metrics
     rows = [("run folder", str(result.run_dir)), ("wall time", f"{result.seconds:.1f} s"), ("evaluated on", metrics.get("split", "-"))]

@@ -52,6 +52,8 @@ class TrainConfig:
     mixed_precision: str = _knob("auto", "float16 compute: auto (on with a GPU) | on | off.")
     time_budget: str | None = _knob(None, "Wall-clock budget of the whole run, e.g. 3m, 10m, 90s or 600 (seconds): the head and fine-tune "
                                     "epochs are planned to fit, from the run's own timings; the best epoch's weights are kept.")
+    stream: str = _knob("auto", "Read the decoded images from a uint8 cache on disk (in the run folder) instead of memory: auto (when "
+                        "they would need more than 6 GiB or half the RAM) | on | off. Same pixels, same batches.")
     out: str | None = _knob(None, "Run folder to create (default: models/MODEL-TIMESTAMP); never inside --data.")
 
     def __post_init__(self) -> None:
@@ -81,6 +83,8 @@ class TrainConfig:
             value = getattr(self, name.replace("-", "_"))
             if value not in allowed:
                 raise ConfigError(f"--{name} '{value}' is not one of {', '.join(allowed)}", f"Pick one of {', '.join(allowed)}")
+        if self.stream not in ("auto", "on", "off"):
+            raise ConfigError(f"--stream '{self.stream}' is not auto/on/off", "Pick auto, on or off")
         if self.mixed_precision not in ("auto", "on", "off"):
             raise ConfigError(f"--mixed-precision '{self.mixed_precision}' is not auto/on/off", "Pick auto, on or off")
         for name in ("val_split", "test_split"):

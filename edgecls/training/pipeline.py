@@ -1,6 +1,11 @@
-"""Decoding splits into arrays (parallel, shared preprocessing) and tf.data pipelines whose every epoch is reproducible."""
+"""Decoding splits into arrays (parallel, shared preprocessing) and tf.data pipelines whose every epoch is reproducible.
+
+A split too large for memory is streamed instead: a uint8 cache on disk (training/disk_cache.py, the same pixels),
+read batch by batch inside the same pipeline, so the batches are identical to the in-memory ones.
+"""
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,10 +16,38 @@ import numpy as np
 from edgecls.errors import ConfigError
 from edgecls.preprocess import load_for_model
 from edgecls.training.augment import AugmentConfig, augment_batch
+from edgecls.training.disk_cache import DiskImages
 
-__all__ = ["AugmentConfig", "load_images", "make_dataset"]
+__all__ = ["AugmentConfig", "load_images", "make_dataset", "should_stream"]
 
 IN_MEMORY_LIMIT_BYTES = 6 * 1024**3
+STREAM_MODES = ("auto", "on", "off")
+
+
+def memory_budget_bytes() -> int:
+    """What decoded splits may take in memory: 6 GiB, or half the physical memory when that is less."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return IN_MEMORY_LIMIT_BYTES
+    return int(min(IN_MEMORY_LIMIT_BYTES, physical // 2))
+
+
+def decoded_bytes(count: int, size: tuple[int, int]) -> int:
+    return count * size[0] * size[1] * 3
+
+
+def should_stream(mode: str, needed: int, budget: int) -> bool:
+    """--stream auto: stream when the decoded splits (`needed` bytes) exceed `budget`; on: always; off: never (and
+    ConfigError when they exceed it)."""
+    if mode == "on":
+        return True
+    if needed <= budget:
+        return False
+    if mode == "off":
+        raise ConfigError(f"the decoded images need {needed / 1024**3:.1f} GiB in memory, over the {budget / 1024**3:.1f} GiB budget "
+                          "(--stream off)", "Use --stream auto (streams them from a uint8 cache on disk), a smaller --img-size or a subset")
+    return True
 
 
 def load_images(
@@ -31,7 +64,7 @@ def load_images(
     if needed > IN_MEMORY_LIMIT_BYTES:
         raise ConfigError(
             f"{len(paths)} images at {height}x{width} need {needed / 1024**3:.1f} GiB in memory",
-            "Use a smaller --img-size or a subset of the data",
+            "Use --stream auto or on (streams them from disk), a smaller --img-size or a subset of the data",
         )
     out = np.empty((len(paths), height, width, 3), dtype=np.uint8)
 
@@ -47,7 +80,7 @@ def load_images(
 
 
 def make_dataset(
-    x: np.ndarray,
+    x: np.ndarray | DiskImages,
     labels: np.ndarray,
     num_classes: int,
     batch_size: int,
@@ -64,15 +97,22 @@ def make_dataset(
     function of (seed, epoch): a run resumed at epoch k sees exactly the batches the uninterrupted run saw there.
     `ramp_from`: the augmentation's strength grows from 0 to full over that epoch (a head trained on clean
     features meets augmented images gradually, so the fine-tune does not open below it).
+    `x` a DiskImages: the same batches, each read from disk when it is needed (parallel reads, prefetched).
     """
     import tensorflow as tf
 
+    all_y = tf.constant(labels.astype(np.int32))
     if not training:
+        if isinstance(x, DiskImages):
+            fetch = _disk_fetch(x, tf)
+            batches = tf.data.Dataset.range(len(x)).batch(batch_size)
+            return batches.map(lambda indices: (tf.cast(fetch(indices), tf.float32), tf.one_hot(tf.gather(all_y, indices), num_classes)),
+                               num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
         items = tf.data.Dataset.from_tensor_slices((x, labels.astype(np.int32)))
         return items.batch(batch_size).map(lambda images, y: (tf.cast(images, tf.float32), tf.one_hot(y, num_classes)),
                                            num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     augment = augment if augment is not None and augment.active and x.ndim == 4 else None
-    all_x, all_y = tf.constant(x), tf.constant(labels.astype(np.int32))
+    fetch = _disk_fetch(x, tf) if isinstance(x, DiskImages) else _memory_fetch(x, tf)
     steps = max(1, -(-len(x) // batch_size))
 
     def _ramp(strength: Any, step: Any, steps: int) -> Any:  # within the ramp epoch (strength 0 there): step / steps
@@ -93,7 +133,7 @@ def make_dataset(
                                                   _ramp(strength, step, steps)))
 
     def to_float(indices: Any, batch_seed: Any, strength: Any) -> tuple[Any, Any]:
-        images = tf.cast(tf.gather(all_x, indices), tf.float32)
+        images = tf.cast(fetch(indices), tf.float32)
         if augment is not None:
             images = augment_batch(images, augment, batch_seed, strength)
         return images, tf.one_hot(tf.gather(all_y, indices), num_classes)
@@ -101,3 +141,19 @@ def make_dataset(
     first, end = epochs
     stream = tf.data.Dataset.range(first, end).flat_map(one_epoch)
     return stream.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _disk_fetch(images: DiskImages, tf: Any) -> Any:
+    """indices -> the uint8 batch read from disk (tf.numpy_function; os.pread releases the GIL, so reads overlap)."""
+    height, width = images.size
+
+    def fetch(indices: Any) -> Any:
+        batch = tf.numpy_function(images.gather, [indices], tf.uint8, stateful=False)
+        return tf.ensure_shape(batch, (None, height, width, 3))
+
+    return fetch
+
+
+def _memory_fetch(images: np.ndarray, tf: Any) -> Any:
+    all_x = tf.constant(images)
+    return lambda indices: tf.gather(all_x, indices)

@@ -7,6 +7,7 @@ of the uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -23,8 +24,9 @@ from edgecls.training.augment import AugmentConfig
 from edgecls.training.budget import MAX_BUDGET_FINE_TUNE_EPOCHS, TimeBudget, parse_duration, plan_fine_tune
 from edgecls.training.checkpoint import Checkpoint, Progress, assign_values, load_checkpoint, progress_json, save_checkpoint
 from edgecls.training.config import TrainConfig
+from edgecls.training.disk_cache import CACHE_DIR, cache_images, remove_cache
 from edgecls.training.optimizers import class_weights, make_optimizer
-from edgecls.training.pipeline import load_images, make_dataset
+from edgecls.training.pipeline import decoded_bytes, load_images, make_dataset, memory_budget_bytes, should_stream
 from edgecls.training.run_setup import default_run_dir, new_run_folder, resumed_run_folder
 
 
@@ -93,6 +95,7 @@ class _Trainer:
         self.config, self.run_dir, self.resume_state = config, run_dir, resume_state
         self.speed: dict[str, float] = {}  # images per second of each stage that ran
         self.optimizer: Any = None  # the optimizer of the phase running now (saved in checkpoints)
+        self.streamed = False  # the splits come from a uint8 cache on disk (training/disk_cache.py), not memory
 
     def run(self) -> RunResult:
         from rich.console import Console
@@ -144,7 +147,7 @@ class _Trainer:
             f"{len(splits.test.paths)} test images; model {spec.name} at {size[0]} px; "
             f"{'GPU' if self.gpu else 'CPU'}, {strategy.num_replicas_in_sync} replica(s)"
         )
-        arrays = {name: self._load(name, getattr(splits, name).paths, size) for name in ("train", "val", "test")}
+        arrays = self._load_splits(splits, size)
         labels = {name: np.asarray(getattr(splits, name).labels, np.int64) for name in ("train", "val", "test")}
 
         checkpoint = self._read_checkpoint()
@@ -190,12 +193,30 @@ class _Trainer:
         self._finish()
         return RunResult(self.run_dir, meta, self.progress.rows, metrics, time.perf_counter() - start)
 
-    def _load(self, name: str, paths: Any, size: tuple[int, int]) -> np.ndarray:
+    def _load_splits(self, splits: Any, size: tuple[int, int]) -> dict[str, Any]:
+        """Each split's uint8 images: in memory, or (--stream, or more than the memory budget) a cache on disk."""
         from rich.progress import Progress
 
-        with Progress(console=self.console, transient=True) as progress:
-            task = progress.add_task(f"decoding {name} images", total=len(paths))
-            return load_images(list(paths), size, progress=lambda: progress.advance(task))
+        names = ("train", "val", "test")
+        needed = decoded_bytes(sum(len(getattr(splits, name).paths) for name in names), size)
+        budget = memory_budget_bytes()
+        self.streamed = should_stream(self.config.stream, needed, budget)
+        if self.streamed:
+            why = "--stream on" if self.config.stream == "on" else f"over the {budget / 1024**3:.1f} GiB memory budget"
+            self.console.print(f"data: streaming from disk: the decoded images need {needed / 1024**3:.1f} GiB ({why}); "
+                               f"a uint8 cache at {size[0]} px is written once to {self.run_dir / CACHE_DIR}")
+        arrays: dict[str, Any] = {}
+        for name in names:
+            paths = list(getattr(splits, name).paths)
+            with Progress(console=self.console, transient=True) as progress:
+                task = progress.add_task(f"{'caching' if self.streamed else 'decoding'} {name} images", total=len(paths))
+                advance = functools.partial(progress.advance, task)
+                if self.streamed:
+                    key = f"{splits.fingerprint}:{name}:{size[0]}x{size[1]}"
+                    arrays[name] = cache_images(paths, size, self.run_dir / CACHE_DIR, name, key, progress=advance)
+                else:
+                    arrays[name] = load_images(paths, size, progress=advance)
+        return arrays
 
     def _read_checkpoint(self) -> Checkpoint | None:
         """The checkpoint to resume from: None for a new run, or one interrupted before its first epoch ended."""
@@ -335,7 +356,7 @@ class _Trainer:
             task = progress.add_task(f"backbone features ({name})", total=len(images))
             started = time.perf_counter()
             for start in range(0, len(images), batch):
-                chunk = images[start : start + batch, :, ::-1 if mirror else 1].astype(np.float32)
+                chunk = images[start : start + batch][:, :, ::-1 if mirror else 1].astype(np.float32)  # also a DiskImages
                 chunks.append(np.asarray(extract(tf.constant(chunk)), dtype=np.float32))
                 progress.advance(task, len(chunk))
         if name == "train" and len(images):
@@ -425,6 +446,7 @@ class _Trainer:
         self.progress.phase = "done"
         self._write_state()
         (self.run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+        remove_cache(self.run_dir)  # derived from --data; kept until here so that an interrupted run resumes without it
 
 
 def _versions() -> dict[str, str]:

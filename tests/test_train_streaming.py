@@ -1,0 +1,124 @@
+"""Datasets larger than memory: the uint8 cache on disk holds the same pixels as the in-memory path, its tf.data batches
+are the in-memory batches, and a streamed run (killed and resumed) ends with the weights of an in-memory run."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgecls.errors import ConfigError
+from edgecls.training import disk_cache
+from edgecls.training.augment import AugmentConfig
+from edgecls.training.disk_cache import CACHE_DIR, cache_images
+from edgecls.training.pipeline import load_images, make_dataset, should_stream
+from tests.conftest import REPO, assert_clean_error, run_cli
+from tests.test_resume import _args, _assert_same_run, _kill_when
+
+
+def _images(folder: Path, count: int = 11) -> list[Path]:
+    """Small files of several sizes, modes and formats: what the shared preprocessing has to handle."""
+    rng = np.random.default_rng(3)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        shape = (int(rng.integers(9, 40)), int(rng.integers(9, 40)))
+        pixels = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        image = Image.fromarray(pixels).convert(["RGB", "L", "RGBA", "P"][i % 4])
+        path = folder / f"{i:02d}.{'png' if i % 3 else 'jpg'}"
+        image.convert("RGB").save(path) if path.suffix == ".jpg" else image.save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def small_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(disk_cache, "SHARD_BYTES", 4 * 12 * 12 * 3)  # 4 images of 12x12 per shard: 3 shards for 11
+    monkeypatch.setattr(disk_cache, "_CHUNK", 3)  # chunks that straddle shard boundaries
+
+
+def test_cache_holds_the_same_pixels_as_memory(tmp_path: Path, small_shards: None) -> None:
+    paths = _images(tmp_path / "images")
+    in_memory = load_images(paths, (12, 12))
+    on_disk = cache_images(paths, (12, 12), tmp_path / CACHE_DIR, "train", "key-1")
+    assert len(list((tmp_path / CACHE_DIR).glob("train-*.u8"))) == 3
+    assert on_disk.shape == in_memory.shape and on_disk.ndim == 4
+    np.testing.assert_array_equal(on_disk[:], in_memory)
+    order = np.random.default_rng(0).permutation(len(paths))
+    np.testing.assert_array_equal(on_disk.gather(np.concatenate([order, order[:2]])), in_memory[np.concatenate([order, order[:2]])])
+    np.testing.assert_array_equal(on_disk[3:9][:, :, ::-1], in_memory[3:9, :, ::-1])
+    with pytest.raises(IndexError):
+        on_disk.gather([len(paths)])
+
+
+def test_cache_is_reused_only_for_the_same_images(tmp_path: Path, small_shards: None) -> None:
+    paths = _images(tmp_path / "images")
+    folder = tmp_path / CACHE_DIR
+    cache_images(paths, (12, 12), folder, "val", "key-1")
+    first = folder / "val-00000.u8"
+    stamp = first.stat().st_mtime_ns
+    cache_images(paths, (12, 12), folder, "val", "key-1")  # a resumed run: nothing decoded again
+    assert first.stat().st_mtime_ns == stamp
+    (folder / "val-00000.u8").write_bytes(b"")  # shard damaged, but the manifest still matches: reading says so
+    with pytest.raises(ConfigError, match="truncated"):
+        cache_images(paths, (12, 12), folder, "val", "key-1")[0]
+    rebuilt = cache_images(paths[::-1], (12, 12), folder, "val", "key-2")  # other images: rebuilt
+    np.testing.assert_array_equal(rebuilt[:], load_images(paths[::-1], (12, 12)))
+    (folder / "val.json").unlink()  # interrupted before the manifest: rebuilt, never read half-written
+    np.testing.assert_array_equal(cache_images(paths, (12, 12), folder, "val", "key-1")[:], load_images(paths, (12, 12)))
+
+
+def _batches(dataset: object) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(np.asarray(x), np.asarray(y)) for x, y in dataset]  # type: ignore[attr-defined]
+
+
+def test_streamed_batches_are_the_in_memory_batches(tmp_path: Path, small_shards: None) -> None:
+    """Same order (a function of seed and epoch), same augmentation, same pixels: training and evaluation."""
+    paths = _images(tmp_path / "images")
+    labels = np.arange(len(paths)) % 3
+    in_memory = load_images(paths, (12, 12))
+    on_disk = cache_images(paths, (12, 12), tmp_path / CACHE_DIR, "train", "key")
+    for training, augment, epochs in ((True, AugmentConfig(), (1, 3)), (True, None, (0, 1)), (False, None, (0, 1))):
+        expected = _batches(make_dataset(in_memory, labels, 3, 4, training, augment, 7, epochs, ramp_from=1))
+        got = _batches(make_dataset(on_disk, labels, 3, 4, training, augment, 7, epochs, ramp_from=1))
+        assert len(got) == len(expected) == 3 * (epochs[1] - epochs[0])
+        for (gx, gy), (ex, ey) in zip(got, expected):
+            np.testing.assert_array_equal(gx, ex)
+            np.testing.assert_array_equal(gy, ey)
+
+
+def test_when_to_stream() -> None:
+    assert not should_stream("auto", 100, 100) and should_stream("auto", 101, 100)
+    assert should_stream("on", 1, 100) and not should_stream("off", 100, 100)
+    with pytest.raises(ConfigError, match="--stream auto"):
+        should_stream("off", 101, 100)
+
+
+def test_bad_stream_value_is_one_clean_line(fmnist_tree: Path, tmp_path: Path) -> None:
+    result = run_cli("train", "--data", fmnist_tree, "--stream", "sometimes", "--out", tmp_path / "run")
+    assert result.returncode != 0
+    assert_clean_error(result, "--stream 'sometimes'")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_streamed_run_killed_and_resumed_ends_as_the_in_memory_run(fmnist_tree: Path, tmp_path: Path) -> None:
+    """Feature-cache head on streamed images, then fine-tuning on streamed augmented batches; SIGKILL in the head
+    phase, resume (the cache on disk is reused), and the weights equal those of the same run held in memory."""
+    weights = tmp_path / "backbone.weights.h5"
+    script = ("import keras; from edgecls.zoo.keras_apps import plain_cnn; keras.utils.set_random_seed(1); "
+              f"plain_cnn((16, 16)).save_weights({str(weights)!r})")
+    subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True, capture_output=True, timeout=300)
+    args = _args(fmnist_tree, "--weights", weights, "--epochs", "5", "--fine-tune-epochs", "2", "--lr", "0.01")
+    baseline, run = tmp_path / "in-memory", tmp_path / "streamed"
+    assert run_cli(*args, "--stream", "off", "--out", baseline).returncode == 0
+    _kill_when([*args, "--stream", "on", "--out", str(run)], run, "head", 2)
+    assert (run / CACHE_DIR / "train.json").is_file()
+    result = run_cli("train", "--resume", run)
+    assert result.returncode == 0, result.output
+    assert "streaming from disk" in result.stderr
+    _assert_same_run(run, baseline)
+    assert not (run / CACHE_DIR).exists()  # derived data: removed when the run finishes
