@@ -2,6 +2,7 @@
 are the in-memory batches, and a streamed run (killed and resumed) ends with the weights of an in-memory run."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from PIL import Image
 from edgecls.errors import ConfigError
 from edgecls.training import disk_cache
 from edgecls.training.augment import AugmentConfig
-from edgecls.training.disk_cache import CACHE_DIR, cache_images
+from edgecls.training.disk_cache import CACHE_DIR, cache_images, check_free_space
 from edgecls.training.pipeline import load_images, make_dataset, should_stream
 from tests.conftest import REPO, assert_clean_error, run_cli
 from tests.test_resume import _args, _assert_same_run, _kill_when
@@ -122,3 +123,11 @@ def test_streamed_run_killed_and_resumed_ends_as_the_in_memory_run(fmnist_tree: 
     assert "streaming from disk" in result.stderr
     _assert_same_run(run, baseline)
     assert not (run / CACHE_DIR).exists()  # derived data: removed when the run finishes
+
+
+def test_a_cache_that_cannot_fit_on_disk_is_refused_before_decoding(tmp_path: Path) -> None:
+    free = shutil.disk_usage(tmp_path).free
+    check_free_space(tmp_path / CACHE_DIR, 1024)
+    with pytest.raises(ConfigError, match="GiB is free there"):
+        check_free_space(tmp_path / CACHE_DIR, free * 4)
+    assert not (tmp_path / CACHE_DIR).exists()

@@ -145,5 +145,16 @@ def _write_rows(images: DiskImages, start: int, rows: np.ndarray) -> None:
         done += take
 
 
+def check_free_space(folder: Path, needed: int) -> None:
+    """ConfigError before any decoding when the cache (less what a resumed run already has) cannot fit on that disk."""
+    existing = sum(path.stat().st_size for path in folder.glob("*.u8")) if folder.is_dir() else 0
+    probe = folder if folder.is_dir() else folder.parent
+    free = shutil.disk_usage(probe).free
+    if needed - existing > free:
+        raise ConfigError(f"streaming needs {(needed - existing) / 1024**3:.1f} GiB for its cache in '{folder}', "
+                          f"but only {free / 1024**3:.1f} GiB is free there",
+                          "Free disk space, pass --out on a larger disk, a smaller --img-size, or --stream off if it fits in memory")
+
+
 def remove_cache(run_dir: Path) -> None:
     shutil.rmtree(run_dir / CACHE_DIR, ignore_errors=True)

@@ -24,7 +24,7 @@ from edgecls.training.augment import AugmentConfig
 from edgecls.training.budget import MAX_BUDGET_FINE_TUNE_EPOCHS, TimeBudget, parse_duration, plan_fine_tune
 from edgecls.training.checkpoint import Checkpoint, Progress, assign_values, load_checkpoint, progress_json, save_checkpoint
 from edgecls.training.config import TrainConfig
-from edgecls.training.disk_cache import CACHE_DIR, cache_images, remove_cache
+from edgecls.training.disk_cache import CACHE_DIR, cache_images, check_free_space, remove_cache
 from edgecls.training.optimizers import class_weights, make_optimizer
 from edgecls.training.pipeline import decoded_bytes, load_images, make_dataset, memory_budget_bytes, should_stream
 from edgecls.training.run_setup import default_run_dir, new_run_folder, resumed_run_folder
@@ -205,6 +205,7 @@ class _Trainer:
             why = "--stream on" if self.config.stream == "on" else f"over the {budget / 1024**3:.1f} GiB memory budget"
             self.console.print(f"data: streaming from disk: the decoded images need {needed / 1024**3:.1f} GiB ({why}); "
                                f"a uint8 cache at {size[0]} px is written once to {self.run_dir / CACHE_DIR}")
+            check_free_space(self.run_dir / CACHE_DIR, needed)
         arrays: dict[str, Any] = {}
         for name in names:
             paths = list(getattr(splits, name).paths)
