@@ -14,6 +14,8 @@ from typing import Any
 from edgecls.deploy.artifact import find_artifact, validation_summary
 from edgecls.deploy.camera_secret import PASSWORD_FILE as CAMERA_PASSWORD_FILE
 from edgecls.deploy.camera_secret import BundleCamera, camera_setting
+from edgecls.deploy.imx500 import NETWORK, copy_export, is_imx500
+from edgecls.deploy.imx500 import SOURCE as IMX500_SOURCE
 from edgecls.deploy.install_script import render_install
 from edgecls.deploy.layout import DEFAULT_PREFIX, DEFAULT_SERVE, MODEL_DIR, SERVICE_NAME, STATE_DIR, WHEEL_DIR
 from edgecls.deploy.live_view import TOKEN_FILE, live_view_url, parse_serve, write_token
@@ -77,11 +79,18 @@ def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str 
     for label in meta.labels:
         check_line(str(label), f"label in '{folder / META_FILENAME}'")
     backend_device = "coral" if target == "edgetpu" else profile.backend_device
+    on_sensor = is_imx500(target)  # the AI Camera: packerOut.zip, packaged into rpk/network.rpk on the Pi
+    chosen_camera = camera is not None and not camera.from_profile and camera.source not in (None, IMX500_SOURCE)
+    if on_sensor and (chosen_camera or picamera2 is False):
+        raise ConfigError("an imx500 bundle runs the network on the AI Camera's sensor: its camera is that camera (picamera2)",
+                          "Leave out --camera and --no-picamera2, or deploy another target (--target tflite)")
     secret = camera if camera is not None else camera_setting((profile.camera or {}).get("source"))
     camera_table = dict(profile.camera or {})
     if secret.source is not None:
         camera_table["source"] = secret.source  # never a password: that goes into camera-password
-    use_picamera2 = str(camera_table.get("source", "")) == "picamera2" if picamera2 is None else picamera2
+    if on_sensor:
+        camera_table["source"] = IMX500_SOURCE
+    use_picamera2 = on_sensor or (str(camera_table.get("source", "")) == "picamera2" if picamera2 is None else picamera2)
     if not use_picamera2 and str(camera_table.get("source", "")) == "picamera2":
         camera_table["source"] = "0"  # no picamera2 installed: the first V4L2 camera
 
@@ -96,16 +105,20 @@ def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str 
             )
         requirements = runtime_requirements(metadata_text, RUNTIME_EXTRA[target])
         model_dir = tmp / MODEL_DIR
-        shutil.copytree(folder, model_dir, ignore=shutil.ignore_patterns(".*"))
+        if on_sensor:
+            copy_export(folder, model_dir)  # packerOut.zip and its labels; mct_quantized.keras stays on the PC
+        else:
+            shutil.copytree(folder, model_dir, ignore=shutil.ignore_patterns(".*"))
         (model_dir / "labels.txt").write_text("\n".join(meta.labels) + "\n", encoding="utf-8")
         model_path = f"{MODEL_DIR}/{artifact_name}"
+        service_model = NETWORK if on_sensor else model_path  # the sensor's network: made by install.sh (imx500-package)
         golden = f"{MODEL_DIR}/{GOLDEN_FILE}" if (model_dir / GOLDEN_FILE).is_file() else None  # install.sh's self-test
         token_path, token = write_token(tmp)
-        exec_args = [*camera_args(model_path, camera_table, backend_device, profile.threads, serve, DEFAULT_PREFIX, f"%d/{TOKEN_FILE}"),
+        exec_args = [*camera_args(service_model, camera_table, backend_device, profile.threads, serve, DEFAULT_PREFIX, f"%d/{TOKEN_FILE}"),
                      *secret.camera_args("%d")]
         unit_token = f"{CREDENTIALS_MARK}/{TOKEN_FILE}"
         unit_args = [f"{PREFIX_MARK}/venv/bin/edgecls",
-                     *camera_args(model_path, camera_table, backend_device, profile.threads, serve, PREFIX_MARK, unit_token),
+                     *camera_args(service_model, camera_table, backend_device, profile.threads, serve, PREFIX_MARK, unit_token),
                      *secret.camera_args(CREDENTIALS_MARK)]
         secret.write_files(tmp)
         if mqtt is not None:
@@ -116,7 +129,7 @@ def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str 
             "profile": profile, "target": target, "precision": precision, "meta": meta, "report": report, "run": run,
             "artifact": model_path, "golden": golden, "wheel": built.name, "requirements": requirements, "picamera2": use_picamera2,
             "backend_device": backend_device, "serve": serve, "exec_args": exec_args, "camera": camera_table, "name": out.name,
-            "unit_args": unit_args, "mqtt": mqtt, "camera_secret": secret,
+            "unit_args": unit_args, "mqtt": mqtt, "camera_secret": secret, "imx500": on_sensor, "service_model": service_model,
         }
         (tmp / "requirements.txt").write_text(render_requirements(context), encoding="utf-8")
         (tmp / "constraints-picamera2.txt").write_text(render_picamera2_constraints(), encoding="utf-8")
@@ -136,7 +149,8 @@ def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str 
             "source_export": str(folder.resolve()),
             "device": _profile_dict(profile, secret.source),
             "target": target, "precision": precision, "backend_device": backend_device,
-            "artifact": model_path, "meta": f"{MODEL_DIR}/{META_FILENAME}", "labels": f"{MODEL_DIR}/labels.txt", "golden": golden,
+            "artifact": model_path, "service_model": service_model,
+            "meta": f"{MODEL_DIR}/{META_FILENAME}", "labels": f"{MODEL_DIR}/labels.txt", "golden": golden,
             "input_size": list(meta.input_size), "classes": len(meta.labels),
             "validation": validation_summary(report),
             "wheel": f"{WHEEL_DIR}/{built.name}", "requires_python": needs,

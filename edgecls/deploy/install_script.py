@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from edgecls.deploy.camera_secret import PASSWORD_FILE as CAMERA_PASSWORD_FILE
+from edgecls.deploy.imx500 import APT_PACKAGES as IMX500_APT_PACKAGES
 from edgecls.deploy.layout import DEFAULT_PREFIX, SERVICE_NAME
 from edgecls.deploy.live_view import TOKEN_FILE, parse_serve
 from edgecls.deploy.mqtt import CA_FILE as MQTT_CA_FILE
@@ -28,7 +29,9 @@ def render_install(c: dict[str, Any]) -> str:
         "ARCH": shell_quote(p.arch, "profile arch"), "PYTHON": shell_quote(str(p.python), "profile python"),
         "PICAMERA2": "1" if c["picamera2"] else "0", "CORAL": "1" if c["backend_device"] == "coral" else "0",
         "PREFIX": shell_quote(DEFAULT_PREFIX), "SERVICE": shell_quote(SERVICE_NAME), "WHEEL": shell_quote(c["wheel"], "wheel name"),
-        "ARTIFACT": shell_quote(c["artifact"], "model file name"), "TOKEN": shell_quote(TOKEN_FILE),
+        "ARTIFACT": shell_quote(c.get("service_model") or c["artifact"], "model file name"), "TOKEN": shell_quote(TOKEN_FILE),
+        "PACKER": shell_quote(c["artifact"], "model file name"), "IMX500": "1" if c.get("imx500") else "0",
+        "IMX500APT": " ".join(IMX500_APT_PACKAGES),
         "MQTTPASSWORD": shell_quote(MQTT_PASSWORD_FILE), "MQTTCA": shell_quote(MQTT_CA_FILE), "PORT": str(port),
         "CAMERAPASSWORD": shell_quote(CAMERA_PASSWORD_FILE),
         "GROUPS": " ".join(CAMERA_GROUPS), "UNIT": unit_as_bash(unit_template(c)),
@@ -49,6 +52,7 @@ DEFAULT_PREFIX=@PREFIX@
 SERVICE_NAME=@SERVICE@
 WHEEL=@WHEEL@
 ARTIFACT=@ARTIFACT@
+PACKER=@PACKER@
 TOKEN_FILE=@TOKEN@
 MQTT_PASSWORD_FILE=@MQTTPASSWORD@
 MQTT_CA_FILE=@MQTTCA@
@@ -56,6 +60,7 @@ CAMERA_PASSWORD_FILE=@CAMERAPASSWORD@
 LIVE_PORT=@PORT@
 PICAMERA2=@PICAMERA2@
 CORAL=@CORAL@
+IMX500=@IMX500@
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PREFIX="$DEFAULT_PREFIX"
@@ -105,6 +110,7 @@ case "$PREFIX" in *[\"\'\\]*)  # systemd refuses them in the service's program p
   die "--prefix $(printf '%q' "$PREFIX") holds a quote or backslash, which systemd refuses in a program path: choose another folder" ;;
 esac
 case "$PREFIX" in /*) ;; *) PREFIX="$(pwd)/$PREFIX" ;; esac
+[ "$IMX500" = 1 ] && [ "$PICAMERA2" = 0 ] && die "--no-picamera2: this bundle's network runs on the AI Camera, read through picamera2"
 
 existing="$PREFIX"  # the deepest folder of the prefix that exists already: is it writable?
 while [ ! -e "$existing" ]; do existing="$(dirname -- "$existing")"; done
@@ -126,6 +132,7 @@ fi
 if [ "$APT" = 1 ]; then
   packages=(python3 python3-venv python3-pip)
   [ "$PICAMERA2" = 1 ] && packages+=(python3-picamera2)
+  [ "$IMX500" = 1 ] && packages+=(@IMX500APT@)  # the AI Camera: sensor firmware, imx500-package
   if [ "$CORAL" = 1 ]; then
     if ! apt-cache show libedgetpu1-std >/dev/null 2>&1; then
       say "adding Coral's apt repository (packages.cloud.google.com)"
@@ -175,6 +182,23 @@ if [ "$PREFIX" != "$(cd "$HERE" && pwd -P)" ]; then
     $SUDO install -m 0644 -- "$HERE/$MQTT_CA_FILE" "$PREFIX/$MQTT_CA_FILE"
   fi
 fi
+if [ "$IMX500" = 1 ]; then  # the AI Camera's network: packaged here (imx500-package exists only on the Pi), labels beside it
+  rpk_dir="$(dirname -- "$PREFIX/$ARTIFACT")"
+  if command -v imx500-package >/dev/null 2>&1; then
+    say "imx500-package -i $PACKER -o $rpk_dir/ (the network for the IMX500 sensor)"
+    $SUDO rm -rf -- "$rpk_dir"
+    $SUDO mkdir -p -- "$rpk_dir"
+    $SUDO imx500-package -i "$PREFIX/$PACKER" -o "$rpk_dir" \
+      || die "imx500-package failed on $PREFIX/$PACKER: export it again (edgecls export RUN --int8 --target imx500) and make a new bundle"
+    [ -f "$PREFIX/$ARTIFACT" ] || die "imx500-package wrote no $PREFIX/$ARTIFACT: apt-get install --reinstall imx500-tools"
+    $SUDO cp -- "$PREFIX/model/meta.json" "$PREFIX/model/labels.txt" "$rpk_dir/"
+  elif [ "$SERVICE" = 1 ]; then
+    die "imx500-package not found: sudo apt-get install imx500-tools (install.sh does it without --no-apt), then run install.sh again"
+  else
+    warn "imx500-package not found (apt-get install imx500-tools); later: imx500-package -i $PREFIX/$PACKER -o $rpk_dir/" \
+      "and copy $PREFIX/model/meta.json and labels.txt into $rpk_dir/"
+  fi
+fi
 if [ "$VENV" = 1 ]; then
   venv_flags=()
   [ "$PICAMERA2" = 1 ] && venv_flags+=(--system-site-packages)
@@ -189,6 +213,16 @@ if [ "$VENV" = 1 ]; then
   say "pip install -r requirements.txt $( [ "$OFFLINE" = 1 ] && echo '(offline, from wheels/)' )"
   $SUDO "$PREFIX/venv/bin/python" -m pip install "${pip_flags[@]}" -r "$PREFIX/requirements.txt"
   $SUDO "$PREFIX/venv/bin/python" -m pip install --disable-pip-version-check --no-index --no-deps --force-reinstall "$PREFIX/wheels/$WHEEL"
+  if [ "$IMX500" = 1 ]; then
+    say "checking the AI Camera's network and its labels"
+    "$PREFIX/venv/bin/python" -c "
+import sys
+from edgecls.camera.imx500 import SensorBackend
+backend = SensorBackend(sys.argv[1])
+print('network ok:', backend.path.name, len(backend.meta.labels), 'classes, run on the IMX500 sensor',
+      '(TensorFlow imported!)' if 'tensorflow' in sys.modules else '')
+" "$PREFIX/$ARTIFACT" || warn "the network or its labels are missing: see 'edgecls doctor --device $PROFILE'"
+  else
   say "checking that the model loads"
   "$PREFIX/venv/bin/python" -c "
 import sys
@@ -198,6 +232,7 @@ print('model ok:', backend.name, backend.precision_ran, len(backend.meta.labels)
       '(TensorFlow imported!)' if 'tensorflow' in sys.modules else '')
 " "$PREFIX/$ARTIFACT" "$([ "$CORAL" = 1 ] && echo coral || echo cpu)" \
     || warn "the model did not load: see 'edgecls doctor --device $PROFILE'"
+  fi
 fi
 
 # 4. The systemd unit, written for this prefix (systemd escaping done here; no sed on any value)
@@ -229,7 +264,10 @@ fi
 # 5. Self-test, last: the golden set made at export, re-run through this device's runtime and delegate
 GOLDEN="$(dirname -- "$PREFIX/$ARTIFACT")/golden.npz"
 VERIFY_DEVICE="$([ "$CORAL" = 1 ] && echo coral || echo cpu)"
-if [ ! -f "$GOLDEN" ]; then
+if [ "$IMX500" = 1 ]; then
+  say "self-test skipped: no golden set exists for the IMX500 (the export was validated on the PC with MCT's simulation" \
+    "of the sensor); watch the service's report"
+elif [ ! -f "$GOLDEN" ]; then
   say "self-test skipped: this bundle has no golden set (export the model again with a newer edgecls to get one)"
 elif [ "$VENV" != 1 ]; then
   say "self-test skipped (--no-venv: no edgecls here to run it); later: edgecls verify $(printf '%q' "$PREFIX/$ARTIFACT")"

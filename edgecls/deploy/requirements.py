@@ -10,7 +10,8 @@ from typing import Any
 from edgecls.deploy.pip_command import run_pip
 from edgecls.errors import ExportError
 
-RUNTIME_EXTRA = {"tflite": "pi", "edgetpu": "pi", "openvino": "intel"}  # pyproject extra each target installs
+# pyproject extra each target installs (imx500: the camera side of "pi"; the network itself runs on the sensor)
+RUNTIME_EXTRA = {"tflite": "pi", "edgetpu": "pi", "openvino": "intel", "imx500": "pi"}
 FORBIDDEN = ("tensorflow", "tensorflow-cpu", "tf-keras", "keras", "torch")
 PICAMERA2_CONSTRAINTS = ("numpy<2", "opencv-python-headless<4.12")  # apt's simplejpeg is built against numpy 1.24
 

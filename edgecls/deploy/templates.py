@@ -9,6 +9,7 @@ from typing import Any
 
 from edgecls.deploy.artifact import validation_summary
 from edgecls.deploy.camera_secret import PASSWORD_FILE as CAMERA_PASSWORD_FILE
+from edgecls.deploy.imx500 import readme_section as imx500_section
 from edgecls.deploy.layout import DEFAULT_PREFIX, MODEL_DIR, SERVICE_NAME, STATE_DIR, WHEEL_DIR
 from edgecls.deploy.live_view import TOKEN_FILE, parse_serve
 from edgecls.deploy.mqtt import CA_FILE as MQTT_CA_FILE
@@ -61,7 +62,13 @@ def render_readme(c: dict[str, Any]) -> str:
     notes = "\n".join(f"- {doc_text(note)}" for note in p.setup_notes) or "- none"
     camera = c["camera"]
     name = shlex.quote(doc_text(c["name"]))
-    model = shlex.quote(f"{DEFAULT_PREFIX}/{c['artifact']}")
+    model = shlex.quote(f"{DEFAULT_PREFIX}/{c.get('service_model') or c['artifact']}")
+    on_sensor = bool(c.get("imx500"))
+    runner = "the Sony IMX500 sensor of the AI Camera (packaged into `rpk/network.rpk` by install.sh)" if on_sensor else (
+        'LiteRT' if c['target'] in ('tflite', 'edgetpu') else 'OpenVINO')
+    verify_line = "" if on_sensor else (f"{DEFAULT_PREFIX}/venv/bin/edgecls verify {model} --backend-device {c['backend_device']}"
+                                        "   # the export's golden set on this device\n")
+    try_source = "imx500" if on_sensor else "clip.mp4"
     picam = ("installs apt's `python3-picamera2` and makes the venv with `--system-site-packages`, keeping numpy < 2 "
              "(`constraints-picamera2.txt`: apt's simplejpeg is built against numpy 1.24, raspberrypi/picamera2#1088)"
              if c["picamera2"] else "does not install picamera2 (`--picamera2` adds it)")
@@ -69,7 +76,7 @@ def render_readme(c: dict[str, Any]) -> str:
 
 Made by `edgecls deploy` from run {code(c['run'])}: the validated **{c['target']} {c['precision']}** artifact
 {code(c['artifact'])} ({meta.input_size[0]}x{meta.input_size[1]} px, {len(meta.labels)} classes), run by
-{'LiteRT' if c['target'] in ('tflite', 'edgetpu') else 'OpenVINO'} on **{c['backend_device']}**. Validation at export: {quality}.
+{runner} on **{c['backend_device']}**. Validation at export: {quality}.
 
 | file | what |
 |---|---|
@@ -106,16 +113,15 @@ so it never appears on a command line or in the journal. New token: make the bun
 
 ```bash
 {DEFAULT_PREFIX}/venv/bin/edgecls doctor --device {p.name}     # Python, runtimes, Edge TPU + USB speed, camera, governor
-{DEFAULT_PREFIX}/venv/bin/edgecls verify {model} --backend-device {c['backend_device']}   # the export's golden set on this device
-systemctl status {SERVICE_NAME}; journalctl -u {SERVICE_NAME} -f
+{verify_line}systemctl status {SERVICE_NAME}; journalctl -u {SERVICE_NAME} -f
 # live view: http://<device>:{port}/?token=TOKEN     report: {STATE_DIR}/camera_report.json
-{DEFAULT_PREFIX}/venv/bin/edgecls camera --model {model} --device clip.mp4 --frames 100 --headless
+{DEFAULT_PREFIX}/venv/bin/edgecls camera --model {model} --device {try_source} --frames 100 --headless
 ```
 
 The service runs {code('edgecls ' + shlex.join(c['exec_args']))} (camera {code(str(camera.get('source', '0')))}
 {camera.get('width', '?')}x{camera.get('height', '?')}; `%d` is systemd's credentials folder). Edit
 `/etc/systemd/system/{SERVICE_NAME}.service`, then `sudo systemctl daemon-reload && sudo systemctl restart {SERVICE_NAME}`.
-{camera_sentence(c)}
+{camera_sentence(c)}{imx500_section() if on_sensor else ''}
 ## Device notes ({p.name})
 
 {notes}
@@ -178,6 +184,9 @@ def golden_row(c: dict[str, Any]) -> str:
 
 def self_test(c: dict[str, Any]) -> str:
     """What install.sh's last step does with this bundle."""
+    if c.get("imx500"):
+        return ("runs no `edgecls verify`: no golden set exists for the IMX500 (the export was validated on the PC with MCT's "
+                "simulation of the sensor), so it checks that `rpk/network.rpk` and its labels are in place")
     if not c.get("golden"):
         return ("would run `edgecls verify` on the model, but this bundle has no golden set (the export made none: export "
                 "again with a newer edgecls), so it says so and skips it")
