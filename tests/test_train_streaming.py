@@ -15,7 +15,7 @@ from edgecls.errors import ConfigError
 from edgecls.training import disk_cache
 from edgecls.training.augment import AugmentConfig
 from edgecls.training.disk_cache import CACHE_DIR, cache_images, check_free_space
-from edgecls.training.pipeline import load_images, make_dataset, should_stream
+from edgecls.training.pipeline import DecodedOnDemand, load_images, make_dataset, should_stream
 from tests.conftest import REPO, assert_clean_error, run_cli
 from tests.test_resume import _args, _assert_same_run, _kill_when
 
@@ -89,6 +89,24 @@ def test_streamed_batches_are_the_in_memory_batches(tmp_path: Path, small_shards
         for (gx, gy), (ex, ey) in zip(got, expected):
             np.testing.assert_array_equal(gx, ex)
             np.testing.assert_array_equal(gy, ey)
+
+
+def test_evaluation_reads_the_same_pixels_from_disk_or_file_by_file(tmp_path: Path, small_shards: None) -> None:
+    """The final evaluation of a streamed run (its cache) and `edgecls eval` over the budget (decoded batch by batch)."""
+    import keras
+
+    from edgecls.training.evaluate import predict_arrays
+
+    paths = _images(tmp_path / "images")
+    in_memory = load_images(paths, (12, 12))
+    on_demand = DecodedOnDemand(paths, (12, 12))
+    assert len(on_demand) == len(paths) and on_demand.ndim == 4
+    np.testing.assert_array_equal(on_demand[2:7], in_memory[2:7])
+    inputs = keras.Input((12, 12, 3))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs)))
+    expected = predict_arrays(model, in_memory, batch=4)
+    for images in (on_demand, cache_images(paths, (12, 12), tmp_path / CACHE_DIR, "test", "key")):
+        np.testing.assert_array_equal(predict_arrays(model, images, batch=4), expected)  # type: ignore[arg-type]
 
 
 def test_when_to_stream() -> None:

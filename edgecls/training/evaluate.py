@@ -118,7 +118,7 @@ def _artifact(path: Path) -> Path | None:
 
 def _evaluate_run(run: Path, data: Path | None, files: Any, split: str, batch: int) -> dict[str, Any]:
     from edgecls.run_folder import load_run
-    from edgecls.training.pipeline import load_images
+    from edgecls.training.pipeline import DecodedOnDemand, decoded_bytes, load_images, memory_budget_bytes
 
     model, meta = load_run(run)
     if data is None:
@@ -127,7 +127,9 @@ def _evaluate_run(run: Path, data: Path | None, files: Any, split: str, batch: i
         paths, labels, source = _labelled_folder(data, meta.labels)
     if not paths:
         raise DataError(f"no labelled images to evaluate in {source}", "Pass --data DIR with a folder per class")
-    images = load_images(paths, meta.input_size, meta.crop_fraction, meta.interpolation)
+    images: Any = DecodedOnDemand(paths, meta.input_size, meta.crop_fraction, meta.interpolation)
+    if decoded_bytes(len(paths), meta.input_size) <= memory_budget_bytes():  # else decoded batch by batch: flat memory
+        images = load_images(paths, meta.input_size, meta.crop_fraction, meta.interpolation)
     report = evaluate_arrays(model, images, np.asarray(labels), meta.labels, batch)
     report["source"] = source
     return report

@@ -18,7 +18,7 @@ from edgecls.preprocess import load_for_model
 from edgecls.training.augment import AugmentConfig, augment_batch
 from edgecls.training.disk_cache import DiskImages
 
-__all__ = ["AugmentConfig", "load_images", "make_dataset", "should_stream"]
+__all__ = ["AugmentConfig", "DecodedOnDemand", "load_images", "make_dataset", "should_stream"]
 
 IN_MEMORY_LIMIT_BYTES = 6 * 1024**3
 STREAM_MODES = ("auto", "on", "off")
@@ -77,6 +77,22 @@ def load_images(
             if progress is not None:
                 progress()
     return out
+
+
+class DecodedOnDemand:
+    """Files read as a uint8 array (N, h, w, 3) one slice at a time (load_images on that slice): for one pass over a
+    split too large for memory, e.g. evaluation batch by batch."""
+
+    ndim = 4
+
+    def __init__(self, paths: Sequence[Path], size: tuple[int, int], crop_fraction: float = 1.0, interpolation: str = "bicubic") -> None:
+        self.paths, self.size, self.crop_fraction, self.interpolation = list(paths), size, crop_fraction, interpolation
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        return load_images(self.paths[key], self.size, self.crop_fraction, self.interpolation)
 
 
 def make_dataset(
