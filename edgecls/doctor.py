@@ -37,6 +37,8 @@ GOVERNOR_FIX = "echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq
 EDGETPU_FIX = ("sudo apt-get install libedgetpu1-std (Coral apt repository: "
                "https://packages.cloud.google.com/apt coral-edgetpu-stable main; install.sh of a Coral bundle adds it)")
 PICAMERA2_FIX = "sudo apt install python3-picamera2, and a venv made with --system-site-packages (install.sh --picamera2 does both)"
+IMX500_FIRMWARE = "/lib/firmware/imx500_main.fpk"  # from Raspberry Pi OS' imx500-firmware
+IMX500_NETWORK = "/opt/edgecls/rpk/network.rpk"  # where a pi-ai-camera bundle's install.sh packages the network
 
 
 @dataclass(frozen=True)
@@ -49,11 +51,12 @@ class Check:
     fix: str = ""
 
 
-def diagnose(list_devices: bool = True, profile: Any = None, root: str | Path = "/") -> dict[str, Any]:
+def diagnose(list_devices: bool = True, profile: Any = None, root: str | Path = "/", rpk: str | Path | None = None) -> dict[str, Any]:
     """The report: `checks` (rows as dicts), `status` (warn when any row warns), `warnings`, and
-    name -> value for every row (what earlier versions returned; scripts read e.g. report["python"])."""
+    name -> value for every row (what earlier versions returned; scripts read e.g. report["python"]).
+    rpk: the AI Camera's network.rpk to check (default: the one install.sh packages beside this venv, or /opt/edgecls's)."""
     profile = _profile(profile)
-    rows = run_checks(list_devices=list_devices, profile=profile, root=root)
+    rows = run_checks(list_devices=list_devices, profile=profile, root=root, rpk=rpk)
     warnings = sum(row.status == WARN for row in rows)
     report: dict[str, Any] = {row.check: row.value for row in rows}
     report.update({
@@ -65,13 +68,14 @@ def diagnose(list_devices: bool = True, profile: Any = None, root: str | Path = 
     return report
 
 
-def run_checks(list_devices: bool = True, profile: Any = None, root: str | Path = "/") -> list[Check]:
+def run_checks(list_devices: bool = True, profile: Any = None, root: str | Path = "/", rpk: str | Path | None = None) -> list[Check]:
     profile = _profile(profile)
     root = Path(root)
     rows: list[Check] = []
     for section in (_python, _platform, _packages, _runtimes, _opencv, _tensorflow_and_gpus, _edgetpu, _coral_devices,
                     _cameras, _governor, _throttling):
         rows.extend(section(profile, root, list_devices))
+    rows.extend(_imx500(profile, root, rpk))
     return rows
 
 
@@ -314,6 +318,36 @@ def _cameras(profile: Any, root: Path, list_devices: bool) -> list[Check]:
         value = "installed by apt, hidden from this venv" if apt_copy else "not installed"
         fix = ("recreate the venv with --system-site-packages (install.sh --picamera2)" if apt_copy else PICAMERA2_FIX)
         rows.append(Check("picamera2", WARN if wants_picamera2 else INFO, value, fix if wants_picamera2 or apt_copy else ""))
+    return rows
+
+
+def _imx500(profile: Any, root: Path, rpk: str | Path | None) -> list[Check]:
+    """The AI Camera (a profile whose target is imx500, or an --rpk to check): the sensor firmware and the network.rpk."""
+    wanted = rpk is not None or (profile is not None and "imx500" in (profile.preferred_target, profile.backend_device))
+    firmware = _under(root, IMX500_FIRMWARE)
+    if not wanted:
+        return [Check("imx500 firmware", INFO, str(firmware))] if firmware.is_file() else []
+    rows = [Check("imx500 firmware", OK, str(firmware)) if firmware.is_file() else
+            Check("imx500 firmware", WARN, f"{firmware} not found", "sudo apt install imx500-firmware, then reboot")]
+    if rpk is None:
+        beside_venv = Path(sys.prefix).parent / "rpk" / "network.rpk"  # PREFIX/venv -> PREFIX/rpk/network.rpk
+        network = beside_venv if beside_venv.is_file() else _under(root, IMX500_NETWORK)
+    else:
+        network = Path(rpk).expanduser()
+    package = "imx500-package -i PREFIX/model/packerOut.zip -o PREFIX/rpk/ (sudo ./install.sh of the pi-ai-camera bundle does it)"
+    if not network.is_file():
+        rows.append(Check("imx500 network", WARN, f"{network} not found", package))
+        return rows
+    from edgecls.camera.imx500 import labels_beside
+    from edgecls.errors import EdgeclsError
+
+    try:
+        labels = labels_beside(network)
+    except EdgeclsError:
+        rows.append(Check("imx500 network", WARN, f"{network} has no meta.json or labels.txt beside it",
+                          "copy PREFIX/model/meta.json and labels.txt next to network.rpk (install.sh does it)"))
+        return rows
+    rows.append(Check("imx500 network", OK, f"{network} ({len(labels)} classes)"))
     return rows
 
 

@@ -132,3 +132,32 @@ def test_another_camera_for_the_sensors_network_is_refused(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="AI Camera's sensor"):
         build_bundle(run, "pi-ai-camera", out, picamera2=False)
     assert not out.exists()
+
+
+def test_doctor_checks_the_sensor_firmware_and_the_rpk(tmp_path: Path) -> None:
+    from edgecls.doctor import IMX500_FIRMWARE, IMX500_NETWORK, run_checks
+
+    def rows(**options: object) -> dict[str, tuple[str, str, str]]:
+        checks = run_checks(list_devices=False, profile="pi-ai-camera", root=tmp_path, **options)  # type: ignore[arg-type]
+        return {row.check: (row.status, row.value, row.fix) for row in checks if row.check.startswith("imx500")}
+
+    missing = rows()
+    assert missing["imx500 firmware"][0] == "warn" and "apt install imx500-firmware" in missing["imx500 firmware"][2]
+    assert missing["imx500 network"][0] == "warn" and "imx500-package -i" in missing["imx500 network"][2]
+    firmware = tmp_path / IMX500_FIRMWARE.lstrip("/")
+    firmware.parent.mkdir(parents=True)
+    firmware.write_bytes(b"fpk")
+    network = tmp_path / IMX500_NETWORK.lstrip("/")
+    network.parent.mkdir(parents=True)
+    network.write_bytes(b"rpk")
+    unlabelled = rows()
+    assert unlabelled["imx500 firmware"][0] == "ok"
+    assert unlabelled["imx500 network"][0] == "warn" and "meta.json and labels.txt" in unlabelled["imx500 network"][2]
+    (network.parent / "labels.txt").write_text("".join(f"{label}\n" for label in LABELS))
+    assert rows()["imx500 network"][:2] == ("ok", f"{network} (3 classes)")
+    assert rows(rpk=tmp_path / "elsewhere.rpk")["imx500 network"][0] == "warn"
+    assert not [row for row in run_checks(list_devices=False, profile="pi5", root=tmp_path / "bare") if row.check.startswith("imx500")]
+
+    result = run_cli("doctor", "--device", "pi-ai-camera", "--no-tf", "--json", "--rpk", network)
+    report = json.loads(result.stdout)
+    assert report["imx500 network"] == f"{network} (3 classes)" and "imx500 firmware" in report

@@ -14,11 +14,14 @@ def doctor_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when a check warns."),
     no_tf: bool = typer.Option(False, "--no-tf", help="Do not import TensorFlow to list its devices (faster)."),
+    rpk: str | None = typer.Option(None, "--rpk", help="The AI Camera's network.rpk to check [default with --device pi-ai-camera: "
+                                                        "PREFIX/rpk/network.rpk of this install, else /opt/edgecls/rpk/network.rpk]."),
 ) -> None:
-    """Python, runtimes, Edge TPU library and USB speed, cameras, CPU governor, throttling and GPUs."""
+    """Python, runtimes, Edge TPU library and USB speed, cameras, the AI Camera's firmware and network, CPU governor, throttling
+    and GPUs."""
     from edgecls.doctor import diagnose
 
-    report = diagnose(list_devices=not no_tf, profile=device)
+    report = diagnose(list_devices=not no_tf, profile=device, rpk=rpk)
     if as_json:
         print_json(report)
     else:
