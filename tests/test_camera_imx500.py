@@ -197,3 +197,46 @@ def test_without_picamera2_the_cli_says_how_to_install_it(tmp_path: Path) -> Non
     network = export_folder(tmp_path)
     result = run_cli("camera", "--model", network, "--device", "imx500", "--frames", "1", "--report", tmp_path / "report.json")
     assert_clean_error(result, "picamera2 with IMX500 support is not installed", "apt install python3-picamera2")
+
+
+def test_live_view_shows_the_sensors_results_and_refuses_uploads(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    from tests.camera_helpers import free_port
+
+    network = export_folder(tmp_path)
+    token = "imx500-live-view-token-0123456789"
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    port = free_port()
+    first, release = threading.Event(), threading.Event()
+    answers: dict[str, Any] = {}
+
+    def hold_first_result(result: FrameResult) -> None:
+        if not first.is_set():
+            first.set()
+            release.wait(60)  # the loop waits here while the test asks the live view
+
+    def run() -> None:
+        answers["summary"] = run_camera(network, opener(network, fake_picamera2()), frames=3, serve=f"127.0.0.1:{port}",
+                                        token_file=token_file, on_result=hold_first_result)
+
+    loop = threading.Thread(target=run, daemon=True)
+    loop.start()
+    try:
+        assert first.wait(60), "no frame was classified"
+        headers = {"Authorization": f"Bearer {token}"}
+        with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/api/info", headers=headers), timeout=30) as reply:
+            info = json.loads(reply.read())
+        assert info["model"]["backend"] == "imx500" and info["labels"] == LABELS
+        upload = urllib.request.Request(f"http://127.0.0.1:{port}/api/classify", data=b"\xff\xd8 not needed", method="POST",
+                                        headers={**headers, "Content-Type": "image/jpeg"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(upload, timeout=30)
+        assert refused.value.code == 501 and "runs on the camera's sensor" in json.loads(refused.value.read())["error"]
+    finally:
+        release.set()
+        loop.join(60)
+    assert answers["summary"]["counts"]["processed"] == 3 and answers["summary"]["settings"]["serve"]

@@ -122,6 +122,10 @@ class ClassifyApi:
         if not self._same_origin(request):
             self._error(request, 403, "this API answers only pages of its own origin", "Call it from the same host, or without a browser")
             return
+        if not getattr(self.backend, "classifies_uploads", True):  # the IMX500: the network runs on the camera's sensor
+            self._error(request, 501, f"the network {self.backend.path.name} runs on the camera's sensor: it classifies only what the "
+                        "camera sees", "Watch the live view or /api/info; classify images with another export of the model")
+            return
         if not self._inflight.acquire(blocking=False):
             self._error(request, 503, "too many classify requests at once", "Retry in a moment", {"Retry-After": "1"})
             return

@@ -78,6 +78,7 @@ class SensorBackend:
 
     name = "imx500"
     device = "imx500"
+    classifies_uploads = False  # the live view's POST /api/classify answers 501
     threads: int | None = None
     precision_ran = "int8 (on the IMX500 sensor)"
     input_quantization = None
