@@ -8,14 +8,14 @@ from rich.text import Text
 
 from edgecls.cli.common import err_console, print_json, say
 
-PROFILES = "pi4, pi5, coral-usb-pi, coral-usb-x86, coral-devboard, intel-cpu"
+PROFILES = "pi4, pi5, pi-ai-camera, coral-usb-pi, coral-usb-x86, coral-devboard, intel-cpu"
 
 
 def deploy_command(
     run: Path = typer.Argument(..., help="Run folder with a validated export (RUN/export/<target>-<precision>/)."),
     device: str = typer.Option(..., "--device", help=f"Device profile: {PROFILES}, or a .toml path."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to write (atomically); never the run or a folder holding it."),
-    target: str | None = typer.Option(None, "--target", help="tflite | edgetpu | openvino (default: the profile's)."),
+    target: str | None = typer.Option(None, "--target", help="tflite | edgetpu | openvino | imx500 (default: the profile's)."),
     precision: str | None = typer.Option(None, "--precision", help="int8 | fp16 | fp32 | dynamic (default: the profile's)."),
     serve: str = typer.Option("0.0.0.0:8080", "--serve",
                               help="HOST:PORT the service's live view binds (IPv4 address or host name, port 1-65535); "
@@ -85,6 +85,8 @@ def deploy_command(
     say(f"bundle for {device_info.get('name')} ({device_info.get('title')}): {manifest['out']}")
     say(f"  model    {manifest['artifact']}  ({manifest['target']} {manifest['precision']} on {manifest['backend_device']}"
         + (f", top-1 agreement {agreement:.4f} at export" if isinstance(agreement, float) else "") + ")")
+    if manifest.get("service_model") != manifest["artifact"]:
+        say(f"  network  {manifest['service_model']} (install.sh packages it on the Pi: imx500-package; no golden set, no verify)")
     say(f"  wheels   {manifest['wheel']}" + (f" + {len(manifest['dependency_wheels'])} dependency wheels" if manifest["offline"] else ""))
     say(f"  needs    {', '.join(manifest['requirements'])}")
     say(f"  service  {manifest['service']['name']}: edgecls camera --serve {manifest['service']['serve']}")

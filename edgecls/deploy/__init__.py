@@ -10,7 +10,8 @@
       mqtt-password             the MQTT password (mode 0600; only with deploy --mqtt and a password), handed over the same way
       requirements.txt          runtime dependencies only (never TensorFlow), read from edgecls' own metadata
       constraints-picamera2.txt numpy<2 pins for a venv that sees apt's python3-picamera2 (raspberrypi/picamera2#1088)
-      model/                    the validated artifact, meta.json, labels.txt, export_report.json
+      model/                    the validated artifact, meta.json, labels.txt, export_report.json (pi-ai-camera: packerOut.zip,
+                                which install.sh packages into PREFIX/rpk/network.rpk with imx500-package: edgecls.deploy.imx500)
       wheels/                   edgecls as a wheel (+ the dependency wheels for the device with offline=True)
 
 The artifact comes from RUN/export/<target>-<precision>/ as chosen by the profile (or overridden); edgecls
