@@ -240,3 +240,11 @@ def test_live_view_shows_the_sensors_results_and_refuses_uploads(tmp_path: Path)
         release.set()
         loop.join(60)
     assert answers["summary"]["counts"]["processed"] == 3 and answers["summary"]["settings"]["serve"]
+
+
+def test_a_network_that_never_gives_a_result_is_one_line(tmp_path: Path) -> None:
+    network = export_folder(tmp_path)
+    with pytest.raises(CameraRunError) as caught:
+        run_camera(network, opener(network, fake_picamera2(lambda n: None)), seconds=0.5, report=tmp_path / "report.json")
+    assert "the IMX500 gave no result for the" in caught.value.message and "still loading" in caught.value.message
+    assert json.loads((tmp_path / "report.json").read_text())["counts"]["awaiting_network"] > 0
