@@ -447,7 +447,7 @@ class _Trainer:
         self.progress.phase = "done"
         self._write_state()
         (self.run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
-        remove_cache(self.run_dir)  # derived from --data; kept until here so that an interrupted run resumes without it
+        remove_cache(self.run_dir)  # derived from --data; kept until here, so an interrupted run resumes without decoding again
 
 
 def _versions() -> dict[str, str]:
