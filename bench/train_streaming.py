@@ -87,6 +87,47 @@ def run_train(data: Path, out: Path, stream: str, args: argparse.Namespace) -> d
     }
 
 
+def pipeline_child(data: Path, mode: str, args: argparse.Namespace) -> None:
+    """One epoch of training batches (make_dataset, no model) over every image of `data`: decode in memory, or cache on
+    disk then stream; prints one JSON line (seconds of decode/cache and of the epoch)."""
+    import tensorflow as tf
+
+    from edgecls.data.folder import load_splits
+    from edgecls.training.disk_cache import cache_images
+    from edgecls.training.pipeline import load_images, make_dataset
+
+    tf.config.experimental.enable_op_determinism()  # as edgecls train does
+    splits = load_splits(data, val_split=0.0, test_split=0.0, seed=0)
+    paths, labels = list(splits.train.paths), np.asarray(splits.train.labels, np.int64)
+    size = (args.img_size, args.img_size)
+    start = time.perf_counter()
+    cache = args.work / f"pipeline-cache-{args.images}"
+    images = cache_images(paths, size, cache, "train", "bench") if mode == "on" else load_images(paths, size)
+    decode = time.perf_counter() - start
+    dataset = make_dataset(images, labels, CLASSES, args.batch, True, None, 0, (0, 1))
+    start = time.perf_counter()
+    count = sum(int(x.shape[0]) for x, _ in dataset)
+    epoch = time.perf_counter() - start
+    shutil.rmtree(cache, ignore_errors=True)
+    print(json.dumps({"images": count, "decode_or_cache_seconds": round(decode, 1), "epoch_seconds": round(epoch, 1),
+                      "batches_images_per_second": round(count / epoch, 1)}))
+
+
+def run_pipeline_isolated(data: Path, mode: str, args: argparse.Namespace) -> dict:
+    """The pipeline child in a fresh process, waited for with os.wait4: its own peak RSS."""
+    command = [sys.executable, __file__, "--child", mode, "--images", str(args.images), "--img-size", str(args.img_size),
+               "--batch", str(args.batch), "--work", str(args.work)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.stdout is not None and proc.stderr is not None
+    out = proc.stdout.read().decode()
+    err = proc.stderr.read().decode(errors="replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"pipeline --stream {mode} failed:\n{err[-3000:]}")
+    return {"stream": mode, "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), **json.loads(out.strip().splitlines()[-1])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=20000)
@@ -95,14 +136,24 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--modes", default="off,on", help="--stream values to run, in order")
     parser.add_argument("--work", type=Path, default=Path("bench/work"))
+    parser.add_argument("--what", choices=("train", "pipeline"), default="train",
+                        help="train: edgecls train runs; pipeline: one epoch of make_dataset batches, no model")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    data_dir = args.work / f"stream-{args.images}-{args.img_size}px"
+    if args.child:
+        pipeline_child(data_dir, args.child, args)
+        return
 
     started = time.perf_counter()
-    data = make_tree(args.work / f"stream-{args.images}-{args.img_size}px", args.images, args.img_size, os.cpu_count() or 1)
+    data = make_tree(data_dir, args.images, args.img_size, os.cpu_count() or 1)
     generate_seconds = time.perf_counter() - started
     load = list(os.getloadavg())
-    runs = [run_train(data, args.work / f"run-stream-{mode}", mode, args) for mode in args.modes.split(",")]
-    tag = f"{args.images}img-{args.img_size}px"
+    if args.what == "pipeline":
+        runs = [run_pipeline_isolated(data, mode, args) for mode in args.modes.split(",")]
+    else:
+        runs = [run_train(data, args.work / f"run-stream-{mode}", mode, args) for mode in args.modes.split(",")]
+    tag = f"{args.what}-{args.images}img-{args.img_size}px"
     record = {
         "command": "python bench/train_streaming.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
                                                                  (("images", args.images), ("img_size", args.img_size),
@@ -110,7 +161,8 @@ def main() -> None:
         "dataset": {"images": args.images, "classes": CLASSES, "size_px": args.img_size, "format": "PNG",
                     "decoded_gib": round(args.images * args.img_size**2 * 3 / 1024**3, 2),
                     "generate_seconds": round(generate_seconds, 1)},
-        "model": f"plain_cnn alpha {args.alpha}, --weights none, 1 epoch, no fine-tune, --no-augment, batch {args.batch}",
+        "what": (f"edgecls train: plain_cnn alpha {args.alpha}, --weights none, 1 epoch, no fine-tune, --no-augment, batch {args.batch}"
+                 if args.what == "train" else f"one epoch of make_dataset training batches (batch {args.batch}, no model)"),
         "runs": runs,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_at_start": load, "load_at_end": list(os.getloadavg())},
     }
@@ -119,8 +171,9 @@ def main() -> None:
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
     for run in runs:
-        print(f"| {args.images} PNG at {args.img_size} px | --stream {run['stream']} | {run['peak_rss_mib']:.0f} MiB | "
-              f"{run['train_images_per_second']} img/s | {run['wall_seconds']} s |")
+        speed = run.get("train_images_per_second", run.get("batches_images_per_second"))
+        print(f"| {args.what} | {args.images} PNG at {args.img_size} px | --stream {run['stream']} | "
+              f"{run['peak_rss_mib']:.0f} MiB | {speed} img/s |")
     print(f"wrote {path}")
 
 
