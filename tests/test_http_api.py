@@ -122,9 +122,10 @@ def test_classify_raw_bytes_and_multipart_agree_with_the_classifier(server: Serv
         status, answer = server.request("POST", "/api/classify", data, {"Content-Type": "image/png"})
         assert status == 200, answer
         scores = expected_scores(model, image)
-        order = np.argsort(scores)[::-1][:3]
-        assert [c["id"] for c in answer["top_k"]] == [int(i) for i in order]
-        np.testing.assert_allclose([c["score"] for c in answer["top_k"]], scores[order], atol=1e-5)
+        ids = [c["id"] for c in answer["top_k"]]  # int8 scores tie often: the top 3 by score, ties in any order
+        np.testing.assert_allclose([c["score"] for c in answer["top_k"]], scores[ids], atol=1e-5)
+        np.testing.assert_allclose(scores[ids], np.sort(scores)[::-1][:3], atol=1e-5)
+        assert len(set(ids)) == 3
         assert answer["label"] == answer["top_k"][0]["label"] and answer["image"] == {"width": 28, "height": 28}
         assert set(answer["latency_ms"]) == {"decode", "preprocess", "inference", "total"}
         body, kind = multipart("image", image.name, data)
@@ -133,7 +134,8 @@ def test_classify_raw_bytes_and_multipart_agree_with_the_classifier(server: Serv
     request = urllib.request.Request(f"http://127.0.0.1:{server.port}/api/classify", data=images[0].read_bytes(),
                                      headers={"Content-Type": "application/octet-stream"}, method="POST")
     with urllib.request.urlopen(request, timeout=30) as response:  # urllib too: any client that sends bytes works
-        assert json.loads(response.read())["top_k"][0]["id"] == int(np.argmax(expected_scores(model, images[0])))
+        first = expected_scores(model, images[0])
+        assert first[json.loads(response.read())["top_k"][0]["id"]] == pytest.approx(first.max(), abs=1e-5)
     status, info = server.request("GET", "/api/info")
     assert info["classify"]["classified"] >= 2 * len(images) + 1 and info["latency_ms"]["total"]["n"] >= 2 * len(images) + 1
 
