@@ -156,7 +156,7 @@ def main() -> None:
     tag = f"{args.what}-{args.images}img-{args.img_size}px"
     record = {
         "command": "python bench/train_streaming.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
-                                                                 (("images", args.images), ("img_size", args.img_size),
+                                                                 (("what", args.what), ("images", args.images), ("img_size", args.img_size),
                                                                   ("alpha", args.alpha), ("batch", args.batch), ("modes", args.modes))),
         "dataset": {"images": args.images, "classes": CLASSES, "size_px": args.img_size, "format": "PNG",
                     "decoded_gib": round(args.images * args.img_size**2 * 3 / 1024**3, 2),
