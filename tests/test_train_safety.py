@@ -193,7 +193,7 @@ def test_every_train_and_eval_option_has_help_and_the_library_default() -> None:
     commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
     declared = {**knobs(AugmentConfig), **knobs(TrainConfig)}
     train_params = [p for p in commands["train"].params if p.name != "help"]
-    assert len(train_params) == 32
+    assert len(train_params) == 33
     for param in train_params:
         assert param.help and len(param.help) > 10, param.name
         if param.name in declared and param.name not in ("data", "augment"):
