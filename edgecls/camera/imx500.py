@@ -179,10 +179,9 @@ class Imx500Reader:
         return self.read_outputs()[0]
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._camera.stop()
-        with contextlib.suppress(Exception):
-            self._camera.close()
+        from edgecls.camera.sources import close_picamera
+
+        close_picamera(self._camera)
 
     def describe(self) -> str:
         return f"Raspberry Pi AI Camera (IMX500 runs {self.network.name}, {len(self.labels)} classes; main {self.size[0]}x{self.size[1]})"

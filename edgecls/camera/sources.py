@@ -278,10 +278,7 @@ class Picamera2Source:
         return to_bgr(np.asarray(frame))  # XRGB8888 is B, G, R, X in memory: drop the X
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._camera.stop()
-        with contextlib.suppress(Exception):
-            self._camera.close()
+        close_picamera(self._camera)
 
     def describe(self) -> str:
         if self.lores:
@@ -370,3 +367,11 @@ def open_source(spec: str, width: int | None = None, height: int | None = None, 
 
 __all__ = ["CameraError", "FolderSource", "FrameSource", "OpenCVSource", "Picamera2Source", "open_source", "source_kind",
            "source_with_password", "to_bgr"]
+
+
+def close_picamera(camera: Any) -> None:
+    """Stop and close a Picamera2 (also the AI Camera's), whatever state it is in."""
+    with contextlib.suppress(Exception):
+        camera.stop()
+    with contextlib.suppress(Exception):
+        camera.close()

@@ -186,8 +186,8 @@ if [ "$IMX500" = 1 ]; then  # the AI Camera's network: packaged here (imx500-pac
   rpk_dir="$(dirname -- "$PREFIX/$ARTIFACT")"
   if command -v imx500-package >/dev/null 2>&1; then
     say "imx500-package -i $PACKER -o $rpk_dir/ (the network for the IMX500 sensor)"
-    $SUDO rm -rf -- "$rpk_dir"
     $SUDO mkdir -p -- "$rpk_dir"
+    $SUDO rm -f -- "$PREFIX/$ARTIFACT"  # only the file imx500-package writes: never a folder edgecls did not make
     $SUDO imx500-package -i "$PREFIX/$PACKER" -o "$rpk_dir" \
       || die "imx500-package failed on $PREFIX/$PACKER: export it again (edgecls export RUN --int8 --target imx500) and make a new bundle"
     [ -f "$PREFIX/$ARTIFACT" ] || die "imx500-package wrote no $PREFIX/$ARTIFACT: apt-get install --reinstall imx500-tools"

@@ -134,6 +134,8 @@ def ensure_toolchain(say: Callable[[str], None] = lambda message: None, root: Pa
 
 def _create(root: Path) -> Toolchain:
     if root.exists():
+        if not (root / "pyvenv.cfg").is_file():  # not a venv this code started: never delete what edgecls did not make
+            raise ExportError(f"{root} exists and is not a Python venv", "Move it away, or set EDGECLS_CACHE to another folder")
         shutil.rmtree(root)  # an incomplete or outdated venv (no stamp, or other pins): never reused half-made
     began = time.perf_counter()
     python = base_python()

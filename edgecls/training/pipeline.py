@@ -16,7 +16,7 @@ import numpy as np
 from edgecls.errors import ConfigError
 from edgecls.preprocess import load_for_model
 from edgecls.training.augment import AugmentConfig, augment_batch
-from edgecls.training.disk_cache import DiskImages
+from edgecls.training.disk_cache import CACHE_DIR, DiskImages, cache_images, check_free_space
 
 __all__ = ["AugmentConfig", "DecodedOnDemand", "load_images", "make_dataset", "should_stream"]
 
@@ -173,3 +173,33 @@ def _disk_fetch(images: DiskImages, tf: Any) -> Any:
 def _memory_fetch(images: np.ndarray, tf: Any) -> Any:
     all_x = tf.constant(images)
     return lambda indices: tf.gather(all_x, indices)
+
+
+def decode_splits(splits: Any, size: tuple[int, int], stream: str, run_dir: Path, console: Any) -> tuple[dict[str, Any], bool]:
+    """Each split's uint8 images and whether they stream: in memory, or (--stream on, or more than the memory
+    budget) a uint8 cache on disk under the run folder (training/disk_cache.py)."""
+    import functools
+
+    from rich.progress import Progress
+
+    names = ("train", "val", "test")
+    needed = decoded_bytes(sum(len(getattr(splits, name).paths) for name in names), size)
+    budget = memory_budget_bytes()
+    streamed = should_stream(stream, needed, budget)
+    if streamed:
+        why = "--stream on" if stream == "on" else f"over the {budget / 1024**3:.1f} GiB memory budget"
+        console.print(f"data: streaming from disk: the decoded images need {needed / 1024**3:.1f} GiB ({why}); "
+                      f"a uint8 cache at {size[0]} px is written once to {run_dir / CACHE_DIR}")
+        check_free_space(run_dir / CACHE_DIR, needed)
+    arrays: dict[str, Any] = {}
+    for name in names:
+        paths = list(getattr(splits, name).paths)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"{'caching' if streamed else 'decoding'} {name} images", total=len(paths))
+            advance = functools.partial(progress.advance, task)
+            if streamed:
+                key = f"{splits.fingerprint}:{name}:{size[0]}x{size[1]}"
+                arrays[name] = cache_images(paths, size, run_dir / CACHE_DIR, name, key, progress=advance)
+            else:
+                arrays[name] = load_images(paths, size, progress=advance)
+    return arrays, streamed

@@ -7,7 +7,6 @@ of the uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import ConfigError, MissingDependencyError, ModelError, require
+from edgecls.errors import ConfigError, ModelError, require
 from edgecls.fsutil import write_json
 from edgecls.meta import ModelMeta
 from edgecls.run_folder import CHECKPOINT_FILE, CURVES_FILE, MODEL_FILE, STATE_FILE, save_model, write_history, write_splits
@@ -24,10 +23,11 @@ from edgecls.training.augment import AugmentConfig
 from edgecls.training.budget import MAX_BUDGET_FINE_TUNE_EPOCHS, TimeBudget, parse_duration, plan_fine_tune
 from edgecls.training.checkpoint import Checkpoint, Progress, assign_values, load_checkpoint, progress_json, save_checkpoint
 from edgecls.training.config import TrainConfig
-from edgecls.training.disk_cache import CACHE_DIR, cache_images, check_free_space, remove_cache
+from edgecls.training.disk_cache import remove_cache
 from edgecls.training.optimizers import class_weights, make_optimizer
-from edgecls.training.pipeline import decoded_bytes, load_images, make_dataset, memory_budget_bytes, should_stream
+from edgecls.training.pipeline import decode_splits, make_dataset
 from edgecls.training.run_setup import default_run_dir, new_run_folder, resumed_run_folder
+from edgecls.training.strategy import make_strategy, require_tensorflow
 
 
 @dataclass
@@ -45,7 +45,7 @@ def train(data: str | Path | None = None, resume: str | Path | None = None, **op
     `resume=RUN` continues an interrupted run from its last completed epoch with its saved settings.
     The run folder is locked while training; `--out` may not be, lie inside, or contain `--data`.
     """
-    _require_tensorflow()  # before a run folder is created or locked
+    require_tensorflow()  # before a run folder is created or locked
     if resume is not None:
         run = Path(resume)
         with resumed_run_folder(run) as state:
@@ -61,33 +61,6 @@ def train(data: str | Path | None = None, resume: str | Path | None = None, **op
     run = Path(config.out) if config.out else default_run_dir(config.model)
     with new_run_folder(run, config.data) as run_dir:
         return _Trainer(config, run_dir, None).run()
-
-
-def _require_tensorflow() -> None:
-    """MissingDependencyError naming the extra when TensorFlow is not installed, without importing it yet."""
-    import importlib.util
-
-    try:
-        found = importlib.util.find_spec("tensorflow") is not None
-    except ImportError:
-        found = False
-    if not found:
-        raise MissingDependencyError("tensorflow", "train")
-
-
-def _strategy(name: str, tf: Any) -> Any:
-    if name == "mirrored":
-        gpus = tf.config.list_physical_devices("GPU")
-        if len(gpus) < 2:
-            cpus = tf.config.list_physical_devices("CPU")
-            try:  # two logical CPU devices let the mirrored path run (and be tested) without GPUs
-                tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-            except RuntimeError:
-                pass  # devices already initialised in this process
-            devices = [d.name for d in tf.config.list_logical_devices("GPU" if gpus else "CPU")]
-            return tf.distribute.MirroredStrategy(devices=devices)
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
 
 
 class _Trainer:
@@ -108,7 +81,7 @@ class _Trainer:
         import keras
 
         config = self.config
-        strategy = _strategy(config.strategy, tf)
+        strategy = make_strategy(config.strategy, tf)
         keras.utils.set_random_seed(config.seed)
         tf.config.experimental.enable_op_determinism()  # same seed, same weights (also makes tf.data ordered)
         self.gpu = bool(tf.config.list_physical_devices("GPU"))
@@ -147,7 +120,7 @@ class _Trainer:
             f"{len(splits.test.paths)} test images; model {spec.name} at {size[0]} px; "
             f"{'GPU' if self.gpu else 'CPU'}, {strategy.num_replicas_in_sync} replica(s)"
         )
-        arrays = self._load_splits(splits, size)
+        arrays, self.streamed = decode_splits(splits, size, self.config.stream, self.run_dir, self.console)
         labels = {name: np.asarray(getattr(splits, name).labels, np.int64) for name in ("train", "val", "test")}
 
         checkpoint = self._read_checkpoint()
@@ -192,32 +165,6 @@ class _Trainer:
         metrics = self._final_evaluation(self.classifier.model, arrays, labels, classes, train_seconds)
         self._finish()
         return RunResult(self.run_dir, meta, self.progress.rows, metrics, time.perf_counter() - start)
-
-    def _load_splits(self, splits: Any, size: tuple[int, int]) -> dict[str, Any]:
-        """Each split's uint8 images: in memory, or (--stream, or more than the memory budget) a cache on disk."""
-        from rich.progress import Progress
-
-        names = ("train", "val", "test")
-        needed = decoded_bytes(sum(len(getattr(splits, name).paths) for name in names), size)
-        budget = memory_budget_bytes()
-        self.streamed = should_stream(self.config.stream, needed, budget)
-        if self.streamed:
-            why = "--stream on" if self.config.stream == "on" else f"over the {budget / 1024**3:.1f} GiB memory budget"
-            self.console.print(f"data: streaming from disk: the decoded images need {needed / 1024**3:.1f} GiB ({why}); "
-                               f"a uint8 cache at {size[0]} px is written once to {self.run_dir / CACHE_DIR}")
-            check_free_space(self.run_dir / CACHE_DIR, needed)
-        arrays: dict[str, Any] = {}
-        for name in names:
-            paths = list(getattr(splits, name).paths)
-            with Progress(console=self.console, transient=True) as progress:
-                task = progress.add_task(f"{'caching' if self.streamed else 'decoding'} {name} images", total=len(paths))
-                advance = functools.partial(progress.advance, task)
-                if self.streamed:
-                    key = f"{splits.fingerprint}:{name}:{size[0]}x{size[1]}"
-                    arrays[name] = cache_images(paths, size, self.run_dir / CACHE_DIR, name, key, progress=advance)
-                else:
-                    arrays[name] = load_images(paths, size, progress=advance)
-        return arrays
 
     def _read_checkpoint(self) -> Checkpoint | None:
         """The checkpoint to resume from: None for a new run, or one interrupted before its first epoch ended."""
