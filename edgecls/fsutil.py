@@ -248,6 +248,9 @@ def folder_lock(folder: Path, wait: bool = False, what: str = "written") -> Iter
 # ----------------------------------------------------------------------------- temps
 
 _SWEPT: set[Path] = set()
+# Temps this process made and has not yet published or removed: remove_live_temps() (run by the CLI on every exit)
+# removes whatever a clean-up missed, e.g. a signal that landed between creating a temp and entering its `try`.
+_LIVE_TEMPS: set[Path] = set()
 
 
 def _temp_name(folder: Path, suffix: str) -> Path:
@@ -307,12 +310,34 @@ def _make_temp(target: Path, suffix: str, directory: bool) -> Path:
                 os.mkdir(tmp, 0o777)
             else:
                 os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            _LIVE_TEMPS.add(tmp)
             return tmp
         except FileExistsError:
             continue
         except OSError as exc:
             raise _write_error(target, exc) from exc
     raise ConfigError(f"cannot create a temp file beside '{target}'", "Choose another output folder")
+
+
+def _remove_temp(tmp: Path) -> None:
+    """Remove a temp file or folder; a folder is retried, since a file that appeared during rmtree leaves it behind."""
+    for _ in range(3):
+        try:
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if not os.path.lexists(tmp):
+            break
+    _LIVE_TEMPS.discard(tmp)
+
+
+def remove_live_temps() -> None:
+    """Remove every temp this process made and still owns (the CLI calls this on exit, after the clean-ups ran)."""
+    for tmp in list(_LIVE_TEMPS):
+        _remove_temp(tmp)
 
 
 # ----------------------------------------------------------------------------- atomic writers
@@ -329,8 +354,9 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, target)
+        _LIVE_TEMPS.discard(tmp)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        _remove_temp(tmp)
         if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
             raise _write_error(target, exc) from exc
         raise
@@ -370,13 +396,14 @@ def atomic_dir(target: str | Path, overwrite: bool = True, inputs: Mapping[str, 
                 os.replace(target, trash)
             try:
                 os.replace(tmp, target)
+                _LIVE_TEMPS.discard(tmp)
             except BaseException:
                 if trash is not None:
                     os.replace(trash, target)  # put the previous output back: nothing lost
                     trash = None
                 raise
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_temp(tmp)
         if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
             raise _write_error(target, exc) from exc
         raise

@@ -22,6 +22,7 @@ from edgecls.fsutil import (
     folder_lock,
     has_marker,
     make_marker,
+    remove_live_temps,
     remove_output_folder,
     sweep_stale_temps,
 )
@@ -176,6 +177,22 @@ def test_temps_are_removed_on_any_exception(tmp_path: Path, interrupt: type[Base
             (tmp / "half").write_text("half")
             raise interrupt()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_temps_a_clean_up_missed_are_removed_at_exit_and_published_ones_are_not(tmp_path: Path) -> None:
+    """A signal can land after a temp is made but before its `try` starts; the CLI's exit hook removes such temps."""
+    with atomic_dir(tmp_path / "published") as tmp:
+        (tmp / "a").write_text("1")
+    with atomic_path(tmp_path / "meta.json") as tmp_file:
+        tmp_file.write_text("{}")
+    entered = atomic_dir(tmp_path / "export")
+    folder = entered.__enter__()  # entered, never exited: what an interrupted `with` leaves
+    (folder / "sub").mkdir()
+    (folder / "sub" / "half.tflite").write_bytes(b"half")
+    assert hidden(tmp_path) == [folder.name]
+    remove_live_temps()
+    assert hidden(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["meta.json", "published"]
+    assert (tmp_path / "published" / "a").read_text() == "1"
 
 
 def test_sigterm_in_a_real_process_leaves_no_temp(tmp_path: Path) -> None:

@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _run(args, debug)
     finally:
+        from edgecls.fsutil import remove_live_temps
+
+        remove_live_temps()  # whatever a clean-up missed (a signal between a temp's creation and its `try`)
         restore_stderr()
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
