@@ -4,7 +4,8 @@ Off the inference path: the recording and the live view are drawn, encoded and w
 thread of their own. The loop only hands the frame over (`handle` returns at once): for a live source
 (or with `lossless=False`) the recording is real time, at most `record_fps` frames a second, the
 output thread takes the newest frame, and a frame it had no time for is skipped and counted
-(`dropped`), so recording never slows inference; for a file or folder (no real time to keep up with)
+(`dropped`), so recording never slows inference (the thread runs at niceness OUTPUT_NICE: where inference
+uses every core, it gets the CPU only when inference leaves some); for a file or folder (no real time to keep up with)
 the recording keeps every frame and the loop waits when the output thread is OUTPUT_DEPTH frames
 behind (`edgecls camera --record-drop` treats a file like a live source). The live view encodes
 JPEGs only as often as it wants them (LiveServer.wants_frame: its stream clients at most
@@ -45,6 +46,25 @@ DEFAULT_RECORD_FPS = 15.0  # live sources that report no frame rate
 OUTPUT_DEPTH = 4  # frames a file's recording may be behind before the loop waits for the output thread
 STATS_INTERVAL_S = 0.1  # live stats published at most this often (without a new frame)
 CLOSE_TIMEOUT_S = 10.0  # seconds close() waits for the output thread to write what it was handed
+
+
+OUTPUT_NICE = 19  # the live output thread's niceness: CFS gives it ~1.5% of a core that inference also wants
+
+
+def lower_thread_priority(nice: int = OUTPUT_NICE) -> bool:
+    """Make the calling thread nicer (Linux schedules each thread on its own: `setpriority` on its thread id).
+
+    Inference threads keep their priority, so on a machine whose cores all run inference the output thread
+    works only in their idle moments. Returns False where the platform has no per-thread niceness.
+    """
+    if not sys.platform.startswith("linux") or not hasattr(os, "setpriority"):
+        return False
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), min(19, nice)))
+    except OSError:
+        return False
+    return True
 
 
 def display_available() -> bool:
@@ -216,6 +236,8 @@ class Outputs:
     # ---------------------------------------------------------------- the output thread
 
     def _work(self) -> None:
+        if not self.lossless:
+            lower_thread_priority()  # live: inference wins the CPU; frames the output thread misses are dropped and counted
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._jobs or self._stopping)
