@@ -1,9 +1,14 @@
-"""Shared fixtures: the real CLI in a subprocess, and small real datasets and runs built once per session."""
+"""Shared fixtures: the real CLI in a subprocess, and small real datasets, runs and exports built once per test run
+(once for all pytest-xdist workers)."""
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,22 +48,88 @@ def assert_clean_error(result: CliResult, *fragments: str) -> None:
         assert fragment in errors[0], errors[0]
 
 
+# ----------------------------------------------------------------------------- built once for all xdist workers
+# Under `pytest -n N` every worker is its own session: a session fixture would be built N times. What is expensive
+# is built once in a folder all workers share (the pytest-xdist pattern: a lock file beside the workers' base
+# temps), and every user that writes copies it first.
+NO_GATE = ("--max-drop", "none", "--min-agreement", "none")  # plain_run is near chance: tests of artifacts, not of the gate
+
+
+def _shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """ROOT/name, made by `build(folder)` once per test run whatever the number of workers (others wait on the lock).
+    A build that failed half way is removed and retried by the next worker that asks. Read it; copy it to write."""
+    root = _shared_root(tmp_path_factory)
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not done.exists():
+                if folder.exists():
+                    shutil.rmtree(folder)
+                build(folder)
+                done.write_text("built\n")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return folder
+
+
+def copy_run(source: Path, dest: Path) -> Path:
+    """A private copy of a run folder, as if trained there: meta.json and state.json name the copy as --out."""
+    shutil.copytree(source, dest, symlinks=True)
+    for name in ("meta.json", "state.json"):
+        file = dest / name
+        if file.is_file():
+            file.write_text(file.read_text().replace(json.dumps(str(source)), json.dumps(str(dest))))
+    return dest
+
+
+def _check(result: CliResult) -> None:
+    assert result.returncode == 0, result.output
+
+
 @pytest.fixture(scope="session")
 def fmnist_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Real Fashion-MNIST images (Debian's IDX files) as an ImageFolder tree, 8 per class."""
-    out = tmp_path_factory.mktemp("fmnist") / "tree"
-    result = run_cli("data", "fashion-mnist", out, "--per-class", "8", "--no-download")
-    assert result.returncode == 0, result.output
-    return out
+    """Real Fashion-MNIST images (Debian's IDX files) as an ImageFolder tree, 8 per class. Shared by every worker:
+    read it (or copy it), never write into it."""
+    folder = build_once(tmp_path_factory, "fmnist", lambda out: _check(run_cli("data", "fashion-mnist", out / "tree", "--per-class", "8",
+                                                                                 "--no-download")))
+    return folder / "tree"
+
+
+def _shared_plain_run(tmp_path_factory: pytest.TempPathFactory, tree: Path) -> Path:
+    """The tiny plain_cnn run, trained once for all workers (read-only: copy it to write)."""
+    return build_once(tmp_path_factory, "plain-run", lambda out: _check(run_cli(
+        "train", "--data", tree, "--model", "plain_cnn", "--img-size", "32", "--epochs", "3",
+        "--fine-tune-epochs", "1", "--batch", "16", "--out", out / "plain", "--seed", "1",
+    ))) / "plain"
 
 
 @pytest.fixture(scope="session")
 def plain_run(fmnist_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny plain_cnn run at 32 px, trained through the real CLI."""
-    run = tmp_path_factory.mktemp("runs") / "plain"
-    result = run_cli(
-        "train", "--data", fmnist_tree, "--model", "plain_cnn", "--img-size", "32", "--epochs", "3",
-        "--fine-tune-epochs", "1", "--batch", "16", "--out", run, "--seed", "1",
-    )
-    assert result.returncode == 0, result.output
-    return run
+    """A tiny plain_cnn run at 32 px, trained through the real CLI (once per test run), copied for this worker:
+    tests export into it (PLAIN_RUN/export)."""
+    return copy_run(_shared_plain_run(tmp_path_factory, fmnist_tree), tmp_path_factory.mktemp("runs") / "plain")
+
+
+@pytest.fixture(scope="session")
+def plain_int8_exports(fmnist_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`edgecls export PLAIN_RUN --int8 --target all` (gate off: the tiny run is near chance), once per test run.
+    EXPORTS/{tflite,edgetpu,onnx,openvino}-int8; read-only: copy it (shutil.copytree) to write beside the models."""
+    run = _shared_plain_run(tmp_path_factory, fmnist_tree)
+    return build_once(tmp_path_factory, "plain-int8", lambda out: _check(run_cli(
+        "export", run, "--int8", "--target", "all", "--out", out, *NO_GATE, "--fallback-layers", "0", cwd=out.parent)))
+
+
+@pytest.fixture(scope="session")
+def plain_fp32_exports(fmnist_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`edgecls export PLAIN_RUN --target all` (fp32 tflite, onnx, openvino), once per test run; read-only: copy it to write."""
+    run = _shared_plain_run(tmp_path_factory, fmnist_tree)
+    return build_once(tmp_path_factory, "plain-fp32", lambda out: _check(run_cli("export", run, "--target", "all", "--out", out,
+                                                                                   cwd=out.parent)))

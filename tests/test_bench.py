@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -33,10 +34,8 @@ def test_profile_errors(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_bench_run_folder_with_accuracy_and_reference(plain_run: Path, fmnist_tree: Path, tmp_path: Path) -> None:
-    exported = run_cli("export", plain_run, "--int8", "--target", "all", "--out", tmp_path / "exp",
-                       "--max-drop", "none", "--min-agreement", "none", cwd=tmp_path)  # an untrained tiny CNN: bench, not the gate
-    assert exported.returncode == 0, exported.output
+def test_bench_run_folder_with_accuracy_and_reference(plain_int8_exports: Path, fmnist_tree: Path, tmp_path: Path) -> None:
+    shutil.copytree(plain_int8_exports, tmp_path / "exp")  # the session's `export PLAIN_RUN --int8 --target all`, gate off
     out = tmp_path / "report.json"
     result = run_cli("bench", tmp_path / "exp", "--data", fmnist_tree, "--device", "intel-cpu", "--runs", "20", "--warmup", "3",
                      "--out", out)
@@ -63,8 +62,7 @@ def test_bench_bad_inputs(plain_run: Path, tmp_path: Path) -> None:
     assert_clean_error(run_cli("bench", plain_run, "--device", "pi9", "--out", tmp_path / "r.json"), "unknown device profile 'pi9'")
 
 
-def test_typed_report_writes_the_same_json_as_the_measuring_process(plain_run: Path, fmnist_tree: Path, tmp_path: Path,
-                                                                     tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_typed_report_writes_the_same_json_as_the_measuring_process(plain_int8_exports: Path, fmnist_tree: Path, tmp_path: Path) -> None:
     """bench() returns a BenchReport; its JSON (file and --json) has the keys, order and values the measuring process
     printed, plus the reference and outputs, exactly as when the report was a dict; a failed artifact keeps its two keys."""
     import subprocess
@@ -72,9 +70,8 @@ def test_typed_report_writes_the_same_json_as_the_measuring_process(plain_run: P
 
     from edgecls.bench.report import ArtifactResult, FailedArtifact, result_from_dict
     from edgecls.bench.runner import bench
-    from tests.camera_helpers import shared_tflite
 
-    model = shared_tflite(plain_run, tmp_path_factory.getbasetemp())
+    model = plain_int8_exports / "tflite-int8" / "model.tflite"  # the session's INT8 export (read only: bench writes to --out)
     broken = tmp_path / "broken" / "model.tflite"
     broken.parent.mkdir()
     broken.write_bytes(b"not a model")
