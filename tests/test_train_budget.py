@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgecls.errors import ConfigError
-from edgecls.training.budget import TimeBudget, planned_epochs
+from edgecls.training.budget import TimeBudget, data_position, fine_tune_plan, plan_chunks, plan_head, planned_epochs
 from edgecls.training.config import parse_duration
 from tests.conftest import assert_clean_error, run_cli
 
@@ -34,9 +34,74 @@ def test_planned_epochs_fit_what_is_left() -> None:
     assert planned_epochs(20.0, 30.0) == 0  # not even one: the run keeps its head
     assert planned_epochs(20.0, 30.0, done=2) == 2  # never fewer than already done
     assert planned_epochs(1e6, 1.0) == 30  # bounded
-    budget = TimeBudget(180.0, started=0.0, forward_images_per_second=1000.0)
-    assert budget.fine_tune_epoch_estimate(18000, 2000) == pytest.approx(4 * 18 + 2)
-    assert budget.fine_tune_deadline(10000) == pytest.approx(180 - 5 - 15)
+    budget = TimeBudget(180.0, started=0.0, forward_images_per_second=1000.0, trace_seconds=2.0)
+    assert budget.train_speed() == pytest.approx(250.0)  # forward / 4 until measured
+    assert budget.final_seconds(10000) == pytest.approx(8 + 2 + 1.25 * 10)  # fixed + a trace + the test pass with a margin
+    assert budget.fine_tune_deadline(10000) == pytest.approx(180 - 22.5)
+    assert budget.fine_tune_trace_seconds() == pytest.approx(9 * 2.0)  # the training step's trace (8x) and validation's
+
+
+def test_head_plan_covers_all_images_and_decides_flip_when_they_fit() -> None:
+    plan = plan_head(60.0, 1000.0, train=18000, val=2000, classes=10, want_flip=True)
+    assert plan.feature_images == 18000 and plan.decide_flip  # 0.7 * 60 s * 1000/s = 42,000 passes >= 2000 + 2 x 18000
+
+
+def test_head_plan_takes_a_subset_when_the_share_is_short() -> None:
+    plan = plan_head(20.0, 1000.0, train=18000, val=2000, classes=10, want_flip=True)
+    assert plan.decide_flip and plan.feature_images == (14000 - 2000) // 2  # both passes on 6000 images
+    plan = plan_head(4.0, 1000.0, train=18000, val=2000, classes=10, want_flip=True)
+    assert not plan.decide_flip and plan.feature_images == 2800 - 2000  # a mirrored pass of 1000 does not fit
+    assert "no flip decision" in plan.why
+    plan = plan_head(0.5, 1000.0, train=18000, val=2000, classes=10, want_flip=False)
+    assert plan.feature_images == 500 and not plan.decide_flip and "flip" not in plan.why  # the floor: 50 per class
+    assert plan_head(0.5, 1000.0, train=120, val=20, classes=10, want_flip=True).feature_images == 120  # never more than there are
+
+
+def test_fine_tune_takes_full_epochs_when_enough_fit_else_shorter_ones() -> None:
+    # 18,000 images, batch 32 (563 steps), 100 images/s: a full epoch is ~180 s (+ 4 s of validation)
+    assert plan_chunks(3000.0, 100.0, 4.0, 18000, 32) == (16, 563)
+    epochs, steps = plan_chunks(200.0, 100.0, 4.0, 18000, 32)  # one epoch's worth: TARGET_CHUNKS shorter ones (>= 40 s each)
+    assert steps == 112 and epochs == 200 // (steps * 0.32 + 4)
+    epochs, steps = plan_chunks(200.0, 100.0, 0.5, 18000, 32)  # cheap validation: 8 of 25 s
+    assert steps == 76 and epochs == 8
+    assert plan_chunks(3.0, 100.0, 4.0, 18000, 32)[0] == 0  # not even one: the head is kept
+    assert plan_chunks(1e5, 100.0, 4.0, 100, 32) == (30, 4)  # bounded, never more than a full pass
+
+
+@pytest.mark.parametrize(("done", "steps", "full", "expected"), [(0, 140, 563, (0, 0)), (3, 563, 563, (3, 0)), (5, 100, 250, (2, 0)),
+                                                                    (3, 100, 250, (1, 50))])
+def test_shorter_epochs_continue_the_stream_of_data_epochs(done: int, steps: int, full: int, expected: tuple[int, int]) -> None:
+    assert data_position(done, steps, full) == expected
+
+
+def test_fine_tune_plan_is_recorded_and_a_resumed_run_keeps_it() -> None:
+    import time
+
+    budget = TimeBudget(600.0, started=time.monotonic(), forward_images_per_second=400.0, trace_seconds=1.0)
+    plan: dict = {}
+    epochs, steps, _ = fine_tune_plan(budget, plan, {"train": 18000, "val": 2000, "test": 10000}, 32)
+    assert plan["fine_tune_steps_per_epoch"] == steps and plan["fine_tune_first_plan"] == epochs
+    assert plan["full_epoch_steps"] == 563 and plan["train_images_per_second_estimate"] == 100.0
+    assert 1 <= epochs and 1 <= steps <= 563
+    saved = {"fine_tune_epochs": 7, "fine_tune_steps_per_epoch": 99}
+    assert fine_tune_plan(budget, saved, {"train": 18000, "val": 2000, "test": 10000}, 32)[:2] == (7, 99)
+
+
+def test_budget_schedule_ends_an_epoch_at_the_stop_time() -> None:
+    import keras
+
+    from edgecls.training.budget import budget_schedule
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    x, y = np.zeros((64, 4), np.float32), np.eye(2)[np.arange(64) % 2]
+    plan: dict = {}
+    schedule = budget_schedule(1e-3, steps=8, warmup_steps=2, epochs=4, deadline=0.0, stop_at=0.0, plan=plan)  # both long past
+    history = model.fit(x, y, batch_size=8, epochs=4, steps_per_epoch=8, callbacks=[schedule], verbose=0, validation_data=(x, y))
+    assert len(history.history["loss"]) == 1 and "val_loss" in history.history  # stopped in epoch 1, still validated
+    assert int(model.optimizer.iterations.numpy()) == 1
+    assert plan["fine_tune_epochs"] == 1
 
 
 def test_budgeted_schedule_warms_up_then_decays_over_the_plan() -> None:

@@ -1,9 +1,18 @@
-"""--time-budget: a wall-clock budget for the whole run, planned from the run's own timings.
+"""--time-budget: a wall-clock budget for the whole run (decoding to final evaluation), planned from the run's own timings.
 
-The head on cached features gets at most HEAD_SHARE of the budget; the fine-tune gets as many epochs as fit in what
-is left (less a reserve for the final evaluation and saving), re-planned after every epoch from the measured epoch
-time. Its learning rate follows warm-up + cosine over the *planned* steps, so the last planned epoch ends at the
-lowest rate whatever the count turns out to be. The run keeps the best epoch's weights, as every run does.
+The plan (all in the run's decisions["time_plan"]):
+1. A reserve for what follows the last epoch (saving, the final evaluation of the test split at the backbone's measured
+   forward speed) is set aside.
+2. The head phase on cached features gets HEAD_SHARE of what is left. The backbone's forward speed is measured on a
+   small probe first; the feature pass then covers only as many (random) train images as fit in that share, and the
+   head's epochs stop at its end. The flip decision's second (mirrored) pass is made only when both passes fit with
+   at least FLIP_MIN_IMAGES each (plan_head).
+3. The fine-tune gets the rest, in "epochs" of at most one pass over the train images (plan_chunks): a budget too short
+   for a few full epochs gets partial ones, so the deadline stops it cleanly between them and the learning rate
+   (warm-up + cosine over the *planned* steps, re-planned after every epoch from its measured time) ends on time.
+   An epoch that would overrun the deadline is ended early (budget_schedule). One-off costs are planned for: tracing the
+   fine-tune's training step (TRAIN_TRACE_RATIO x the measured forward trace) and each evaluation's trace. The best
+   epoch's weights are kept.
 """
 from __future__ import annotations
 
@@ -14,11 +23,20 @@ from typing import Any
 
 from edgecls.training.config import parse_duration
 
-__all__ = ["TimeBudget", "parse_duration", "plan_fine_tune", "planned_epochs"]
+__all__ = ["HeadPlan", "TimeBudget", "budget_schedule", "fine_tune_plan", "head_plan", "parse_duration", "plan_chunks", "plan_head",
+           "planned_epochs"]
 
-HEAD_SHARE = 0.2  # the most of the budget the head phase (features, flip decision, head) may take
+HEAD_SHARE = 0.2  # of the time left after decoding and the final reserve: the head phase (probe, features, flip, head)
+HEAD_FIT_SHARE = 0.3  # of the head phase: the head's epochs on features (the rest: the backbone's feature passes)
 MAX_BUDGET_FINE_TUNE_EPOCHS = 30
 FORWARD_TO_TRAIN_RATIO = 4.0  # a training step costs ~4x a forward pass (measured: 1039 vs 225 images/s, Lite0 at 96 px)
+MIN_HEAD_IMAGES_PER_CLASS = 50  # the feature pass covers at least this many train images per class, budget or not
+FLIP_MIN_IMAGES = 1000  # the flip decision is made only on at least this many images (or all of them) per pass
+TARGET_CHUNKS = 8  # fine-tune epochs the plan aims at when full epochs do not fit: re-planning points and clean stops
+VAL_SHARE = 0.1  # the validation pass after each fine-tune epoch takes at most about this share of it
+FINAL_FIXED_SECONDS = 8.0  # saving the model, metrics, plots
+FINAL_MARGIN = 1.25  # the final evaluation's forward pass, with a margin
+TRAIN_TRACE_RATIO = 8.0  # tracing the fine-tune's training step takes ~8x tracing the forward pass (measured: 55 vs 7.1 s, CPU)
 
 
 @dataclass
@@ -26,14 +44,15 @@ class TimeBudget:
     seconds: float
     started: float  # time.monotonic() when the run began
     forward_images_per_second: float = 200.0  # a guess until the run measures its backbone's forward speed
+    train_images_per_second: float | None = None  # measured training speed; None: forward speed / FORWARD_TO_TRAIN_RATIO
+    trace_seconds: float = 2.0  # tracing a forward pass (a guess until the probe measures it); every new function pays it
 
     def left(self) -> float:
         return self.seconds - (time.monotonic() - self.started)
 
-    def head_deadline(self) -> float:
-        """Head on cached features (features, flip decision, head): at most HEAD_SHARE of the budget from the
-        start, or of what is left when setting up (decoding, building) took longer than that."""
-        return max(self.started + HEAD_SHARE * self.seconds, time.monotonic() + HEAD_SHARE * self.left())
+    def head_deadline(self, test_images: int) -> float:
+        """The head phase on cached features: HEAD_SHARE of what is left once the final reserve is set aside."""
+        return time.monotonic() + HEAD_SHARE * max(0.0, self.left() - self.final_seconds(test_images))
 
     def scratch_head_deadline(self, fine_tune_follows: bool) -> float:
         """A trainable backbone's first phase: 60% of the budget when a fine-tune follows, else all of it."""
@@ -45,13 +64,16 @@ class TimeBudget:
     def forward_seconds(self, images: int) -> float:
         return images / self.forward_images_per_second
 
+    def train_speed(self) -> float:
+        return self.train_images_per_second or self.forward_images_per_second / FORWARD_TO_TRAIN_RATIO
+
     def final_seconds(self, test_images: int) -> float:
         """What a run needs after its last epoch: restoring, saving and the final evaluation, with a margin."""
-        return 5.0 + 1.5 * self.forward_seconds(test_images)
+        return FINAL_FIXED_SECONDS + self.trace_seconds + FINAL_MARGIN * self.forward_seconds(test_images)
 
-    def fine_tune_epoch_estimate(self, train_images: int, val_images: int) -> float:
-        """Seconds of one fine-tune epoch before one is measured: training steps plus the validation pass."""
-        return FORWARD_TO_TRAIN_RATIO * self.forward_seconds(train_images) + self.forward_seconds(val_images)
+    def fine_tune_trace_seconds(self) -> float:
+        """The fine-tune's one-off cost: tracing its training step and its validation pass."""
+        return (TRAIN_TRACE_RATIO + 1) * self.trace_seconds
 
 
 def planned_epochs(seconds_left: float, epoch_seconds: float, done: int = 0) -> int:
@@ -61,9 +83,95 @@ def planned_epochs(seconds_left: float, epoch_seconds: float, done: int = 0) -> 
     return max(done, min(MAX_BUDGET_FINE_TUNE_EPOCHS, done + math.floor(max(0.0, seconds_left) / epoch_seconds)))
 
 
-def plan_fine_tune(budget: TimeBudget, plan: dict[str, Any], train: int, val: int, test: int) -> tuple[int, float, float]:
-    """(fine-tune epochs planned, estimated seconds of one, deadline): a resumed run keeps the plan it saved."""
-    deadline, estimate = budget.fine_tune_deadline(test), budget.fine_tune_epoch_estimate(train, val)
-    if "fine_tune_epochs" in plan:
-        return int(plan["fine_tune_epochs"]), estimate, deadline
-    return planned_epochs(deadline - time.monotonic(), estimate), estimate, deadline
+@dataclass(frozen=True)
+class HeadPlan:
+    feature_images: int  # train images whose features the head learns from (a seeded random subset when fewer than all)
+    decide_flip: bool  # whether the mirrored pass and the second head are made
+    why: str  # one line for the decisions JSON
+
+
+def plan_head(seconds: float, forward_images_per_second: float, train: int, val: int, classes: int, want_flip: bool) -> HeadPlan:
+    """How many train images the feature pass covers in `seconds` (the head phase's share), and whether the flip decision's
+    mirrored pass fits: (1 - HEAD_FIT_SHARE) of the share goes to the backbone (val features, train features, mirrored
+    train features), the rest to the head's epochs."""
+    floor = min(train, MIN_HEAD_IMAGES_PER_CLASS * max(1, classes))
+    images = int((1 - HEAD_FIT_SHARE) * max(0.0, seconds) * forward_images_per_second) - val  # forward passes that fit
+    if want_flip and images // 2 >= min(train, FLIP_MIN_IMAGES):
+        count = min(train, images // 2)
+        return HeadPlan(count, True, f"features of {count} train images and their mirror images fit in {seconds:.0f} s")
+    count = min(train, max(floor, images))
+    why = f"features of {count} train images fit in {seconds:.0f} s"
+    if want_flip:
+        why += f"; no flip decision (a mirrored pass of at least {min(train, FLIP_MIN_IMAGES)} images does not fit): flip as set"
+    return HeadPlan(count, False, why)
+
+
+def plan_chunks(seconds: float, train_images_per_second: float, val_seconds: float, train_images: int, batch: int) -> tuple[int, int]:
+    """(fine-tune epochs, steps per epoch) for `seconds` of fine-tuning: full passes over the train images when at least
+    TARGET_CHUNKS of them fit, else TARGET_CHUNKS shorter ones (but each long enough that its validation pass takes at
+    most VAL_SHARE of it, and never longer than a full pass). Epochs: how many fit, 0 when not even one does."""
+    full_steps = max(1, math.ceil(train_images / batch))
+    step_seconds = batch / max(train_images_per_second, 1e-6)
+    chunk_seconds = max(seconds / TARGET_CHUNKS, val_seconds / VAL_SHARE)
+    steps = max(1, min(full_steps, math.floor((chunk_seconds - val_seconds) / step_seconds)))
+    return planned_epochs(seconds, steps * step_seconds + val_seconds), steps
+
+
+def data_position(epochs_done: int, steps: int, full_steps: int) -> tuple[int, int]:
+    """Where fine-tune epoch `epochs_done` (of `steps` steps each) starts in the stream of full data epochs (of
+    `full_steps` batches each): (data epoch, batches to skip in it). Full epochs: (epochs_done, 0)."""
+    return divmod(epochs_done * steps, full_steps)
+
+
+def head_plan(budget: TimeBudget, plan: dict[str, Any], counts: dict[str, int], classes: int,
+              want_flip: bool) -> tuple[HeadPlan, float]:
+    """The head phase's plan (plan_head) and deadline once the forward speed is measured; recorded in `plan`."""
+    deadline = budget.head_deadline(counts["test"])
+    head = plan_head(deadline - time.monotonic(), budget.forward_images_per_second, counts["train"], counts["val"], classes, want_flip)
+    plan.update({
+        "setup_seconds": round(budget.seconds - budget.left(), 1),  # decoding and building, before the head phase
+        "probe_forward_images_per_second": round(budget.forward_images_per_second, 1),
+        "probe_trace_seconds": round(budget.trace_seconds, 1),
+        "final_reserve_seconds": round(budget.final_seconds(counts["test"]), 1),
+        "head_seconds": round(deadline - time.monotonic(), 1), "feature_images": head.feature_images,
+        "flip_decision": head.decide_flip, "head_plan": head.why,
+    })
+    return head, deadline
+
+
+def fine_tune_plan(budget: TimeBudget, plan: dict[str, Any], counts: dict[str, int], batch: int) -> tuple[int, int, float]:
+    """(fine-tune epochs, steps per epoch, deadline) for what is left (plan_chunks); recorded in `plan`. A resumed run
+    keeps the epochs and steps it saved."""
+    deadline = budget.fine_tune_deadline(counts["test"])
+    speed, seconds, trace = budget.train_speed(), deadline - time.monotonic(), budget.fine_tune_trace_seconds()
+    epochs, steps = plan_chunks(seconds - trace, speed, budget.forward_seconds(counts["val"]), counts["train"], batch)
+    if "fine_tune_epochs" in plan and "fine_tune_steps_per_epoch" in plan:
+        return int(plan["fine_tune_epochs"]), int(plan["fine_tune_steps_per_epoch"]), deadline
+    plan.update(fine_tune_seconds=round(seconds, 1), fine_tune_trace_estimate=round(trace, 1),
+                train_images_per_second_estimate=round(speed, 1), fine_tune_steps_per_epoch=steps,
+                full_epoch_steps=math.ceil(counts["train"] / batch), fine_tune_first_plan=epochs)
+    return epochs, steps, deadline
+
+
+def budget_schedule(lr: float, steps: int, warmup_steps: int, epochs: int, deadline: float, stop_at: float, plan: dict[str, Any]) -> Any:
+    """callbacks.BudgetedSchedule that also ends an epoch at `stop_at` (time.monotonic(); its validation and checkpoint
+    still run: an epoch longer than planned cannot overrun the budget), and that re-plans from the epoch's time less
+    its first step when that step traced the training function (the first epoch of a fit)."""
+    from edgecls.training.callbacks import BudgetedSchedule
+
+    class Schedule(BudgetedSchedule):
+        traced = False
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            if not self.traced:  # the first step of the fit: the epoch is timed from here, one step shorter
+                self.traced, self.epoch_started, self.first_steps = True, time.monotonic(), self.steps - 1
+            if time.monotonic() > stop_at:
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            first_steps, self.first_steps = getattr(self, "first_steps", 0), 0
+            if first_steps > 0:  # scale the traced epoch's time (less its first step) to a whole epoch
+                self.epoch_started = time.monotonic() - (time.monotonic() - self.epoch_started) * self.steps / first_steps
+            super().on_epoch_end(epoch, logs)
+
+    return Schedule(lr, steps, warmup_steps, epochs, deadline, plan)

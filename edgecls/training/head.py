@@ -2,7 +2,8 @@
 horizontal-flip decision made on the data (a head with and a head without flipped features, judged on validation).
 
 Head epochs on cached features cost seconds, so they do not come out of the fine-tune budget: --epochs is only the
-floor when there is no validation split to stop on.
+floor when there is no validation split to stop on. Under --time-budget the feature pass may cover a subset of the train
+images and the head's epochs stop at a deadline (training/budget.py).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+FEATURE_BATCH = 64  # images per forward pass of the feature cache (64 ran faster than 256 on a 2-core CPU)
+PROBE_BATCHES = 2  # forward passes timed (after tracing) to measure the backbone's speed
 HEAD_MAX_EPOCHS = 60  # bound of the early-stopped head on cached features
 FLIP_TOLERANCE = 0.01  # flipped features may cost this much validation accuracy (noise) before flipping counts as harmful
 
@@ -99,10 +102,17 @@ def head_with_flip_decision(head: Any, features: np.ndarray, flipped: np.ndarray
     """Train the head without flipped features and, when `flipped` is given, again with them (each image's features
     and its mirror image's, as flip augmentation would show them); keep flipping only when it costs at most
     FLIP_TOLERANCE of validation accuracy. The head left in `head` is the one the decision picked."""
+    import time
+
     initial = head.get_weights()
+    deciding = flipped is not None and val is not None and len(val[0]) > 0
+    deadline = fit_options.get("deadline")
+    if deciding and deadline is not None:  # under a deadline the plain head gets a third, the flipped one (twice the data) the rest
+        fit_options = {**fit_options, "deadline": time.monotonic() + (deadline - time.monotonic()) / 3}
     plain = fit_head(head, (features, labels), val, **fit_options)
-    if flipped is None or val is None or not len(val[0]):
+    if flipped is None or val is None or not deciding:
         return HeadResult(plain, None)
+    fit_options = {**fit_options, "deadline": deadline}
     head.set_weights(initial)
     both = fit_head(head, (np.concatenate([features, flipped]), np.concatenate([labels, labels])), val, **fit_options)
     keep_flip = both.val_accuracy >= plain.val_accuracy - FLIP_TOLERANCE
@@ -111,3 +121,49 @@ def head_with_flip_decision(head: Any, features: np.ndarray, flipped: np.ndarray
     decision = {"flip": keep_flip, "val_accuracy_with_flip": round(both.val_accuracy, 4),
                 "val_accuracy_without_flip": round(plain.val_accuracy, 4), "val_images": int(len(val[0]))}
     return HeadResult(chosen, keep_flip, decision)
+
+
+def feature_extractor(features_model: Any) -> Any:
+    """The frozen backbone's features as one tf.function, traced once for any batch size."""
+    import tensorflow as tf
+
+    height, width = features_model.inputs[0].shape[1:3]
+    return tf.function(lambda x: features_model(x, training=False), input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32)])
+
+
+def forward_speed(extract: Any, images: Any) -> tuple[float, float]:
+    """(images per second, seconds of tracing) of `extract` on the first FEATURE_BATCH `images`: traced first (timed),
+    then PROBE_BATCHES timed."""
+    import time
+
+    probe = np.asarray(images[:FEATURE_BATCH], np.float32)
+    started = time.perf_counter()
+    extract(probe)
+    trace = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(PROBE_BATCHES):
+        extract(probe)
+    return PROBE_BATCHES * len(probe) / max(time.perf_counter() - started, 1e-6), trace
+
+
+def backbone_features(extract: Any, images: Any, name: str, console: Any, mirror: bool = False,
+                      chosen: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """(features of `images` or of `images[chosen]` (mirrored with `mirror`), images per second): batches of
+    FEATURE_BATCH, with a progress bar. `images`: a uint8 array or a DiskImages."""
+    import time
+
+    from rich.progress import Progress
+
+    count = len(images) if chosen is None else len(chosen)
+    chunks = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"backbone features ({name})", total=count)
+        started = time.perf_counter()
+        for start in range(0, count, FEATURE_BATCH):
+            chunk = images[start : start + FEATURE_BATCH] if chosen is None else images[chosen[start : start + FEATURE_BATCH]]
+            chunks.append(np.asarray(extract(chunk[:, :, ::-1 if mirror else 1].astype(np.float32)), dtype=np.float32))
+            progress.advance(task, len(chunk))
+        seconds = time.perf_counter() - started
+    if not chunks:
+        return np.zeros((0, int(extract.get_concrete_function().output_shapes[-1])), np.float32), 0.0
+    return np.concatenate(chunks), count / max(seconds, 1e-6)

@@ -20,7 +20,7 @@ from edgecls.fsutil import write_json
 from edgecls.meta import ModelMeta
 from edgecls.run_folder import CHECKPOINT_FILE, CURVES_FILE, MODEL_FILE, STATE_FILE, save_model, write_history, write_splits
 from edgecls.training.augment import AugmentConfig
-from edgecls.training.budget import MAX_BUDGET_FINE_TUNE_EPOCHS, TimeBudget, parse_duration, plan_fine_tune
+from edgecls.training.budget import MAX_BUDGET_FINE_TUNE_EPOCHS, TimeBudget, data_position, fine_tune_plan, head_plan, parse_duration
 from edgecls.training.checkpoint import Checkpoint, Progress, assign_values, load_checkpoint, progress_json, save_checkpoint
 from edgecls.training.config import TrainConfig
 from edgecls.training.disk_cache import remove_cache
@@ -256,16 +256,16 @@ class _Trainer:
             self.progress.epochs_done += 1
             self._write_state()
 
-        head_deadline = self.budget.head_deadline() if self.budget else None  # fixed when the head phase begins
-        train_x, val_x = self._features(arrays["train"], "train"), self._features(arrays["val"], "val")
-        has_val = len(val_x) > 0
+        has_val = len(arrays["val"]) > 0
         decide_flip = bool(config.augment and config.augment.flip and has_val)
-        # Under a time budget the decision is made only when the mirrored features fit in the head's share.
-        if decide_flip and self.budget is not None:
-            decide_flip = time.monotonic() + self.budget.forward_seconds(len(arrays["train"])) < (head_deadline or 0.0)
-        flipped = self._features(arrays["train"], "train, mirrored", mirror=True) if decide_flip else None
+        chosen, head_deadline = None, None  # under a budget: the train images the feature pass covers, the head's end
+        if self.budget is not None:
+            chosen, decide_flip, head_deadline = self._head_plan(arrays, num_classes, decide_flip)
+        train_labels = labels["train"] if chosen is None else labels["train"][chosen]
+        train_x, val_x = self._features(arrays["train"], "train", chosen=chosen), self._features(arrays["val"], "val")
+        flipped = self._features(arrays["train"], "train, mirrored", mirror=True, chosen=chosen) if decide_flip else None
         result = head_with_flip_decision(
-            self.classifier.head, train_x, flipped, labels["train"], (val_x, labels["val"]) if has_val else None,
+            self.classifier.head, train_x, flipped, train_labels, (val_x, labels["val"]) if has_val else None,
             num_classes=num_classes, batch=config.batch, lr=config.head_lr, optimizer=config.optimizer, loss=self._loss(),
             seed=config.seed, epochs=config.epochs, patience=config.patience, class_weight=self.class_weight,
             deadline=head_deadline, on_epoch=head_epoch_done,
@@ -292,26 +292,38 @@ class _Trainer:
             return augment
         return dataclasses.replace(augment, flip=bool(decision["flip"]))
 
-    def _features(self, images: np.ndarray, name: str, mirror: bool = False) -> np.ndarray:
-        """Backbone features computed once: the frozen backbone's output never changes (`mirror`: of the mirrored images)."""
-        import tensorflow as tf
-        from rich.progress import Progress
+    def _features(self, images: np.ndarray, name: str, mirror: bool = False, chosen: np.ndarray | None = None) -> np.ndarray:
+        """Backbone features computed once: the frozen backbone's output never changes (`mirror`: of the mirrored images;
+        `chosen`: of those train images only, in that order)."""
+        from edgecls.training.head import backbone_features, feature_extractor
 
-        extract = tf.function(lambda x: self.classifier.features(x, training=False))
-        batch = max(self.config.batch, 64)
-        chunks = []
-        with Progress(console=self.console, transient=True) as progress:
-            task = progress.add_task(f"backbone features ({name})", total=len(images))
-            started = time.perf_counter()
-            for start in range(0, len(images), batch):
-                chunk = images[start : start + batch][:, :, ::-1 if mirror else 1].astype(np.float32)  # also a DiskImages
-                chunks.append(np.asarray(extract(tf.constant(chunk)), dtype=np.float32))
-                progress.advance(task, len(chunk))
-        if name == "train" and len(images):
-            self.speed["feature_images_per_second"] = round(len(images) / (time.perf_counter() - started), 1)
+        self.extract = getattr(self, "extract", None) or feature_extractor(self.classifier.features)
+        features, speed = backbone_features(self.extract, images, name, self.console, mirror, chosen)
+        if name == "train" and speed:
+            self.speed["feature_images_per_second"] = round(speed, 1)
             if self.budget is not None:
-                self.budget.forward_images_per_second = self.speed["feature_images_per_second"]
-        return np.concatenate(chunks) if chunks else np.zeros((0, int(self.classifier.features.outputs[0].shape[-1])), np.float32)
+                self.budget.forward_images_per_second = speed
+        return features
+
+    def _head_plan(self, arrays: dict[str, Any], num_classes: int, want_flip: bool) -> tuple[np.ndarray | None, bool, float]:
+        """Under a budget: the backbone's forward speed measured on a probe, then the train images the feature pass covers
+        (None: all), whether the flip decision is made, and the head phase's deadline (budget.head_plan)."""
+        from edgecls.training.head import feature_extractor, forward_speed
+
+        assert self.budget is not None
+        self.extract = getattr(self, "extract", None) or feature_extractor(self.classifier.features)
+        self.budget.forward_images_per_second, self.budget.trace_seconds = forward_speed(self.extract, arrays["train"])
+        counts = {name: len(arrays[name]) for name in ("train", "val", "test")}
+        plan, deadline = head_plan(self.budget, self._time_plan(), counts, num_classes, want_flip)
+        chosen = None
+        if plan.feature_images < counts["train"]:
+            chosen = np.sort(np.random.default_rng(self.config.seed).choice(counts["train"], plan.feature_images, replace=False))
+        return chosen, plan.decide_flip, deadline
+
+    def _time_plan(self) -> dict[str, Any]:
+        assert self.budget is not None
+        plan: dict[str, Any] = self.progress.decisions.setdefault("time_plan", {"budget_seconds": self.budget.seconds})
+        return plan
 
     def _fine_tune(self, arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], num_classes: int) -> None:
         import keras
@@ -329,47 +341,53 @@ class _Trainer:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
         epochs = config.fine_tune_epochs
-        steps = math.ceil(len(arrays["train"]) / config.batch)
+        steps = full_steps = math.ceil(len(arrays["train"]) / config.batch)
         extra: tuple[Any, ...] = ()
         planned = None
         if self.budget is not None:
-            extra, planned = self._budget_plan(len(arrays["train"]), len(arrays["val"]), len(arrays["test"]), steps)
+            extra, planned, steps = self._budget_plan(len(arrays["train"]), len(arrays["val"]), len(arrays["test"]), full_steps)
             if planned == 0 or (done and done >= planned):
                 if planned == 0:
                     self.console.print("time budget: no fine-tune epoch fits in what is left; keeping the head")
                 return
             epochs = MAX_BUDGET_FINE_TUNE_EPOCHS
-        # Data epochs continue the head's numbering, so fine-tuning never replays the head's order.
+        # Data epochs continue the head's numbering, so fine-tuning never replays the head's order. A budget's shorter
+        # epochs are consecutive slices of the same stream of full data epochs.
+        data_epoch, skip = data_position(done, steps, full_steps)
         train_ds = make_dataset(arrays["train"], labels["train"], num_classes, config.batch, True, self._augment(), config.seed,
-                                (config.epochs + done, config.epochs + epochs), ramp_from=config.epochs if self._cached() else None)
+                                (config.epochs + data_epoch, config.epochs + epochs), ramp_from=config.epochs if self._cached() else None)
+        train_ds = train_ds.skip(skip) if skip else train_ds
         has_val = len(arrays["val"]) > 0
         val_ds = make_dataset(arrays["val"], labels["val"], num_classes, config.batch, False, None, config.seed) if has_val else None
         # Half an epoch of warm-up: fresh optimizer state at full rate jolts the unfrozen backbone.
-        warmup = min((planned or epochs) * steps // 2, max(1, steps // 2))
-        if extra:  # the budget's callback drives the rate over the planned steps
-            extra[0].warmup = warmup
+        warmup = min((planned or epochs) * steps // 2, max(1, full_steps // 2))
+        if extra:  # the budget's callback drives the rate over the planned steps (a short plan: a fifth of them warm up)
+            extra[0].warmup = max(1, min(warmup, (planned or 1) * steps // 5))
             optimizer = make_optimizer(config.optimizer, config.tune_lr, "constant", epochs * steps)
         else:
             optimizer = make_optimizer(config.optimizer, config.tune_lr, config.schedule, epochs * steps, warmup)
         started = time.perf_counter()
-        history = self._fit("fine_tune", classifier.model, optimizer, train_ds, val_ds, (done, epochs), steps, extra, planned)
-        epochs_run = len(history.history.get("loss", []))
-        if epochs_run:  # validation time included
-            self.speed["fine_tune_images_per_second"] = round(epochs_run * len(arrays["train"]) / (time.perf_counter() - started), 1)
+        self._fit("fine_tune", classifier.model, optimizer, train_ds, val_ds, (done, epochs), steps, extra, planned)
+        steps_run = int(self.optimizer.iterations.numpy()) - done * steps
+        if steps_run > 0:  # validation time included
+            images = min(steps_run * config.batch, math.ceil(steps_run / full_steps) * len(arrays["train"]))
+            self.speed["fine_tune_images_per_second"] = round(images / (time.perf_counter() - started), 1)
 
-    def _budget_plan(self, train: int, val: int, test: int, steps: int) -> tuple[tuple[Any, ...], int]:
-        """The fine-tune's budget callback and its first plan (epochs; 0: none fits)."""
-        from edgecls.training.callbacks import BudgetedSchedule
+    def _budget_plan(self, train: int, val: int, test: int, full_steps: int) -> tuple[tuple[Any, ...], int, int]:
+        """The fine-tune's budget callbacks, its first plan (epochs; 0: none fits) and its steps per epoch
+        (budget.fine_tune_plan); a resumed run keeps the plan it saved."""
+        from edgecls.training.budget import budget_schedule
 
         assert self.budget is not None
-        plan = self.progress.decisions.setdefault("time_plan", {"budget_seconds": self.budget.seconds})
-        epochs, estimate, deadline = plan_fine_tune(self.budget, plan, train, val, test)
-        done = self.progress.epochs_done
+        plan, done = self._time_plan(), self.progress.epochs_done
+        epochs, steps, deadline = fine_tune_plan(self.budget, plan, {"train": train, "val": val, "test": test}, self.config.batch)
         if not done and epochs == 0:
-            return (), 0
-        self.console.print(f"time budget: {self.budget.left():.0f} s left; fine-tune planned at {epochs} epoch(s) "
-                           f"of about {estimate:.0f} s, re-planned after each epoch")
-        return (BudgetedSchedule(self.config.tune_lr, steps, max(1, steps // 2), max(epochs, done + 1), deadline, plan),), epochs
+            return (), 0, steps
+        self.console.print(f"time budget: {self.budget.left():.0f} s left; fine-tune planned at {epochs} epoch(s) of {steps} steps "
+                           f"({steps / full_steps:.2f} of the train images), re-planned after each")
+        stop_at = deadline - self.budget.forward_seconds(val)  # an epoch ends here, whatever its plan, and is validated
+        schedule = budget_schedule(self.config.tune_lr, steps, max(1, steps // 2), max(epochs, done + 1), deadline, stop_at, plan)
+        return (schedule,), epochs, steps
 
     def _final_evaluation(self, model: Any, arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray],
                           classes: list[str], train_seconds: float) -> dict[str, Any]:
