@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prove the Raspberry Pi side of `edgecls deploy` without a Pi (CI runs this; a few minutes: about 6 on a busy 2-core machine).
 #
-#  1. an arm64 Debian bookworm userland (Raspberry Pi OS is bookworm, Python 3.11), cached in .cache/pi-root:
+#  1. an arm64 Debian bookworm userland (Raspberry Pi OS is bookworm, Python 3.11, with python3-venv), cached in .cache/pi-root:
 #     debootstrap's first stage only + dpkg-deb -x, no chroot, no binfmt (qemu-aarch64-static -L ROOT)
 #  2. a tiny run with the real CLI: data fashion-mnist -> train plain_cnn 32 px -> export --int8 ->
 #     deploy --device pi5 --offline (which pip-downloads the aarch64 cp311 wheels of requirements.txt into the bundle),
@@ -15,10 +15,15 @@
 #  5. `edgecls verify` on the bundle's artifact, on the host and under QEMU: the golden set the bundle carries (made
 #     at export; until export stores one, made here by edgecls.verify.golden_from_images from the held-out test split
 #     through the host's LiteRT, the runtime that validated the export) must pass on emulated arm64 LiteRT too
+#  6. the Raspberry Pi AI Camera bundle (scripts/pi_emulation_imx500.sh): a real IMX500 export of the tiny run (cached),
+#     deploy --device pi-ai-camera, install.sh with the emulated Pi's Python 3.11 as far as it goes without the camera
+#     (apt step refused on a Debian without Raspberry Pi OS' repository, imx500-package missing, venv, wheels, unit),
+#     the service's command line and doctor under QEMU. IMX500=0 leaves it out
 #
 # Env: PROFILE (pi5 or pi4: an aarch64 profile whose preferred target is tflite), FRAMES (3),
 #      EDGECLS_PI_CACHE (.cache/pi-root), MIRROR (the Debian mirror this machine's apt uses), PYTHON (.venv/bin/python),
-#      KEEP=1 keeps the work folder. Needs: qemu-user-static, debootstrap (installed with apt-get when run as root).
+#      KEEP=1 keeps the work folder, IMX500=0 leaves out step 6, EDGECLS_REQUIRE_IMX500=1 fails where step 6 would skip
+#      (no IMX500 toolchain venv and none can be made). Needs: qemu-user-static, debootstrap (installed with apt-get when run as root).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -61,7 +66,7 @@ export QEMU_CPU
 echo "profile $PROFILE -> QEMU_CPU=$QEMU_CPU"
 
 step "arm64 Debian bookworm root: $ROOT"
-if [ ! -x "$ROOT/usr/bin/python3.11" ]; then
+if [ ! -x "$ROOT/usr/bin/python3.11" ] || [ ! -d "$ROOT/usr/lib/python3.11/ensurepip" ]; then  # ensurepip: python3-venv
   mirror="${MIRROR:-}"
   if [ -z "$mirror" ]; then  # the mirror this machine's apt uses (deb822 .sources or one-line sources.list)
     mirror="$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v -- '-security' | head -n 1 || true)"
@@ -72,10 +77,11 @@ if [ ! -x "$ROOT/usr/bin/python3.11" ]; then
   echo "debootstrap --foreign (first stage only) from $mirror"
   rm -rf "$ROOT.partial"
   mkdir -p "$CACHE"
-  debootstrap --arch=arm64 --foreign --variant=minbase --include=python3 bookworm "$ROOT.partial" "$mirror" >"$WORK/debootstrap.log" 2>&1 \
+  debootstrap --arch=arm64 --foreign --variant=minbase --include=python3,python3-venv bookworm "$ROOT.partial" "$mirror" >"$WORK/debootstrap.log" 2>&1 \
     || { tail -n 20 "$WORK/debootstrap.log"; fail "debootstrap"; }
   for deb in "$ROOT.partial"/var/cache/apt/archives/*.deb; do dpkg-deb -x "$deb" "$ROOT.partial"; done
   rm -f "$ROOT.partial"/var/cache/apt/archives/*.deb
+  rm -rf "$ROOT"  # a root cached before it carried python3-venv
   mv "$ROOT.partial" "$ROOT"
 else
   echo "cached"
@@ -259,4 +265,8 @@ if problems:
 print("\nOK: the bundle installs as aarch64 cp311 wheels without TensorFlow, classifies the same on emulated arm64 "
       "and passes its golden-set self-test (edgecls verify) there")
 EOF
+if [ "${IMX500:-1}" != 0 ]; then
+  REPO="$REPO" PY="$PY" ROOT="$ROOT" WORK="$WORK" QEMU_CPU="$QEMU_CPU" SECONDS="$SECONDS" bash "$REPO/scripts/pi_emulation_imx500.sh" \
+    || fail "the AI Camera bundle (scripts/pi_emulation_imx500.sh)"
+fi
 step "done in ${SECONDS} s"

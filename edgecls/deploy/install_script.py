@@ -132,7 +132,17 @@ fi
 if [ "$APT" = 1 ]; then
   packages=(python3 python3-venv python3-pip)
   [ "$PICAMERA2" = 1 ] && packages+=(python3-picamera2)
-  [ "$IMX500" = 1 ] && packages+=(@IMX500APT@)  # the AI Camera: sensor firmware, imx500-package
+  if [ "$IMX500" = 1 ]; then  # the AI Camera: sensor firmware, imx500-package, picamera2: Raspberry Pi OS' own repository
+    for package in @IMX500APT@; do case " ${packages[*]} " in *" $package "*) ;; *) packages+=("$package") ;; esac; done
+    unknown=()
+    for package in @IMX500APT@; do apt-cache show "$package" >/dev/null 2>&1 || unknown+=("$package"); done
+    raspberry_pi_sources='^[^#]*archive[.]raspberrypi[.](com|org)'  # Raspberry Pi OS' raspi.list (or a .sources file)
+    if [ ${#unknown[@]} -gt 0 ] && ! grep -rqsE "$raspberry_pi_sources" /etc/apt/sources.list /etc/apt/sources.list.d; then
+      die "apt knows no ${unknown[*]} and no Raspberry Pi repository is configured (Raspberry Pi OS has" \
+        "archive.raspberrypi.com/debian bookworm main): nothing installed. This step would run: apt-get update; apt-get install -y" \
+        "${packages[*]}. Use Raspberry Pi OS bookworm (64-bit), or install those packages yourself and run install.sh --no-apt"
+    fi
+  fi
   if [ "$CORAL" = 1 ]; then
     if ! apt-cache show libedgetpu1-std >/dev/null 2>&1; then
       say "adding Coral's apt repository (packages.cloud.google.com)"
@@ -213,15 +223,25 @@ if [ "$VENV" = 1 ]; then
   say "pip install -r requirements.txt $( [ "$OFFLINE" = 1 ] && echo '(offline, from wheels/)' )"
   $SUDO "$PREFIX/venv/bin/python" -m pip install "${pip_flags[@]}" -r "$PREFIX/requirements.txt"
   $SUDO "$PREFIX/venv/bin/python" -m pip install --disable-pip-version-check --no-index --no-deps --force-reinstall "$PREFIX/wheels/$WHEEL"
-  if [ "$IMX500" = 1 ]; then
+  if [ "$IMX500" = 1 ]; then  # the camera side imports without TensorFlow; the network (or, unpackaged, its export) has labels
     say "checking the AI Camera's network and its labels"
     "$PREFIX/venv/bin/python" -c "
 import sys
-from edgecls.camera.imx500 import SensorBackend
-backend = SensorBackend(sys.argv[1])
-print('network ok:', backend.path.name, len(backend.meta.labels), 'classes, run on the IMX500 sensor',
-      '(TensorFlow imported!)' if 'tensorflow' in sys.modules else '')
-" "$PREFIX/$ARTIFACT" || warn "the network or its labels are missing: see 'edgecls doctor --device $PROFILE'"
+from pathlib import Path
+from edgecls.camera.imx500 import SensorBackend, labels_beside
+from edgecls.errors import EdgeclsError
+network, packer = Path(sys.argv[1]), Path(sys.argv[2])
+try:
+    if network.is_file():
+        print('network ok:', network.name, len(SensorBackend(network).meta.labels), 'classes, run on the IMX500 sensor')
+    else:
+        print('runtime ok; network not packaged yet (imx500-package makes', network, 'from', packer.name, 'with its',
+              len(labels_beside(packer)), 'labels)')
+except EdgeclsError as exc:
+    sys.exit(f'error: {exc}')
+if 'tensorflow' in sys.modules:
+    sys.exit('error: the camera side imported TensorFlow')
+" "$PREFIX/$ARTIFACT" "$PREFIX/$PACKER" || warn "the network or its labels are missing: see 'edgecls doctor --device $PROFILE'"
   else
   say "checking that the model loads"
   "$PREFIX/venv/bin/python" -c "
