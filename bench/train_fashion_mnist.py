@@ -81,7 +81,8 @@ def main() -> None:
     if args.time_budget:  # the time-to-accuracy table of docs/benchmarks.md
         load = f"{load_at_start[0]:.1f} -> {record['load_average_at_end'][0]:.1f}"
         print(f"| {args.time_budget} | {args.img_size} | {args.per_class} | {record['test_accuracy']:.4f} | "
-              f"{record['train_seconds']:.0f} | {record['wall_seconds']:.0f} | {record['head_epochs']} | {record['fine_tune_epochs_run']} | {load} | "
+              f"{record['train_seconds']:.0f} | {record['wall_seconds']:.0f} | {record['head_epochs']} | "
+              f"{record['fine_tune_epochs_run']} | {load} | "
               f"bench/results/train_fashion_mnist-{tag}.json |")
     else:
         print(f"| {args.model} | {args.per_class * 10} | {args.img_size} | {plan} | "
