@@ -133,3 +133,26 @@ def plain_fp32_exports(fmnist_tree: Path, tmp_path_factory: pytest.TempPathFacto
     run = _shared_plain_run(tmp_path_factory, fmnist_tree)
     return build_once(tmp_path_factory, "plain-fp32", lambda out: _check(run_cli("export", run, "--target", "all", "--out", out,
                                                                                    cwd=out.parent)))
+
+
+def resume_args(tree: Path, weights: Path, *extra: str | Path) -> list[str]:
+    """The run test_resume.py and test_train_streaming.py kill and resume: plain_cnn at 16 px from a "pretrained" backbone
+    file (the head trains on cached features, the fine-tune phase on augmented images: the two paths of every real run)."""
+    return ["train", "--data", str(tree), "--model", "plain_cnn", "--img-size", "16", "--batch", "16", "--seed", "5",
+            "--patience", "0", "--weights", str(weights), "--epochs", "5", "--fine-tune-epochs", "4", "--lr", "0.01", *map(str, extra)]
+
+
+@pytest.fixture(scope="session")
+def resume_baseline(fmnist_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """FOLDER/backbone.weights.h5 (plain_cnn, seed 1) and FOLDER/uninterrupted: `resume_args` run through to the end, in
+    memory, never killed; what every killed-and-resumed run must end as. Built once per test run; read-only."""
+
+    def build(folder: Path) -> None:
+        folder.mkdir()
+        weights = folder / "backbone.weights.h5"
+        script = ("import keras; from edgecls.zoo.keras_apps import plain_cnn; keras.utils.set_random_seed(1); "
+                  f"plain_cnn((16, 16)).save_weights({str(weights)!r})")
+        subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True, capture_output=True, timeout=300)
+        _check(run_cli(*resume_args(fmnist_tree, weights, "--stream", "off", "--out", folder / "uninterrupted")))
+
+    return build_once(tmp_path_factory, "resume-baseline", build)

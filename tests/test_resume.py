@@ -20,14 +20,9 @@ import numpy as np
 import pytest
 
 from edgecls.fsutil import TEMP_PREFIX
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, resume_args, run_cli
 
 pytestmark = pytest.mark.slow
-
-
-def _args(tree: Path, *extra: str | Path) -> list[str]:
-    return ["train", "--data", str(tree), "--model", "plain_cnn", "--img-size", "16", "--batch", "16", "--seed", "5",
-            "--patience", "0", *map(str, extra)]
 
 
 def _state(run: Path) -> dict:
@@ -91,22 +86,18 @@ def _assert_same_run(resumed: Path, uninterrupted: Path) -> None:
     assert not (resumed / "checkpoint.npz").exists() and _state(resumed)["phase"] == "done"
 
 
-def test_sigkill_in_each_phase_then_resume_gives_the_same_weights(fmnist_tree: Path, tmp_path: Path) -> None:
+def test_sigkill_in_each_phase_then_resume_gives_the_same_weights(fmnist_tree: Path, resume_baseline: Path, tmp_path: Path) -> None:
     """Killed after head epoch 2, resumed, killed again after fine-tune epoch 1, resumed: the uninterrupted run's weights.
 
     The backbone is "pretrained" (plain_cnn weights from a file), so the head trains on cached features and the
-    fine-tune phase trains the whole model on augmented images: the two paths of every real run.
+    fine-tune phase trains the whole model on augmented images: the two paths of every real run. The uninterrupted run
+    (conftest's resume_baseline) is made once per test run and shared with test_train_streaming.py.
     """
-    weights = tmp_path / "backbone.weights.h5"
-    script = ("import keras; from edgecls.zoo.keras_apps import plain_cnn; keras.utils.set_random_seed(1); "
-              f"plain_cnn((16, 16)).save_weights({str(weights)!r})")
-    subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True, capture_output=True, timeout=300)
-    args = _args(fmnist_tree, "--weights", weights, "--epochs", "5", "--fine-tune-epochs", "4", "--lr", "0.01")
-    baseline, run = tmp_path / "uninterrupted", tmp_path / "killed"
-    assert run_cli(*args, "--out", baseline).returncode == 0
+    args = resume_args(fmnist_tree, resume_baseline / "backbone.weights.h5")
+    run = tmp_path / "killed"
     pid = _kill_when([*args, "--out", str(run)], run, "head", 2)
     _leave_a_stale_temp(run, pid)
     pid = _kill_when(["train", "--resume", str(run)], run, "fine_tune", 1)  # the resumed run, killed again
     assert not [p.name for p in run.iterdir() if p.name.startswith(TEMP_PREFIX) and str(pid) not in p.name]
     _resume(run, pid)
-    _assert_same_run(run, baseline)
+    _assert_same_run(run, resume_baseline / "uninterrupted")

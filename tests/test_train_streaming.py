@@ -3,8 +3,6 @@ are the in-memory batches, and a streamed run (killed and resumed) ends with the
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +14,8 @@ from edgecls.training import disk_cache
 from edgecls.training.augment import AugmentConfig
 from edgecls.training.disk_cache import CACHE_DIR, cache_images, check_free_space
 from edgecls.training.pipeline import DecodedOnDemand, load_images, make_dataset, should_stream
-from tests.conftest import REPO, assert_clean_error, run_cli
-from tests.test_resume import _args, _assert_same_run, _kill_when
+from tests.conftest import assert_clean_error, resume_args, run_cli
+from tests.test_resume import _assert_same_run, _kill_when
 
 
 def _images(folder: Path, count: int = 11) -> list[Path]:
@@ -124,22 +122,18 @@ def test_bad_stream_value_is_one_clean_line(fmnist_tree: Path, tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_streamed_run_killed_and_resumed_ends_as_the_in_memory_run(fmnist_tree: Path, tmp_path: Path) -> None:
+def test_streamed_run_killed_and_resumed_ends_as_the_in_memory_run(fmnist_tree: Path, resume_baseline: Path, tmp_path: Path) -> None:
     """Feature-cache head on streamed images, then fine-tuning on streamed augmented batches; SIGKILL in the head
-    phase, resume (the cache on disk is reused), and the weights equal those of the same run held in memory."""
-    weights = tmp_path / "backbone.weights.h5"
-    script = ("import keras; from edgecls.zoo.keras_apps import plain_cnn; keras.utils.set_random_seed(1); "
-              f"plain_cnn((16, 16)).save_weights({str(weights)!r})")
-    subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True, capture_output=True, timeout=300)
-    args = _args(fmnist_tree, "--weights", weights, "--epochs", "5", "--fine-tune-epochs", "2", "--lr", "0.01")
-    baseline, run = tmp_path / "in-memory", tmp_path / "streamed"
-    assert run_cli(*args, "--stream", "off", "--out", baseline).returncode == 0
+    phase, resume (the cache on disk is reused), and the weights equal those of the same run held in memory
+    (conftest's resume_baseline, `--stream off`, shared with test_resume.py)."""
+    args = resume_args(fmnist_tree, resume_baseline / "backbone.weights.h5")
+    run = tmp_path / "streamed"
     _kill_when([*args, "--stream", "on", "--out", str(run)], run, "head", 2)
     assert (run / CACHE_DIR / "train.json").is_file()
     result = run_cli("train", "--resume", run)
     assert result.returncode == 0, result.output
     assert "streaming from disk" in result.stderr
-    _assert_same_run(run, baseline)
+    _assert_same_run(run, resume_baseline / "uninterrupted")
     assert not (run / CACHE_DIR).exists()  # derived data: removed when the run finishes
 
 
