@@ -329,12 +329,16 @@ def _imx500(profile: Any, root: Path, rpk: str | Path | None) -> list[Check]:
         return [Check("imx500 firmware", INFO, str(firmware))] if firmware.is_file() else []
     rows = [Check("imx500 firmware", OK, str(firmware)) if firmware.is_file() else
             Check("imx500 firmware", WARN, f"{firmware} not found", "sudo apt install imx500-firmware, then reboot")]
+    prefix = "PREFIX"
     if rpk is None:
-        beside_venv = Path(sys.prefix).parent / "rpk" / "network.rpk"  # PREFIX/venv -> PREFIX/rpk/network.rpk
-        network = beside_venv if beside_venv.is_file() else _under(root, IMX500_NETWORK)
+        bundle = Path(sys.prefix).parent  # PREFIX/venv of a pi-ai-camera bundle -> PREFIX/rpk/network.rpk
+        beside_venv = bundle / "rpk" / "network.rpk"
+        installed_here = beside_venv.is_file() or (bundle / "model" / "packerOut.zip").is_file()
+        network = beside_venv if installed_here else _under(root, IMX500_NETWORK)
+        prefix = str(bundle) if installed_here else prefix
     else:
         network = Path(rpk).expanduser()
-    package = "imx500-package -i PREFIX/model/packerOut.zip -o PREFIX/rpk/ (sudo ./install.sh of the pi-ai-camera bundle does it)"
+    package = f"imx500-package -i {prefix}/model/packerOut.zip -o {prefix}/rpk/ (sudo ./install.sh of the pi-ai-camera bundle does it)"
     if not network.is_file():
         rows.append(Check("imx500 network", WARN, f"{network} not found", package))
         return rows

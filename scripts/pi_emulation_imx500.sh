@@ -193,14 +193,15 @@ wrong = [f"{name} is {rows[name]['status']}, expected {status}" for name, status
 wrong += [f"{name} warns without a fix" for name in want if rows[name]["status"] == "warn" and not rows[name]["fix"]]
 if "aarch64" not in rows["platform"]["value"]:
     wrong.append(f"doctor ran on {rows['platform']['value']}")
-sys.exit("; ".join(wrong))
+sys.exit("; ".join(wrong) or None)
 EOF
 }
 "$PREFIX/venv/bin/edgecls" doctor --device pi-ai-camera --json >"$WORK/imx500_doctor1.json" 2>"$WORK/imx500_doctor1.err" \
   || { cat "$WORK/imx500_doctor1.err"; fail "emulated doctor"; }
 doctor_rows "$WORK/imx500_doctor1.json" warn warn || fail "doctor before the network is packaged"
-grep -q 'imx500-package -i' "$WORK/imx500_doctor1.json" && grep -q 'apt install imx500-firmware' "$WORK/imx500_doctor1.json" \
-  || fail "doctor's fixes do not name imx500-package and imx500-firmware"
+grep -qF "$PREFIX/rpk/network.rpk not found" "$WORK/imx500_doctor1.json" && grep -qF "imx500-package -i $PREFIX/model/packerOut.zip" \
+  "$WORK/imx500_doctor1.json" && grep -q 'apt install imx500-firmware' "$WORK/imx500_doctor1.json" \
+  || fail "doctor does not check this prefix's network.rpk, or its fixes do not name imx500-package and imx500-firmware"
 
 step "install.sh again, with a stand-in imx500-package (Sony's is only in Raspberry Pi OS' repository): network and labels in place"
 TOOLS="$WORK/standin-tools"

@@ -12,15 +12,18 @@ The export is the layout `edgecls export --target imx500` publishes (tests/test_
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 
 from edgecls.deploy import build_bundle
-from tests.conftest import assert_clean_error, run_cli
+from tests.conftest import REPO, assert_clean_error, run_cli
 from tests.test_deploy_imx500 import FAKE_PACKAGER, LABELS, install, make_imx500_run
 from tests.test_deploy_safety import UNIT_PATH, exec_argv, wheel  # noqa: F401 - fixture
 
@@ -91,3 +94,19 @@ def test_the_service_command_line_names_what_is_missing_in_one_line(bundle: Path
     if importlib.util.find_spec("picamera2") is None:  # apt's python3-picamera2 exists only on Raspberry Pi OS
         assert_clean_error(run_cli(*args), "picamera2 with IMX500 support is not installed", "sudo apt install python3-picamera2")
     assert not report.exists()
+
+
+def test_doctor_in_the_bundles_venv_checks_that_prefix(bundle: Path, tmp_path: Path) -> None:
+    """Run from PREFIX/venv (as the bundle's README says), doctor checks PREFIX/rpk/network.rpk, not /opt/edgecls's, and its
+    fix names that prefix."""
+    prefix = tmp_path / "prefix"
+    done = install(bundle, tmp_path, "--no-apt", "--no-venv", "--no-service", "--prefix", str(prefix))
+    assert done.returncode == 0, done.stdout + done.stderr
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix / "venv")], check=True, timeout=120)
+    paths = os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"]])  # this checkout and its packages, in the bundle's venv
+    result = subprocess.run([str(prefix / "venv" / "bin" / "python"), "-m", "edgecls", "doctor", "--device", "pi-ai-camera", "--no-tf",
+                             "--json"], capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": paths})
+    rows = {row["check"]: row for row in json.loads(result.stdout)["checks"]}
+    network = rows["imx500 network"]
+    assert (network["status"], network["value"]) == ("warn", f"{prefix}/rpk/network.rpk not found"), network
+    assert f"imx500-package -i {prefix}/model/packerOut.zip -o {prefix}/rpk/" in network["fix"]
