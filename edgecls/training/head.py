@@ -133,13 +133,14 @@ def feature_extractor(features_model: Any) -> Any:
 
 def forward_speed(extract: Any, images: Any) -> tuple[float, float]:
     """(images per second, seconds of tracing) of `extract` on the first FEATURE_BATCH `images`: traced first (timed),
-    then PROBE_BATCHES timed."""
+    called once more, then PROBE_BATCHES timed."""
     import time
 
     probe = np.asarray(images[:FEATURE_BATCH], np.float32)
     started = time.perf_counter()
     extract(probe)
     trace = time.perf_counter() - started
+    extract(probe)  # the first call after tracing is slow too (allocation): not timed
     started = time.perf_counter()
     for _ in range(PROBE_BATCHES):
         extract(probe)
