@@ -37,20 +37,16 @@ def test_run_folder_contents(plain_run: Path) -> None:
     assert Image.open(plain_run / "curves.png").size[0] > 100
 
 
-def test_eval_on_own_test_split_and_on_folder(plain_run: Path, fmnist_tree: Path) -> None:
-    result = run_cli("eval", plain_run, "--json")
+def test_eval_of_own_splits_and_of_a_folder_each_keep_their_report(plain_run: Path, fmnist_tree: Path, tmp_path: Path) -> None:
+    """`edgecls eval RUN` (its test split, --json), `--split val` and `--data DIR` (the table): each writes its own
+    eval_*metrics.json, confusion matrix PNG and CSV, and never overwrites the test split's report."""
+    run = shutil.copytree(plain_run, tmp_path / "run")
+    result = run_cli("eval", run, "--json")
     assert result.returncode == 0, result.output
     report = json.loads(result.stdout)
     assert report["num_images"] == 80 and 0.0 <= report["accuracy"] <= 1.0
     assert len(report["per_class"]) == 10 and np.asarray(report["confusion_matrix"]).sum() == 80
-    assert (plain_run / "eval_confusion_matrix.png").is_file()
-    table = run_cli("eval", plain_run, "--data", fmnist_tree)
-    assert table.returncode == 0 and "macro avg" in table.stdout and "accuracy" in table.stdout
-
-
-def test_eval_of_another_split_keeps_the_test_report(plain_run: Path, fmnist_tree: Path, tmp_path: Path) -> None:
-    run = shutil.copytree(plain_run, tmp_path / "run")
-    assert run_cli("eval", run).returncode == 0
+    assert (run / "eval_confusion_matrix.png").is_file()
     test_report = (run / "eval_metrics.json").read_bytes()
     assert json.loads(test_report)["source"] == f"test split of {run}"
     others = ((["--split", "val"], "eval_val_", f"val split of {run}"), (["--data", fmnist_tree], "eval_data_", str(fmnist_tree / "test")))
@@ -60,6 +56,7 @@ def test_eval_of_another_split_keeps_the_test_report(plain_run: Path, fmnist_tre
         assert json.loads((run / f"{prefix}metrics.json").read_text())["source"] == source
         assert (run / f"{prefix}confusion_matrix.png").is_file() and (run / f"{prefix}confusion_matrix.csv").is_file()
         assert f"{run}/{prefix}confusion_matrix.png" in result.stdout
+        assert "macro avg" in result.stdout and "accuracy" in result.stdout  # the table
     assert (run / "eval_metrics.json").read_bytes() == test_report
 
 
@@ -75,11 +72,11 @@ main()
 """
 
 
-def test_eval_of_an_exported_artifact_without_tensorflow(plain_run: Path, fmnist_tree: Path, tmp_path: Path) -> None:
-    """`edgecls eval model.tflite --data DIR` (the `yolo val` equivalent) runs through edgecls.runtime, TensorFlow blocked."""
-    exported = run_cli("export", plain_run, "--target", "tflite", "--out", tmp_path / "export", cwd=tmp_path)
-    assert exported.returncode == 0, exported.output
-    artifact = tmp_path / "export" / "tflite-fp32" / "model.tflite"
+def test_eval_of_an_exported_artifact_without_tensorflow(plain_run: Path, plain_fp32_exports: Path, fmnist_tree: Path,
+                                                         tmp_path: Path) -> None:
+    """`edgecls eval model.tflite --data DIR` (the `yolo val` equivalent) runs through edgecls.runtime, TensorFlow blocked.
+    The artifact: the session's `export PLAIN_RUN --target all` fp32 TFLite, copied (eval writes its report beside it)."""
+    artifact = shutil.copytree(plain_fp32_exports / "tflite-fp32", tmp_path / "export" / "tflite-fp32") / "model.tflite"
     reference = json.loads(run_cli("eval", plain_run, "--data", fmnist_tree, "--json").stdout)
     for model in (artifact, artifact.parent):
         proc = subprocess.run([sys.executable, "-c", BLOCK_TENSORFLOW, "eval", str(model), "--data", str(fmnist_tree), "--json"],
