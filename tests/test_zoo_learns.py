@@ -3,10 +3,15 @@ lower the loss *in inference mode*, the mode validation, early stopping, export 
 
 MobileNetV3 once ended at chance here: its BatchNorm momentum 0.999 left the moving statistics near their initial
 values, so inference-mode features collapsed while the training loss fell (training/scratch.py).
+
+By default: plain_cnn and mobilenet_v3_small (the regression above). efficientnet_lite0 (about a minute: tracing its
+gradient graph) runs with EDGECLS_FULL_TESTS=1; by default its scratch BatchNorm momentum is checked below, the
+mechanism the MobileNetV3 case proves sufficient, and its pretrained training in test_train_cli.py.
 """
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -48,7 +53,9 @@ def _inference_loss_after_steps(model_name: str) -> tuple[float, float]:
 @pytest.mark.parametrize("model_name", [
     "plain_cnn",
     "mobilenet_v3_small",  # keras.applications, hard-swish + squeeze-excite
-    "efficientnet_lite0",  # edgecls' own port
+    pytest.param("efficientnet_lite0", marks=pytest.mark.skipif(  # edgecls' own port
+        not os.environ.get("EDGECLS_FULL_TESTS"), reason="about a minute on 2 cores; set EDGECLS_FULL_TESTS=1 (its BatchNorm "
+        "momentum is checked by test_scratch_backbones_get_fast_batchnorm_statistics)")),
 ])
 def test_a_few_steps_lower_the_inference_loss(model_name: str) -> None:
     before, after = _inference_loss_after_steps(model_name)
@@ -56,13 +63,14 @@ def test_a_few_steps_lower_the_inference_loss(model_name: str) -> None:
     assert after < 0.8 * before, (before, after)
 
 
-def test_scratch_backbones_get_fast_batchnorm_statistics() -> None:
+@pytest.mark.parametrize("model_name", ["mobilenet_v3_small", "efficientnet_lite0"])
+def test_scratch_backbones_get_fast_batchnorm_statistics(model_name: str) -> None:
     import keras
 
-    from edgecls.training.scratch import SCRATCH_BN_MOMENTUM, prepare_scratch_backbone
+    from edgecls.training.scratch import SCRATCH_BN_MOMENTUM, _all_layers, prepare_scratch_backbone
     from edgecls.zoo.classifier import build_classifier
 
-    backbone = build_classifier("mobilenet_v3_small", 2, (32, 32), "none").backbone
+    backbone = build_classifier(model_name, 2, (32, 32), "none").backbone
     assert prepare_scratch_backbone(backbone) > 30
-    momentums = {layer.momentum for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    momentums = {layer.momentum for layer in _all_layers(backbone) if isinstance(layer, keras.layers.BatchNormalization)}
     assert momentums == {SCRATCH_BN_MOMENTUM}
