@@ -156,3 +156,32 @@ def test_augmentation_ramps_up_over_the_first_fine_tune_epoch() -> None:
     first, second, later = (np.abs(b[0].numpy() - 100).max() for b in (batches[0], batches[1], batches[2]))
     assert first == 0.0  # the ramp epoch opens without augmentation
     assert 0 < second and later > 0  # and grows to full strength
+
+
+def test_budget_rate_warms_up_then_decays_over_the_fine_tunes_time() -> None:
+    from edgecls.training.budget import budget_rate
+
+    assert budget_rate(1e-3, 0, 10, 0.0) == pytest.approx(5e-5)
+    assert budget_rate(1e-3, 10, 10, 0.0) == pytest.approx(1e-3)
+    assert budget_rate(1e-3, 500, 10, 0.5) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
+    assert budget_rate(1e-3, 500, 10, 1.0) == budget_rate(1e-3, 900, 10, 3.0) == pytest.approx(1e-5)  # the stop time: lowest
+
+
+def test_budget_schedule_goes_on_while_time_is_left() -> None:
+    import time
+
+    import keras
+
+    from edgecls.training.budget import budget_schedule
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    x, y = np.zeros((64, 4), np.float32), np.eye(2)[np.arange(64) % 2]
+    plan: dict = {}
+    far = time.monotonic() + 3600
+    schedule = budget_schedule(1e-3, steps=4, warmup_steps=2, epochs=2, deadline=far, stop_at=far, plan=plan)
+    history = model.fit(x, y, batch_size=8, epochs=3, steps_per_epoch=4, callbacks=[schedule], verbose=0)
+    assert len(history.history["loss"]) == 3 and int(model.optimizer.iterations.numpy()) == 12
+    assert plan["fine_tune_epochs"] > 3  # re-planned from the epochs' times: more fit before the stop time
+    assert float(model.optimizer.learning_rate.numpy()) > 9e-4  # hardly decayed: most of the time is left

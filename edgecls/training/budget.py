@@ -8,11 +8,12 @@ The plan (all in the run's decisions["time_plan"]):
    head's epochs stop at its end. The flip decision's second (mirrored) pass is made only when both passes fit with
    at least FLIP_MIN_IMAGES each (plan_head).
 3. The fine-tune gets the rest, in "epochs" of at most one pass over the train images (plan_chunks): a budget too short
-   for a few full epochs gets partial ones, so the deadline stops it cleanly between them and the learning rate
-   (warm-up + cosine over the *planned* steps, re-planned after every epoch from its measured time) ends on time.
-   An epoch that would overrun the deadline is ended early (budget_schedule). One-off costs are planned for: tracing the
-   fine-tune's training step (TRAIN_TRACE_RATIO x the measured forward trace) and each evaluation's trace. The best
-   epoch's weights are kept.
+   for a few full epochs gets shorter ones (slices of the same data stream), re-planned after each from its measured
+   time. The learning rate warms up, then follows a cosine over the fine-tune's *time* to the stop time, where the
+   running epoch is ended and validated (budget_schedule): it ends on time at the lowest rate, whatever the speed.
+   One-off costs are planned for: tracing the fine-tune's training step (TRAIN_TRACE_RATIO x the measured forward
+   trace) and each evaluation's trace. The best epoch's weights are kept. A resumed run gets the whole budget again
+   and keeps its saved epoch length; its cosine starts again from the full rate.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from typing import Any
 
 from edgecls.training.config import parse_duration
 
-__all__ = ["HeadPlan", "TimeBudget", "budget_schedule", "fine_tune_plan", "head_plan", "parse_duration", "plan_chunks", "plan_head",
-           "planned_epochs"]
+__all__ = ["HeadPlan", "TimeBudget", "budget_rate", "budget_schedule", "fine_tune_plan", "head_plan", "parse_duration", "plan_chunks",
+           "plan_head", "planned_epochs"]
 
 HEAD_SHARE = 0.2  # of the time left after decoding and the final reserve: the head phase (probe, features, flip, head)
 HEAD_FIT_SHARE = 0.3  # of the head phase: the head's epochs on features (the rest: the backbone's feature passes)
@@ -34,6 +35,7 @@ MIN_HEAD_IMAGES_PER_CLASS = 50  # the feature pass covers at least this many tra
 FLIP_MIN_IMAGES = 1000  # the flip decision is made only on at least this many images (or all of them) per pass
 TARGET_CHUNKS = 8  # fine-tune epochs the plan aims at when full epochs do not fit: re-planning points and clean stops
 VAL_SHARE = 0.1  # the validation pass after each fine-tune epoch takes at most about this share of it
+LAST_EPOCH_SHARE = 0.3  # a last fine-tune epoch starts when at least this share of one fits (the stop time ends it)
 FINAL_FIXED_SECONDS = 8.0  # saving the model, metrics, plots
 FINAL_MARGIN = 1.25  # the final evaluation's forward pass, with a margin
 TRAIN_TRACE_RATIO = 8.0  # tracing the fine-tune's training step takes ~8x tracing the forward pass (measured: 55 vs 7.1 s, CPU)
@@ -153,14 +155,33 @@ def fine_tune_plan(budget: TimeBudget, plan: dict[str, Any], counts: dict[str, i
     return epochs, steps, deadline
 
 
+def budget_rate(lr: float, step: int, warmup_steps: int, fraction: float) -> float:
+    """The fine-tune's rate under a budget: linear warm-up from lr/20 over `warmup_steps`, then cosine down to lr/100 by
+    the `fraction` (0..1) of the fine-tune's time spent since the warm-up ended: it reaches the lowest rate at the stop
+    time however many steps fit."""
+    if step < warmup_steps:
+        return lr / 20 + (lr - lr / 20) * step / warmup_steps
+    fraction = min(1.0, max(0.0, fraction))
+    return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * fraction)))
+
+
 def budget_schedule(lr: float, steps: int, warmup_steps: int, epochs: int, deadline: float, stop_at: float, plan: dict[str, Any]) -> Any:
-    """callbacks.BudgetedSchedule that also ends an epoch at `stop_at` (time.monotonic(); its validation and checkpoint
-    still run: an epoch longer than planned cannot overrun the budget), and that re-plans from the epoch's time less
-    its first step when that step traced the training function (the first epoch of a fit)."""
+    """callbacks.BudgetedSchedule whose cosine runs on time (budget_rate) up to `stop_at` (time.monotonic()), where the
+    running epoch is ended (its validation and checkpoint still run), so a last, partial epoch uses the time a whole
+    one would not fit in. Another epoch starts only when at least LAST_EPOCH_SHARE of one fits before `stop_at`.
+    Epoch times exclude the first step of a fit (it traces the training function)."""
     from edgecls.training.callbacks import BudgetedSchedule
 
     class Schedule(BudgetedSchedule):
-        traced = False
+        traced, first_steps, decay_from = False, 0, None
+
+        def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            optimizer, now = self.model.optimizer, time.monotonic()
+            step = int(optimizer.iterations.numpy())
+            if step >= self.warmup and self.decay_from is None:
+                self.decay_from = now
+            fraction = 0.0 if self.decay_from is None else (now - self.decay_from) / max(1e-6, stop_at - self.decay_from)
+            optimizer.learning_rate.assign(budget_rate(self.lr, step, self.warmup, fraction))
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
             if not self.traced:  # the first step of the fit: the epoch is timed from here, one step shorter
@@ -169,9 +190,14 @@ def budget_schedule(lr: float, steps: int, warmup_steps: int, epochs: int, deadl
                 self.model.stop_training = True
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            first_steps, self.first_steps = getattr(self, "first_steps", 0), 0
-            if first_steps > 0:  # scale the traced epoch's time (less its first step) to a whole epoch
-                self.epoch_started = time.monotonic() - (time.monotonic() - self.epoch_started) * self.steps / first_steps
-            super().on_epoch_end(epoch, logs)
+            seconds = time.monotonic() - self.epoch_started
+            if self.first_steps > 0:  # the traced epoch's time (less its first step), scaled to a whole epoch
+                seconds, self.first_steps = seconds * self.steps / self.first_steps, 0
+            left = stop_at - time.monotonic()
+            self.plan["epoch_seconds"] = round(seconds, 2)
+            more = math.ceil(left / seconds) if seconds > 0 and left >= LAST_EPOCH_SHARE * seconds else 0
+            self.plan["fine_tune_epochs"] = min(MAX_BUDGET_FINE_TUNE_EPOCHS, epoch + 1 + more)
+            if not more:
+                self.model.stop_training = True
 
     return Schedule(lr, steps, warmup_steps, epochs, deadline, plan)
