@@ -41,6 +41,16 @@ def test_planned_epochs_fit_what_is_left() -> None:
     assert budget.fine_tune_trace_seconds() == pytest.approx(9 * 2.0)  # the training step's trace (8x) and validation's
 
 
+
+def test_the_head_takes_all_the_time_when_a_fine_tune_would_not_pay_for_its_tracing() -> None:
+    import time
+
+    budget = TimeBudget(180.0, started=time.monotonic(), forward_images_per_second=1000.0, trace_seconds=2.0)  # traces: 18 s
+    assert budget.head_share(10000) == 0.2  # ~157 s left after the reserve: the fine-tune's 126 s pay for it
+    budget.started -= 120  # ~37 s left: 30 s would not pay for 2 x 18 s of tracing
+    assert budget.head_share(10000) == 1.0
+
+
 def test_head_plan_covers_all_images_and_decides_flip_when_they_fit() -> None:
     plan = plan_head(60.0, 1000.0, train=18000, val=2000, classes=10, want_flip=True)
     assert plan.feature_images == 18000 and plan.decide_flip  # 0.7 * 60 s * 1000/s = 42,000 passes >= 2000 + 2 x 18000

@@ -3,7 +3,8 @@
 The plan (all in the run's decisions["time_plan"]):
 1. A reserve for what follows the last epoch (saving, the final evaluation of the test split at the backbone's measured
    forward speed) is set aside.
-2. The head phase on cached features gets HEAD_SHARE of what is left. The backbone's forward speed is measured on a
+2. The head phase on cached features gets HEAD_SHARE of what is left (all of it when the rest is too short for a
+   fine-tune: head_share). The backbone's forward speed is measured on a
    small probe first; the feature pass then covers only as many (random) train images as fit in that share, and the
    head's epochs stop at its end. The flip decision's second (mirrored) pass is made only when both passes fit with
    at least FLIP_MIN_IMAGES each (plan_head).
@@ -35,6 +36,7 @@ MIN_HEAD_IMAGES_PER_CLASS = 50  # the feature pass covers at least this many tra
 FLIP_MIN_IMAGES = 1000  # the flip decision is made only on at least this many images (or all of them) per pass
 TARGET_CHUNKS = 8  # fine-tune epochs the plan aims at when full epochs do not fit: re-planning points and clean stops
 VAL_SHARE = 0.1  # the validation pass after each fine-tune epoch takes at most about this share of it
+MIN_FINE_TUNE_TRACES = 2.0  # a fine-tune is planned only when it gets at least twice its tracing time
 LAST_EPOCH_SHARE = 0.3  # a last fine-tune epoch starts when at least this share of one fits (the stop time ends it)
 FINAL_FIXED_SECONDS = 8.0  # saving the model, metrics, plots
 FINAL_MARGIN = 1.25  # the final evaluation's forward pass, with a margin
@@ -52,9 +54,15 @@ class TimeBudget:
     def left(self) -> float:
         return self.seconds - (time.monotonic() - self.started)
 
+    def head_share(self, test_images: int) -> float:
+        """The head phase's share of what is left once the final reserve is set aside: HEAD_SHARE, or all of it when the
+        rest would not pay for the fine-tune's tracing MIN_FINE_TUNE_TRACES times over (then no fine-tune epoch runs)."""
+        available = max(0.0, self.left() - self.final_seconds(test_images))
+        return HEAD_SHARE if (1 - HEAD_SHARE) * available >= MIN_FINE_TUNE_TRACES * self.fine_tune_trace_seconds() else 1.0
+
     def head_deadline(self, test_images: int) -> float:
-        """The head phase on cached features: HEAD_SHARE of what is left once the final reserve is set aside."""
-        return time.monotonic() + HEAD_SHARE * max(0.0, self.left() - self.final_seconds(test_images))
+        """The head phase on cached features ends here (head_share)."""
+        return time.monotonic() + self.head_share(test_images) * max(0.0, self.left() - self.final_seconds(test_images))
 
     def scratch_head_deadline(self, fine_tune_follows: bool) -> float:
         """A trainable backbone's first phase: 60% of the budget when a fine-tune follows, else all of it."""
@@ -128,14 +136,14 @@ def data_position(epochs_done: int, steps: int, full_steps: int) -> tuple[int, i
 def head_plan(budget: TimeBudget, plan: dict[str, Any], counts: dict[str, int], classes: int,
               want_flip: bool) -> tuple[HeadPlan, float]:
     """The head phase's plan (plan_head) and deadline once the forward speed is measured; recorded in `plan`."""
-    deadline = budget.head_deadline(counts["test"])
+    share, deadline = budget.head_share(counts["test"]), budget.head_deadline(counts["test"])
     head = plan_head(deadline - time.monotonic(), budget.forward_images_per_second, counts["train"], counts["val"], classes, want_flip)
     plan.update({
         "setup_seconds": round(budget.seconds - budget.left(), 1),  # decoding and building, before the head phase
         "probe_forward_images_per_second": round(budget.forward_images_per_second, 1),
         "probe_trace_seconds": round(budget.trace_seconds, 1),
         "final_reserve_seconds": round(budget.final_seconds(counts["test"]), 1),
-        "head_seconds": round(deadline - time.monotonic(), 1), "feature_images": head.feature_images,
+        "head_share": share, "head_seconds": round(deadline - time.monotonic(), 1), "feature_images": head.feature_images,
         "flip_decision": head.decide_flip, "head_plan": head.why,
     })
     return head, deadline
