@@ -1,43 +1,22 @@
 """Edge TPU honesty: MACs per op from the flatbuffer, the TPU share of the compute, and the default gate that refuses
 a graph cut before most of it (MobileNetV3's HARD_SWISH at op 4) with the share, the op and the fix, unless CPU ops
-are allowed. The minimalistic MobileNetV3 maps whole."""
+are allowed. The minimalistic MobileNetV3 maps whole: test_zoo_exports.py exports it to every target by default, the Edge
+TPU gate's report (share 1.0, no CPU op, no HARD_SWISH) included."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from edgecls.export import edgetpu
-from edgecls.export.base import ExportRequest
-from edgecls.meta import ModelMeta
 from edgecls.zoo import get_spec, list_backbones
-from tests.zoo_runs import tiny_alpha, tiny_size
 
 
 def _calibration(size: int, count: int = 12) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
 
 
-def _request(model: Any, name: str, out: Path, allow_cpu_ops: bool = False) -> ExportRequest:
-    size = int(model.input_shape[1])
-    out.mkdir(parents=True, exist_ok=True)
-    return ExportRequest(model=model, meta=ModelMeta(architecture=name, input_size=(size, size), labels=["a", "b"]),
-                         precision="int8", out_dir=out, calibration=_calibration(size), allow_cpu_ops=allow_cpu_ops)
-
-
-def _zoo_model(name: str) -> Any:
-    import keras
-
-    from edgecls.zoo.classifier import build_classifier
-
-    keras.utils.set_random_seed(0)
-    size = tiny_size(name)
-    return build_classifier(name, 2, (size, size), weights=None, alpha=tiny_alpha(name)).model
-
-
-# ----------------------------------------------------------------------------- MACs
 def test_macs_per_op_are_counted_from_the_shapes(tmp_path: Path) -> None:
     import keras
 
@@ -94,15 +73,6 @@ def test_every_backbone_that_does_not_map_names_its_op_and_a_replacement() -> No
         assert fit.first_cpu_op and fit.fix, spec.name
         named = [word.strip("(),") for word in fit.fix.split() if "_" in word]
         assert named and all(get_spec(name).edgetpu.maps_fully for name in named), (spec.name, fit.fix)
-
-
-def test_minimalistic_mobilenet_v3_maps_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(edgetpu.shutil, "which", lambda name: None)
-    artifact = edgetpu.export_edgetpu(_request(_zoo_model("mobilenet_v3_small_minimalistic"), "m", tmp_path))
-    report = artifact.notes["edgetpu"]
-    assert report["first_unsupported"] is None and report["mac_share"] == 1.0 and report["tpu_share"] == 1.0
-    assert report["gate"]["passed"] and not report["gate"]["allow_cpu_ops"] and report["cpu_op_types"] == []
-    assert "HARD_SWISH" not in {op["op"] for op in report["ops"]}
 
 
 # ----------------------------------------------------------------------------- caffe-style input (BGR)
