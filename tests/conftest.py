@@ -127,12 +127,21 @@ def plain_int8_exports(fmnist_tree: Path, tmp_path_factory: pytest.TempPathFacto
         "export", run, "--int8", "--target", "all", "--out", out, *NO_GATE, "--fallback-layers", "0", cwd=out.parent)))
 
 
+FP32_EXPORT_STDOUT = "export_stdout.json"
+
+
 @pytest.fixture(scope="session")
 def plain_fp32_exports(fmnist_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`edgecls export PLAIN_RUN --target all` (fp32 tflite, onnx, openvino), once per test run; read-only: copy it to write."""
+    """`edgecls export PLAIN_RUN --target all --json` (fp32 tflite, onnx, openvino), once per test run, its stdout kept in
+    EXPORTS/export_stdout.json; read-only: copy it to write."""
     run = _shared_plain_run(tmp_path_factory, fmnist_tree)
-    return build_once(tmp_path_factory, "plain-fp32", lambda out: _check(run_cli("export", run, "--target", "all", "--out", out,
-                                                                                   cwd=out.parent)))
+
+    def build(out: Path) -> None:
+        result = run_cli("export", run, "--target", "all", "--out", out, "--json", cwd=out.parent)
+        _check(result)
+        (out / FP32_EXPORT_STDOUT).write_text(result.stdout)
+
+    return build_once(tmp_path_factory, "plain-fp32", build)
 
 
 def resume_args(tree: Path, weights: Path, *extra: str | Path) -> list[str]:

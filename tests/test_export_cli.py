@@ -15,7 +15,7 @@ from PIL import Image
 
 from edgecls.fsutil import OUTPUT_MARKER, TEMP_PREFIX
 from edgecls.verify import verify
-from tests.conftest import REPO, assert_clean_error, run_cli
+from tests.conftest import FP32_EXPORT_STDOUT, REPO, assert_clean_error, run_cli
 from tests.test_export_metadata import check_lone_copy, check_published, ir_input_shape
 
 pytestmark = pytest.mark.slow
@@ -87,11 +87,12 @@ def test_int8_every_target(plain_run: Path, tmp_path: Path) -> None:
     _no_leftovers(plain_run / "export")
 
 
-def test_float_targets_match_keras(plain_run: Path, tmp_path: Path, fmnist_tree: Path) -> None:
-    out = tmp_path / "exports"
-    result = run_cli("export", plain_run, "--target", "all", "--out", out, "--json", cwd=tmp_path)
-    assert result.returncode == 0, result.output
-    reports = _exported(result.stdout)
+def test_float_targets_match_keras(plain_run: Path, plain_fp32_exports: Path, tmp_path: Path, fmnist_tree: Path) -> None:
+    """`edgecls export PLAIN_RUN --target all --out OUT --json`: conftest's plain_fp32_exports runs it once per test run
+    (test_reliability.py uses the same artifacts) and keeps its stdout; copied here, then checked and verified."""
+    out = shutil.copytree(plain_fp32_exports, tmp_path / "exports")
+    reports = _exported((out / FP32_EXPORT_STDOUT).read_text())
+    assert {r["folder"] for r in reports.values()} == {str(plain_fp32_exports / name) for name in reports}
     assert set(reports) == {"tflite-fp32", "onnx-fp32", "openvino-fp32"}  # edgetpu is int8-only
     for name, report in reports.items():
         validation = report["validation"]
