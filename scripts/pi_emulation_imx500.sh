@@ -24,6 +24,7 @@ set -euo pipefail
 : "${REPO:?}" "${PY:?}" "${ROOT:?}" "${WORK:?}" "${QEMU_CPU:?}"
 cd "$REPO"
 export QEMU_CPU
+BEGIN=$SECONDS  # the caller passes its SECONDS on, so the step stamps continue its count
 export PIP_NO_COMPILE=1  # no .pyc byte-compiling by pip under QEMU (minutes); the Pi compiles them at install
 
 step() { printf '\n== [%4ss] imx500: %s\n' "$SECONDS" "$*"; }
@@ -34,6 +35,10 @@ skip() {
   exit 0
 }
 edgecls() { "$PY" -m edgecls "$@"; }
+cpu_seconds() {  # CPU seconds (user + sys) of this shell's finished children: a busy machine stretches wall time, not this
+  times >"$WORK/.times"  # in this shell: `times` in a pipe or $(...) would count a subshell's children only
+  tail -n 1 "$WORK/.times" | awk '{ total = 0; for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); total += t[1] * 60 + t[2] } printf "%.0f", total }'
+}
 one_error_line() {  # $1: file with the output; $2: a phrase the line must hold
   local lines
   lines="$(grep -c . "$1" || true)"
@@ -124,12 +129,14 @@ mkdir -p "$ROOT/usr/local/lib/python3.11/dist-packages"  # else QEMU's -L falls 
 "$SHIM/python3" -c 'import ensurepip' 2>/dev/null || fail "the arm64 root has no python3-venv (ensurepip): remove $ROOT to rebuild it"
 
 step "install.sh --no-apt --no-service --offline with the Pi's Python 3.11 (emulated aarch64)"
+cpu_seconds >"$WORK/.cpu_start"
 start=$SECONDS
 PYTHON="$SHIM/python3" bash "$B/install.sh" --no-apt --no-service --offline --prefix "$PREFIX" >"$WORK/imx500_install.out" 2>"$WORK/imx500_install.err" \
   || { cat "$WORK/imx500_install.out" "$WORK/imx500_install.err"; fail "install.sh --no-apt --no-service under emulation"; }
 grep '^==>' "$WORK/imx500_install.out" | sed 's/^/  /'
 grep -v 'warning: this bundle was made for aarch64' "$WORK/imx500_install.err" | grep -v '^\s*$' | sed 's/^/  /' || true
-echo "  install.sh took $((SECONDS - start)) s under emulation"
+cpu_seconds >"$WORK/.cpu_now"
+echo "  install.sh took $((SECONDS - start)) s under emulation ($(( $(cat "$WORK/.cpu_now") - $(cat "$WORK/.cpu_start") )) s of CPU)"
 grep -q 'imx500-package not found (apt-get install imx500-tools); later: imx500-package -i' "$WORK/imx500_install.err" \
   || fail "install.sh did not say imx500-package is missing and what to run later"
 grep -q '^runtime ok; network not packaged yet' "$WORK/imx500_install.out" || fail "install.sh's runtime check did not pass"
@@ -231,6 +238,8 @@ one_error_line "$WORK/imx500_camera2.out" "picamera2 with IMX500 support is not 
 "$PREFIX/venv/bin/edgecls" doctor --device pi-ai-camera --json >"$WORK/imx500_doctor2.json" 2>/dev/null || fail "emulated doctor, 2nd run"
 doctor_rows "$WORK/imx500_doctor2.json" warn ok || fail "doctor with the network packaged"
 echo
+cpu_seconds >"$WORK/.cpu_now"
+echo "  the AI Camera part took $((SECONDS - BEGIN)) s wall, $(cat "$WORK/.cpu_now") s of CPU (user + sys of its commands)"
 echo "OK: the pi-ai-camera bundle installs on emulated arm64 Python 3.11 without TensorFlow; install.sh refuses a Debian without"
 echo "    Raspberry Pi OS' repository in one line, and without imx500-package says what to run; camera and doctor name what is"
 echo "    missing (network.rpk, imx500-firmware, picamera2). Needs the camera: firmware upload, the rpk's real bytes, the tensors."
