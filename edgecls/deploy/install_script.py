@@ -134,8 +134,10 @@ if [ "$APT" = 1 ]; then
   [ "$PICAMERA2" = 1 ] && packages+=(python3-picamera2)
   if [ "$IMX500" = 1 ]; then  # the AI Camera: sensor firmware, imx500-package, picamera2: Raspberry Pi OS' own repository
     for package in @IMX500APT@; do case " ${packages[*]} " in *" $package "*) ;; *) packages+=("$package") ;; esac; done
+    candidates="$(apt-cache policy @IMX500APT@ 2>/dev/null \
+      | awk '/^[^ ].*:$/ { name = substr($0, 1, length($0) - 1) } /^  Candidate:/ && $2 != "(none)" { print name }')"
     unknown=()
-    for package in @IMX500APT@; do apt-cache show "$package" >/dev/null 2>&1 || unknown+=("$package"); done
+    for package in @IMX500APT@; do printf '%s\n' "$candidates" | grep -qx -- "$package" || unknown+=("$package"); done
     raspberry_pi_sources='^[^#]*archive[.]raspberrypi[.](com|org)'  # Raspberry Pi OS' raspi.list (or a .sources file)
     if [ ${#unknown[@]} -gt 0 ] && ! grep -rqsE "$raspberry_pi_sources" /etc/apt/sources.list /etc/apt/sources.list.d; then
       die "apt knows no ${unknown[*]} and no Raspberry Pi repository is configured (Raspberry Pi OS has" \
