@@ -44,6 +44,8 @@ The network runs on the Sony IMX500 sensor. `install.sh` installs `{' '.join(APT
 `labels.txt` beside `{NETWORK}`, where `edgecls camera --device imx500` reads the labels. The venv is made with
 `--system-site-packages` so it sees apt's picamera2. The first start uploads the network to the camera and can take
 minutes (the camera caches it afterwards); frames before the network's first result are counted as `awaiting_network`.
+Those packages come from Raspberry Pi OS' own repository (archive.raspberrypi.com): on another Debian `install.sh` stops
+at its apt step, before changing anything, naming what is missing and the command it would run.
 
 No golden set exists for the IMX500: the export was validated on the PC with MCT's simulation of the sensor's arithmetic,
 so `install.sh` runs no `edgecls verify`. Nothing of this has run on a real camera yet: watch the service's report.
