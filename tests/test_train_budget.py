@@ -195,3 +195,4 @@ def test_budget_schedule_goes_on_while_time_is_left() -> None:
     assert len(history.history["loss"]) == 3 and int(model.optimizer.iterations.numpy()) == 12
     assert plan["fine_tune_epochs"] > 3  # re-planned from the epochs' times: more fit before the stop time
     assert float(model.optimizer.learning_rate.numpy()) > 9e-4  # hardly decayed: most of the time is left
+

@@ -301,8 +301,8 @@ class _Trainer:
         features, speed = backbone_features(self.extract, images, name, self.console, mirror, chosen)
         if name == "train" and speed:
             self.speed["feature_images_per_second"] = round(speed, 1)
-            if self.budget is not None:
-                self.budget.forward_images_per_second = speed
+            if self.budget is not None:  # the lower of probe and pass: the final evaluation ran at the probe's speed under load
+                self.budget.forward_images_per_second = min(speed, self.budget.forward_images_per_second)
         return features
 
     def _head_plan(self, arrays: dict[str, Any], num_classes: int, want_flip: bool) -> tuple[np.ndarray | None, bool, float]:
