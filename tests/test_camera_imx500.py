@@ -248,3 +248,10 @@ def test_a_network_that_never_gives_a_result_is_one_line(tmp_path: Path) -> None
         run_camera(network, opener(network, fake_picamera2(lambda n: None)), seconds=0.5, report=tmp_path / "report.json")
     assert "the IMX500 gave no result for the" in caught.value.message and "still loading" in caught.value.message
     assert json.loads((tmp_path / "report.json").read_text())["counts"]["awaiting_network"] > 0
+
+
+def test_a_network_not_packaged_yet_says_how_to_package_it(tmp_path: Path) -> None:
+    """A service started before imx500-package ran: the fix names the packager, not another export format."""
+    result = run_cli("camera", "--model", tmp_path / "rpk" / "network.rpk", "--device", "imx500", "--frames", "1")
+    assert_clean_error(result, "network.rpk' does not exist", "imx500-package -i packerOut.zip")
+    assert not (tmp_path / "rpk").exists()

@@ -27,6 +27,10 @@ def resolve_model(model: str | Path) -> Path:
             )
         what = "several artifacts" if found else "no model.tflite, model.onnx or model.xml"
         raise ModelError(f"folder '{path}' holds {what}", "Pass the artifact file itself, e.g. EXPORT/tflite-int8/model.tflite")
+    if not path.exists() and path.suffix.lower() == ".rpk":
+        raise ModelError(f"model '{path}' does not exist",
+                         "Package the IMX500 export on the Pi: imx500-package -i packerOut.zip -o OUT "
+                         "(sudo ./install.sh of the pi-ai-camera bundle does it)")
     if not path.exists():
         raise ModelError(f"model '{path}' does not exist", "Pass an exported .tflite, .onnx or .xml file (made by 'edgecls export')")
     return path
