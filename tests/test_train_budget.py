@@ -36,8 +36,8 @@ def test_planned_epochs_fit_what_is_left() -> None:
     assert planned_epochs(1e6, 1.0) == 30  # bounded
     budget = TimeBudget(180.0, started=0.0, forward_images_per_second=1000.0, trace_seconds=2.0)
     assert budget.train_speed() == pytest.approx(250.0)  # forward / 4 until measured
-    assert budget.final_seconds(10000) == pytest.approx(8 + 2 + 1.25 * 10)  # fixed + a trace + the test pass with a margin
-    assert budget.fine_tune_deadline(10000) == pytest.approx(180 - 22.5)
+    assert budget.final_seconds(10000) == pytest.approx(8 + 2 + 2 * 10)  # fixed + a trace + the test pass with a margin
+    assert budget.fine_tune_deadline(10000) == pytest.approx(180 - 30)
     assert budget.fine_tune_trace_seconds() == pytest.approx(9 * 2.0)  # the training step's trace (8x) and validation's
 
 
@@ -46,8 +46,8 @@ def test_the_head_takes_all_the_time_when_a_fine_tune_would_not_pay_for_its_trac
     import time
 
     budget = TimeBudget(180.0, started=time.monotonic(), forward_images_per_second=1000.0, trace_seconds=2.0)  # traces: 18 s
-    assert budget.head_share(10000) == 0.2  # ~157 s left after the reserve: the fine-tune's 126 s pay for it
-    budget.started -= 120  # ~37 s left: 30 s would not pay for 2 x 18 s of tracing
+    assert budget.head_share(10000) == 0.2  # ~150 s left after the reserve: the fine-tune's 120 s pay for it
+    budget.started -= 120  # ~30 s left: 24 s would not pay for 2 x 18 s of tracing
     assert budget.head_share(10000) == 1.0
 
 
