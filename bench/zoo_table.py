@@ -4,7 +4,8 @@ Fashion-MNIST subset, then exported to INT8 for each CPU target with the accurac
     python bench/zoo_table.py --per-class 100 --img-size 32 --epochs 10            # every backbone
     python bench/zoo_table.py --only mobilenet_v3_small efficientnet_lite0         # some
 
-Writes bench/results/zoo_table-<settings>.json after every backbone (a long run keeps what it finished) and prints
+Writes bench/results/zoo_table-<settings>.json after every backbone (a long run keeps what it finished; a run with
+--only adds its rows to the file's) and prints
 Markdown rows for docs/benchmarks.md. Train time is wall time on this machine: compare rows of one run only.
 """
 from __future__ import annotations
@@ -83,6 +84,12 @@ def main() -> None:
             + ([f"--only {' '.join(args.only)}"] if args.only else [])),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"), "rows": [],
     }
+    if out.is_file():  # rows of an earlier run with the same settings are kept; a backbone run again replaces its own
+        import json
+
+        earlier = json.loads(out.read_text(encoding="utf-8")).get("rows", [])
+        names = {s.name for s in specs}
+        record["rows"] = [row for row in earlier if row.get("backbone") not in names]
     for spec in specs:
         size = max(args.img_size, spec.min_size)
         modes = [("scratch", "none", args.epochs, 0)]
