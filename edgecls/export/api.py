@@ -122,6 +122,10 @@ def export(
     if calib is not None and not Path(calib).is_dir():  # before loading the model and the held-out images
         raise DataError(f"--calib '{calib}' is not a folder", "Pass a folder of representative images")
     quantizing = any(p == "int8" for _, p in plan)
+    if quantizing:
+        from edgecls.quantize.calibration import check_calib_size
+
+        check_calib_size(calib_size)  # before the model (and TensorFlow) is loaded
     root = sources.export_root(model, out)
     inputs = sources.source_inputs(model, calib)
     manifest = _manifest_path(root)

@@ -84,7 +84,7 @@ def from_files(paths: Sequence[Path], meta: ModelMeta, source: str) -> Calibrati
     return CalibrationSet(images, source, [str(p) for p in paths])
 
 
-def _check_size(size: int) -> None:
+def check_calib_size(size: int) -> None:
     if size < MIN_CALIBRATION_IMAGES:
         raise ConfigError(f"--calib-size {size} is below the minimum of {MIN_CALIBRATION_IMAGES}", "Use --calib-size 300 (the default)")
 
@@ -92,7 +92,7 @@ def _check_size(size: int) -> None:
 def from_run_train_split(run: Path, meta: ModelMeta, size: int, seed: int = 0) -> CalibrationSet:
     from edgecls.run_folder import read_split
 
-    _check_size(size)
+    check_calib_size(size)
     split = read_split(run, "train")
     usable = [i for i, path in enumerate(split.paths) if path.is_file()]  # positions in the full split
     picked = stratified_sample(split.labels[usable], min(size, len(usable)), seed) if usable else []  # positions in `usable`
@@ -107,7 +107,7 @@ def from_run_train_split(run: Path, meta: ModelMeta, size: int, seed: int = 0) -
 
 
 def from_folder(folder: Path, meta: ModelMeta, size: int, exclude_hashes: set[str], seed: int = 0) -> CalibrationSet:
-    _check_size(size)
+    check_calib_size(size)
     candidates = images_in(folder)
     broken = [p for p in candidates if check_image(p) is not None]
     readable = [p for p in candidates if p not in set(broken)]
@@ -190,7 +190,7 @@ def builtin_photos(meta: ModelMeta, crops_per_photo: int = CROPS_PER_PHOTO) -> C
 def builtin_photo_split(meta: ModelMeta, calib_size: int, seed: int = 0) -> tuple[CalibrationSet, CalibrationSet]:
     """(calibration, held-out) from the built-in photos, split BY PHOTO: no held-out image is a crop of a calibration
     photo. Alternate photos calibrate (at most `calib_size` of their crops, a seeded pick) and validate."""
-    _check_size(calib_size)
+    check_calib_size(calib_size)
     photos = _photos()
     if len(photos) < 2:
         raise DataError(f"only {len(photos)} built-in photo: calibration and validation need different photos",
