@@ -52,8 +52,8 @@ def finishes(work: Callable[[], object], bound: float = HANG_BOUND_S) -> dict[st
 
 
 @pytest.fixture(scope="module")
-def model(plain_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_tflite(plain_run, tmp_path_factory.getbasetemp())
+def model(plain_int8_exports: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return shared_tflite(plain_int8_exports, tmp_path_factory.getbasetemp())
 
 
 # ---------------------------------------------------------------- the bounded hand-off every sink uses

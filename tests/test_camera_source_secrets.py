@@ -23,8 +23,8 @@ SECRET = "Hunter2-cam-pw"
 
 
 @pytest.fixture(scope="module")
-def model(plain_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_tflite(plain_run, tmp_path_factory.getbasetemp())
+def model(plain_int8_exports: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return shared_tflite(plain_int8_exports, tmp_path_factory.getbasetemp())
 
 
 def test_a_stream_password_stays_out_of_logs_errors_and_the_report(model: Path, tmp_path: Path) -> None:

@@ -29,8 +29,8 @@ TOKEN = "api-test-token-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def model(plain_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_tflite(plain_run, tmp_path_factory.getbasetemp())
+def model(plain_int8_exports: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return shared_tflite(plain_int8_exports, tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

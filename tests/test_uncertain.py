@@ -25,8 +25,8 @@ LABELS = ["cat", "dog", "bird"]
 
 
 @pytest.fixture(scope="module")
-def model(plain_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_tflite(plain_run, tmp_path_factory.getbasetemp())
+def model(plain_int8_exports: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return shared_tflite(plain_int8_exports, tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")
