@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from edgecls.errors import ConfigError, ModelError
 from edgecls.run_folder import CHECKPOINT_FILE, STATE_FILE
 from edgecls.training.config import TrainConfig
@@ -157,6 +159,8 @@ def train_multi_worker(data: str | Path | None, resume: str | Path | None, optio
     state = _interrupted_state(run, config, resume is not None, role)
     if state is not None:
         config = TrainConfig.from_dict({**state["config"], "out": str(run)})  # its saved settings, as --resume
+        phase = state["phase"].replace("_", "-")
+        _say(f"{role.name}: resuming run '{escape(str(run))}' after {state['epochs_done']} completed {phase} epoch(s)")
     if role.is_chief:
         if state is None:
             with new_run_folder(run, config.data) as run_dir:
@@ -185,12 +189,15 @@ def _interrupted_state(run: Path, config: TrainConfig, resuming: bool, role: Clu
         saved = {**state["config"], "out": str(run)}
         if saved != config.to_dict():
             changed = sorted(key for key in saved if saved.get(key) != config.to_dict().get(key))
-            from rich.console import Console
-            from rich.markup import escape
-
-            Console(stderr=True).print(f"[yellow]warning:[/yellow] {role.name}: run folder '{escape(str(run))}' holds an interrupted "
-                                       f"run with other settings ({', '.join(changed)}); it is resumed with its saved settings")
+            _say(f"[yellow]warning:[/yellow] {role.name}: run folder '{escape(str(run))}' holds an interrupted run with other settings "
+                 f"({', '.join(changed)}); it is resumed with its saved settings")
     return state
+
+
+def _say(text: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(text, markup=True, highlight=False)
 
 
 def _copy_resume_files(run: Path, scratch: Path) -> dict[str, Any]:
