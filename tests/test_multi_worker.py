@@ -117,6 +117,8 @@ def test_cli_errors_write_nothing(fmnist_tree: Path, tmp_path: Path) -> None:
     assert_clean_error(run_cli(*args, env={"TF_CONFIG": '{"cluster": '}), "TF_CONFIG is not valid JSON")
     no_out = run_cli("train", "--data", fmnist_tree, "--strategy", "multi-worker", env={"TF_CONFIG": _tf_config([1, 2], 0)})
     assert_clean_error(no_out, "needs --out")
+    budget = run_cli(*args, "--time-budget", "3m", env={"TF_CONFIG": _tf_config([1, 2], 0)})
+    assert_clean_error(budget, "--time-budget 3m does not work with --strategy multi-worker")
     assert not run.exists()
 
 
@@ -140,9 +142,10 @@ def test_killed_job_restarted_with_same_command_resumes(fmnist_tree: Path, tmp_p
     assert state["phase"] == "head" and state["epochs_done"] >= 1 and (run / "checkpoint.npz").is_file()
     state["config"]["epochs"] = state["epochs_done"] + 1  # shorten the rest of the run for the test
     (run / "state.json").write_text(json.dumps(state))
-    outputs = _finish(_start_workers(args, tmp_path / "tmp2"))
+    assert len(list((tmp_path / "tmp" / "w1").iterdir())) == 1  # the temp folder the SIGKILLed worker 1 could not remove
+    outputs = _finish(_start_workers(args, tmp_path / "tmp"))
     assert f"resuming run '{run}' after {state['epochs_done']} completed head epoch(s)" in " ".join(outputs[0].split())
     rows = json.loads((run / "state.json").read_text())["rows"]
     assert [row["epoch"] for row in rows if row["phase"] == "head"] == list(range(1, state["epochs_done"] + 2))
     assert (run / "model.keras").is_file() and not (run / "checkpoint.npz").exists()
-    assert list((tmp_path / "tmp2" / "w1").iterdir()) == []
+    assert list((tmp_path / "tmp" / "w1").iterdir()) == []  # the restarted worker 1 removed it, and its own

@@ -27,6 +27,7 @@ from typing import Any
 from rich.markup import escape
 
 from edgecls.errors import ConfigError, ModelError
+from edgecls.fsutil import _pid_alive, has_marker, make_marker
 from edgecls.run_folder import CHECKPOINT_FILE, STATE_FILE
 from edgecls.training.config import TrainConfig
 from edgecls.training.run_setup import new_run_folder, read_state, resumed_run_folder
@@ -35,6 +36,7 @@ STRATEGY = "multi-worker"
 _EXAMPLE = ('e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:23456", "host2:23456"]}, "task": {"type": "worker", "index": 0}}\' '
             "(index 1 on the second machine)")
 _JOBS = ("chief", "worker")
+_SCRATCH_PREFIX = "edgecls-mw-"
 _strategy: Any = None  # the MultiWorkerMirroredStrategy of this process, made once before TensorFlow touches a device
 
 
@@ -156,6 +158,9 @@ def train_multi_worker(data: str | Path | None, resume: str | Path | None, optio
             raise ConfigError("--strategy multi-worker needs --out RUN", "Pass the same --out on every worker (a shared file system "
                               "path when they are on several machines): a restarted job resumes it")
         run = Path(config.out)
+    if config.time_budget:  # each worker would stop at its own clock's deadline, the others then wait for it forever
+        raise ConfigError(f"--time-budget {config.time_budget} does not work with --strategy multi-worker",
+                          "Drop --time-budget and choose --epochs / --fine-tune-epochs")
     state = _interrupted_state(run, config, resume is not None, role)
     if state is not None:
         config = TrainConfig.from_dict({**state["config"], "out": str(run)})  # its saved settings, as --resume
@@ -169,7 +174,7 @@ def train_multi_worker(data: str | Path | None, resume: str | Path | None, optio
         with resumed_run_folder(run) as state:
             _agree(start_strategy(role), role, run, config, state)
             return run_trainer(config, run, state)
-    scratch = Path(tempfile.mkdtemp(prefix=f"edgecls-{role.task_type}{role.index}-"))
+    scratch = _make_scratch(role)
     try:  # a folder this process made, removed however it ends
         private_state = _copy_resume_files(run, scratch) if state is not None else None
         _agree(start_strategy(role), role, run, config, state)
@@ -192,6 +197,19 @@ def _interrupted_state(run: Path, config: TrainConfig, resuming: bool, role: Clu
             _say(f"[yellow]warning:[/yellow] {role.name}: run folder '{escape(str(run))}' holds an interrupted run with other settings "
                  f"({', '.join(changed)}); it is resumed with its saved settings")
     return state
+
+
+def _make_scratch(role: ClusterRole) -> Path:
+    """A non-chief worker's private run folder in the system temp dir (marked, named after its role and pid); first the
+    ones a SIGKILLed process of this same role left (its pid no longer alive) are removed."""
+    base, role_prefix = Path(tempfile.gettempdir()), f"{_SCRATCH_PREFIX}{role.task_type}{role.index}-"
+    for folder in base.glob(f"{role_prefix}*"):
+        pid = folder.name[len(role_prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)) and folder.is_dir() and not folder.is_symlink() and has_marker(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{role_prefix}{os.getpid()}-", dir=base))
+    make_marker(scratch, "train --strategy multi-worker")
+    return scratch
 
 
 def _say(text: str) -> None:
