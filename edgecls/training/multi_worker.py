@@ -117,12 +117,14 @@ def start_strategy(role: ClusterRole) -> Any:
 
         from edgecls.training.keras_multi_worker import install
 
-        install()
         try:
-            _strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
         except (RuntimeError, ValueError, tf.errors.OpError) as exc:
             raise ConfigError(f"cannot start {role.name} of the TF_CONFIG cluster at {role.address}: {exc}",
-                              "Check that the port is free and TF_CONFIG is the same cluster on every worker") from exc
+                              "Check that the port is free and TF_CONFIG is the same cluster on every worker; in Python, call "
+                              "edgecls.train in a fresh process, before anything else uses TensorFlow") from exc
+        install()  # keras is imported only now, after the strategy
+        _strategy = strategy
     return _strategy
 
 
