@@ -26,7 +26,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from edgecls.errors import ConfigError, ModelError
+from edgecls.errors import ConfigError, EdgeclsError, ModelError
 from edgecls.fsutil import _pid_alive, has_marker, make_marker
 from edgecls.run_folder import CHECKPOINT_FILE, STATE_FILE
 from edgecls.training.config import TrainConfig
@@ -172,17 +172,37 @@ def train_multi_worker(data: str | Path | None, resume: str | Path | None, optio
         if state is None:
             with new_run_folder(run, config.data) as run_dir:
                 _agree(start_strategy(role), role, run, config, state)
-                return run_trainer(config, run_dir, None)
+                return _train(run_trainer, config, run_dir, None, run)
         with resumed_run_folder(run) as state:
             _agree(start_strategy(role), role, run, config, state)
-            return run_trainer(config, run, state)
+            return _train(run_trainer, config, run, state, run)
     scratch = _make_scratch(role)
     try:  # a folder this process made, removed however it ends
         private_state = _copy_resume_files(run, scratch) if state is not None else None
         _agree(start_strategy(role), role, run, config, state)
-        return run_trainer(config, scratch, private_state)
+        return _train(run_trainer, config, scratch, private_state, run)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+class WorkerLostError(EdgeclsError):
+    """Another worker of the cluster stopped (crashed, killed, preempted) while this one trained."""
+
+    exit_code = 1
+
+
+def _train(run_trainer: Callable[[TrainConfig, Path, dict[str, Any] | None], Any], config: TrainConfig, run_dir: Path,
+           state: dict[str, Any] | None, run: Path) -> Any:
+    """run_trainer; a peer that stops makes TensorFlow abort the collective ops here (heartbeats stop, ~30 s): one line."""
+    import tensorflow as tf
+
+    try:
+        return run_trainer(config, run_dir, state)
+    except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError) as exc:
+        why = "its heartbeats stopped" if "unhealthy" in str(exc.message) else type(exc).__name__
+        raise WorkerLostError(f"a worker of the cluster stopped during training ({why})",
+                              f"Restart every worker with the same command: the run resumes from its last completed epoch "
+                              f"in '{run}'") from None
 
 
 def _interrupted_state(run: Path, config: TrainConfig, resuming: bool, role: ClusterRole) -> dict[str, Any] | None:
