@@ -14,7 +14,7 @@ from edgecls.training.augment import AugmentConfig
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("cosine", "step", "constant")
-STRATEGIES = ("auto", "default", "mirrored")
+STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 CLASS_WEIGHTS = ("auto", "balanced", "none")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
@@ -33,7 +33,7 @@ class TrainConfig:
     epochs: int = _knob(10, "Epochs of head training on the frozen backbone.")
     fine_tune_epochs: int = _knob(3, "Epochs with the backbone unfrozen, at --fine-tune-lr (0: head only).")
     unfreeze: int = _knob(-1, "Top N backbone layers to unfreeze for fine-tuning; -1: all, 0: none. BatchNorm stays frozen.")
-    batch: int = _knob(32, "Images per training batch.")
+    batch: int = _knob(32, "Images per training batch: the global batch, split across the replicas (--strategy mirrored, multi-worker).")
     optimizer: str = _knob("adam", "adam | sgd (Nesterov momentum 0.9) | rmsprop.")
     lr: float = _knob(1e-3, "Learning rate of the head phase.")
     fine_tune_lr: float | None = _knob(None, "Learning rate of the fine-tune phase; default: --lr / 10.")
@@ -48,7 +48,8 @@ class TrainConfig:
     augment: AugmentConfig | None = field(default_factory=AugmentConfig,
                                           metadata={"help": "Random flip/rotation/zoom/brightness/contrast in training."})
     feature_cache: bool = _knob(True, "Train the head on frozen-backbone features computed once (pretrained backbones).")
-    strategy: str = _knob("auto", "auto | default | mirrored (several GPUs).")
+    strategy: str = _knob("auto", "auto | default | mirrored (several GPUs) | multi-worker (several machines: "
+                          "MultiWorkerMirroredStrategy configured by TF_CONFIG; the same command and --out on every worker).")
     mixed_precision: str = _knob("auto", "float16 compute: auto (on with a GPU) | on | off.")
     time_budget: str | None = _knob(None, "Wall-clock budget of the whole run, e.g. 3m, 10m, 90s or 600 (seconds): the head and fine-tune "
                                     "epochs are planned to fit, from the run's own timings; the best epoch's weights are kept.")

@@ -122,11 +122,12 @@ def make_dataset(
         if isinstance(x, DiskImages):
             fetch = _disk_fetch(x, tf)
             batches = tf.data.Dataset.range(len(x)).batch(batch_size)
-            return batches.map(lambda indices: (tf.cast(fetch(indices), tf.float32), tf.one_hot(tf.gather(all_y, indices), num_classes)),
-                               num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+            return _shard_by_data(batches.map(lambda indices: (tf.cast(fetch(indices), tf.float32),
+                                                               tf.one_hot(tf.gather(all_y, indices), num_classes)),
+                                              num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE), tf)
         items = tf.data.Dataset.from_tensor_slices((x, labels.astype(np.int32)))
-        return items.batch(batch_size).map(lambda images, y: (tf.cast(images, tf.float32), tf.one_hot(y, num_classes)),
-                                           num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+        return _shard_by_data(items.batch(batch_size).map(lambda images, y: (tf.cast(images, tf.float32), tf.one_hot(y, num_classes)),
+                                                          num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE), tf)
     augment = augment if augment is not None and augment.active and x.ndim == 4 else None
     fetch = _disk_fetch(x, tf) if isinstance(x, DiskImages) else _memory_fetch(x, tf)
     steps = max(1, -(-len(x) // batch_size))
@@ -156,7 +157,17 @@ def make_dataset(
 
     first, end = epochs
     stream = tf.data.Dataset.range(first, end).flat_map(one_epoch)
-    return stream.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return _shard_by_data(stream.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE), tf)
+
+
+def _shard_by_data(dataset: Any, tf: Any) -> Any:
+    """Several workers (--strategy multi-worker): each global batch is split across them (AutoShardPolicy.DATA: every
+    worker builds the same batches, from the same seed, and keeps its share). The data is in memory or one cache
+    file, not a set of files to share out; without this, tf.distribute first tries FILE and logs a warning.
+    Without a multi-worker strategy the option does nothing."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def _disk_fetch(images: DiskImages, tf: Any) -> Any:

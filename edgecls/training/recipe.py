@@ -46,6 +46,10 @@ def train(data: str | Path | None = None, resume: str | Path | None = None, **op
     The run folder is locked while training; `--out` may not be, lie inside, or contain `--data`.
     """
     require_tensorflow()  # before a run folder is created or locked
+    from edgecls.training import multi_worker
+
+    if multi_worker.wanted(resume, options):  # chief writes RUN, the other workers a temp folder (training/multi_worker.py)
+        return multi_worker.train_multi_worker(data, resume, options, lambda config, run_dir, state: _Trainer(config, run_dir, state).run())
     if resume is not None:
         run = Path(resume)
         with resumed_run_folder(run) as state:

@@ -19,6 +19,10 @@ def require_tensorflow() -> None:
 
 
 def make_strategy(name: str, tf: Any) -> Any:
+    if name == "multi-worker":  # made at the start of the run (training/multi_worker.py), before TensorFlow saw a device
+        from edgecls.training.multi_worker import current_strategy
+
+        return current_strategy()
     if name == "mirrored":
         gpus = tf.config.list_physical_devices("GPU")
         if len(gpus) < 2:
