@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,6 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# A test run started in the background (`cmd &`, nohup, some CI runners) inherits SIGINT ignored, and so would every
+# CLI it starts: the Ctrl-C tests need the disposition a terminal gives (exec resets a handled signal to the default).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 
