@@ -257,7 +257,7 @@ def _temp_name(folder: Path, suffix: str) -> Path:
     return folder / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{suffix}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -278,7 +278,7 @@ def sweep_stale_temps(folder: Path) -> int:
         if not entry.name.startswith(TEMP_PREFIX):
             continue
         pid_text = entry.name[len(TEMP_PREFIX):].split("-", 1)[0]
-        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+        if not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
         try:
             if entry.is_dir() and not entry.is_symlink():
@@ -377,12 +377,13 @@ def atomic_dir(target: str | Path, overwrite: bool = True, inputs: Mapping[str, 
 
     An existing `target` is replaced only when `overwrite` and check_removable allows it: it carries the marker, or
     (an older edgecls' output) is empty or holds only files matching `known_files`; and it is not, and does not
-    contain, an input. That is checked before the body runs and again at the final replace, which runs under
+    contain, an input. That is checked before the body runs and again at the final replace, both under
     folder_lock(target.parent, wait=True): two publishers of one folder never collide, the later one wins.
     """
     target = Path(target)
     check_parent(target)
-    _check_replaceable(target, overwrite, inputs, known_files)
+    with folder_lock(target.parent, wait=True):  # unlocked, another publisher's swap could be seen half-done
+        _check_replaceable(target, overwrite, inputs, known_files)
     _sweep_once(target.parent)
     tmp = _make_temp(target, ".tmp", directory=True)
     trash: Path | None = None
