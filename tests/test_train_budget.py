@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -97,15 +98,21 @@ def test_fine_tune_plan_is_recorded_and_a_resumed_run_keeps_it() -> None:
     assert fine_tune_plan(budget, saved, {"train": 18000, "val": 2000, "test": 10000}, 32)[:2] == (7, 99)
 
 
-def test_budget_schedule_ends_an_epoch_at_the_stop_time() -> None:
+def _tiny_model_and_data() -> tuple[Any, np.ndarray, np.ndarray]:
+    """A seeded two-class Keras model and 64 samples for the budget schedule's fit tests."""
     import keras
-
-    from edgecls.training.budget import budget_schedule
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.layers.Dense(2, activation="softmax")])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
-    x, y = np.zeros((64, 4), np.float32), np.eye(2)[np.arange(64) % 2]
+    return model, np.zeros((64, 4), np.float32), np.eye(2)[np.arange(64) % 2]
+
+
+def test_budget_schedule_ends_an_epoch_at_the_stop_time() -> None:
+
+    from edgecls.training.budget import budget_schedule
+
+    model, x, y = _tiny_model_and_data()
     plan: dict = {}
     schedule = budget_schedule(1e-3, steps=8, warmup_steps=2, epochs=4, deadline=0.0, stop_at=0.0, plan=plan)  # both long past
     history = model.fit(x, y, batch_size=8, epochs=4, steps_per_epoch=8, callbacks=[schedule], verbose=0, validation_data=(x, y))
@@ -180,14 +187,9 @@ def test_budget_rate_warms_up_then_decays_over_the_fine_tunes_time() -> None:
 def test_budget_schedule_goes_on_while_time_is_left() -> None:
     import time
 
-    import keras
-
     from edgecls.training.budget import budget_schedule
 
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.layers.Dense(2, activation="softmax")])
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
-    x, y = np.zeros((64, 4), np.float32), np.eye(2)[np.arange(64) % 2]
+    model, x, y = _tiny_model_and_data()
     plan: dict = {}
     far = time.monotonic() + 3600
     schedule = budget_schedule(1e-3, steps=4, warmup_steps=2, epochs=2, deadline=far, stop_at=far, plan=plan)

@@ -27,7 +27,7 @@ from typing import Any
 from rich.markup import escape
 
 from edgecls.errors import ConfigError, EdgeclsError, ModelError
-from edgecls.fsutil import _pid_alive, has_marker, make_marker
+from edgecls.fsutil import has_marker, make_marker, pid_alive
 from edgecls.run_folder import CHECKPOINT_FILE, STATE_FILE
 from edgecls.training.config import TrainConfig
 from edgecls.training.run_setup import new_run_folder, read_state, resumed_run_folder
@@ -227,7 +227,7 @@ def _make_scratch(role: ClusterRole) -> Path:
     base, role_prefix = Path(tempfile.gettempdir()), f"{_SCRATCH_PREFIX}{role.task_type}{role.index}-"
     for folder in base.glob(f"{role_prefix}*"):
         pid = folder.name[len(role_prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)) and folder.is_dir() and not folder.is_symlink() and has_marker(folder):
+        if pid.isdigit() and not pid_alive(int(pid)) and folder.is_dir() and not folder.is_symlink() and has_marker(folder):
             shutil.rmtree(folder, ignore_errors=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"{role_prefix}{os.getpid()}-", dir=base))
     make_marker(scratch, "train --strategy multi-worker")
