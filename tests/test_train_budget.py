@@ -198,3 +198,11 @@ def test_budget_schedule_goes_on_while_time_is_left() -> None:
     assert plan["fine_tune_epochs"] > 3  # re-planned from the epochs' times: more fit before the stop time
     assert float(model.optimizer.learning_rate.numpy()) > 9e-4  # hardly decayed: most of the time is left
 
+
+
+def test_a_budget_fine_tunes_at_a_higher_default_rate_unless_one_is_given(tmp_path: Path) -> None:
+    from edgecls.training.config import TrainConfig
+
+    assert TrainConfig(data=str(tmp_path), lr=1e-3).tune_lr == pytest.approx(1e-4)
+    assert TrainConfig(data=str(tmp_path), lr=1e-3, time_budget="3m").tune_lr == pytest.approx(3e-4)
+    assert TrainConfig(data=str(tmp_path), lr=1e-3, time_budget="3m", fine_tune_lr=5e-5).tune_lr == pytest.approx(5e-5)
