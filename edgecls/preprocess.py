@@ -20,6 +20,7 @@ model's aspect ratio, then
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import stat
 import warnings
@@ -73,14 +74,29 @@ def load_image(path: str | Path) -> np.ndarray:
 
     Raises ImageError for missing, empty, truncated, non-image or oversized files.
     """
-    path = Path(path)
+    return _load(Path(path), None)
+
+
+def load_image_and_digest(path: str | Path) -> tuple[np.ndarray, str]:
+    """`load_image` plus the sha256 of the file's bytes, from one read (training verifies, decodes and finds duplicates
+    in one pass)."""
+    digest: list[str] = []
+    return _load(Path(path), digest), digest[0]
+
+
+def _load(path: Path, digest: list[str] | None) -> np.ndarray:
+    """load_image; with `digest` (a list), the file is read once into memory and its sha256 appended to it."""
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):  # opening a FIFO would block forever
             raise ImageError(f"'{path}' is not a regular file (a pipe, socket or device)", "Pass image files")
         if stat.S_ISREG(info.st_mode) and info.st_size == 0:
             raise ImageError(f"'{path}' is empty (0 bytes)", "Remove or replace the file")
-        return _decode(path, f"'{path}'")
+        if digest is None:
+            return _decode(path, f"'{path}'")
+        data = path.read_bytes()
+        digest.append(hashlib.sha256(data).hexdigest())
+        return _decode(io.BytesIO(data), f"'{path}'", file_bytes=True)
     except ImageError:
         raise
     except FileNotFoundError as exc:
@@ -98,8 +114,9 @@ def decode_image(data: bytes, name: str = "the image") -> np.ndarray:
     return _decode(io.BytesIO(data), name, "Send a JPEG, PNG, BMP, WebP or GIF image")
 
 
-def _decode(source: Path | io.BytesIO, name: str, fix: str = "Remove or replace the file") -> np.ndarray:
-    """Decode with Pillow: first frame, EXIF orientation, any mode to RGB uint8; bombs and broken files as ImageError."""
+def _decode(source: Path | io.BytesIO, name: str, fix: str = "Remove or replace the file", file_bytes: bool = False) -> np.ndarray:
+    """Decode with Pillow: first frame, EXIF orientation, any mode to RGB uint8; bombs and broken files as ImageError.
+    `file_bytes`: `source` holds the bytes of the file `name`, and errors read as if the file had been opened."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -116,7 +133,9 @@ def _decode(source: Path | io.BytesIO, name: str, fix: str = "Remove or replace 
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{name} is a decompression bomb ({exc})", "Downscale the image before using it") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        detail = "no image format Pillow knows" if isinstance(source, io.BytesIO) and isinstance(exc, UnidentifiedImageError) else exc
+        detail: object = exc
+        if isinstance(source, io.BytesIO) and isinstance(exc, UnidentifiedImageError):
+            detail = f"cannot identify image file {name}" if file_bytes else "no image format Pillow knows"
         raise ImageError(f"{name} is not a readable image ({type(exc).__name__}: {detail})", fix) from exc
     if rgb.width < 1 or rgb.height < 1:
         raise ImageError(f"{name} has no pixels", fix)
@@ -215,3 +234,10 @@ def prepare(image: np.ndarray | str | Path, meta: ModelMeta, bgr: bool = False) 
 def load_for_model(path: str | Path, size: tuple[int, int], crop_fraction: float = 1.0, interpolation: str = "bicubic") -> np.ndarray:
     """Decode and resize one file to a uint8 (H, W, 3) array: the step that training and runtime share."""
     return resize(load_image(path), size, crop_fraction, interpolation)
+
+
+def load_for_model_and_digest(path: str | Path, size: tuple[int, int], crop_fraction: float = 1.0,
+                              interpolation: str = "bicubic") -> tuple[np.ndarray, str]:
+    """`load_for_model` plus the sha256 of the file's bytes, from one read of the file."""
+    image, digest = load_image_and_digest(path)
+    return resize(image, size, crop_fraction, interpolation), digest

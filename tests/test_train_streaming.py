@@ -33,6 +33,36 @@ def _images(folder: Path, count: int = 11) -> list[Path]:
     return paths
 
 
+def test_training_reads_each_file_once_and_gets_what_separate_passes_get(tmp_path: Path, small_shards: None) -> None:
+    """In memory, the verifying pass also decodes and hashes: the same splits, skipped files, pixels and duplicates as
+    load_splits + load_images + hashing each file; streamed, the cache holds those pixels too."""
+    import hashlib
+
+    from rich.console import Console
+
+    from edgecls.data.check import cross_split_duplicates
+    from edgecls.data.folder import load_splits
+    from edgecls.training.pipeline import load_training_data
+
+    for label in ("a", "b"):
+        _images(tmp_path / "data" / label, 7)
+    (tmp_path / "data" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    shutil.copy(tmp_path / "data" / "a" / "01.png", tmp_path / "data" / "b" / "copy.png")  # one file in two classes
+    separate = load_splits(tmp_path / "data", val_split=0.3, test_split=0.3, seed=1)
+    console = Console(file=open(tmp_path / "console.txt", "w"))  # noqa: SIM115 (closed with the test's tmp files)
+    fused = load_training_data(str(tmp_path / "data"), 0.3, 0.3, 1, (12, 12), "auto", tmp_path / "run", console)
+    assert not fused.streamed and fused.splits == separate and len(fused.splits.skipped) == 1
+    for name, split in separate.splits().items():
+        np.testing.assert_array_equal(fused.arrays[name], load_images(list(split.paths), (12, 12)))
+    assert fused.digests == {p: hashlib.sha256(p.read_bytes()).hexdigest() for s in separate.splits().values() for p in s.paths}
+    assert cross_split_duplicates(fused.splits, fused.digests) == cross_split_duplicates(separate)
+    (tmp_path / "run").mkdir()
+    streamed = load_training_data(str(tmp_path / "data"), 0.3, 0.3, 1, (12, 12), "on", tmp_path / "run", console)
+    assert streamed.streamed and streamed.splits == separate
+    for name in ("train", "val", "test"):
+        np.testing.assert_array_equal(streamed.arrays[name][:], fused.arrays[name])
+
+
 @pytest.fixture
 def small_shards(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(disk_cache, "SHARD_BYTES", 4 * 12 * 12 * 3)  # 4 images of 12x12 per shard: 3 shards for 11

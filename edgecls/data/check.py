@@ -45,14 +45,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def cross_split_duplicates(data: DatasetSplits) -> list[list[tuple[str, Path]]]:
+def cross_split_duplicates(data: DatasetSplits, known: dict[Path, str] | None = None) -> list[list[tuple[str, Path]]]:
     """Groups of byte-identical files that sit in more than one split, as [(split, path), ...].
 
-    Training warns about them: a test image that is also a training image makes evaluation optimistic.
+    Training warns about them: a test image that is also a training image makes evaluation optimistic. `known`: the
+    sha256 of files already read (training's decoding pass); the others are read here.
     """
     files = [(name, path) for name, split in data.splits().items() for path in split.paths]
+    known = known or {}
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        digests = list(pool.map(lambda item: _sha256(item[1]), files))
+        digests = list(pool.map(lambda item: known.get(item[1]) or _sha256(item[1]), files))
     groups: dict[str, list[tuple[str, Path]]] = defaultdict(list)
     for item, digest in zip(files, digests):
         groups[digest].append(item)

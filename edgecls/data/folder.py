@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,8 +172,9 @@ def _short_reason(exc: ImageError, path: Path) -> str:
     return message.replace(str(path), path.name)
 
 
-def check_image(path: Path) -> str | None:
-    """None when the file decodes (with the decoder training uses), else the reason it does not."""
+def check_image(path: Path, decode: Callable[[Path], object] = load_image) -> str | None:
+    """None when the file decodes (with the decoder training uses, or `decode`, which raises ImageError the same way), else
+    the reason it does not."""
     try:
         info = path.stat()
         if stat.S_ISREG(info.st_mode) and info.st_size == 0:
@@ -180,19 +182,19 @@ def check_image(path: Path) -> str | None:
     except OSError as exc:
         return f"cannot read: {exc.strerror}"
     try:
-        load_image(path)
+        decode(path)
     except ImageError as exc:
         return _short_reason(exc, path)
     return None
 
 
-def _verify(scan: _Scan) -> None:
+def _verify(scan: _Scan, decode: Callable[[Path], object]) -> None:
     """Drop files that do not decode, recording why in scan.skipped."""
     if not scan.paths:
         return
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = list(pool.map(check_image, scan.paths))
+        reasons = list(pool.map(lambda path: check_image(path, decode), scan.paths))
     keep = [i for i, reason in enumerate(reasons) if reason is None]
     scan.skipped.extend((p, r) for p, r in zip(scan.paths, reasons) if r is not None)
     scan.paths = [scan.paths[i] for i in keep]
@@ -237,7 +239,8 @@ def _check_classes(root: Path, scans: dict[str, _Scan]) -> list[str]:
     if not classes:
         loose, _ = _walk_images(where, [])
         if loose:
-            raise DataError(f"'{where}' holds images but no class folders", f"Move each class's images into its own folder: {where}/<class>/")
+            raise DataError(f"'{where}' holds images but no class folders",
+                            f"Move each class's images into its own folder: {where}/<class>/")
         raise DataError(f"'{where}' has no class folders", f"Put each class's images in its own folder: {where}/<class>/")
     for scan in scans.values():
         for name in scan.classes:
@@ -248,7 +251,8 @@ def _check_classes(root: Path, scans: dict[str, _Scan]) -> list[str]:
                 raise DataError(f"class folder name '{shown}' in '{scan.folder}' is not valid UTF-8",
                                 "Rename the folder: class names become the model's labels and must be text") from None
     if len(classes) < 2:
-        raise DataError(f"a classifier needs at least 2 classes; found 1: '{classes[0]}' in '{where}'", f"Add a folder per class under '{where}'")
+        raise DataError(f"a classifier needs at least 2 classes; found 1: '{classes[0]}' in '{where}'",
+                        f"Add a folder per class under '{where}'")
     problems = []
     for name, scan in scans.items():
         lacks = sorted(set(classes) - set(scan.classes))
@@ -336,12 +340,15 @@ def fingerprint(root: Path, classes: list[str], paths: list[Path]) -> str:
 
 
 def load_splits(
-    root: str | Path, val_split: float = 0.1, test_split: float = 0.1, seed: int = 0, verify: bool = True
+    root: str | Path, val_split: float = 0.1, test_split: float = 0.1, seed: int = 0,
+    verify: bool | Callable[[Path], object] = True,
 ) -> DatasetSplits:
     """Scan an ImageFolder tree (flat or pre-split) and return its train/val/test splits.
 
     With verify=True every image is decoded once; files that fail are left out and listed in
-    `skipped` with the reason. Raises DataError for an unusable tree, ConfigError for bad fractions.
+    `skipped` with the reason. `verify` may be the decoder itself (path -> anything, ImageError when the file does not
+    decode, as load_image): training keeps what it decodes. Raises DataError for an unusable tree, ConfigError for bad
+    fractions.
     """
     _check_fractions(val_split, test_split)
     root = Path(root)
@@ -354,7 +361,7 @@ def load_splits(
     classes = _check_classes(root, scans)
     for scan in scans.values():
         if verify:
-            _verify(scan)
+            _verify(scan, load_image if verify is True else verify)
         _check_not_empty(scan)
 
     train = scans["train"]
@@ -365,7 +372,8 @@ def load_splits(
     tr, va, te = stratified_split(root, train.paths, train.labels, carve_val, carve_test, seed)
     splits = {"train": _make_split(train.paths, train.labels, tr)}
     splits["val"] = _make_split(scans["val"].paths, scans["val"].labels) if "val" in scans else _make_split(train.paths, train.labels, va)
-    splits["test"] = _make_split(scans["test"].paths, scans["test"].labels) if "test" in scans else _make_split(train.paths, train.labels, te)
+    splits["test"] = (_make_split(scans["test"].paths, scans["test"].labels) if "test" in scans
+                      else _make_split(train.paths, train.labels, te))
 
     every = [p for scan in scans.values() for p in scan.paths]
     skipped = tuple(item for scan in scans.values() for item in scan.skipped)

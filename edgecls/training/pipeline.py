@@ -6,19 +6,20 @@ read batch by batch inside the same pipeline, so the batches are identical to th
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgecls.errors import ConfigError
-from edgecls.preprocess import load_for_model
+from edgecls.preprocess import load_for_model, load_for_model_and_digest
 from edgecls.training.augment import AugmentConfig, augment_batch
 from edgecls.training.disk_cache import CACHE_DIR, DiskImages, cache_images, check_free_space
 
-__all__ = ["AugmentConfig", "DecodedOnDemand", "load_images", "make_dataset", "should_stream"]
+__all__ = ["AugmentConfig", "DecodedOnDemand", "TrainingData", "load_images", "load_training_data", "make_dataset", "should_stream"]
 
 IN_MEMORY_LIMIT_BYTES = 6 * 1024**3
 STREAM_MODES = ("auto", "on", "off")
@@ -186,31 +187,74 @@ def _memory_fetch(images: np.ndarray, tf: Any) -> Any:
     return lambda indices: tf.gather(all_x, indices)
 
 
-def decode_splits(splits: Any, size: tuple[int, int], stream: str, run_dir: Path, console: Any) -> tuple[dict[str, Any], bool]:
-    """Each split's uint8 images and whether they stream: in memory, or (--stream on, or more than the memory
-    budget) a uint8 cache on disk under the run folder (training/disk_cache.py)."""
+@dataclass
+class TrainingData:
+    splits: Any  # data.folder.DatasetSplits
+    arrays: dict[str, Any]  # split name -> uint8 images (N, h, w, 3): an array, or a DiskImages when streamed
+    streamed: bool
+    digests: dict[Path, str] | None  # sha256 of each file's bytes, when the decoding pass read them (in memory)
+
+
+def load_training_data(data: str, val_split: float, test_split: float, seed: int, size: tuple[int, int], stream: str,
+                       run_dir: Path, console: Any, check: Callable[[Any], None] = lambda splits: None) -> TrainingData:
+    """The splits (data.folder.load_splits) and their uint8 images at `size`, each file read once: in memory, the pass
+    that verifies the files also decodes, resizes and hashes them (for the duplicate check); streamed (--stream on, or
+    more than the memory budget), the files are verified, then written to a uint8 cache on disk under the run folder
+    (training/disk_cache.py). `check(splits)` runs before any image is cached (e.g. a resumed run's fingerprint)."""
     import functools
 
     from rich.progress import Progress
 
+    from edgecls.data.folder import load_splits
+
     names = ("train", "val", "test")
-    needed = decoded_bytes(sum(len(getattr(splits, name).paths) for name in names), size)
-    budget = memory_budget_bytes()
-    streamed = should_stream(stream, needed, budget)
-    if streamed:
-        why = "--stream on" if stream == "on" else f"over the {budget / 1024**3:.1f} GiB memory budget"
-        console.print(f"data: streaming from disk: the decoded images need {needed / 1024**3:.1f} GiB ({why}); "
-                      f"a uint8 cache at {size[0]} px is written once to {run_dir / CACHE_DIR}")
-        check_free_space(run_dir / CACHE_DIR, needed)
+    scanned = load_splits(data, val_split=val_split, test_split=test_split, seed=seed, verify=False)  # counts: no decoding
+    count = sum(len(getattr(scanned, name).paths) for name in names)
+    needed, budget = decoded_bytes(count, size), memory_budget_bytes()
+    if not should_stream(stream, needed, budget):
+        kept = _KeptImages(size)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("decoding images", total=count)
+            kept.advance = functools.partial(progress.advance, task)
+            splits = load_splits(data, val_split=val_split, test_split=test_split, seed=seed, verify=kept)
+        check(splits)
+        return TrainingData(splits, {name: kept.take(getattr(splits, name).paths) for name in names}, False, kept.digests)
+    why = "--stream on" if stream == "on" else f"over the {budget / 1024**3:.1f} GiB memory budget"
+    console.print(f"data: streaming from disk: the decoded images need {needed / 1024**3:.1f} GiB ({why}); "
+                  f"a uint8 cache at {size[0]} px is written once to {run_dir / CACHE_DIR}")
+    check_free_space(run_dir / CACHE_DIR, needed)
+    splits = load_splits(data, val_split=val_split, test_split=test_split, seed=seed)
+    check(splits)
     arrays: dict[str, Any] = {}
     for name in names:
         paths = list(getattr(splits, name).paths)
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task(f"{'caching' if streamed else 'decoding'} {name} images", total=len(paths))
-            advance = functools.partial(progress.advance, task)
-            if streamed:
-                key = f"{splits.fingerprint}:{name}:{size[0]}x{size[1]}"
-                arrays[name] = cache_images(paths, size, run_dir / CACHE_DIR, name, key, progress=advance)
-            else:
-                arrays[name] = load_images(paths, size, progress=advance)
-    return arrays, streamed
+            task = progress.add_task(f"caching {name} images", total=len(paths))
+            key = f"{splits.fingerprint}:{name}:{size[0]}x{size[1]}"
+            arrays[name] = cache_images(paths, size, run_dir / CACHE_DIR, name, key, progress=functools.partial(progress.advance, task))
+    return TrainingData(splits, arrays, True, None)
+
+
+class _KeptImages:
+    """load_splits' decoder while training in memory: each file read once, decoded, resized to the model's size
+    (load_for_model) and hashed; kept until its split's array is assembled."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size = size
+        self.pixels: dict[Path, np.ndarray] = {}
+        self.digests: dict[Path, str] = {}
+        self.advance: Any = None
+
+    def __call__(self, path: Path) -> None:
+        try:
+            self.pixels[path], self.digests[path] = load_for_model_and_digest(path, self.size)
+        finally:
+            if self.advance is not None:
+                self.advance()
+
+    def take(self, paths: Sequence[Path]) -> np.ndarray:
+        """The images of `paths` as one array, freed here as they are copied."""
+        out = np.empty((len(paths), *self.size, 3), np.uint8)
+        for row, path in enumerate(paths):
+            out[row] = self.pixels.pop(path)
+        return out

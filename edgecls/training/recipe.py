@@ -25,7 +25,7 @@ from edgecls.training.checkpoint import Checkpoint, Progress, assign_values, loa
 from edgecls.training.config import TrainConfig
 from edgecls.training.disk_cache import remove_cache
 from edgecls.training.optimizers import class_weights, make_optimizer
-from edgecls.training.pipeline import decode_splits, make_dataset
+from edgecls.training.pipeline import load_training_data, make_dataset
 from edgecls.training.run_setup import default_run_dir, new_run_folder, resumed_run_folder
 from edgecls.training.strategy import make_strategy, require_tensorflow
 
@@ -95,7 +95,6 @@ class _Trainer:
         from rich.markup import escape
 
         from edgecls.data.check import cross_split_duplicates
-        from edgecls.data.folder import load_splits
         from edgecls.training.callbacks import BestWeights
         from edgecls.zoo.classifier import build_classifier, check_input_size, resolve_weights
         from edgecls.zoo.registry import get_spec
@@ -104,14 +103,19 @@ class _Trainer:
         self.pretrained = resolve_weights(spec, config.weights) is not None
         size = (config.img_size or spec.default_size,) * 2
         check_input_size(spec, size)
-        splits = load_splits(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
-        if self.resume_state is not None and self.resume_state.get("fingerprint", splits.fingerprint) != splits.fingerprint:
-            raise ConfigError(f"the images in --data '{config.data}' changed since run '{self.run_dir}' began",
-                              "Restore them to resume this run, or start a new run with --out")
+
+        def same_images(splits: Any) -> None:  # a resumed run trains on the images it began with
+            if self.resume_state is not None and self.resume_state.get("fingerprint", splits.fingerprint) != splits.fingerprint:
+                raise ConfigError(f"the images in --data '{config.data}' changed since run '{self.run_dir}' began",
+                                  "Restore them to resume this run, or start a new run with --out")
+
+        loaded = load_training_data(config.data, config.val_split, config.test_split, config.seed, size, config.stream,
+                                    self.run_dir, self.console, same_images)
+        splits, arrays, self.streamed = loaded.splits, loaded.arrays, loaded.streamed
         if splits.skipped:
             self.console.print(f"[yellow]warning:[/yellow] skipped {len(splits.skipped)} unreadable image(s), e.g. "
                                f"{escape(str(splits.skipped[0][0]))}: {escape(splits.skipped[0][1])}")
-        duplicates = cross_split_duplicates(splits)
+        duplicates = cross_split_duplicates(splits, loaded.digests)
         if duplicates:
             example = " and ".join(f"{split}/{path.name}" for split, path in duplicates[0][:2])
             self.console.print(f"[yellow]warning:[/yellow] {len(duplicates)} image(s) appear in more than one split "
@@ -124,7 +128,6 @@ class _Trainer:
             f"{len(splits.test.paths)} test images; model {spec.name} at {size[0]} px; "
             f"{'GPU' if self.gpu else 'CPU'}, {strategy.num_replicas_in_sync} replica(s)"
         )
-        arrays, self.streamed = decode_splits(splits, size, self.config.stream, self.run_dir, self.console)
         labels = {name: np.asarray(getattr(splits, name).labels, np.int64) for name in ("train", "val", "test")}
 
         checkpoint = self._read_checkpoint()
