@@ -2,6 +2,7 @@
 
     python bench/camera_latency.py bench/work/lite0-224 --threads 2 --frames 300 --rounds 3
     python bench/camera_latency.py bench/work/lite0-224 --threads 2 1 --outputs   # also --record + --serve + a viewer
+    python bench/camera_latency.py bench/work/lite0-224 --outputs --code before=../tree-before   # outputs, new code vs old
 
 Writes videos from real photos (skimage.data chelsea, coffee, astronaut, rocket; a slow pan over each so
 every frame differs) at 640x480 and 320x240 (--sizes), then runs the real CLI
@@ -55,7 +56,7 @@ def write_video(path: Path, size: tuple[int, int], frames: int, fps: float = 30.
     from skimage import data
 
     width, height = size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():
         raise SystemExit(f"OpenCV cannot write mp4v video to {path}")
     per_photo = -(-frames // len(PHOTOS))
@@ -94,12 +95,16 @@ def watch_stream(port: int, stop: threading.Event) -> None:
             stop.wait(0.05)
 
 
-def run_once(artifact: Path, video: Path, config: str, frames: int, threads: int, tmp: Path) -> dict:
+def run_once(artifact: Path, video: Path, config: str, frames: int, threads: int, tmp: Path, code: dict[str, Path]) -> dict:
+    """One `edgecls camera` run; config "off", "on", "outputs" or "outputs@NAME" (the outputs run with the code in code[NAME])."""
     report = tmp / "r.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if "@" in config:
+        env["PYTHONPATH"] = str(code[config.partition("@")[2]])
     command = [*edgecls_command(), "camera", "--device", str(video), "--model", str(artifact), "--frames", str(frames),
                "--threads", str(threads), "--report", str(report), "--json", "--no-pipeline" if config == "off" else "--pipeline"]
     stop, viewer = threading.Event(), None
-    if config == "outputs":
+    if config.startswith("outputs"):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
@@ -107,7 +112,7 @@ def run_once(artifact: Path, video: Path, config: str, frames: int, threads: int
         viewer = threading.Thread(target=watch_stream, args=(port, stop), daemon=True)
         viewer.start()
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     finally:
         stop.set()
         if viewer is not None:
@@ -144,6 +149,9 @@ def main() -> None:
     parser.add_argument("--outputs", action="store_true", help="also run with --record --record-drop --serve and a viewer")
     parser.add_argument("--all", action="store_true", help="also run edgetpu-* artifacts (on the CPU)")
     parser.add_argument("--only", nargs="+", default=None, help="artifact folder names to run (e.g. tflite-int8 openvino-int8)")
+    parser.add_argument("--code", nargs="+", default=[], metavar="NAME=DIR",
+                        help="with --outputs: also run the outputs configuration with the edgecls package under DIR (PYTHONPATH; e.g. a "
+                             "git worktree of the code before a change), alternating with the others")
     parser.add_argument("--out", type=Path, default=RESULTS / "camera_latency.json")
     args = parser.parse_args()
     from edgecls.fsutil import check_outputs, write_json
@@ -154,8 +162,11 @@ def main() -> None:
                        and (args.all or not p.parent.name.startswith("edgetpu")) and (not args.only or p.parent.name in args.only))
     if not artifacts:
         raise SystemExit(f"no model.tflite / model.onnx / model.xml under {args.folder}/*/")
-    sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes]
-    configs = ["off", "on", *(["outputs"] if args.outputs else [])]
+    sizes = [(int(size.split("x")[0]), int(size.split("x")[1])) for size in args.sizes]
+    code = {name: Path(folder).resolve() for name, _, folder in (spec.partition("=") for spec in args.code)}
+    if any(not (folder / "edgecls" / "__init__.py").is_file() for folder in code.values()) or (code and not args.outputs):
+        raise SystemExit(f"--code {' '.join(args.code)}: each NAME=DIR needs DIR/edgecls/__init__.py, and --outputs")
+    configs = ["off", "on", *(["outputs", *(f"outputs@{name}" for name in code)] if args.outputs else [])]
     records, rows = [], []
     with tempfile.TemporaryDirectory(prefix="camera-latency-") as tmp:
         videos = {size: write_video(Path(tmp) / f"clip-{size[0]}x{size[1]}.mp4", size, args.frames + 30) for size in sizes}
@@ -166,7 +177,7 @@ def main() -> None:
                     for round_index in range(args.rounds):
                         order = configs if round_index % 2 == 0 else configs[::-1]
                         for config in order:
-                            rounds[config].append(run_once(artifact, video, config, args.frames, threads, Path(tmp)))
+                            rounds[config].append(run_once(artifact, video, config, args.frames, threads, Path(tmp), code))
                     raw = median_round(rounds["off"])["inference_p50"]
                     baseline = median_round(rounds["on"])["frame_time"]["p50"]
                     for config in configs:
@@ -179,8 +190,9 @@ def main() -> None:
                                         "rounds_inference_p50": [r["inference_p50"] for r in rounds[config]],
                                         "rounds_preprocess_p50": [r["preprocess_p50"] for r in rounds[config]],
                                         "rounds_load_average": [r["load_average_1min"] for r in rounds[config]]})
-                        label = {"off": "off", "on": "on", "outputs": "on + record + serve + viewer"}[config]
-                        vs_on = f" ({frame_p50 / baseline:.2f}x on)" if config == "outputs" else ""
+                        label = {"off": "off", "on": "on"}.get(config, "on + record + serve + viewer" + (
+                            f" ({config.partition('@')[2]} code)" if "@" in config else ""))
+                        vs_on = f" ({frame_p50 / baseline:.2f}x on)" if config.startswith("outputs") else ""
                         rows.append(f"| {artifact.parent.name} | {threads} | {size[0]}x{size[1]} | {label} | {best['inference_p50']:.2f} | "
                                     f"{raw:.2f} | {best['preprocess_p50']:.2f} ({best['preprocess_p50'] / raw:.0%}) | "
                                     f"{best['capture_wait_p50']:.2f} | {frame_p50:.2f}{vs_on} | {best['end_to_end_p99']:.2f} | "
@@ -190,8 +202,9 @@ def main() -> None:
     threads_text = " ".join(map(str, args.threads))
     command = (f"python bench/camera_latency.py {args.folder} --frames {args.frames} --threads {threads_text} --rounds {args.rounds} "
                f"--sizes {' '.join(args.sizes)}" + (" --outputs" if args.outputs else "")
-               + (f" --only {' '.join(args.only)}" if args.only else ""))
-    write_json(args.out, {"command": command, "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
+               + (f" --only {' '.join(args.only)}" if args.only else "") + (f" --code {' '.join(args.code)}" if args.code else ""))
+    write_json(args.out, {"command": command, "code": {name: str(folder) for name, folder in code.items()},
+                          "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
                           "date": time.strftime("%Y-%m-%d"), "photos": list(PHOTOS), "results": records})
     print()
     print("| artifact | threads | video | pipeline | inference p50 ms | raw inference p50 ms | preprocess p50 ms (of raw) | capture p50 ms "

@@ -310,35 +310,4 @@ def test_a_live_recording_that_cannot_keep_up_skips_frames_and_counts_them(tmp_p
     assert len(decode_video(video)) == 2
 
 
-# ---------------------------------------------------------------- the live output thread yields the CPU to inference
-
-def _output_thread_niceness(outputs: Outputs) -> int:
-    thread = outputs._thread
-    assert thread is not None and thread.native_id is not None
-    before = os.getpriority(os.PRIO_PROCESS, thread.native_id)
-    for _ in range(200):  # the thread lowers itself when it starts: wait for that, without a timing assert
-        now = os.getpriority(os.PRIO_PROCESS, thread.native_id)
-        if now != before:
-            return now
-        time.sleep(0.01)
-    return os.getpriority(os.PRIO_PROCESS, thread.native_id)
-
-
-@pytest.mark.skipif(not hasattr(os, "setpriority") or not os.uname().sysname == "Linux", reason="per-thread niceness is Linux's")
-def test_a_live_recording_thread_runs_nicer_than_inference_and_a_file_recording_does_not(tmp_path: Path) -> None:
-    from edgecls.camera.outputs import OUTPUT_NICE
-
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    live = Outputs(False, tmp_path / "live.mp4", None, 30.0, lossless=False)
-    try:
-        assert _output_thread_niceness(live) == max(own, OUTPUT_NICE)
-        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # the caller (the inference thread) keeps its own
-    finally:
-        live.close()
-    kept = Outputs(False, tmp_path / "file.mp4", None, 30.0, lossless=True)
-    try:
-        time.sleep(0.2)  # give a wrong implementation the time to lower it
-        assert kept._thread is not None and kept._thread.native_id is not None
-        assert os.getpriority(os.PRIO_PROCESS, kept._thread.native_id) == own  # a file's recording: the loop waits for it anyway
-    finally:
-        kept.close()
+# The live output thread's scheduling (SCHED_IDLE, else niceness 19): tests/test_camera_live_rate.py

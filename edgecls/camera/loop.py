@@ -28,7 +28,7 @@ from typing import Any
 from edgecls.camera.decision import UNCERTAIN, Decision, Postprocessor
 from edgecls.camera.grabber import frame_reader
 from edgecls.camera.model_files import REPORT_NAME, default_report_path, resolve_model, run_inputs
-from edgecls.camera.outputs import Outputs, check_outputs
+from edgecls.camera.outputs import DEFAULT_LIVE_FPS, Outputs, check_live_fps, check_outputs
 from edgecls.camera.pipeline import make_feed, open_frames
 from edgecls.camera.session import CameraRunError, FrameResult, LoopLimits, LoopRun
 from edgecls.camera.sources import FrameSource
@@ -67,6 +67,7 @@ def run_camera(
     sinks: Sequence[ResultSink] = (),
     capture: str = "auto",
     record_drop: bool = False,
+    live_fps: float = DEFAULT_LIVE_FPS,
 ) -> dict[str, Any]:
     """Classify frames from a camera, stream, video or folder; returns the report (also written to `report`).
 
@@ -79,6 +80,7 @@ def run_camera(
     non-loopback address makes its own and logs the URL with it once. The live view also answers the JSON
     API (edgecls.camera.api: /api/info, /api/classify), sharing the model with the loop under a lock.
     record_drop: record a file or folder like a live source (real time, frames skipped rather than waited for).
+    live_fps: the live view's JPEGs a second at most while someone watches its stream (0 < live_fps <= 60).
     capture: "auto" lets a camera deliver the smallest frames covering the model (a USB mode, picamera2's lores
     stream: edgecls.camera.capture_modes) unless width/height are given; "full" keeps the camera's own size.
     sinks: ResultSinks (edgecls.integrations: MQTT, frames kept for retraining) offered every result on this
@@ -94,6 +96,7 @@ def run_camera(
         raise ConfigError(f"capture {capture!r} is not 'auto' or 'full'", "Use --capture auto (smallest frames) or --capture full")
     if seconds is not None and seconds <= 0:
         raise ConfigError(f"seconds {seconds} must be positive", "Use e.g. --seconds 30, or leave it out to run until stopped")
+    live_fps = check_live_fps(live_fps)
     artifact = resolve_model(model)
     token_path = Path(token_file).expanduser() if token_file is not None else None
     check_not_inputs({"--record": record, "--report": report}, run_inputs(artifact, source, token_path))
@@ -133,7 +136,7 @@ def run_camera(
             api = ClassifyApi(backend, top_k=top_k, threshold=threshold)
             backend = api.backend  # the loop and the API share the model under one lock
         outputs = Outputs(show, record, serve, opened.fps, token=token, lossless=not (opened.is_live or record_drop),
-                          mount=api.mount if api else None)
+                          mount=api.mount if api else None, live_fps=live_fps)
         stack.callback(outputs.close)
         for sink in sinks:
             sink.open(backend)

@@ -4,12 +4,13 @@ Off the inference path: the recording and the live view are drawn, encoded and w
 thread of their own. The loop only hands the frame over (`handle` returns at once): for a live source
 (or with `lossless=False`) the recording is real time, at most `record_fps` frames a second, the
 output thread takes the newest frame, and a frame it had no time for is skipped and counted
-(`dropped`), so recording never slows inference (the thread runs at niceness OUTPUT_NICE: where inference
-uses every core, it gets the CPU only when inference leaves some); for a file or folder (no real time to keep up with)
+(`dropped`), so recording never slows inference (the thread runs under SCHED_IDLE, else at niceness OUTPUT_NICE:
+where inference uses every core, it gets the CPU only when inference leaves some); for a file or folder (no real time to keep up with)
 the recording keeps every frame and the loop waits when the output thread is OUTPUT_DEPTH frames
 behind (`edgecls camera --record-drop` treats a file like a live source). The live view encodes
-JPEGs only as often as it wants them (LiveServer.wants_frame: its stream clients at most
-LiveServer.max_stream_fps, a snapshot refresh otherwise); its stats are updated ten times a second. The window
+JPEGs only as often as it wants them (LiveServer.wants_frame: its stream clients at most `live_fps`, DEFAULT_LIVE_FPS
+unless --live-fps says otherwise, a snapshot refresh otherwise), and with a recording only frames that are recorded
+too (one overlay for both); its stats are updated ten times a second. The window
 is drawn on the loop's thread (GUI toolkits want one thread).
 
 OpenCV is imported only when one of them is on (edgecls.errors.require names the extra to install).
@@ -48,23 +49,47 @@ STATS_INTERVAL_S = 0.1  # live stats published at most this often (without a new
 CLOSE_TIMEOUT_S = 10.0  # seconds close() waits for the output thread to write what it was handed
 
 
-OUTPUT_NICE = 19  # the live output thread's niceness: CFS gives it ~1.5% of a core that inference also wants
+OUTPUT_NICE = 19  # the live output thread's niceness where SCHED_IDLE is unavailable
+DEFAULT_LIVE_FPS = 10.0  # live-view JPEGs a second while a stream client watches (--live-fps)
+MAX_LIVE_FPS = 60.0
 
 
-def lower_thread_priority(nice: int = OUTPUT_NICE) -> bool:
-    """Make the calling thread nicer (Linux schedules each thread on its own: `setpriority` on its thread id).
+def check_live_fps(value: float) -> float:
+    """The live view's frame rate (--live-fps) as a float, or one clear ConfigError."""
+    try:
+        fps = float(value)
+    except (TypeError, ValueError):
+        fps = float("nan")
+    if not 0.0 < fps <= MAX_LIVE_FPS:  # also refuses NaN
+        raise ConfigError(f"--live-fps {value!r} is not between 0 and {MAX_LIVE_FPS:g}",
+                          f"Use e.g. --live-fps {DEFAULT_LIVE_FPS:g} (a browser view needs no more than 10-15; each frame is a JPEG "
+                          "encoded on the camera's CPU)")
+    return fps
 
-    Inference threads keep their priority, so on a machine whose cores all run inference the output thread
-    works only in their idle moments. Returns False where the platform has no per-thread niceness.
+
+def lower_thread_priority(nice: int = OUTPUT_NICE) -> str | None:
+    """Give the calling thread only the CPU time other threads leave (Linux schedules each thread on its own).
+
+    SCHED_IDLE where the kernel has it: a waking inference thread then preempts this one at once (a nice-19 thread that
+    got a core may keep it for its time slice, which OpenVINO's threads, waiting for each other, pay for); else the
+    highest niceness. Threads this one starts (an encoder's) inherit it. Returns "idle", "nice" or None (neither).
     """
-    if not sys.platform.startswith("linux") or not hasattr(os, "setpriority"):
-        return False
+    if not sys.platform.startswith("linux"):
+        return None
     tid = threading.get_native_id()
+    if hasattr(os, "SCHED_IDLE") and hasattr(os, "sched_setscheduler"):
+        try:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            return "idle"
+        except OSError:
+            pass
+    if not hasattr(os, "setpriority"):
+        return None
     try:
         os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), min(19, nice)))
     except OSError:
-        return False
-    return True
+        return None
+    return "nice"
 
 
 def display_available() -> bool:
@@ -124,11 +149,13 @@ class Outputs:
     lossless: keep every frame in the recording (files and folders); False drops frames the output thread
     had no time for (live sources). `recorded` counts frames written, `dropped` frames skipped.
     mount: called with the LiveServer before it starts, to add routes (edgecls.camera.api.ClassifyApi.mount).
+    live_fps: the live view's JPEGs a second at most while a stream client watches (check_live_fps).
     """
 
     def __init__(self, show: bool, record: Path | None, serve: str | None, record_fps: float | None, token: str | None = None,
-                 lossless: bool = False, mount: Callable[[Any], object] | None = None) -> None:
+                 lossless: bool = False, mount: Callable[[Any], object] | None = None, live_fps: float = DEFAULT_LIVE_FPS) -> None:
         self.show, self.record, self.serve, self.token = show, record, serve, token
+        self.live_fps = check_live_fps(live_fps)
         self.lossless = lossless and record is not None
         self.record_fps = record_fps or DEFAULT_RECORD_FPS
         self.server: Any = None
@@ -174,6 +201,7 @@ class Outputs:
             raise ConfigError("--serve needs edgecls.camera.server, which this installation lacks", "Reinstall edgecls") from exc
         host, port = parse_address(address)
         self.server = LiveServer(host, port, token=self.token)
+        self.server.max_stream_fps = self.live_fps
         if mount is not None:
             mount(self.server)  # more routes (the JSON API) before the first request can arrive
         self.server.start()
@@ -192,7 +220,8 @@ class Outputs:
         self._raise_error()
         server, now = self.server, time.monotonic()
         record = self.record is not None and (self.lossless or now >= self._next_record_at)
-        serve = server is not None and server.wants_frame()
+        # with a recording, the live view takes its frames from the recorded ones: one overlay serves both
+        serve = server is not None and (record or self.record is None) and server.wants_frame()
         if record and not self.lossless:  # live: a real-time recording, at most record_fps frames a second
             self._next_record_at = max(self._next_record_at + 1.0 / self.record_fps, now - 1.0 / self.record_fps)
         if record or serve:
@@ -359,4 +388,5 @@ class _NothingRecordedError(Exception):
     """No frame reached the recording: there is nothing to publish."""
 
 
-__all__ = ["DEFAULT_RECORD_FPS", "RECORD_CODECS", "WINDOW", "Outputs", "check_output_path", "check_outputs", "display_available"]
+__all__ = ["DEFAULT_LIVE_FPS", "DEFAULT_RECORD_FPS", "MAX_LIVE_FPS", "RECORD_CODECS", "WINDOW", "Outputs", "check_live_fps",
+           "check_output_path", "check_outputs", "display_available", "lower_thread_priority"]

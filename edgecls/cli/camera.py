@@ -17,7 +17,7 @@ import typer
 from rich.text import Text
 
 from edgecls.cli.common import console, err_console, print_json, say
-from edgecls.errors import EdgeclsError
+from edgecls.errors import ConfigError, EdgeclsError
 
 if TYPE_CHECKING:
     from edgecls.integrations import ResultSink
@@ -61,6 +61,9 @@ def camera_command(
         help="Record a video file or folder like a live camera: real time at the source's frame rate, frames skipped rather than "
              "inference slowed (live sources always do this)."),
     serve: str | None = typer.Option(None, "--serve", help="Live view in a browser at HOST:PORT (e.g. 0.0.0.0:8080)."),
+    live_fps: float | None = typer.Option(
+        None, "--live-fps",
+        help="Live-view frames a second at most while someone watches (JPEGs encoded on the camera's CPU) [default: 10]."),
     token_file: Path | None = typer.Option(
         None, "--token-file",
         help="File holding the live view's access token (one line, 16+ URL-safe characters, mode 0600), required on every "
@@ -100,6 +103,7 @@ def camera_command(
     from edgecls.camera.loop import default_report_path, run_camera
     from edgecls.camera.stats import render_summary
 
+    live_rate = _live_fps(live_fps, serve)
     with log_to_console():
         source = _stream_source(source, device_password_file)
         sinks: list[ResultSink] = []
@@ -116,7 +120,8 @@ def camera_command(
                 model, source, device=backend_device, threads=threads, frames=frames, seconds=seconds, smoothing=smoothing,
                 threshold=threshold, top_k=top_k, headless=headless, record=record, serve=serve, report=report,
                 width=width, height=height, pipeline=pipeline, token_file=token_file, sinks=sinks,
-                record_drop=record_drop, capture=capture or ("full" if record is not None or save_uncertain is not None else "auto"),
+                record_drop=record_drop, live_fps=live_rate,
+                capture=capture or ("full" if record is not None or save_uncertain is not None else "auto"),
             )
         except EdgeclsError as exc:
             ran = getattr(exc, "summary", None)  # the loop ran: show its table before the error line
@@ -163,6 +168,17 @@ def _stream_source(source: str, password_file: Path | None) -> str:
             "it was removed from this process's command line, but shell history and service files may keep it" if scrubbed
             else "other users can see it in ps")
     return source
+
+
+def _live_fps(value: float | None, serve: str | None) -> float:
+    """--live-fps checked before the camera starts: only with --serve, within (0, 60]."""
+    from edgecls.camera.outputs import DEFAULT_LIVE_FPS, check_live_fps
+
+    if value is None:
+        return DEFAULT_LIVE_FPS
+    if not serve:
+        raise ConfigError(f"--live-fps {value:g} applies to the live view only", "Add --serve HOST:PORT, or leave --live-fps out")
+    return check_live_fps(value)
 
 
 def _mqtt_sink(url: str, password_file: Path | None, **options: Any) -> ResultSink:
