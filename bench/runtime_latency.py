@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", nargs="+", default=None, help="artifact folder names to run (e.g. openvino-int8)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "runtime_latency.json")
     args = parser.parse_args()
     from edgecls.bench.report import FailedArtifact
     from edgecls.bench.runner import run_one
@@ -116,10 +117,10 @@ def main() -> None:
                     f"{(f'{paired_ratio:.2f}x ({paired[0]:.2f}-{paired[-1]:.2f})' if paired_ratio else '-')} | "
                     f"{min(spread):.2f}-{max(spread):.2f} vs {vendor_spread} | {min(loads):.1f}-{max(loads):.1f} |")
     command = (f"python bench/runtime_latency.py {args.folder} --threads {args.threads} --runs {args.runs} --warmup {args.warmup} "
-               f"--rounds {args.rounds}" + (f" --only {' '.join(args.only)}" if args.only else ""))
-    write_json(RESULTS / "runtime_latency.json", {"command": command,
-                                                  "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
-                                                  "date": time.strftime("%Y-%m-%d"), "results": records})
+               f"--rounds {args.rounds}" + (f" --only {' '.join(args.only)}" if args.only else "")
+               + (f" --out {args.out}" if args.out != RESULTS / "runtime_latency.json" else ""))
+    write_json(args.out, {"command": command, "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
+                          "date": time.strftime("%Y-%m-%d"), "results": records})
     print("| artifact | edgecls backend (ran as) | edgecls p50 / p90 / p99 ms | vendor tool ms | edgecls / vendor "
           "| per-round ratio median (range) | rounds edgecls vs vendor (ms) | load |")
     print("|---|---|---|---|---|---|---|---|")

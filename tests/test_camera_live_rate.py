@@ -8,9 +8,10 @@ publishing rule guarantees whatever the machine's speed (frames published <= 1 +
 """
 from __future__ import annotations
 
-import http.client
+import contextlib
 import math
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 
 from edgecls.camera.decision import Postprocessor
 from edgecls.camera.outputs import DEFAULT_LIVE_FPS, MAX_LIVE_FPS, Outputs, check_live_fps
+from edgecls.camera.priority import lower_thread_priority, restore_thread_priority
 from edgecls.errors import ConfigError
 from tests.camera_helpers import wait_until
 from tests.conftest import assert_clean_error, run_cli
@@ -33,26 +35,24 @@ def _decision() -> Any:
 
 
 class _Viewer:
-    """A real MJPEG client on the live view's stream, reading until closed."""
+    """A real MJPEG client on the live view's stream (a plain socket), reading until closed."""
 
     def __init__(self, port: int) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        self.conn.request("GET", "/stream.mjpg")
-        self.response = self.conn.getresponse()
-        assert self.response.status == 200
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock.sendall(f"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
     def _read(self) -> None:
-        try:
-            while self.response.read1(65536):
+        with contextlib.suppress(OSError):
+            while self.sock.recv(65536):
                 pass
-        except OSError:
-            pass
 
     def close(self) -> None:
-        self.conn.close()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader blocked in recv()
         self.thread.join(10)
+        self.sock.close()
 
 
 class _SeenOutputs(Outputs):
@@ -170,3 +170,25 @@ def test_the_live_output_thread_yields_its_core_and_a_file_recording_thread_does
         assert _policy(kept._thread.native_id) == own  # a file's recording: the loop waits for it anyway
     finally:
         kept.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getscheduler") or os.uname().sysname != "Linux" or os.geteuid() != 0,
+                    reason="raising a thread's priority again needs Linux and CAP_SYS_NICE")
+def test_a_lowered_thread_gets_the_loops_priority_back_for_the_final_writes() -> None:
+    own, lowered, release = _policy(threading.get_native_id()), threading.Event(), threading.Event()
+
+    def output_thread() -> None:
+        lower_thread_priority()
+        lowered.set()
+        release.wait(30)
+
+    thread = threading.Thread(target=output_thread, daemon=True)
+    thread.start()
+    try:
+        assert lowered.wait(30) and thread.native_id is not None
+        assert _policy(thread.native_id) != own
+        restore_thread_priority(thread)
+        assert _policy(thread.native_id) == own
+    finally:
+        release.set()
+        thread.join(30)

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecls.camera.priority import OUTPUT_NICE, lower_thread_priority, restore_thread_priority
 from edgecls.errors import ConfigError, require, suggest
 from edgecls.fsutil import atomic_path, check_parent
 
@@ -49,7 +50,6 @@ STATS_INTERVAL_S = 0.1  # live stats published at most this often (without a new
 CLOSE_TIMEOUT_S = 10.0  # seconds close() waits for the output thread to write what it was handed
 
 
-OUTPUT_NICE = 19  # the live output thread's niceness where SCHED_IDLE is unavailable
 DEFAULT_LIVE_FPS = 10.0  # live-view JPEGs a second while a stream client watches (--live-fps)
 MAX_LIVE_FPS = 60.0
 
@@ -65,31 +65,6 @@ def check_live_fps(value: float) -> float:
                           f"Use e.g. --live-fps {DEFAULT_LIVE_FPS:g} (a browser view needs no more than 10-15; each frame is a JPEG "
                           "encoded on the camera's CPU)")
     return fps
-
-
-def lower_thread_priority(nice: int = OUTPUT_NICE) -> str | None:
-    """Give the calling thread only the CPU time other threads leave (Linux schedules each thread on its own).
-
-    SCHED_IDLE where the kernel has it: a waking inference thread then preempts this one at once (a nice-19 thread that
-    got a core may keep it for its time slice, which OpenVINO's threads, waiting for each other, pay for); else the
-    highest niceness. Threads this one starts (an encoder's) inherit it. Returns "idle", "nice" or None (neither).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    tid = threading.get_native_id()
-    if hasattr(os, "SCHED_IDLE") and hasattr(os, "sched_setscheduler"):
-        try:
-            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-            return "idle"
-        except OSError:
-            pass
-    if not hasattr(os, "setpriority"):
-        return None
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), min(19, nice)))
-    except OSError:
-        return None
-    return "nice"
 
 
 def display_available() -> bool:
@@ -265,7 +240,7 @@ class Outputs:
     # ---------------------------------------------------------------- the output thread
 
     def _work(self) -> None:
-        if not self.lossless:
+        if not self.lossless and not self._stopping:
             lower_thread_priority()  # live: inference wins the CPU; frames the output thread misses are dropped and counted
         while True:
             with self._cond:
@@ -339,6 +314,8 @@ class Outputs:
             self._cond.notify_all()
         thread, self._thread = self._thread, None
         if thread is not None:
+            if not self.lossless:
+                restore_thread_priority(thread)  # the loop has stopped: nothing left to yield to
             thread.join(CLOSE_TIMEOUT_S)
             if thread.is_alive():
                 log.warning("the output thread is still writing after %.0f s; the recording is left unfinished", CLOSE_TIMEOUT_S)
@@ -388,5 +365,6 @@ class _NothingRecordedError(Exception):
     """No frame reached the recording: there is nothing to publish."""
 
 
-__all__ = ["DEFAULT_LIVE_FPS", "DEFAULT_RECORD_FPS", "MAX_LIVE_FPS", "RECORD_CODECS", "WINDOW", "Outputs", "check_live_fps",
-           "check_output_path", "check_outputs", "display_available", "lower_thread_priority"]
+__all__ = ["DEFAULT_LIVE_FPS", "DEFAULT_RECORD_FPS", "MAX_LIVE_FPS", "OUTPUT_NICE", "RECORD_CODECS", "WINDOW", "Outputs", "check_live_fps",
+           "check_output_path", "check_outputs", "display_available", "lower_thread_priority",
+           "restore_thread_priority"]
