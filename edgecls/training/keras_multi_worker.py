@@ -12,14 +12,10 @@ form CollectiveAllReduceStrategy cannot do (keras-team/keras#20585, tensorflow/t
    dimensions"). The fix averages scalars across the replicas (axis=None), as the single-worker branch does;
    the result is the same number on every worker, so early stopping and the best epoch agree everywhere.
 
-And one difference from a single process: BatchNormalization in training mode normalizes with the statistics of
-the batch it sees, which is each worker's share of the global batch, and updates its moving statistics from it;
-so the workers' moving statistics drift apart and the chief's model would keep its share's only. Every
-BatchNormalization layer of a model fit here is switched to `synchronized=True` (keras' own option: the batch
-statistics are all-reduced over every replica), so each step normalizes with the global batch's statistics, as
-one process with the same --batch does, and every worker holds the same moving statistics.
+(BatchNorm over several workers or devices: training/strategy.py::synchronize_batch_norm, applied by the recipe to
+every strategy with more than one replica.)
 
-All three are installed only in a process that runs `--strategy multi-worker` and leave every other strategy untouched.
+Both are installed only in a process that runs `--strategy multi-worker` and leave every other strategy untouched.
 """
 from __future__ import annotations
 
@@ -46,8 +42,6 @@ def install() -> None:
 
     def symbolic_build(self: Any, iterator: Any = None, data_batch: Any = None) -> None:
         strategy = self._distribute_strategy
-        if strategy is not None and multi_worker(strategy):
-            synchronize_batch_norm(self)  # before fit / evaluate trace their step functions
         if strategy is None or iterator is None or not multi_worker(strategy):
             original_build(self, iterator=iterator, data_batch=data_batch)
             return
@@ -70,17 +64,3 @@ def install() -> None:
     tf_trainer.TensorFlowTrainer._maybe_symbolic_build = symbolic_build
     tf_trainer.reduce_per_replica = reduce_per_replica
     _INSTALLED = True
-
-
-def synchronize_batch_norm(model: Any) -> int:
-    """Set `synchronized=True` on every BatchNormalization layer inside `model`; returns how many there are."""
-    import keras
-
-    count, stack = 0, list(getattr(model, "layers", []))
-    while stack:
-        layer = stack.pop()
-        stack.extend(getattr(layer, "layers", []))
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.synchronized = True
-            count += 1
-    return count

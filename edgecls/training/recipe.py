@@ -27,7 +27,7 @@ from edgecls.training.disk_cache import remove_cache
 from edgecls.training.optimizers import class_weights, make_optimizer
 from edgecls.training.pipeline import load_training_data, make_dataset
 from edgecls.training.run_setup import default_run_dir, new_run_folder, resumed_run_folder
-from edgecls.training.strategy import make_strategy, require_tensorflow
+from edgecls.training.strategy import make_strategy, require_tensorflow, synchronize_batch_norm
 
 
 @dataclass
@@ -135,6 +135,8 @@ class _Trainer:
             # A resumed run takes every variable from its checkpoint: no need to fetch or read pretrained weights again.
             weights = "none" if checkpoint else config.weights
             self.classifier = build_classifier(config.model, len(classes), size, weights, config.alpha, config.dropout)
+            if strategy.num_replicas_in_sync > 1:  # --strategy mirrored / multi-worker: BatchNorm over the global batch
+                synchronize_batch_norm(self.classifier.model)
         if not self.pretrained:
             from edgecls.training.scratch import prepare_scratch_backbone
 
@@ -167,6 +169,7 @@ class _Trainer:
                      "counts": {n: len(getattr(splits, n).paths) for n in ("train", "val", "test")}, "skipped": len(splits.skipped)},
             versions=_versions(),
         )
+        synchronize_batch_norm(self.classifier.model, on=False)  # a training-time setting; the saved model is a plain one
         save_model(self.classifier.model, self.run_dir / MODEL_FILE)
         meta.save(self.run_dir)
         metrics = self._final_evaluation(self.classifier.model, arrays, labels, classes, train_seconds)

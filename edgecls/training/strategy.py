@@ -35,3 +35,20 @@ def make_strategy(name: str, tf: Any) -> Any:
             return tf.distribute.MirroredStrategy(devices=devices)
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def synchronize_batch_norm(model: Any, on: bool = True) -> int:
+    """Set `synchronized=True` on every BatchNormalization layer inside `model` (keras' own option: batch statistics
+    all-reduced over the replicas, so a training step normalizes with the global batch's, as one process does, and every
+    replica keeps the same moving statistics); `on=False` before saving: the model then holds what one process would
+    save. Returns how many layers there are."""
+    import keras
+
+    count, stack = 0, list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop()
+        stack.extend(getattr(layer, "layers", []))
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = on
+            count += 1
+    return count
