@@ -58,7 +58,7 @@ def test_training_reads_each_file_once_and_gets_what_separate_passes_get(tmp_pat
     assert cross_split_duplicates(fused.splits, fused.digests) == cross_split_duplicates(separate)
     (tmp_path / "run").mkdir()
     streamed = load_training_data(str(tmp_path / "data"), 0.3, 0.3, 1, (12, 12), "on", tmp_path / "run", console)
-    assert streamed.streamed and streamed.splits == separate
+    assert streamed.streamed and streamed.splits == separate and streamed.digests == fused.digests
     for name in ("train", "val", "test"):
         np.testing.assert_array_equal(streamed.arrays[name][:], fused.arrays[name])
 

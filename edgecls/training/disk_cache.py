@@ -18,7 +18,7 @@ import numpy as np
 
 from edgecls.errors import ConfigError
 from edgecls.fsutil import write_json
-from edgecls.preprocess import load_for_model
+from edgecls.preprocess import load_for_model_and_digest
 
 CACHE_DIR = "stream_cache"  # inside the run folder; removed when the run finishes
 SHARD_BYTES = 512 * 1024**2  # one shard file holds up to this many bytes of images
@@ -93,11 +93,12 @@ def _manifest(name: str, count: int, size: tuple[int, int], shard_images: int, k
 
 def cache_images(paths: Sequence[Path], size: tuple[int, int], folder: Path, name: str, key: str,
                  crop_fraction: float = 1.0, interpolation: str = "bicubic", progress: Callable[[], None] | None = None,
-                 workers: int = 8) -> DiskImages:
+                 workers: int = 8, digests: dict[Path, str] | None = None) -> DiskImages:
     """Decode `paths` once into shard files under `folder` (or reuse a complete cache with the same manifest `key`).
 
     `key` names what was cached (e.g. the dataset fingerprint and split): a cache written for other images is rebuilt.
-    The manifest is written last, so a cache interrupted halfway is never read.
+    The manifest is written last, so a cache interrupted halfway is never read. `digests`: filled with the sha256 of
+    each file read (none when the cache is reused).
     """
     image_bytes = size[0] * size[1] * 3
     shard_images = max(1, SHARD_BYTES // image_bytes)
@@ -122,7 +123,9 @@ def cache_images(paths: Sequence[Path], size: tuple[int, int], folder: Path, nam
             chunk = paths[start : start + _CHUNK]
 
             def load(row: int, chunk: Sequence[Path] = chunk) -> int:
-                buffer[row] = load_for_model(chunk[row], size, crop_fraction, interpolation)
+                buffer[row], digest = load_for_model_and_digest(chunk[row], size, crop_fraction, interpolation)
+                if digests is not None:
+                    digests[chunk[row]] = digest
                 return row
 
             for _ in pool.map(load, range(len(chunk))):

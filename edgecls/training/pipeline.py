@@ -192,15 +192,15 @@ class TrainingData:
     splits: Any  # data.folder.DatasetSplits
     arrays: dict[str, Any]  # split name -> uint8 images (N, h, w, 3): an array, or a DiskImages when streamed
     streamed: bool
-    digests: dict[Path, str] | None  # sha256 of each file's bytes, when the decoding pass read them (in memory)
+    digests: dict[Path, str]  # sha256 of the files' bytes that the decoding or caching pass read
 
 
 def load_training_data(data: str, val_split: float, test_split: float, seed: int, size: tuple[int, int], stream: str,
                        run_dir: Path, console: Any, check: Callable[[Any], None] = lambda splits: None) -> TrainingData:
     """The splits (data.folder.load_splits) and their uint8 images at `size`, each file read once: in memory, the pass
     that verifies the files also decodes, resizes and hashes them (for the duplicate check); streamed (--stream on, or
-    more than the memory budget), the files are verified, then written to a uint8 cache on disk under the run folder
-    (training/disk_cache.py). `check(splits)` runs before any image is cached (e.g. a resumed run's fingerprint)."""
+    more than the memory budget), the files are verified, then decoded and hashed into a uint8 cache on disk under the
+    run folder (training/disk_cache.py). `check(splits)` runs before any image is cached (e.g. a resumed run's fingerprint)."""
     import functools
 
     from rich.progress import Progress
@@ -226,13 +226,15 @@ def load_training_data(data: str, val_split: float, test_split: float, seed: int
     splits = load_splits(data, val_split=val_split, test_split=test_split, seed=seed)
     check(splits)
     arrays: dict[str, Any] = {}
+    digests: dict[Path, str] = {}  # of the files the cache read (a reused cache reads none; the duplicate check reads them)
     for name in names:
         paths = list(getattr(splits, name).paths)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"caching {name} images", total=len(paths))
             key = f"{splits.fingerprint}:{name}:{size[0]}x{size[1]}"
-            arrays[name] = cache_images(paths, size, run_dir / CACHE_DIR, name, key, progress=functools.partial(progress.advance, task))
-    return TrainingData(splits, arrays, True, None)
+            arrays[name] = cache_images(paths, size, run_dir / CACHE_DIR, name, key, progress=functools.partial(progress.advance, task),
+                                        digests=digests)
+    return TrainingData(splits, arrays, True, digests)
 
 
 class _KeptImages:
