@@ -206,3 +206,18 @@ def test_a_budget_fine_tunes_at_a_higher_default_rate_unless_one_is_given(tmp_pa
     assert TrainConfig(data=str(tmp_path), lr=1e-3).tune_lr == pytest.approx(1e-4)
     assert TrainConfig(data=str(tmp_path), lr=1e-3, time_budget="3m").tune_lr == pytest.approx(3e-4)
     assert TrainConfig(data=str(tmp_path), lr=1e-3, time_budget="3m", fine_tune_lr=5e-5).tune_lr == pytest.approx(5e-5)
+
+
+def test_a_deadline_ends_the_running_epoch_of_a_scratch_phase() -> None:
+    """An epoch of a large dataset from scratch can take hours: the deadline ends it after the batch that passes it."""
+    import time
+
+    from edgecls.training.callbacks import Deadline
+
+    model, x, y = _tiny_model_and_data()
+    passed = time.monotonic() - 1
+    history = model.fit(x, y, batch_size=8, epochs=3, callbacks=[Deadline(passed)], verbose=0)
+    assert len(history.history["loss"]) == 1 and int(model.optimizer.iterations.numpy()) == 1  # one batch, one epoch
+    model, x, y = _tiny_model_and_data()
+    history = model.fit(x, y, batch_size=8, epochs=3, callbacks=[Deadline(time.monotonic() + 3600)], verbose=0)
+    assert len(history.history["loss"]) == 3 and int(model.optimizer.iterations.numpy()) == 24

@@ -161,7 +161,9 @@ class BudgetedSchedule(keras.callbacks.Callback):
 
 
 class Deadline(keras.callbacks.Callback):
-    """Stops training when another epoch, as long as the last one, would not end before `deadline` (time.monotonic())."""
+    """Stops training when another epoch, as long as the last one, would not end before `deadline` (time.monotonic()),
+    and ends the running epoch at the deadline (its validation and checkpoint still run): one epoch of a large dataset
+    trained from scratch can take hours."""
 
     def __init__(self, deadline: float) -> None:
         super().__init__()
@@ -169,6 +171,10 @@ class Deadline(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epoch_started = time.monotonic()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if time.monotonic() > self.deadline:
+            self.model.stop_training = True
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if time.monotonic() + (time.monotonic() - self.epoch_started) > self.deadline:
