@@ -69,34 +69,50 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+READ_ONCE_BYTES = 64 * 1024**2  # load_image_and_digest reads a file up to this size once, for decoding and hashing
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """Decode an image file to an RGB uint8 array (H, W, 3), honouring EXIF orientation.
 
     Raises ImageError for missing, empty, truncated, non-image or oversized files.
     """
-    return _load(Path(path), None)
+    return _load(Path(path), hashed=False)[0]
 
 
 def load_image_and_digest(path: str | Path) -> tuple[np.ndarray, str]:
-    """`load_image` plus the sha256 of the file's bytes, from one read (training verifies, decodes and finds duplicates
-    in one pass)."""
-    digest: list[str] = []
-    return _load(Path(path), digest), digest[0]
+    """`load_image` plus the sha256 of the file's bytes, from one read of a file up to READ_ONCE_BYTES (training
+    verifies, decodes and finds duplicates in one pass); a larger one is decoded from disk, then hashed in chunks."""
+    image, digest = _load(Path(path), hashed=True)
+    assert digest is not None
+    return image, digest
 
 
-def _load(path: Path, digest: list[str] | None) -> np.ndarray:
-    """load_image; with `digest` (a list), the file is read once into memory and its sha256 appended to it."""
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in chunks (OSError when it cannot be read)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load(path: Path, hashed: bool) -> tuple[np.ndarray, str | None]:
+    """load_image, and with `hashed` the file's sha256: from the bytes read once when the file is at most
+    READ_ONCE_BYTES (a file of gigabytes named .jpg never sits in memory: it is decoded from disk, failing at its header)."""
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):  # opening a FIFO would block forever
             raise ImageError(f"'{path}' is not a regular file (a pipe, socket or device)", "Pass image files")
         if stat.S_ISREG(info.st_mode) and info.st_size == 0:
             raise ImageError(f"'{path}' is empty (0 bytes)", "Remove or replace the file")
-        if digest is None:
-            return _decode(path, f"'{path}'")
-        data = path.read_bytes()
-        digest.append(hashlib.sha256(data).hexdigest())
-        return _decode(io.BytesIO(data), f"'{path}'", file_bytes=True)
+        if not hashed:
+            return _decode(path, f"'{path}'"), None
+        with open(path, "rb") as handle:
+            data = handle.read(READ_ONCE_BYTES + 1)  # bounded, even if the file grew since stat
+        if len(data) > READ_ONCE_BYTES:
+            return _decode(path, f"'{path}'"), file_sha256(path)
+        return _decode(io.BytesIO(data), f"'{path}'", file_bytes=True), hashlib.sha256(data).hexdigest()
     except ImageError:
         raise
     except FileNotFoundError as exc:

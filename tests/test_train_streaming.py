@@ -173,3 +173,23 @@ def test_a_cache_that_cannot_fit_on_disk_is_refused_before_decoding(tmp_path: Pa
     with pytest.raises(ConfigError, match="GiB is free there"):
         check_free_space(tmp_path / CACHE_DIR, free * 4)
     assert not (tmp_path / CACHE_DIR).exists()
+
+
+def test_a_file_over_the_read_once_size_is_decoded_and_hashed_from_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training reads a file once for decoding and hashing only up to READ_ONCE_BYTES: a bigger one (a junk file of
+    gigabytes named .jpg) never sits in memory whole; the pixels and the digest are the same either way."""
+    import hashlib
+
+    from edgecls import preprocess
+    from edgecls.errors import ImageError
+
+    path = _images(tmp_path / "images", 2)[1]
+    small = preprocess.load_image_and_digest(path)
+    monkeypatch.setattr(preprocess, "READ_ONCE_BYTES", 16)
+    large = preprocess.load_image_and_digest(path)
+    np.testing.assert_array_equal(large[0], small[0])
+    assert large[1] == small[1] == hashlib.sha256(path.read_bytes()).hexdigest()
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not an image" * 100)
+    with pytest.raises(ImageError, match="not a readable image"):
+        preprocess.load_image_and_digest(junk)

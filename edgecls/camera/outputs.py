@@ -4,7 +4,7 @@ Off the inference path: the recording and the live view are drawn, encoded and w
 thread of their own. The loop only hands the frame over (`handle` returns at once): for a live source
 (or with `lossless=False`) the recording is real time, at most `record_fps` frames a second, the
 output thread takes the newest frame, and a frame it had no time for is skipped and counted
-(`dropped`), so recording never slows inference (the thread runs under SCHED_IDLE, else at niceness OUTPUT_NICE:
+(`dropped`), so recording never slows inference (the thread runs under SCHED_IDLE, else at niceness camera.priority.OUTPUT_NICE:
 where inference uses every core, it gets the CPU only when inference leaves some); for a file or folder (no real time to keep up with)
 the recording keeps every frame and the loop waits when the output thread is OUTPUT_DEPTH frames
 behind (`edgecls camera --record-drop` treats a file like a live source). The live view encodes
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.camera.priority import OUTPUT_NICE, lower_thread_priority, restore_thread_priority
+from edgecls.camera.priority import lower_thread_priority, restore_thread_priority
 from edgecls.errors import ConfigError, require, suggest
 from edgecls.fsutil import atomic_path, check_parent
 
@@ -365,6 +365,5 @@ class _NothingRecordedError(Exception):
     """No frame reached the recording: there is nothing to publish."""
 
 
-__all__ = ["DEFAULT_LIVE_FPS", "DEFAULT_RECORD_FPS", "MAX_LIVE_FPS", "OUTPUT_NICE", "RECORD_CODECS", "WINDOW", "Outputs", "check_live_fps",
-           "check_output_path", "check_outputs", "display_available", "lower_thread_priority",
-           "restore_thread_priority"]
+__all__ = ["DEFAULT_LIVE_FPS", "DEFAULT_RECORD_FPS", "MAX_LIVE_FPS", "RECORD_CODECS", "WINDOW", "Outputs", "check_live_fps",
+           "check_output_path", "check_outputs", "display_available"]

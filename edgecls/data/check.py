@@ -6,7 +6,6 @@ relative to the root.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import statistics
 from collections import Counter, defaultdict
@@ -16,6 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from edgecls.data.folder import DatasetSplits, load_splits
+from edgecls.preprocess import file_sha256
 
 IMBALANCE_WARN = 3.0  # max/min train images per class above this gets a warning
 FEW_IMAGES_WARN = 10  # classes with fewer train images than this get a warning
@@ -23,26 +23,19 @@ FEW_IMAGES_WARN = 10  # classes with fewer train images than this get a warning
 
 def _file_info(path: Path) -> tuple[str, tuple[int, int] | None, str | None]:
     """(content sha256, (width, height) from the header or None, PIL mode or None)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    digest = file_sha256(path)
     try:
         with Image.open(path) as image:
-            return digest.hexdigest(), image.size, image.mode
+            return digest, image.size, image.mode
     except (OSError, SyntaxError, ValueError):  # already verified by load_splits; a file changed since then only loses its size
-        return digest.hexdigest(), None, None
+        return digest, None, None
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return file_sha256(path)
     except OSError:  # gone or unreadable since the scan: it cannot be a duplicate of anything
         return f"unreadable {path}"
-    return digest.hexdigest()
 
 
 def cross_split_duplicates(data: DatasetSplits, known: dict[Path, str] | None = None) -> list[list[tuple[str, Path]]]:
