@@ -85,8 +85,9 @@ def closed_by_server(sock: socket.socket, within: float) -> bool:
     return False
 
 
-def live_threads() -> int:
-    return sum(1 for t in threading.enumerate() if t.is_alive())
+def handler_threads() -> int:
+    """Threads socketserver started for a connection (counted after accept, so wait for them to appear)."""
+    return sum(1 for t in threading.enumerate() if t.is_alive() and "process_request_thread" in t.name)
 
 
 # ---------------------------------------------------------------- connection cap
@@ -95,8 +96,7 @@ def live_threads() -> int:
 def test_connections_over_the_cap_are_refused_at_once_without_a_thread(tight: LiveServer) -> None:
     held = [idle_socket(tight) for _ in range(3)]
     try:
-        assert wait_until(lambda: tight.connections == 3)
-        threads = live_threads()
+        assert wait_until(lambda: tight.connections == 3 and handler_threads() == 3)
         extra = idle_socket(tight)
         extra.settimeout(5)
         answer = extra.recv(1024)
@@ -104,7 +104,7 @@ def test_connections_over_the_cap_are_refused_at_once_without_a_thread(tight: Li
         assert closed_by_server(extra, within=5)
         extra.close()
         assert tight.refused == 1 and tight.connections == 3
-        assert live_threads() == threads  # refused before a thread was started for it
+        assert handler_threads() == 3  # refused before a thread was started for it
     finally:
         for sock in held:
             sock.close()
