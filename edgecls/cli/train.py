@@ -38,7 +38,7 @@ def train_command(
     unfreeze: int = _option("unfreeze", "--unfreeze"),
     batch: int = _option("batch", "--batch"),
     optimizer: str = _option("optimizer", "--optimizer"),
-    lr: float = _option("lr", "--lr"),
+    lr: float | None = _option("lr", "--lr"),
     fine_tune_lr: float | None = _option("fine_tune_lr", "--fine-tune-lr"),
     schedule: str = _option("schedule", "--schedule"),
     dropout: float = _option("dropout", "--dropout"),

@@ -22,11 +22,12 @@ from edgecls.run_folder import CHECKPOINT_FILE, CURVES_FILE, MODEL_FILE, STATE_F
 from edgecls.training.augment import AugmentConfig
 from edgecls.training.budget import MAX_BUDGET_FINE_TUNE_EPOCHS, TimeBudget, data_position, fine_tune_plan, head_plan, parse_duration
 from edgecls.training.checkpoint import Checkpoint, Progress, assign_values, load_checkpoint, progress_json, save_checkpoint
-from edgecls.training.config import TrainConfig
+from edgecls.training.config import DEFAULT_LR, TrainConfig
 from edgecls.training.disk_cache import remove_cache
 from edgecls.training.optimizers import class_weights, make_optimizer
 from edgecls.training.pipeline import load_training_data, make_dataset
 from edgecls.training.run_setup import default_run_dir, new_run_folder, resumed_run_folder
+from edgecls.training.scratch import default_lr, prepare_scratch_backbone
 from edgecls.training.strategy import make_strategy, require_tensorflow, synchronize_batch_norm
 
 
@@ -138,9 +139,11 @@ class _Trainer:
             if strategy.num_replicas_in_sync > 1:  # --strategy mirrored / multi-worker: BatchNorm over the global batch
                 synchronize_batch_norm(self.classifier.model)
         if not self.pretrained:
-            from edgecls.training.scratch import prepare_scratch_backbone
-
             prepare_scratch_backbone(self.classifier.backbone)
+        if config.lr is None:  # the run folder records the rate it used
+            config = self.config = dataclasses.replace(config, lr=default_lr(self.classifier.backbone, self.pretrained))
+            if config.lr != DEFAULT_LR:
+                self.console.print(f"{spec.name} from scratch has no BatchNorm: --lr {config.lr:g} (pass --lr to choose)")
         self.progress = checkpoint.progress if checkpoint else Progress()
         self.best = BestWeights(self.classifier.model, self.progress)
         self.restored_optimizer: tuple[str, list[np.ndarray]] | None = None
