@@ -1,7 +1,7 @@
 """The live view's frame rate (--live-fps) and what the output thread spends on it.
 
 The live view encodes a JPEG only as often as its viewers get one: at most `live_fps` a second while a stream client
-watches (edgecls.camera.outputs.DEFAULT_LIVE_FPS unless --live-fps says otherwise), and with a recording only frames
+watches (edgecls.camera.rates.DEFAULT_LIVE_FPS unless --live-fps says otherwise), and with a recording only frames
 that are recorded too, so one overlay serves both. The live output thread runs under SCHED_IDLE (else niceness 19):
 inference threads take its core back at once. No timing asserts: the rate checks assert the bound that the
 publishing rule guarantees whatever the machine's speed (frames published <= 1 + seconds x rate).
@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 from edgecls.camera.decision import Postprocessor
-from edgecls.camera.outputs import DEFAULT_LIVE_FPS, MAX_LIVE_FPS, Outputs, check_live_fps
+from edgecls.camera.outputs import Outputs
 from edgecls.camera.priority import lower_thread_priority, restore_thread_priority
+from edgecls.camera.rates import DEFAULT_LIVE_FPS, MAX_LIVE_FPS, check_live_fps
 from edgecls.errors import ConfigError
 from tests.camera_helpers import wait_until
 from tests.conftest import assert_clean_error, run_cli

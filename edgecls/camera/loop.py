@@ -28,8 +28,9 @@ from typing import Any
 from edgecls.camera.decision import UNCERTAIN, Decision, Postprocessor
 from edgecls.camera.grabber import frame_reader
 from edgecls.camera.model_files import REPORT_NAME, default_report_path, resolve_model, run_inputs
-from edgecls.camera.outputs import DEFAULT_LIVE_FPS, Outputs, check_live_fps, check_outputs
+from edgecls.camera.outputs import Outputs, check_outputs
 from edgecls.camera.pipeline import make_feed, open_frames
+from edgecls.camera.rates import DEFAULT_LIVE_FPS, check_live_fps, check_record_fps, recording_rate
 from edgecls.camera.session import CameraRunError, FrameResult, LoopLimits, LoopRun
 from edgecls.camera.sources import FrameSource
 from edgecls.errors import ConfigError, Terminated
@@ -68,6 +69,7 @@ def run_camera(
     capture: str = "auto",
     record_drop: bool = False,
     live_fps: float = DEFAULT_LIVE_FPS,
+    record_fps: float | None = None,
 ) -> dict[str, Any]:
     """Classify frames from a camera, stream, video or folder; returns the report (also written to `report`).
 
@@ -81,6 +83,9 @@ def run_camera(
     API (edgecls.camera.api: /api/info, /api/classify), sharing the model with the loop under a lock.
     record_drop: record a file or folder like a live source (real time, frames skipped rather than waited for).
     live_fps: the live view's JPEGs a second at most while someone watches its stream (0 < live_fps <= 60).
+    record_fps: the recording's frames a second (0 < record_fps <= 60, never above the source's rate; also the video's
+    fps): None = edgecls.camera.rates.DEFAULT_RECORD_FPS for a real-time recording (a live source, record_drop), every
+    frame of a file. Frames left out are counted (counts.record_skipped_by_rate), never drawn or encoded.
     capture: "auto" lets a camera deliver the smallest frames covering the model (a USB mode, picamera2's lores
     stream: edgecls.camera.capture_modes) unless width/height are given; "full" keeps the camera's own size.
     sinks: ResultSinks (edgecls.integrations: MQTT, frames kept for retraining) offered every result on this
@@ -97,6 +102,11 @@ def run_camera(
     if seconds is not None and seconds <= 0:
         raise ConfigError(f"seconds {seconds} must be positive", "Use e.g. --seconds 30, or leave it out to run until stopped")
     live_fps = check_live_fps(live_fps)
+    if record_fps is not None:
+        record_fps = check_record_fps(record_fps)
+        if record is None:
+            raise ConfigError(f"--record-fps {record_fps:g} applies to a recording only",
+                              "Add --record FILE.mp4, or leave --record-fps out")
     artifact = resolve_model(model)
     token_path = Path(token_file).expanduser() if token_file is not None else None
     check_not_inputs({"--record": record, "--report": report}, run_inputs(artifact, source, token_path))
@@ -135,8 +145,9 @@ def run_camera(
 
             api = ClassifyApi(backend, top_k=top_k, threshold=threshold)
             backend = api.backend  # the loop and the API share the model under one lock
-        outputs = Outputs(show, record, serve, opened.fps, token=token, lossless=not (opened.is_live or record_drop),
-                          mount=api.mount if api else None, live_fps=live_fps)
+        lossless = not (opened.is_live or record_drop)
+        outputs = Outputs(show, record, serve, recording_rate(record_fps, opened.fps, real_time=not lossless), token=token,
+                          lossless=lossless, mount=api.mount if api else None, live_fps=live_fps, source_fps=opened.fps)
         stack.callback(outputs.close)
         for sink in sinks:
             sink.open(backend)

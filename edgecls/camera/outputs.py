@@ -2,12 +2,14 @@
 
 Off the inference path: the recording and the live view are drawn, encoded and written by an output
 thread of their own. The loop only hands the frame over (`handle` returns at once): for a live source
-(or with `lossless=False`) the recording is real time, at most `record_fps` frames a second, the
+(or with `lossless=False`) the recording is real time, at most `record_fps` frames a second (--record-fps,
+DEFAULT_RECORD_FPS unless given: frames in between are never drawn or encoded, counted as `skipped_by_rate`), the
 output thread takes the newest frame, and a frame it had no time for is skipped and counted
 (`dropped`), so recording never slows inference (the thread runs under SCHED_IDLE, else at niceness camera.priority.OUTPUT_NICE:
 where inference uses every core, it gets the CPU only when inference leaves some); for a file or folder (no real time to keep up with)
-the recording keeps every frame and the loop waits when the output thread is OUTPUT_DEPTH frames
-behind (`edgecls camera --record-drop` treats a file like a live source). The live view encodes
+the recording keeps every frame (with --record-fps below the file's rate: the frames due by the file's own clock,
+seq / source_fps) and the loop waits when the output thread is OUTPUT_DEPTH frames behind (`edgecls camera
+--record-drop` treats a file like a live source). The video's fps is the recording's rate, so it plays in real time. The live view encodes
 JPEGs only as often as it wants them (LiveServer.wants_frame: its stream clients at most `live_fps`, DEFAULT_LIVE_FPS
 unless --live-fps says otherwise, a snapshot refresh otherwise), and with a recording only frames that are recorded
 too (one overlay for both); its stats are updated ten times a second. The window
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sys
 import threading
@@ -37,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from edgecls.camera.priority import lower_thread_priority, restore_thread_priority
+from edgecls.camera.rates import DEFAULT_LIVE_FPS, DEFAULT_RECORD_FPS, check_live_fps
 from edgecls.errors import ConfigError, require, suggest
 from edgecls.fsutil import atomic_path, check_parent
 
@@ -44,27 +48,9 @@ log = logging.getLogger(__name__)
 
 RECORD_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 WINDOW = "edgecls camera"
-DEFAULT_RECORD_FPS = 15.0  # live sources that report no frame rate
 OUTPUT_DEPTH = 4  # frames a file's recording may be behind before the loop waits for the output thread
 STATS_INTERVAL_S = 0.1  # live stats published at most this often (without a new frame)
 CLOSE_TIMEOUT_S = 10.0  # seconds close() waits for the output thread to write what it was handed
-
-
-DEFAULT_LIVE_FPS = 10.0  # live-view JPEGs a second while a stream client watches (--live-fps)
-MAX_LIVE_FPS = 60.0
-
-
-def check_live_fps(value: float) -> float:
-    """The live view's frame rate (--live-fps) as a float, or one clear ConfigError."""
-    try:
-        fps = float(value)
-    except (TypeError, ValueError):
-        fps = float("nan")
-    if not 0.0 < fps <= MAX_LIVE_FPS:  # also refuses NaN
-        raise ConfigError(f"--live-fps {value!r} is not between 0 and {MAX_LIVE_FPS:g}",
-                          f"Use e.g. --live-fps {DEFAULT_LIVE_FPS:g} (a browser view needs no more than 10-15; each frame is a JPEG "
-                          "encoded on the camera's CPU)")
-    return fps
 
 
 def display_available() -> bool:
@@ -121,21 +107,33 @@ class _Job:
 class Outputs:
     """Overlay plus any of: an OpenCV window, an annotated recording, the live view server (see the module docstring).
 
+    record_fps: the recording's frames a second (recording_rate), also the video's fps; None: DEFAULT_RECORD_FPS.
     lossless: keep every frame in the recording (files and folders); False drops frames the output thread
-    had no time for (live sources). `recorded` counts frames written, `dropped` frames skipped.
+    had no time for (live sources). source_fps: a lossless recording's source rate: with record_fps below it, the
+    frames due by the file's clock (seq / source_fps) are recorded, the others skipped by rate.
+    `recorded` counts frames written, `skipped_by_rate` frames the rate left out (never drawn nor encoded for the
+    recording), `dropped` frames the output thread had no time for.
     mount: called with the LiveServer before it starts, to add routes (edgecls.camera.api.ClassifyApi.mount).
     live_fps: the live view's JPEGs a second at most while a stream client watches (check_live_fps).
     """
 
     def __init__(self, show: bool, record: Path | None, serve: str | None, record_fps: float | None, token: str | None = None,
-                 lossless: bool = False, mount: Callable[[Any], object] | None = None, live_fps: float = DEFAULT_LIVE_FPS) -> None:
+                 lossless: bool = False, mount: Callable[[Any], object] | None = None, live_fps: float = DEFAULT_LIVE_FPS,
+                 source_fps: float | None = None) -> None:
         self.show, self.record, self.serve, self.token = show, record, serve, token
         self.live_fps = check_live_fps(live_fps)
         self.lossless = lossless and record is not None
         self.record_fps = record_fps or DEFAULT_RECORD_FPS
+        # a file's clock to pace a lossless recording by, when the recording's rate is below the file's
+        self._source_fps = source_fps if self.lossless and source_fps and self.record_fps < source_fps else None
+        # with a recording, the live view takes every n-th recorded frame at most (n = this): never above live_fps
+        self._serve_every = max(1, math.ceil(self.record_fps / self.live_fps - 1e-9))
+        self._recorded_since_served = 0
+        self._handed = 0
         self.server: Any = None
         self.url: str | None = None
         self.recorded = 0
+        self.skipped_by_rate = 0
         self.dropped = 0
         self.error: BaseException | None = None  # what stopped the output thread, raised by the next handle() or close()
         self._error_raised = False
@@ -147,7 +145,7 @@ class Outputs:
         self._jobs: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._stopping = False
-        self._next_record_at = 0.0
+        self._next_record_at: float | None = None  # when the next frame is due for the recording (None: the first one is)
         self._next_stats_at = 0.0
         self._thread: threading.Thread | None = None
         if show or record or serve:
@@ -186,25 +184,45 @@ class Outputs:
         else:
             log.info("live view at %s", self.url)
 
-    def handle(self, frame: np.ndarray, decision: Any, live: dict[str, Any], extra: dict[str, Any]) -> bool:
+    def handle(self, frame: np.ndarray, decision: Any, live: dict[str, Any], extra: dict[str, Any], seq: int | None = None) -> bool:
         """Send the frame everywhere it goes; True when the user asked to quit (q, Esc, window closed).
 
-        decision: anything with label, score and uncertain (edgecls.camera.decision.Decision). Returns at once
-        except for a file's recording that is OUTPUT_DEPTH frames behind. Raises what stopped the output thread.
+        decision: anything with label, score and uncertain (edgecls.camera.decision.Decision). seq: the source's frame
+        number (1, 2, ...; else the frames handed are counted). Returns at once except for a file's recording that is
+        OUTPUT_DEPTH frames behind. Raises what stopped the output thread.
         """
         self._raise_error()
         server, now = self.server, time.monotonic()
-        record = self.record is not None and (self.lossless or now >= self._next_record_at)
-        # with a recording, the live view takes its frames from the recorded ones: one overlay serves both
-        serve = server is not None and (record or self.record is None) and server.wants_frame()
-        if record and not self.lossless:  # live: a real-time recording, at most record_fps frames a second
-            self._next_record_at = max(self._next_record_at + 1.0 / self.record_fps, now - 1.0 / self.record_fps)
+        self._handed += 1
+        record = self.record is not None and self._recording_due(now, seq)
+        if self.record is None:
+            serve = server is not None and server.wants_frame()
+        else:  # the live view takes its frames from the recorded ones: one overlay serves both
+            self._recorded_since_served += record
+            serve = record and server is not None and (server.wants_frame() or (
+                server.stream_clients > 0 and self._recorded_since_served >= self._serve_every))
+            if serve:
+                self._recorded_since_served = 0
         if record or serve:
             self._hand_over(_Job(frame, decision.label, float(decision.score), bool(decision.uncertain), live, extra, record, serve))
         if server is not None and (serve or now >= self._next_stats_at):  # the page polls twice a second: 10 updates are plenty
             self._next_stats_at = now + STATS_INTERVAL_S
             server.publish_stats({"label": decision.label, "score": decision.score, **live, **extra})
         return self._show(frame, decision, live) if self.show else False
+
+    def _recording_due(self, now: float, seq: int | None) -> bool:
+        """Whether this frame goes into the recording: at most record_fps a second by the wall clock (live), by the
+        file's clock (a lossless recording slower than its file), else every frame. Counts the ones left out."""
+        if self.lossless and self._source_fps is None:
+            return True
+        at = now if not self.lossless else ((seq if seq is not None else self._handed) - 1) / self._source_fps  # type: ignore[operator]
+        step, due = 1.0 / self.record_fps, self._next_record_at
+        if due is not None and at < due - 1e-6:  # the tolerance: k / fps sums drift by float rounding
+            self.skipped_by_rate += 1
+            return False
+        # one interval on; after a stall, not earlier than one interval back (so the next frame is due at once)
+        self._next_record_at = at + step if due is None else max(due + step, at - step)
+        return True
 
     def _show(self, frame: np.ndarray, decision: Any, live: dict[str, Any]) -> bool:
         from edgecls.camera.overlay import draw_overlay
@@ -263,7 +281,8 @@ class Outputs:
         from edgecls.camera.overlay import draw_overlay
 
         cv2, server = self._cv2, self.server
-        publish = job.serve and server is not None and server.wants_frame()
+        # a recorded frame was chosen for the live view when handed over (every n-th one); a live-only one is checked again
+        publish = job.serve and server is not None and (job.record or server.wants_frame())
         if not (job.record or publish):
             return
         annotated = draw_overlay(job.frame, job.label, job.score, job.live.get("fps"), job.live.get("latency_p50_ms"),
@@ -365,5 +384,4 @@ class _NothingRecordedError(Exception):
     """No frame reached the recording: there is nothing to publish."""
 
 
-__all__ = ["DEFAULT_LIVE_FPS", "DEFAULT_RECORD_FPS", "MAX_LIVE_FPS", "RECORD_CODECS", "WINDOW", "Outputs", "check_live_fps",
-           "check_output_path", "check_outputs", "display_available"]
+__all__ = ["RECORD_CODECS", "WINDOW", "Outputs", "check_output_path", "check_outputs", "display_available"]

@@ -248,7 +248,7 @@ class LoopRun:
             quit_requested = False
             if self.outputs.active:
                 live = {**stats.live(), "dropped": self.reader.counters.dropped}
-                quit_requested = self.outputs.handle(frame.image, decision, live, extra)
+                quit_requested = self.outputs.handle(frame.image, decision, live, extra, seq=frame.seq)
                 timings["output"] = (time.perf_counter() - t4) * 1e3
             stats.add(timings, done_at=t4)
             self.labels[decision.label] += 1
@@ -281,10 +281,12 @@ class LoopRun:
                     "skipped_files": getattr(facts["source"], "skipped", [])[:20]},
             settings={"frames": self.limits.frames, "seconds": self.limits.seconds, "smoothing": self.post.smoothing,
                       "threshold": self.post.threshold, "top_k": self.post.top_k, "window": self.outputs.show,
-                      "record": str(self.outputs.record) if self.outputs.record else None, "serve": self.outputs.url,
+                      "record": str(self.outputs.record) if self.outputs.record else None,
+                      "record_fps": self.outputs.record_fps if self.outputs.record else None, "serve": self.outputs.url,
                       "pipeline": self.feed.pipelined, "capture": self.facts["capture"]},
             counts={"processed": self.stats.frames, "inference_failed": self.inference_failed, "awaiting_network": self.awaiting_network,
-                    "frames_recorded": self.outputs.recorded, "output_dropped": self.outputs.dropped, **counters.as_dict()},
+                    "frames_recorded": self.outputs.recorded, "record_skipped_by_rate": self.outputs.skipped_by_rate,
+                    "output_dropped": self.outputs.dropped, **counters.as_dict()},
             integrations={sink.name: sink.report() for sink in self.sinks},
             inference_error=self.inference_error,
             labels=dict(self.labels.most_common()),

@@ -289,6 +289,12 @@ def render_summary(summary: dict[str, Any], console: Any) -> None:
     if throttled and throttled.get("flags"):
         parts.append("THROTTLING: " + ", ".join(throttled["flags"]))
     console.print("; ".join(parts), markup=False)
+    settings = summary.get("settings") or {}
+    if settings.get("record"):
+        rate = settings.get("record_fps")
+        console.print(f"recorded {counts.get('frames_recorded', 0)} frames" + (f" at {rate:g} fps" if rate else "")
+                      + f" (skipped by the rate {counts.get('record_skipped_by_rate', 0)}, "
+                      f"dropped with the writer behind {counts.get('output_dropped', 0)}): {settings['record']}", markup=False)
 
 
 __all__ = ["EXTRA_SERIES", "RESERVOIR", "STAGES", "LoopStats", "Series", "cpu_temperature", "cpu_temperatures", "describe_ms",

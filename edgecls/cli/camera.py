@@ -60,6 +60,10 @@ def camera_command(
         False, "--record-drop",
         help="Record a video file or folder like a live camera: real time at the source's frame rate, frames skipped rather than "
              "inference slowed (live sources always do this)."),
+    record_fps: float | None = typer.Option(
+        None, "--record-fps",
+        help="Recorded frames a second at most (also the video's rate, so it plays in real time; each is drawn and encoded on the "
+             "camera's CPU) [default: 10 for a live camera or with --record-drop, capped at the source's rate; a file's own rate]."),
     serve: str | None = typer.Option(None, "--serve", help="Live view in a browser at HOST:PORT (e.g. 0.0.0.0:8080)."),
     live_fps: float | None = typer.Option(
         None, "--live-fps",
@@ -104,6 +108,7 @@ def camera_command(
     from edgecls.camera.stats import render_summary
 
     live_rate = _live_fps(live_fps, serve)
+    record_rate = _record_fps(record_fps, record)
     with log_to_console():
         source = _stream_source(source, device_password_file)
         sinks: list[ResultSink] = []
@@ -120,7 +125,7 @@ def camera_command(
                 model, source, device=backend_device, threads=threads, frames=frames, seconds=seconds, smoothing=smoothing,
                 threshold=threshold, top_k=top_k, headless=headless, record=record, serve=serve, report=report,
                 width=width, height=height, pipeline=pipeline, token_file=token_file, sinks=sinks,
-                record_drop=record_drop, live_fps=live_rate,
+                record_drop=record_drop, live_fps=live_rate, record_fps=record_rate,
                 capture=capture or ("full" if record is not None or save_uncertain is not None else "auto"),
             )
         except EdgeclsError as exc:
@@ -172,13 +177,24 @@ def _stream_source(source: str, password_file: Path | None) -> str:
 
 def _live_fps(value: float | None, serve: str | None) -> float:
     """--live-fps checked before the camera starts: only with --serve, within (0, 60]."""
-    from edgecls.camera.outputs import DEFAULT_LIVE_FPS, check_live_fps
+    from edgecls.camera.rates import DEFAULT_LIVE_FPS, check_live_fps
 
     if value is None:
         return DEFAULT_LIVE_FPS
     if not serve:
         raise ConfigError(f"--live-fps {value:g} applies to the live view only", "Add --serve HOST:PORT, or leave --live-fps out")
     return check_live_fps(value)
+
+
+def _record_fps(value: float | None, record: Path | None) -> float | None:
+    """--record-fps checked before the camera starts: only with --record, within (0, 60]; None: the default."""
+    from edgecls.camera.rates import check_record_fps
+
+    if value is None:
+        return None
+    if record is None:
+        raise ConfigError(f"--record-fps {value:g} applies to a recording only", "Add --record FILE.mp4, or leave --record-fps out")
+    return check_record_fps(value)
 
 
 def _mqtt_sink(url: str, password_file: Path | None, **options: Any) -> ResultSink:
