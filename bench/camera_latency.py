@@ -3,12 +3,14 @@
     python bench/camera_latency.py bench/work/lite0-224 --threads 2 --frames 300 --rounds 3
     python bench/camera_latency.py bench/work/lite0-224 --threads 2 1 --outputs   # also --record + --serve + a viewer
     python bench/camera_latency.py bench/work/lite0-224 --outputs --code before=../tree-before   # outputs, new code vs old
+    python bench/camera_latency.py bench/work/lite0-224 --outputs --record-fps 10 30   # one outputs configuration per rate
 
 Writes videos from real photos (skimage.data chelsea, coffee, astronaut, rocket; a slow pan over each so
 every frame differs) at 640x480 and 320x240 (--sizes), then runs the real CLI
 
     edgecls camera --device VIDEO --model ARTIFACT --frames 300 --threads 2 --report R.json --json [--no-pipeline]
     edgecls camera ... --record R.mp4 --record-drop --serve 127.0.0.1:PORT     (--outputs; a client watches the stream)
+    edgecls camera ... --record R.mp4 --record-drop --record-fps N --serve ...  (--outputs --record-fps N ...)
 
 for every artifact under the folder (tflite-int8, onnx-int8, openvino-int8; edgetpu-* is the same file as
 tflite-int8 and is skipped unless --all), each video and configuration, alternating so that load from other
@@ -25,6 +27,10 @@ frames skipped rather than inference slowed). Columns:
   ratio             frame time p50 / raw inference p50
   CPU cores busy    the edgecls process's CPU time over wall time (the report's cpu_cores_used)
   load              the machine's 1-minute load average when the run ended (other jobs included)
+  recorded          with outputs: frames recorded / left out by the recording's rate / dropped (the writer was behind)
+
+Below the table: per outputs configuration, each round's frame time p50 over the same round's "on" (the runs next
+to each other in time), and their median.
 
 Prints a Markdown table; writes bench/results/camera_latency.json with the commands and every round.
 """
@@ -96,11 +102,13 @@ def watch_stream(port: int, stop: threading.Event) -> None:
 
 
 def run_once(artifact: Path, video: Path, config: str, frames: int, threads: int, tmp: Path, code: dict[str, Path]) -> dict:
-    """One `edgecls camera` run; config "off", "on", "outputs" or "outputs@NAME" (the outputs run with the code in code[NAME])."""
+    """One `edgecls camera` run; config "off", "on", "outputs", "outputs:FPS" (--record-fps FPS) or "outputs@NAME" (the
+    outputs run with the code in code[NAME])."""
     report = tmp / "r.json"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     if "@" in config:
         env["PYTHONPATH"] = str(code[config.partition("@")[2]])
+    record_fps = config.partition(":")[2]
     command = [*edgecls_command(), "camera", "--device", str(video), "--model", str(artifact), "--frames", str(frames),
                "--threads", str(threads), "--report", str(report), "--json", "--no-pipeline" if config == "off" else "--pipeline"]
     stop, viewer = threading.Event(), None
@@ -108,7 +116,8 @@ def run_once(artifact: Path, video: Path, config: str, frames: int, threads: int
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        command += ["--record", str(tmp / "recording.mp4"), "--record-drop", "--serve", f"127.0.0.1:{port}"]
+        command += ["--record", str(tmp / "recording.mp4"), "--record-drop", *(["--record-fps", record_fps] if record_fps else []),
+                    "--serve", f"127.0.0.1:{port}"]
         viewer = threading.Thread(target=watch_stream, args=(port, stop), daemon=True)
         viewer.start()
     try:
@@ -128,7 +137,8 @@ def run_once(artifact: Path, video: Path, config: str, frames: int, threads: int
         "end_to_end_p99": stages["end_to_end"]["p99"], "capture_wait_p50": stages["capture_wait"]["p50"],
         "preprocess_p50": stages["preprocess"]["p50"], "input_wait_p50": stages.get("input_wait", {}).get("p50"),
         "output_p50": stages.get("output", {}).get("p50"), "frames_recorded": data["counts"].get("frames_recorded"),
-        "output_dropped": data["counts"].get("output_dropped"),
+        "output_dropped": data["counts"].get("output_dropped"), "record_skipped_by_rate": data["counts"].get("record_skipped_by_rate"),
+        "record_fps": (data.get("settings") or {}).get("record_fps"),
         "frame_time": data["frame_time_ms"], "frame_time_vs_inference": data["frame_time_vs_inference"],
         "backend": data["backend"], "stop_reason": data["stop_reason"],
         "command": " ".join(["edgecls", *command[len(edgecls_command()):]]),
@@ -147,6 +157,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sizes", nargs="+", default=["640x480", "320x240"], help="video sizes WxH")
     parser.add_argument("--outputs", action="store_true", help="also run with --record --record-drop --serve and a viewer")
+    parser.add_argument("--record-fps", nargs="+", default=[], metavar="FPS",
+                        help="with --outputs: one outputs configuration per rate (--record-fps FPS) instead of the default rate")
     parser.add_argument("--all", action="store_true", help="also run edgetpu-* artifacts (on the CPU)")
     parser.add_argument("--only", nargs="+", default=None, help="artifact folder names to run (e.g. tflite-int8 openvino-int8)")
     parser.add_argument("--code", nargs="+", default=[], metavar="NAME=DIR",
@@ -166,8 +178,11 @@ def main() -> None:
     code = {name: Path(folder).resolve() for name, _, folder in (spec.partition("=") for spec in args.code)}
     if any(not (folder / "edgecls" / "__init__.py").is_file() for folder in code.values()) or (code and not args.outputs):
         raise SystemExit(f"--code {' '.join(args.code)}: each NAME=DIR needs DIR/edgecls/__init__.py, and --outputs")
-    configs = ["off", "on", *(["outputs", *(f"outputs@{name}" for name in code)] if args.outputs else [])]
-    records, rows = [], []
+    if args.record_fps and (not args.outputs or any(not fps.replace(".", "", 1).isdigit() for fps in args.record_fps)):
+        raise SystemExit(f"--record-fps {' '.join(args.record_fps)}: numbers, with --outputs")
+    mine = [f"outputs:{fps}" for fps in args.record_fps] or ["outputs"]
+    configs = ["off", "on", *([*mine, *(f"outputs@{name}" for name in code)] if args.outputs else [])]
+    records, rows, paired = [], [], []
     with tempfile.TemporaryDirectory(prefix="camera-latency-") as tmp:
         videos = {size: write_video(Path(tmp) / f"clip-{size[0]}x{size[1]}.mp4", size, args.frames + 30) for size in sizes}
         for threads in args.threads:
@@ -189,28 +204,44 @@ def main() -> None:
                                         "rounds_frame_time_p50": [r["frame_time"]["p50"] for r in rounds[config]],
                                         "rounds_inference_p50": [r["inference_p50"] for r in rounds[config]],
                                         "rounds_preprocess_p50": [r["preprocess_p50"] for r in rounds[config]],
-                                        "rounds_load_average": [r["load_average_1min"] for r in rounds[config]]})
+                                        "rounds_load_average": [r["load_average_1min"] for r in rounds[config]],
+                                        "rounds_vs_on": [round(r["frame_time"]["p50"] / on["frame_time"]["p50"], 3)
+                                                         for r, on in zip(rounds[config], rounds["on"])]})
                         label = {"off": "off", "on": "on"}.get(config, "on + record + serve + viewer" + (
-                            f" ({config.partition('@')[2]} code)" if "@" in config else ""))
+                            f" ({config.partition('@')[2]} code)" if "@" in config else "")
+                            + (f" at --record-fps {config.partition(':')[2]}" if ":" in config else ""))
+                        by_rate = best["record_skipped_by_rate"]  # None: code from before --record-fps
+                        recorded = (f"{best['frames_recorded']} / {'-' if by_rate is None else by_rate} / {best['output_dropped']}"
+                                    if config.startswith("outputs") else "")
+                        if config.startswith("outputs"):
+                            per_round = records[-1]["rounds_vs_on"]
+                            paired.append(f"{artifact.parent.name} {threads} threads {size[0]}x{size[1]} {label}: per round "
+                                          f"{', '.join(f'{x:.2f}' for x in per_round)}x on, "
+                                          f"median {sorted(per_round)[len(per_round) // 2]:.2f}x")
                         vs_on = f" ({frame_p50 / baseline:.2f}x on)" if config.startswith("outputs") else ""
                         rows.append(f"| {artifact.parent.name} | {threads} | {size[0]}x{size[1]} | {label} | {best['inference_p50']:.2f} | "
                                     f"{raw:.2f} | {best['preprocess_p50']:.2f} ({best['preprocess_p50'] / raw:.0%}) | "
                                     f"{best['capture_wait_p50']:.2f} | {frame_p50:.2f}{vs_on} | {best['end_to_end_p99']:.2f} | "
                                     f"{best['fps']:.0f} | {frame_p50 / raw:.2f}x | {best['cpu_cores_used']:.2f} | "
-                                    f"{best['load_average_1min']:.1f} |")
+                                    f"{best['load_average_1min']:.1f} | {recorded} |")
                         print(rows[-1], flush=True)
     threads_text = " ".join(map(str, args.threads))
     command = (f"python bench/camera_latency.py {args.folder} --frames {args.frames} --threads {threads_text} --rounds {args.rounds} "
                f"--sizes {' '.join(args.sizes)}" + (" --outputs" if args.outputs else "")
-               + (f" --only {' '.join(args.only)}" if args.only else "") + (f" --code {' '.join(args.code)}" if args.code else ""))
+               + (f" --only {' '.join(args.only)}" if args.only else "") + (f" --code {' '.join(args.code)}" if args.code else "")
+               + (f" --record-fps {' '.join(args.record_fps)}" if args.record_fps else ""))
     write_json(args.out, {"command": command, "code": {name: str(folder) for name, folder in code.items()},
                           "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
                           "date": time.strftime("%Y-%m-%d"), "photos": list(PHOTOS), "results": records})
     print()
     print("| artifact | threads | video | pipeline | inference p50 ms | raw inference p50 ms | preprocess p50 ms (of raw) | capture p50 ms "
-          "| frame time p50 ms | frame age p99 ms | FPS | frame time / raw inference | CPU cores busy | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| frame time p50 ms | frame age p99 ms | FPS | frame time / raw inference | CPU cores busy | load "
+          "| recorded / by rate / dropped |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
+    if paired:
+        print()
+        print("\n".join(paired))
 
 
 if __name__ == "__main__":
