@@ -58,7 +58,7 @@ def camera_command(
     record: Path | None = typer.Option(None, "--record", help="Write annotated frames to this .mp4 (mp4v) or .avi (MJPG)."),
     record_drop: bool = typer.Option(
         False, "--record-drop",
-        help="Record a video file or folder like a live camera: real time at the source's frame rate, frames skipped rather than "
+        help="Record a video file or folder like a live camera: real time at --record-fps, frames skipped rather than "
              "inference slowed (live sources always do this)."),
     record_fps: float | None = typer.Option(
         None, "--record-fps",
