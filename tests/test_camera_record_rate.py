@@ -44,7 +44,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import cv2
 
     path = tmp_path_factory.mktemp("clip") / "clip.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (64, 48))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 30.0, (64, 48))
     assert writer.isOpened()
     for i in range(60):
         writer.write(np.full((48, 64, 3), (4 * i, 255 - 4 * i, (40 * i) % 256), np.uint8))
