@@ -12,7 +12,8 @@ seq / source_fps) and the loop waits when the output thread is OUTPUT_DEPTH fram
 --record-drop` treats a file like a live source). The video's fps is the recording's rate, so it plays in real time. The live view encodes
 JPEGs only as often as it wants them (LiveServer.wants_frame: its stream clients at most `live_fps`, DEFAULT_LIVE_FPS
 unless --live-fps says otherwise, a snapshot refresh otherwise), and with a recording only frames that are recorded
-too (one overlay for both); its stats are updated ten times a second. The window
+too (one overlay for both: every n-th recorded frame while watched, n = ceil(record_fps / live_fps), so equal rates show
+every recorded frame rather than beating against the JPEG timer); its stats are updated ten times a second. The window
 is drawn on the loop's thread (GUI toolkits want one thread).
 
 OpenCV is imported only when one of them is on (edgecls.errors.require names the extra to install).
