@@ -205,7 +205,8 @@ def pipeline_child(data: Path, mode: str, args: argparse.Namespace) -> None:
 
 def run_pipeline_isolated(data: Path, mode: str, args: argparse.Namespace) -> dict:
     """The pipeline child in a fresh process, waited for with os.wait4: its own peak RSS."""
-    command = [sys.executable, __file__, "--child", mode, "--images", str(args.images), "--img-size", str(args.img_size),
+    command = [sys.executable, __file__, "--child", mode, "--what", args.what, "--images", str(args.images),
+               "--img-size", str(args.img_size),
                "--batch", str(args.batch), "--work", str(args.work), "--format", args.format, "--holdout", str(args.holdout)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.stdout is not None and proc.stderr is not None
@@ -216,6 +217,27 @@ def run_pipeline_isolated(data: Path, mode: str, args: argparse.Namespace) -> di
     if proc.returncode != 0:
         raise SystemExit(f"pipeline --stream {mode} failed:\n{err[-3000:]}")
     return {"stream": mode, "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), **json.loads(out.strip().splitlines()[-1])}
+
+
+def setup_child(data: Path, mode: str, args: argparse.Namespace) -> None:
+    """`edgecls train`'s data setup alone (training.pipeline.load_training_data: scan, verify, decode, hash, and with
+    --stream on the uint8 cache), in this fresh process; prints one JSON line (seconds, counts)."""
+    from rich.console import Console
+
+    from edgecls.training.pipeline import load_training_data
+
+    run_dir = args.work / f"setup-run-{args.images}-{mode}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    val_test = (0.0, 0.0) if args.holdout > 0 else (0.05, 0.05)
+    start = time.perf_counter()
+    loaded = load_training_data(str(data), *val_test, 0, (args.img_size, args.img_size), mode, run_dir, Console(stderr=True))
+    seconds = time.perf_counter() - start
+    counts = {name: len(loaded.arrays[name]) for name in ("train", "val", "test")}
+    shutil.rmtree(run_dir, ignore_errors=True)
+    print(json.dumps({"setup_seconds": round(seconds, 1), "streamed": loaded.streamed, "counts": counts,
+                      "skipped": len(loaded.splits.skipped), "digests": len(loaded.digests),
+                      "images_per_second": round(sum(counts.values()) / seconds, 1)}))
 
 
 def random_backbone_weights(args: argparse.Namespace) -> str:
@@ -242,8 +264,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--modes", default="off,on", help="--stream values to run, in order")
     parser.add_argument("--work", type=Path, default=Path("bench/work"), help="generated data and run folders (use a big disk)")
-    parser.add_argument("--what", choices=("train", "pipeline"), default="train",
-                        help="train: edgecls train runs; pipeline: one epoch of make_dataset batches, no model")
+    parser.add_argument("--what", choices=("train", "pipeline", "setup"), default="train",
+                        help="train: edgecls train runs; pipeline: one epoch of make_dataset batches, no model; "
+                             "setup: training's data setup alone (scan, verify, decode, cache)")
     parser.add_argument("--format", choices=("png", "jpg"), default="png", help="generated images (jpg: ~14 KB each, for large N)")
     parser.add_argument("--holdout", type=int, default=0,
                         help="> 0: a pre-split tree (train/ with --images, val/ and test/ with this many each)")
@@ -260,7 +283,7 @@ def main() -> None:
     suffix = ("" if args.format == "png" else f"-{args.format}") + (f"-presplit{args.holdout}" if args.holdout > 0 else "")
     data_dir = args.work / f"stream-{args.images}-{args.img_size}px{suffix}"
     if args.child:
-        pipeline_child(data_dir, args.child, args)
+        (setup_child if args.what == "setup" else pipeline_child)(data_dir, args.child, args)
         return
 
     started = time.perf_counter()
@@ -269,7 +292,7 @@ def main() -> None:
     if args.weights == "random-file":
         args.weights = random_backbone_weights(args)
     load = list(os.getloadavg())
-    if args.what == "pipeline":
+    if args.what in ("pipeline", "setup"):
         runs = [run_pipeline_isolated(data, mode, args) for mode in args.modes.split(",")]
     else:
         runs = [run_train(data, args.work / f"run-stream-{mode}", mode, args) for mode in args.modes.split(",")]
@@ -285,7 +308,8 @@ def main() -> None:
                     "generate_seconds": round(generate_seconds, 1)},
         "what": (f"edgecls train: plain_cnn alpha {args.alpha}, --weights {args.weights}, --epochs {args.epochs}, "
                  f"--fine-tune-epochs {args.fine_tune_epochs}, --time-budget {args.time_budget}, --no-augment, batch {args.batch}"
-                 if args.what == "train" else f"one epoch of make_dataset training batches (batch {args.batch}, no model)"),
+                 if args.what == "train" else f"one epoch of make_dataset training batches (batch {args.batch}, no model)"
+                 if args.what == "pipeline" else "load_training_data alone (scan, verify, decode, hash; --stream on: the uint8 cache)"),
         "runs": runs,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_at_start": load, "load_at_end": list(os.getloadavg())},
     }
@@ -294,7 +318,8 @@ def main() -> None:
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
     for run in runs:
-        speed = run.get("fine_tune_images_per_second", run.get("train_images_per_second", run.get("batches_images_per_second")))
+        speed = run.get("fine_tune_images_per_second", run.get("train_images_per_second", run.get("batches_images_per_second",
+                                                                                                   run.get("images_per_second"))))
         print(f"| {args.what} | {args.images} {args.format.upper()} at {args.img_size} px | --stream {run['stream']} | "
               f"{run['peak_rss_mib']:.0f} MiB | {speed} img/s |")
     print(f"wrote {path}")

@@ -12,7 +12,7 @@ from PIL import Image
 from edgecls.errors import ConfigError
 from edgecls.training import disk_cache
 from edgecls.training.augment import AugmentConfig
-from edgecls.training.disk_cache import CACHE_DIR, cache_images, check_free_space
+from edgecls.training.disk_cache import CACHE_DIR, SCAN_NAME, cache_images, check_free_space
 from edgecls.training.pipeline import DecodedOnDemand, load_images, make_dataset, should_stream
 from tests.conftest import assert_clean_error, resume_args, run_cli
 from tests.test_resume import _assert_same_run, _kill_when
@@ -159,7 +159,7 @@ def test_streamed_run_killed_and_resumed_ends_as_the_in_memory_run(fmnist_tree: 
     args = resume_args(fmnist_tree, resume_baseline / "backbone.weights.h5")
     run = tmp_path / "streamed"
     _kill_when([*args, "--stream", "on", "--out", str(run)], run, "head", 2)
-    assert (run / CACHE_DIR / "train.json").is_file()
+    assert (run / CACHE_DIR / f"{SCAN_NAME}.json").is_file()
     result = run_cli("train", "--resume", run)
     assert result.returncode == 0, result.output
     assert "streaming from disk" in result.stderr

@@ -19,6 +19,7 @@ reached twice is read once, which breaks loops), hidden files and OS junk are sk
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
@@ -34,6 +35,7 @@ from edgecls.preprocess import IMAGE_SUFFIXES, load_image
 
 VAL_NAMES = ("val", "validation", "valid")
 SPLIT_NAMES = ("train", *VAL_NAMES, "test")
+_VERIFY_CHUNK = 4096  # files verified per batch of thread-pool tasks
 JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx", "@eadir", "$recycle.bin", "system volume information"})
 
 
@@ -188,13 +190,16 @@ def check_image(path: Path, decode: Callable[[Path], object] = load_image) -> st
     return None
 
 
-def _verify(scan: _Scan, decode: Callable[[Path], object]) -> None:
-    """Drop files that do not decode, recording why in scan.skipped."""
+def _verify(scan: _Scan, reason_of: Callable[[Path], str | None]) -> None:
+    """Drop files that do not decode (`reason_of(path)`: None, or why not), recording why in scan.skipped. Files are
+    submitted in bounded chunks: a tree of millions of files never holds a pending task per file."""
     if not scan.paths:
         return
     workers = min(8, os.cpu_count() or 1)
+    reasons: list[str | None] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = list(pool.map(lambda path: check_image(path, decode), scan.paths))
+        for start in range(0, len(scan.paths), _VERIFY_CHUNK):
+            reasons += pool.map(reason_of, scan.paths[start : start + _VERIFY_CHUNK])
     keep = [i for i, reason in enumerate(reasons) if reason is None]
     scan.skipped.extend((p, r) for p, r in zip(scan.paths, reasons) if r is not None)
     scan.paths = [scan.paths[i] for i in keep]
@@ -339,6 +344,34 @@ def fingerprint(root: Path, classes: list[str], paths: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
+@dataclass
+class TreeScan:
+    """An ImageFolder tree scanned, its structure checked, nothing decoded yet (scan_tree); split_tree finishes it."""
+
+    root: Path
+    layout: dict[str, Path] | None  # None: flat
+    scans: dict[str, _Scan]  # split folder name -> its files
+    classes: list[str]
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every image file found, in scan order (split folder, class, path): the order split_tree verifies them in."""
+        return [p for scan in self.scans.values() for p in scan.paths]
+
+
+def scan_tree(root: str | Path, val_split: float = 0.1, test_split: float = 0.1) -> TreeScan:
+    """The first half of load_splits: find the files and check the tree's structure (DataError, ConfigError)."""
+    _check_fractions(val_split, test_split)
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"dataset folder '{root}' does not exist", "Check the path")
+    if not root.is_dir():
+        raise DataError(f"dataset path '{root}' is a file, not a folder", "Pass the folder that holds one folder per class")
+    layout = detect_layout(root)
+    scans = {"train": _scan(root)} if layout is None else {name: _scan(folder) for name, folder in layout.items()}
+    return TreeScan(root, layout, scans, _check_classes(root, scans))
+
+
 def load_splits(
     root: str | Path, val_split: float = 0.1, test_split: float = 0.1, seed: int = 0,
     verify: bool | Callable[[Path], object] = True,
@@ -350,20 +383,22 @@ def load_splits(
     decode, as load_image): training keeps what it decodes. Raises DataError for an unusable tree, ConfigError for bad
     fractions.
     """
-    _check_fractions(val_split, test_split)
-    root = Path(root)
-    if not root.exists():
-        raise DataError(f"dataset folder '{root}' does not exist", "Check the path")
-    if not root.is_dir():
-        raise DataError(f"dataset path '{root}' is a file, not a folder", "Pass the folder that holds one folder per class")
-    layout = detect_layout(root)
-    scans = {"train": _scan(root)} if layout is None else {name: _scan(folder) for name, folder in layout.items()}
-    classes = _check_classes(root, scans)
-    for scan in scans.values():
-        if verify:
-            _verify(scan, load_image if verify is True else verify)
+    return split_tree(scan_tree(root, val_split, test_split), val_split, test_split, seed, verify)
+
+
+def split_tree(tree: TreeScan, val_split: float, test_split: float, seed: int, verify: bool | Callable[[Path], object] = True,
+               reason_of: Callable[[Path], str | None] | None = None) -> DatasetSplits:
+    """The second half of load_splits (verify, then split); it consumes `tree` (verification drops files from it).
+    `reason_of`: instead of decoding, why each file is unusable (None: it is usable), e.g. recorded by an earlier pass."""
+    if reason_of is None and verify:
+        decode = load_image if verify is True else verify
+        reason_of = functools.partial(check_image, decode=decode)
+    for scan in tree.scans.values():
+        if reason_of is not None:
+            _verify(scan, reason_of)
         _check_not_empty(scan)
 
+    root, layout, scans = tree.root, tree.layout, tree.scans
     train = scans["train"]
     if layout is None:
         carve_val, carve_test = val_split, test_split
@@ -379,11 +414,11 @@ def load_splits(
     skipped = tuple(item for scan in scans.values() for item in scan.skipped)
     return DatasetSplits(
         root=root,
-        classes=tuple(classes),
+        classes=tuple(tree.classes),
         train=splits["train"],
         val=splits["val"],
         test=splits["test"],
         presplit=layout is not None,
         skipped=skipped,
-        fingerprint=fingerprint(root, classes, every),
+        fingerprint=fingerprint(root, tree.classes, every),
     )

@@ -1,11 +1,15 @@
 """Splits larger than memory: a one-time uint8 cache at the model's size, sharded on disk, read batch by batch.
 
-The cache holds exactly what `load_images` would hold in memory (the same `edgecls.preprocess.load_for_model` output,
-decoded once with the same thread pool), so a streamed run sees the same pixels, in the same order, as an in-memory
-one. Rows are read with os.pread (no mmap): the pages stay in the kernel's page cache, not in the process's RSS.
+The cache holds exactly what `load_images` would hold in memory (the same `edgecls.preprocess.load_for_model` output),
+so a streamed run sees the same pixels, in the same order, as an in-memory one. A training run's cache (ScanCache) is
+written by the pass that verifies the files: each file is read and decoded once, its pixels written at its place in the
+scan (os.pwrite), and each split is a view of those rows. Rows are read with os.pread (no mmap): the pages stay in the
+kernel's page cache, not in the process's RSS.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import shutil
@@ -21,8 +25,9 @@ from edgecls.fsutil import write_json
 from edgecls.preprocess import load_for_model_and_digest
 
 CACHE_DIR = "stream_cache"  # inside the run folder; removed when the run finishes
+SCAN_NAME = "images"  # a streamed run's cache: images-00000.u8, ... and images.json (ScanCache)
 SHARD_BYTES = 512 * 1024**2  # one shard file holds up to this many bytes of images
-_CHUNK = 256  # images decoded at a time while the cache is written (bounded memory)
+_CHUNK = 256  # decoding tasks submitted at a time while cache_images writes (bounded memory)
 _MANIFEST_VERSION = 1
 
 
@@ -32,17 +37,23 @@ class DiskImages:
     dtype = np.dtype(np.uint8)
     ndim = 4
 
-    def __init__(self, folder: Path, name: str, count: int, size: tuple[int, int], shard_images: int) -> None:
+    def __init__(self, folder: Path, name: str, count: int, size: tuple[int, int], shard_images: int,
+                 rows: np.ndarray | None = None) -> None:
         self.folder, self.name, self.count, self.size, self.shard_images = folder, name, count, size, shard_images
+        self.rows = rows  # this array's images: these rows of the cache files (None: all `count`, in order)
         self.image_bytes = size[0] * size[1] * 3
         self._fds: dict[int, int] = {}
 
+    def view(self, rows: Sequence[int]) -> DiskImages:
+        """Those rows of the cache files (in that order) as an array of their own."""
+        return DiskImages(self.folder, self.name, self.count, self.size, self.shard_images, np.asarray(rows, np.int64).reshape(-1))
+
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        return (self.count, self.size[0], self.size[1], 3)
+        return (len(self), self.size[0], self.size[1], 3)
 
     def __len__(self) -> int:
-        return self.count
+        return self.count if self.rows is None else len(self.rows)
 
     def shard_path(self, shard: int) -> Path:
         return self.folder / f"{self.name}-{shard:05d}.u8"
@@ -57,10 +68,11 @@ class DiskImages:
         """The images at `indices` (any order, repeats allowed) as one uint8 array; safe from several threads."""
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         out = np.empty((len(indices), self.size[0], self.size[1], 3), np.uint8)
+        length = len(self)
         for row, index in enumerate(indices.tolist()):
-            if not 0 <= index < self.count:
-                raise IndexError(f"image {index} is outside 0..{self.count - 1}")
-            shard, offset = divmod(index, self.shard_images)
+            if not 0 <= index < length:
+                raise IndexError(f"image {index} is outside 0..{length - 1}")
+            shard, offset = divmod(index if self.rows is None else int(self.rows[index]), self.shard_images)
             data = os.pread(self._fd(shard), self.image_bytes, offset * self.image_bytes)
             if len(data) != self.image_bytes:
                 raise ConfigError(f"the streaming cache '{self.shard_path(shard)}' is truncated",
@@ -70,7 +82,7 @@ class DiskImages:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, slice):
-            return self.gather(np.arange(self.count)[key])
+            return self.gather(np.arange(len(self))[key])
         if isinstance(key, (int, np.integer)):
             return self.gather([key])[0]
         return self.gather(key)
@@ -91,6 +103,39 @@ def _manifest(name: str, count: int, size: tuple[int, int], shard_images: int, k
     return {"version": _MANIFEST_VERSION, "name": name, "count": count, "size": list(size), "shard_images": shard_images, "key": key}
 
 
+def _shard_images(size: tuple[int, int]) -> int:
+    return max(1, SHARD_BYTES // (size[0] * size[1] * 3))
+
+
+class CacheWriter:
+    """The shard files of a new cache, created at their final (sparse) size; rows are written in any order, from several
+    threads (os.pwrite at each row's offset): a decoder writes an image the moment it has it."""
+
+    def __init__(self, folder: Path, name: str, count: int, size: tuple[int, int]) -> None:
+        self.images = DiskImages(folder, name, count, size, _shard_images(size))
+        folder.mkdir(parents=True, exist_ok=True)
+        self._fds = []
+        for shard in range(-(-count // self.images.shard_images)):
+            fd = os.open(self.images.shard_path(shard), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._fds.append(fd)
+            os.ftruncate(fd, min(self.images.shard_images, count - shard * self.images.shard_images) * self.images.image_bytes)
+
+    def write(self, row: int, pixels: np.ndarray) -> None:
+        shard, offset = divmod(row, self.images.shard_images)
+        data = memoryview(np.ascontiguousarray(pixels, np.uint8).tobytes())
+        if len(data) != self.images.image_bytes:
+            raise ValueError(f"image of {len(data)} bytes for a cache of {self.images.image_bytes}-byte images")
+        position = offset * self.images.image_bytes
+        while len(data):
+            done = os.pwrite(self._fds[shard], data, position)
+            data, position = data[done:], position + done
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+
 def cache_images(paths: Sequence[Path], size: tuple[int, int], folder: Path, name: str, key: str,
                  crop_fraction: float = 1.0, interpolation: str = "bicubic", progress: Callable[[], None] | None = None,
                  workers: int = 8, digests: dict[Path, str] | None = None) -> DiskImages:
@@ -100,8 +145,7 @@ def cache_images(paths: Sequence[Path], size: tuple[int, int], folder: Path, nam
     The manifest is written last, so a cache interrupted halfway is never read. `digests`: filled with the sha256 of
     each file read (none when the cache is reused).
     """
-    image_bytes = size[0] * size[1] * 3
-    shard_images = max(1, SHARD_BYTES // image_bytes)
+    shard_images = _shard_images(size)
     expected = _manifest(name, len(paths), size, shard_images, key)
     manifest_path = folder / f"{name}.json"
     images = DiskImages(folder, name, len(paths), size, shard_images)
@@ -117,35 +161,128 @@ def cache_images(paths: Sequence[Path], size: tuple[int, int], folder: Path, nam
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(f"{name}-*.u8"):
         stale.unlink()
-    buffer = np.empty((min(_CHUNK, max(1, len(paths))), size[0], size[1], 3), np.uint8)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(paths), _CHUNK):
-            chunk = paths[start : start + _CHUNK]
+    writer = CacheWriter(folder, name, len(paths), size)
 
-            def load(row: int, chunk: Sequence[Path] = chunk) -> int:
-                buffer[row], digest = load_for_model_and_digest(chunk[row], size, crop_fraction, interpolation)
-                if digests is not None:
-                    digests[chunk[row]] = digest
-                return row
+    def load(row: int) -> int:
+        pixels, digest = load_for_model_and_digest(paths[row], size, crop_fraction, interpolation)
+        writer.write(row, pixels)
+        if digests is not None:
+            digests[paths[row]] = digest
+        return row
 
-            for _ in pool.map(load, range(len(chunk))):
-                if progress is not None:
-                    progress()
-            _write_rows(images, start, buffer[: len(chunk)])
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for start in range(0, len(paths), _CHUNK):  # bounded: a task per image of this chunk only
+                for _ in pool.map(load, range(start, min(len(paths), start + _CHUNK))):
+                    if progress is not None:
+                        progress()
+    finally:
+        writer.close()
     write_json(manifest_path, expected)
     return images
 
 
-def _write_rows(images: DiskImages, start: int, rows: np.ndarray) -> None:
-    """Append rows (images start..) to their shard files, splitting at shard boundaries."""
-    done = 0
-    while done < len(rows):
-        shard, offset = divmod(start + done, images.shard_images)
-        take = min(len(rows) - done, images.shard_images - offset)
-        with images.shard_path(shard).open("r+b" if offset else "wb") as handle:
-            handle.seek(offset * images.image_bytes)
-            handle.write(np.ascontiguousarray(rows[done : done + take]).tobytes())
-        done += take
+class ScanCache:
+    """A streamed run's cache, written by the pass that verifies the files (data.folder.split_tree's `reason_of`): each
+    file is read once, decoded, resized and hashed, and its pixels go straight to the cache row of its place in the scan
+    (only the images being decoded are in memory). The splits are then views of those rows.
+
+    The manifest is written last (commit, after the run's own checks), with the listing the cache was made from (path,
+    size and mtime of every file found) and each file's verdict and sha256: a resumed run with the same listing reuses
+    it without reading any image; anything else (another listing, no manifest: a killed run) rebuilds it.
+    """
+
+    def __init__(self, folder: Path, root: Path, paths: Sequence[Path], size: tuple[int, int], crop_fraction: float = 1.0,
+                 interpolation: str = "bicubic") -> None:
+        self.folder, self.size, self.crop_fraction, self.interpolation = folder, size, crop_fraction, interpolation
+        self.rows = {path: row for row, path in enumerate(paths)}
+        key = _listing_key(root, paths, size, crop_fraction, interpolation)
+        self.expected = _manifest(SCAN_NAME, len(paths), size, _shard_images(size), key)
+        self.reasons: dict[int, str] = {}  # row -> why that file is left out
+        self.digests = [""] * len(paths)  # row -> sha256 of the file's bytes ("": not read, or unusable)
+        self.writer: CacheWriter | None = None
+        self.advance: Callable[[], None] | None = None
+        self.reused = self._read_manifest()
+
+    def _read_manifest(self) -> bool:
+        path = self.folder / f"{SCAN_NAME}.json"
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+            if {key: manifest.get(key) for key in self.expected} != self.expected or len(manifest["digests"]) != len(self.rows):
+                return False
+            images = DiskImages(self.folder, SCAN_NAME, len(self.rows), self.size, _shard_images(self.size))
+            if not all(images.shard_path(s).is_file() for s in range(-(-len(self.rows) // images.shard_images))):
+                return False
+            self.reasons = {int(row): str(why) for row, why in manifest["reasons"].items()}
+            self.digests = [str(digest) for digest in manifest["digests"]]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False
+        return True
+
+    def start(self) -> None:
+        """A new cache (unless reused): any other one removed, the disk space checked, the shard files created."""
+        if self.reused:
+            return
+        shutil.rmtree(self.folder, ignore_errors=True)
+        check_free_space(self.folder, len(self.rows) * self.size[0] * self.size[1] * 3)
+        self.writer = CacheWriter(self.folder, SCAN_NAME, len(self.rows), self.size)
+
+    def reason(self, path: Path) -> str | None:
+        """None when `path` is usable (its pixels are then in the cache), else why not (data.folder.check_image)."""
+        from edgecls.data.folder import check_image
+
+        row = self.rows[path]
+        if self.reused:
+            return self.reasons.get(row)
+        try:
+            why = check_image(path, functools.partial(self._decode, row))
+        finally:
+            if self.advance is not None:
+                self.advance()
+        if why is not None:
+            self.reasons[row] = why
+        return why
+
+    def _decode(self, row: int, path: Path) -> None:
+        assert self.writer is not None, "ScanCache.start() first"
+        pixels, digest = load_for_model_and_digest(path, self.size, self.crop_fraction, self.interpolation)
+        self.writer.write(row, pixels)
+        self.digests[row] = digest
+
+    def commit(self) -> None:
+        """Make a new cache trusted: the manifest, written last."""
+        if self.writer is None:
+            return
+        self.writer.close()
+        self.writer = None
+        write_json(self.folder / f"{SCAN_NAME}.json", {**self.expected, "reasons": {str(row): why for row, why in self.reasons.items()},
+                                                        "digests": self.digests})
+
+    def discard(self) -> None:
+        """A new cache abandoned before commit (e.g. a resumed run's data changed): its files removed."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def images(self, paths: Sequence[Path]) -> DiskImages:
+        return DiskImages(self.folder, SCAN_NAME, len(self.rows), self.size, _shard_images(self.size)).view([self.rows[p] for p in paths])
+
+    def digests_of(self, paths: Sequence[Path]) -> dict[Path, str]:
+        return {path: self.digests[self.rows[path]] for path in paths}
+
+
+def _listing_key(root: Path, paths: Sequence[Path], size: tuple[int, int], crop_fraction: float, interpolation: str) -> str:
+    """sha256 of what the cache is made from: the settings, and each file's place, relative path, size and mtime."""
+    digest = hashlib.sha256(f"{size[0]}x{size[1]}\t{crop_fraction}\t{interpolation}\n".encode())
+    for path in paths:
+        try:
+            info = path.stat()
+            stamp = f"{info.st_size}\t{info.st_mtime_ns}"
+        except OSError:
+            stamp = "-"
+        digest.update(os.fsencode(f"{path.relative_to(root).as_posix()}\t{stamp}\n"))
+    return digest.hexdigest()
 
 
 def check_free_space(folder: Path, needed: int) -> None:

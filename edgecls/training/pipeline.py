@@ -17,7 +17,7 @@ import numpy as np
 from edgecls.errors import ConfigError
 from edgecls.preprocess import load_for_model, load_for_model_and_digest
 from edgecls.training.augment import AugmentConfig, augment_batch
-from edgecls.training.disk_cache import CACHE_DIR, DiskImages, cache_images, check_free_space
+from edgecls.training.disk_cache import CACHE_DIR, DiskImages, ScanCache
 
 __all__ = ["AugmentConfig", "DecodedOnDemand", "TrainingData", "load_images", "load_training_data", "make_dataset", "should_stream"]
 
@@ -197,44 +197,47 @@ class TrainingData:
 
 def load_training_data(data: str, val_split: float, test_split: float, seed: int, size: tuple[int, int], stream: str,
                        run_dir: Path, console: Any, check: Callable[[Any], None] = lambda splits: None) -> TrainingData:
-    """The splits (data.folder.load_splits) and their uint8 images at `size`, each file read once: in memory, the pass
-    that verifies the files also decodes, resizes and hashes them (for the duplicate check); streamed (--stream on, or
-    more than the memory budget), the files are verified, then decoded and hashed into a uint8 cache on disk under the
-    run folder (training/disk_cache.py). `check(splits)` runs before any image is cached (e.g. a resumed run's fingerprint)."""
+    """The splits (data.folder.load_splits) and their uint8 images at `size`, each file read once: the pass that verifies
+    the files also decodes, resizes and hashes them (for the duplicate check), and keeps the pixels in memory or, streamed
+    (--stream on, or more than the memory budget), writes them to a uint8 cache on disk under the run folder
+    (training/disk_cache.py ScanCache). `check(splits)` runs before the images are used and before a new cache is made
+    trusted (e.g. a resumed run's fingerprint): when it raises, that cache is removed. A resumed streamed run whose
+    files did not change reuses its cache and reads no image."""
     import functools
 
     from rich.progress import Progress
 
-    from edgecls.data.folder import load_splits
+    from edgecls.data.folder import scan_tree, split_tree
 
     names = ("train", "val", "test")
-    scanned = load_splits(data, val_split=val_split, test_split=test_split, seed=seed, verify=False)  # counts: no decoding
-    count = sum(len(getattr(scanned, name).paths) for name in names)
-    needed, budget = decoded_bytes(count, size), memory_budget_bytes()
+    tree = scan_tree(data, val_split, test_split)  # no decoding yet
+    needed, budget = decoded_bytes(len(tree.paths), size), memory_budget_bytes()
     if not should_stream(stream, needed, budget):
         kept = _KeptImages(size)
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("decoding images", total=count)
+            task = progress.add_task("decoding images", total=len(tree.paths))
             kept.advance = functools.partial(progress.advance, task)
-            splits = load_splits(data, val_split=val_split, test_split=test_split, seed=seed, verify=kept)
+            splits = split_tree(tree, val_split, test_split, seed, verify=kept)
         check(splits)
         return TrainingData(splits, {name: kept.take(getattr(splits, name).paths) for name in names}, False, kept.digests)
     why = "--stream on" if stream == "on" else f"over the {budget / 1024**3:.1f} GiB memory budget"
+    cache = ScanCache(run_dir / CACHE_DIR, tree.root, tree.paths, size)
     console.print(f"data: streaming from disk: the decoded images need {needed / 1024**3:.1f} GiB ({why}); "
-                  f"a uint8 cache at {size[0]} px is written once to {run_dir / CACHE_DIR}")
-    check_free_space(run_dir / CACHE_DIR, needed)
-    splits = load_splits(data, val_split=val_split, test_split=test_split, seed=seed)
-    check(splits)
-    arrays: dict[str, Any] = {}
-    digests: dict[Path, str] = {}  # of the files the cache read (a reused cache reads none; the duplicate check reads them)
-    for name in names:
-        paths = list(getattr(splits, name).paths)
+                  + (f"reusing the uint8 cache at {size[0]} px in {cache.folder}" if cache.reused else
+                     f"a uint8 cache at {size[0]} px is written once to {cache.folder}"))
+    cache.start()  # the disk space is checked before any decoding
+    try:
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task(f"caching {name} images", total=len(paths))
-            key = f"{splits.fingerprint}:{name}:{size[0]}x{size[1]}"
-            arrays[name] = cache_images(paths, size, run_dir / CACHE_DIR, name, key, progress=functools.partial(progress.advance, task),
-                                        digests=digests)
-    return TrainingData(splits, arrays, True, digests)
+            task = progress.add_task("decoding images into the cache", total=None if cache.reused else len(tree.paths))
+            cache.advance = functools.partial(progress.advance, task)
+            splits = split_tree(tree, val_split, test_split, seed, reason_of=cache.reason)
+        check(splits)
+    except BaseException:
+        cache.discard()
+        raise
+    cache.commit()
+    kept_paths = [path for name in names for path in getattr(splits, name).paths]
+    return TrainingData(splits, {name: cache.images(getattr(splits, name).paths) for name in names}, True, cache.digests_of(kept_paths))
 
 
 class _KeptImages:
