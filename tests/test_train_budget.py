@@ -221,3 +221,83 @@ def test_a_deadline_ends_the_running_epoch_of_a_scratch_phase() -> None:
     model, x, y = _tiny_model_and_data()
     history = model.fit(x, y, batch_size=8, epochs=3, callbacks=[Deadline(time.monotonic() + 3600)], verbose=0)
     assert len(history.history["loss"]) == 3 and int(model.optimizer.iterations.numpy()) == 24
+
+
+def test_the_head_plan_counts_on_a_feature_pass_slower_than_the_probe() -> None:
+    """The probe times one warm batch repeated; the feature pass after it ran 1.21-1.35x slower: the share it plans
+    covers as many images as fit at the probe's speed / PROBE_TO_PASS, and the plan records when the phase must end."""
+    import time
+
+    from edgecls.training.budget import PROBE_TO_PASS, head_plan
+
+    budget = TimeBudget(180.0, started=time.monotonic() - 20, forward_images_per_second=1000.0, trace_seconds=2.0)
+    plan: dict = {}
+    head, deadline = head_plan(budget, plan, {"train": 100000, "val": 2000, "test": 2000}, 10, want_flip=False)
+    seconds = plan["head_seconds"]
+    assert head.feature_images == pytest.approx(0.7 * seconds * 1000 / PROBE_TO_PASS - 2000, abs=0.7 * 0.1 * 1000)
+    assert plan["head_deadline_at"] == pytest.approx(plan["setup_seconds"] + seconds, abs=0.2)
+    assert plan["process_seconds_before_budget"] >= 0.0  # the imports before the run's clock started, recorded
+
+
+def _schedule_at(stop_in: float, deadline_in: float, plan: dict) -> Any:
+    """A budget schedule on the tiny model, its first (tracing) step behind it: arithmetic on its stop time."""
+    import time
+
+    from edgecls.training.budget import budget_schedule
+
+    model, _, _ = _tiny_model_and_data()
+    now = time.monotonic()
+    schedule = budget_schedule(1e-3, steps=8, warmup_steps=2, epochs=4, deadline=now + deadline_in, stop_at=now + stop_in, plan=plan)
+    schedule.set_model(model)
+    schedule.on_train_begin()
+    schedule.on_train_batch_begin(0)
+    schedule.on_train_batch_end(0)  # the traced first step: not a step time
+    return schedule
+
+
+def test_the_fine_tune_stops_before_a_step_that_would_end_past_the_stop_time() -> None:
+    """A step on a busy CPU takes seconds: the epoch ends when the next step, as long as the last, would cross the stop
+    time (not after the step that crossed it), so the validation that follows still ends by the deadline."""
+    import time
+
+    plan: dict = {}
+    schedule = _schedule_at(stop_in=600.0, deadline_in=620.0, plan=plan)
+    assert not schedule.model.stop_training and "first_step_seconds" in plan
+    schedule.on_train_batch_begin(1)
+    schedule.step_started -= 30.0  # that step took 30 s: 600 s are left
+    schedule.on_train_batch_end(1)
+    assert schedule.step_seconds == pytest.approx(30.0, abs=1.0) and not schedule.model.stop_training
+    schedule.on_train_batch_begin(2)
+    schedule.step_started -= 700.0  # one of 700 s: the next would end past the stop time
+    schedule.on_train_batch_end(2)
+    assert schedule.model.stop_training
+    assert schedule.stop_time() == pytest.approx(time.monotonic() + 600.0, abs=5.0)
+
+
+def test_a_validation_slower_than_planned_moves_the_stop_time_earlier() -> None:
+    """The plan gives the validation pass `deadline - stop_at` (its estimate at the probe's speed); the pass timed at each
+    epoch's end replaces it, and the next epoch stops that much earlier (a CPU busier than at planning time)."""
+    plan: dict = {}
+    schedule = _schedule_at(stop_in=500.0, deadline_in=520.0, plan=plan)
+    assert schedule.val_seconds == pytest.approx(20.0)
+    planned = schedule.stop_time()
+    schedule.on_test_begin()
+    schedule.val_started -= 90.0  # the validation pass took 90 s, not 20
+    schedule.on_test_end()
+    assert plan["val_seconds"] == pytest.approx(90.0, abs=1.0)
+    assert schedule.stop_time() == pytest.approx(planned - 70.0, abs=1.0)
+    schedule.on_epoch_end(0)
+    assert plan["epoch_ends_before_deadline"] and plan["epoch_ends_before_deadline"][-1] == pytest.approx(520.0, abs=5.0)
+    schedule.on_train_end()
+    assert plan["fine_tune_ended_before_deadline"] == pytest.approx(520.0, abs=5.0)  # recorded: > 0 ended in time
+
+
+def test_the_fine_tune_plan_records_where_the_head_ended_and_its_deadline() -> None:
+    import time
+
+    budget = TimeBudget(600.0, started=time.monotonic() - 100, forward_images_per_second=400.0, trace_seconds=1.0)
+    plan: dict = {}
+    _, _, deadline = fine_tune_plan(budget, plan, {"train": 18000, "val": 2000, "test": 10000}, 32)
+    assert plan["head_ended_at"] == pytest.approx(100.0, abs=1.0)
+    assert plan["fine_tune_deadline_at"] == pytest.approx(600.0 - budget.final_seconds(10000), abs=0.1)
+    assert plan["fine_tune_deadline_at"] == pytest.approx(plan["head_ended_at"] + plan["fine_tune_seconds"], abs=0.2)

@@ -19,6 +19,7 @@ The plan (all in the run's decisions["time_plan"]):
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ MIN_FINE_TUNE_TRACES = 2.0  # a fine-tune is planned only when it gets at least 
 LAST_EPOCH_SHARE = 0.3  # a last fine-tune epoch starts when at least this share of one fits (the stop time ends it)
 FINAL_FIXED_SECONDS = 8.0  # saving the model, metrics, plots
 FINAL_MARGIN = 2.0  # the final evaluation (keras predict) ran at 0.4-0.55x the feature pass's speed under load (153 vs 373 img/s)
+PROBE_TO_PASS = 1.3  # the probe ran 1.21-1.35x faster than the feature pass after it (36.6 vs 29.9, 68.0 vs 56.1, 41.4 vs 30.6 img/s)
 TRAIN_TRACE_RATIO = 8.0  # tracing the fine-tune's training step takes ~8x tracing the forward pass (measured: 55 vs 7.1 s, CPU)
 
 
@@ -53,6 +55,10 @@ class TimeBudget:
 
     def left(self) -> float:
         return self.seconds - (time.monotonic() - self.started)
+
+    def at(self, moment: float | None = None) -> float:
+        """Seconds since the run began at `moment` (time.monotonic(); now when None), rounded for the plan."""
+        return round((time.monotonic() if moment is None else moment) - self.started, 1)
 
     def head_share(self, test_images: int) -> float:
         """The head phase's share of what is left once the final reserve is set aside: HEAD_SHARE, or all of it when the
@@ -84,6 +90,18 @@ class TimeBudget:
     def fine_tune_trace_seconds(self) -> float:
         """The fine-tune's one-off cost: tracing its training step and its validation pass."""
         return (TRAIN_TRACE_RATIO + 1) * self.trace_seconds
+
+
+def process_started() -> float:
+    """time.monotonic() when this process started (Linux: /proc/self/stat; elsewhere now): a budget that starts here
+    covers the command's whole wall clock, imports included."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as handle:
+            start_ticks = int(handle.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime, in clock ticks since boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.monotonic()
+    return time.monotonic() - max(0.0, age)
 
 
 def planned_epochs(seconds_left: float, epoch_seconds: float, done: int = 0) -> int:
@@ -137,13 +155,16 @@ def head_plan(budget: TimeBudget, plan: dict[str, Any], counts: dict[str, int], 
               want_flip: bool) -> tuple[HeadPlan, float]:
     """The head phase's plan (plan_head) and deadline once the forward speed is measured; recorded in `plan`."""
     share, deadline = budget.head_share(counts["test"]), budget.head_deadline(counts["test"])
-    head = plan_head(deadline - time.monotonic(), budget.forward_images_per_second, counts["train"], counts["val"], classes, want_flip)
+    pass_speed = budget.forward_images_per_second / PROBE_TO_PASS  # the probe's warm, repeated batch runs faster than a pass
+    head = plan_head(deadline - time.monotonic(), pass_speed, counts["train"], counts["val"], classes, want_flip)
     plan.update({
         "setup_seconds": round(budget.seconds - budget.left(), 1),  # decoding and building, before the head phase
+        "process_seconds_before_budget": round(budget.started - process_started(), 1),  # imports: not counted
         "probe_forward_images_per_second": round(budget.forward_images_per_second, 1),
         "probe_trace_seconds": round(budget.trace_seconds, 1),
         "final_reserve_seconds": round(budget.final_seconds(counts["test"]), 1),
-        "head_share": share, "head_seconds": round(deadline - time.monotonic(), 1), "feature_images": head.feature_images,
+        "head_share": share, "head_seconds": round(deadline - time.monotonic(), 1), "head_deadline_at": budget.at(deadline),
+        "feature_images": head.feature_images,
         "flip_decision": head.decide_flip, "head_plan": head.why,
     })
     return head, deadline
@@ -157,7 +178,8 @@ def fine_tune_plan(budget: TimeBudget, plan: dict[str, Any], counts: dict[str, i
     epochs, steps = plan_chunks(seconds - trace, speed, budget.forward_seconds(counts["val"]), counts["train"], batch)
     if "fine_tune_epochs" in plan and "fine_tune_steps_per_epoch" in plan:
         return int(plan["fine_tune_epochs"]), int(plan["fine_tune_steps_per_epoch"]), deadline
-    plan.update(fine_tune_seconds=round(seconds, 1), fine_tune_trace_estimate=round(trace, 1),
+    plan.update(head_ended_at=budget.at(), fine_tune_deadline_at=budget.at(deadline), fine_tune_seconds=round(seconds, 1),
+                fine_tune_trace_estimate=round(trace, 1),
                 train_images_per_second_estimate=round(speed, 1), fine_tune_steps_per_epoch=steps,
                 full_epoch_steps=math.ceil(counts["train"] / batch), fine_tune_first_plan=epochs)
     return epochs, steps, deadline
@@ -177,14 +199,25 @@ def budget_schedule(lr: float, steps: int, warmup_steps: int, epochs: int, deadl
     """callbacks.BudgetedSchedule whose cosine runs on time (budget_rate) up to `stop_at` (time.monotonic()), where the
     running epoch is ended (its validation and checkpoint still run), so a last, partial epoch uses the time a whole
     one would not fit in. Another epoch starts only when at least LAST_EPOCH_SHARE of one fits before `stop_at`.
-    Epoch times exclude the first step of a fit (it traces the training function)."""
+    Epoch times exclude the first step of a fit (it traces the training function). The stop is predictive: an epoch
+    ends when its next step (as long as the last one) would end past the stop time, which moves earlier when a
+    validation pass takes longer than `deadline - stop_at` planned for it (a CPU that got busier since the plan).
+    The plan records the fine-tune's timings (first step, validation, epoch ends and its end, before the deadline)."""
     from edgecls.training.callbacks import BudgetedSchedule
 
     class Schedule(BudgetedSchedule):
         traced, first_steps, decay_from = False, 0, None
+        step_started, step_seconds, val_started = 0.0, 0.0, 0.0
+        val_seconds = deadline - stop_at  # the plan's validation estimate, until a validation pass is timed
+
+        def stop_time(self) -> float:
+            """The running epoch ends here, so that its validation ends by the deadline: `stop_at`, or earlier when the
+            last validation pass took longer than planned (a busy CPU)."""
+            return min(stop_at, deadline - self.val_seconds)
 
         def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
             optimizer, now = self.model.optimizer, time.monotonic()
+            self.step_started = now
             step = int(optimizer.iterations.numpy())
             if step >= self.warmup and self.decay_from is None:
                 self.decay_from = now
@@ -192,17 +225,36 @@ def budget_schedule(lr: float, steps: int, warmup_steps: int, epochs: int, deadl
             optimizer.learning_rate.assign(budget_rate(self.lr, step, self.warmup, fraction))
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            now = time.monotonic()
             if not self.traced:  # the first step of the fit: the epoch is timed from here, one step shorter
-                self.traced, self.epoch_started, self.first_steps = True, time.monotonic(), self.steps - 1
-            if time.monotonic() > stop_at:
+                self.traced, self.epoch_started, self.first_steps = True, now, self.steps - 1
+                self.plan["first_step_seconds"] = round(now - self.fit_started, 1)
+            else:
+                self.step_seconds = now - self.step_started
+            if now + self.step_seconds > self.stop_time():  # the next step would end past it: stop now
                 self.model.stop_training = True
 
+        def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+            self.val_started = time.monotonic()
+
+        def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+            self.val_seconds = time.monotonic() - self.val_started  # the first one also traced: on the safe side
+            self.plan["val_seconds"] = round(self.val_seconds, 1)
+
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            self.fit_started = time.monotonic()
+
+        def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+            self.plan["fine_tune_ended_before_deadline"] = round(deadline - time.monotonic(), 1)  # < 0: late
+
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            seconds = time.monotonic() - self.epoch_started
+            now = time.monotonic()
+            seconds = now - self.epoch_started
             if self.first_steps > 0:  # the traced epoch's time (less its first step), scaled to a whole epoch
                 seconds, self.first_steps = seconds * self.steps / self.first_steps, 0
-            left = stop_at - time.monotonic()
+            left = self.stop_time() - now
             self.plan["epoch_seconds"] = round(seconds, 2)
+            self.plan.setdefault("epoch_ends_before_deadline", []).append(round(deadline - now, 1))
             more = math.ceil(left / seconds) if seconds > 0 and left >= LAST_EPOCH_SHARE * seconds else 0
             self.plan["fine_tune_epochs"] = min(MAX_BUDGET_FINE_TUNE_EPOCHS, epoch + 1 + more)
             if not more:
