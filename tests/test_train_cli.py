@@ -75,9 +75,15 @@ main()
 def test_eval_of_an_exported_artifact_without_tensorflow(plain_run: Path, plain_fp32_exports: Path, fmnist_tree: Path,
                                                          tmp_path: Path) -> None:
     """`edgecls eval model.tflite --data DIR` (the `yolo val` equivalent) runs through edgecls.runtime, TensorFlow blocked.
-    The artifact: the session's `export PLAIN_RUN --target all` fp32 TFLite, copied (eval writes its report beside it)."""
+    The artifact: the session's `export PLAIN_RUN --target all` fp32 TFLite, copied (eval writes its report beside it). The Keras
+    reference: the run's own test report (its test split is the tree's test folder, the 80 images evaluated here; `eval RUN
+    --data` of the same images is tested above), no second TensorFlow process."""
     artifact = shutil.copytree(plain_fp32_exports / "tflite-fp32", tmp_path / "export" / "tflite-fp32") / "model.tflite"
-    reference = json.loads(run_cli("eval", plain_run, "--data", fmnist_tree, "--json").stdout)
+    reference = json.loads((plain_run / "metrics.json").read_text())
+    splits = json.loads((plain_run / "splits.json").read_text())
+    assert reference["split"] == "test" and splits["root"] == str(fmnist_tree)
+    test_folder = sorted(str(p.relative_to(fmnist_tree)) for p in (fmnist_tree / "test").rglob("*.png"))
+    assert sorted(path for path, _ in splits["test"]) == test_folder
     for model in (artifact, artifact.parent):
         proc = subprocess.run([sys.executable, "-c", BLOCK_TENSORFLOW, "eval", str(model), "--data", str(fmnist_tree), "--json"],
                               capture_output=True, text=True, cwd=tmp_path, timeout=300)
