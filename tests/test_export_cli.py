@@ -113,13 +113,14 @@ def test_float_targets_match_keras(plain_run: Path, plain_fp32_exports: Path, tm
     assert verify(out / "openvino-fp16").ok
 
 
-def test_predict_uses_meta_of_exported_artifact(plain_run: Path, tmp_path: Path, fmnist_tree: Path) -> None:
-    out = tmp_path / "exp"
-    assert run_cli("export", plain_run, "--int8", "--target", "tflite", "--out", out, cwd=tmp_path).returncode == 0
+def test_predict_uses_meta_of_exported_artifact(plain_int8_exports: Path, fmnist_tree: Path) -> None:
+    """The runtime reads the input size and labels of an exported INT8 TFLite from its meta: the session's `export PLAIN_RUN
+    --int8 --target all` (read only; the same export with the default gate is run in
+    test_predict_on_an_export_folder_and_io_only_for_tflite)."""
     from edgecls.runtime import Classifier
 
     image = sorted((fmnist_tree / "test" / "Trouser").glob("*.png"))[0]
-    with Classifier(out / "tflite-int8" / "model.tflite") as classifier:
+    with Classifier(plain_int8_exports / "tflite-int8" / "model.tflite") as classifier:
         top = classifier.predict([image], top_k=3)[0]
     assert len(top) == 3 and top[0].score >= top[1].score
 
