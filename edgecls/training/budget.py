@@ -2,7 +2,7 @@
 
 The plan (all in the run's decisions["time_plan"]):
 1. A reserve for what follows the last epoch (saving, the final evaluation of the test split at the backbone's measured
-   forward speed) is set aside.
+   forward speed, the process's exit) is set aside.
 2. The head phase on cached features gets HEAD_SHARE of what is left (all of it when the rest is too short for a
    fine-tune: head_share). The backbone's forward speed is measured on a
    small probe first; the feature pass then covers only as many (random) train images as fit in that share, and the
@@ -40,6 +40,7 @@ VAL_SHARE = 0.1  # the validation pass after each fine-tune epoch takes at most 
 MIN_FINE_TUNE_TRACES = 2.0  # a fine-tune is planned only when it gets at least twice its tracing time
 LAST_EPOCH_SHARE = 0.3  # a last fine-tune epoch starts when at least this share of one fits (the stop time ends it)
 FINAL_FIXED_SECONDS = 8.0  # saving the model, metrics, plots
+EXIT_SECONDS = 3.5  # the process's exit after the run (interpreter shutdown with TensorFlow loaded: 2.3-3.5 s measured)
 FINAL_MARGIN = 2.0  # the final evaluation (keras predict) ran at 0.4-0.55x the feature pass's speed under load (153 vs 373 img/s)
 PROBE_TO_PASS = 1.3  # the probe ran 1.21-1.35x faster than the feature pass after it (36.6 vs 29.9, 68.0 vs 56.1, 41.4 vs 30.6 img/s)
 TRAIN_TRACE_RATIO = 8.0  # tracing the fine-tune's training step takes ~8x tracing the forward pass (measured: 55 vs 7.1 s, CPU)
@@ -84,8 +85,8 @@ class TimeBudget:
         return self.train_images_per_second or self.forward_images_per_second / FORWARD_TO_TRAIN_RATIO
 
     def final_seconds(self, test_images: int) -> float:
-        """What a run needs after its last epoch: restoring, saving and the final evaluation, with a margin."""
-        return FINAL_FIXED_SECONDS + self.trace_seconds + FINAL_MARGIN * self.forward_seconds(test_images)
+        """What a run needs after its last epoch: restoring, saving, the final evaluation (with a margin) and exiting."""
+        return FINAL_FIXED_SECONDS + EXIT_SECONDS + self.trace_seconds + FINAL_MARGIN * self.forward_seconds(test_images)
 
     def fine_tune_trace_seconds(self) -> float:
         """The fine-tune's one-off cost: tracing its training step and its validation pass."""
