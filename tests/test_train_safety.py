@@ -91,16 +91,6 @@ def test_failed_start_leaves_no_run_folder(tmp_path: Path) -> None:
     assert not run.exists()
 
 
-def test_offline_keras_applications_weights_are_one_line(tmp_path: Path) -> None:
-    """mobilenet_v2's ImageNet weights cannot be fetched (no network, empty Keras cache): one line, no run folder left."""
-    data = _tree(tmp_path / "data")
-    offline = {"KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
-               "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "NO_PROXY": "", "no_proxy": ""}
-    result = run_cli("train", "--data", data, "--model", "mobilenet_v2", "--img-size", "32", "--out", tmp_path / "run", env=offline)
-    assert_clean_error(result, "weights")
-    assert not (tmp_path / "run").exists()
-
-
 # ----------------------------------------------------------------------------- archives
 
 def _zip(path: Path, members: dict[str, bytes | int]) -> Path:

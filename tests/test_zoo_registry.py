@@ -170,6 +170,7 @@ def test_offline_train_with_a_keras_backbone_fails_fast_naming_the_file(fmnist_t
         "efficientnet_lite0/1/2", "--weights none",
     )
     assert "URL fetch failure" not in result.output and "Downloading data" not in result.output
+    assert result.returncode == 2 and not (tmp_path / "run").exists()  # nothing left behind (was test_train_safety's own run)
 
 
 def test_a_broken_cache_offline_is_one_clean_error(tmp_path: Path) -> None:
