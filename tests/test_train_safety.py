@@ -83,11 +83,12 @@ def test_resume_refuses_what_it_cannot_continue_faithfully(case: str, fragments:
 
 
 def test_failed_start_leaves_no_run_folder(tmp_path: Path) -> None:
-    """An error before training begins (here: an image size the backbone refuses) removes the folder it created."""
+    """An error before training begins (here: an image size the default backbone, Lite0, refuses) removes the folder it
+    created. (Also test_train_cli.py's bad --img-size case: one TensorFlow start for both.)"""
     data = _tree(tmp_path / "data")
     run = tmp_path / "runs" / "new"
-    result = run_cli("train", "--data", data, "--model", "plain_cnn", "--img-size", "4", "--out", run)
-    assert_clean_error(result, "--img-size 4x4")
+    result = run_cli("train", "--data", data, "--img-size", "8", "--out", run)
+    assert_clean_error(result, "--img-size 8x8", "minimum 32")
     assert not run.exists()
 
 
