@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--time-budget", default=None, help="edgecls train --time-budget (e.g. 3m): epochs planned to fit")
     parser.add_argument("--fine-tune-lr", type=float, default=None)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--unfreeze", type=int, default=None, help="edgecls train --unfreeze (default: train's)")
     parser.add_argument("--work", type=Path, default=Path("bench/work"))
     args = parser.parse_args()
 
@@ -44,7 +45,7 @@ def main() -> None:
         args.fine_tune_epochs = 4 if args.fine_tune_epochs is None else args.fine_tune_epochs
     epochs = {k: v for k, v in (("epochs", args.epochs), ("fine_tune_epochs", args.fine_tune_epochs)) if v is not None}
     plan = f"budget{args.time_budget}" if args.time_budget else f"{args.epochs}+{args.fine_tune_epochs}ep"
-    tag = f"{args.model}-{args.per_class}pc-{args.img_size}px-{plan}"
+    tag = f"{args.model}-{args.per_class}pc-{args.img_size}px-{plan}" + (f"-unfreeze{args.unfreeze}" if args.unfreeze is not None else "")
     data = args.work / f"fashion-mnist-{args.per_class}"
     if not (data / "train").is_dir():
         write_fashion_mnist(data, per_class=args.per_class, source=None, seed=0)
@@ -56,6 +57,7 @@ def main() -> None:
     result = edgecls.train(
         data=data, model=args.model, img_size=args.img_size, **epochs, time_budget=args.time_budget,
         fine_tune_lr=args.fine_tune_lr, batch=args.batch, out=str(run), test_split=0.0,
+        **({"unfreeze": args.unfreeze} if args.unfreeze is not None else {}),
     )
     wall = time.perf_counter() - start
     metrics = result.metrics
