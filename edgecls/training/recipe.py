@@ -82,10 +82,17 @@ class _Trainer:
         start = time.perf_counter()
         # A budget covers the whole run from here (a resumed run gets the whole budget again).
         self.budget = TimeBudget(parse_duration(self.config.time_budget), time.monotonic()) if self.config.time_budget else None
+        config = self.config
+        from edgecls.zoo.classifier import build_classifier, check_input_size, resolve_weights
+        from edgecls.zoo.registry import get_spec
+
+        spec = get_spec(config.model)  # a wrong model, weights or size: refused before TensorFlow loads
+        self.pretrained = resolve_weights(spec, config.weights) is not None
+        size = (config.img_size or spec.default_size,) * 2
+        check_input_size(spec, size)
         tf = require("tensorflow", "train")
         import keras
 
-        config = self.config
         strategy = make_strategy(config.strategy, tf)
         keras.utils.set_random_seed(config.seed)
         tf.config.experimental.enable_op_determinism()  # same seed, same weights (also makes tf.data ordered)
@@ -97,13 +104,6 @@ class _Trainer:
 
         from edgecls.data.check import cross_split_duplicates
         from edgecls.training.callbacks import BestWeights
-        from edgecls.zoo.classifier import build_classifier, check_input_size, resolve_weights
-        from edgecls.zoo.registry import get_spec
-
-        spec = get_spec(config.model)
-        self.pretrained = resolve_weights(spec, config.weights) is not None
-        size = (config.img_size or spec.default_size,) * 2
-        check_input_size(spec, size)
 
         def same_images(splits: Any) -> None:  # a resumed run trains on the images it began with
             if self.resume_state is not None and self.resume_state.get("fingerprint", splits.fingerprint) != splits.fingerprint:
