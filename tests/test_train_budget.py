@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgecls.errors import ConfigError
-from edgecls.training.budget import TimeBudget, data_position, fine_tune_plan, plan_chunks, plan_head, planned_epochs
+from edgecls.training.budget import EXIT_SECONDS, TimeBudget, data_position, fine_tune_plan, plan_chunks, plan_head, planned_epochs
 from edgecls.training.config import parse_duration
 from tests.conftest import assert_clean_error, run_cli
 
@@ -37,8 +37,8 @@ def test_planned_epochs_fit_what_is_left() -> None:
     assert planned_epochs(1e6, 1.0) == 30  # bounded
     budget = TimeBudget(180.0, started=0.0, forward_images_per_second=1000.0, trace_seconds=2.0)
     assert budget.train_speed() == pytest.approx(250.0)  # forward / 4 until measured
-    assert budget.final_seconds(10000) == pytest.approx(8 + 3.5 + 2 + 2 * 10)  # fixed, exit, a trace, the test pass with a margin
-    assert budget.fine_tune_deadline(10000) == pytest.approx(180 - 33.5)
+    assert budget.final_seconds(10000) == pytest.approx(8 + EXIT_SECONDS + 2 + 2 * 10)  # fixed, exit, a trace, the test pass with a margin
+    assert budget.fine_tune_deadline(10000) == pytest.approx(180 - (30 + EXIT_SECONDS))
     assert budget.fine_tune_trace_seconds() == pytest.approx(9 * 2.0)  # the training step's trace (8x) and validation's
 
 
