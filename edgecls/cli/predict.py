@@ -46,17 +46,18 @@ def predict_command(
         warn(f"predict --device is deprecated: use --backend-device {device} (--device names the camera in 'edgecls camera')")
         backend_device = device
 
-    with load_classifier(model, backend_device, threads) as classifier:
-        found = find_images(images, recursive)
-        for error in found.errors:
-            say(f"error: {error}", stderr=True)
-        results, failed = [], len(found.errors)
-        for prediction in classifier.predict_each(found.paths, top_k, batch):
-            if prediction.error is not None:
-                say(f"error: {prediction.error}", stderr=True)
-                failed += 1
-            else:
-                results.append(prediction)
+    found = find_images(images, recursive)  # before the model loads: a wrong path is reported at once
+    for error in found.errors:
+        say(f"error: {error}", stderr=True)
+    results, failed = [], len(found.errors)
+    if found.paths or not found.errors:  # nothing to classify but errors: the model is not loaded for nothing
+        with load_classifier(model, backend_device, threads) as classifier:
+            for prediction in classifier.predict_each(found.paths, top_k, batch):
+                if prediction.error is not None:
+                    say(f"error: {prediction.error}", stderr=True)
+                    failed += 1
+                else:
+                    results.append(prediction)
     if as_json:
         print_json(results_json(results))
     elif results:

@@ -126,6 +126,10 @@ def export(
         from edgecls.quantize.calibration import check_calib_size
 
         check_calib_size(calib_size)  # before the model (and TensorFlow) is loaded
+    if any(fmt.name == "imx500" for fmt, _ in plan):
+        from edgecls.export.imx500_toolchain import check_java
+
+        check_java()  # Sony's converter runs on Java 17: a missing one is said before the model loads
     root = sources.export_root(model, out)
     inputs = sources.source_inputs(model, calib)
     manifest = _manifest_path(root)

@@ -90,20 +90,9 @@ class _Trainer:
         self.pretrained = resolve_weights(spec, config.weights) is not None
         size = (config.img_size or spec.default_size,) * 2
         check_input_size(spec, size)
-        tf = require("tensorflow", "train")
-        import keras
-
-        strategy = make_strategy(config.strategy, tf)
-        keras.utils.set_random_seed(config.seed)
-        tf.config.experimental.enable_op_determinism()  # same seed, same weights (also makes tf.data ordered)
-        self.gpu = bool(tf.config.list_physical_devices("GPU"))
-        if config.mixed_precision == "on" or (config.mixed_precision == "auto" and self.gpu):
-            keras.mixed_precision.set_global_policy("mixed_float16")
-
         from rich.markup import escape
 
         from edgecls.data.check import cross_split_duplicates
-        from edgecls.training.callbacks import BestWeights
 
         def same_images(splits: Any) -> None:  # a resumed run trains on the images it began with
             if self.resume_state is not None and self.resume_state.get("fingerprint", splits.fingerprint) != splits.fingerprint:
@@ -122,6 +111,18 @@ class _Trainer:
             self.console.print(f"[yellow]warning:[/yellow] {len(duplicates)} image(s) appear in more than one split "
                                f"(e.g. {escape(example)}): test and validation results will be optimistic. "
                                f"List them with: edgecls data check {escape(str(config.data))}")
+        # TensorFlow loads once the data is known to be usable: a data mistake is one line within a second or two
+        tf = require("tensorflow", "train")
+        import keras
+
+        from edgecls.training.callbacks import BestWeights
+
+        strategy = make_strategy(config.strategy, tf)
+        keras.utils.set_random_seed(config.seed)
+        tf.config.experimental.enable_op_determinism()  # same seed, same weights (also makes tf.data ordered)
+        self.gpu = bool(tf.config.list_physical_devices("GPU"))
+        if config.mixed_precision == "on" or (config.mixed_precision == "auto" and self.gpu):
+            keras.mixed_precision.set_global_policy("mixed_float16")
         classes = list(splits.classes)
         write_splits(self.run_dir, Path(splits.root), classes, {"train": splits.train, "val": splits.val, "test": splits.test})
         self.console.print(
