@@ -483,7 +483,7 @@ def test_two_thousand_slow_connections_under_ulimit_1024(model: Path, tmp_path: 
 
 
 def test_live_recording_is_real_time_and_skips_rather_than_waits(model: Path, tmp_path: Path) -> None:
-    """A live source: the recording takes at most record_fps frames a second (15 when the source reports none), on the
+    """A live source: the recording takes at most record_fps frames a second (default 10, never above the source's own rate), on the
     output thread; what it skipped or dropped is counted, and the video holds exactly the frames counted as recorded."""
     from edgecls.camera.loop import run_camera
 

@@ -34,7 +34,7 @@ RUNTIME_MODULES = [
     "edgecls.metadata.tflite", "edgecls.metadata.onnx", "edgecls.verify", "edgecls.cli.verify", "edgecls.cli.serve",
     "edgecls.camera.api", "edgecls.camera.httpd", "edgecls.camera.access", "edgecls.integrations.mqtt",
     "edgecls.integrations.uncertain", "edgecls.export.tflite_inspect", "edgecls.run_folder", "edgecls.deploy.mqtt",
-    "edgecls.camera.imx500", "edgecls.deploy.imx500", "edgecls.camera.priority",
+    "edgecls.camera.imx500", "edgecls.deploy.imx500", "edgecls.camera.priority", "edgecls.camera.rates",
     "edgecls.deploy.camera_secret",
     "edgecls.bench.report",
 ]

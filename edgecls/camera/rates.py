@@ -19,27 +19,23 @@ MAX_LIVE_FPS = 60.0
 
 def check_live_fps(value: float) -> float:
     """The live view's frame rate (--live-fps) as a float, or one clear ConfigError."""
-    try:
-        fps = float(value)
-    except (TypeError, ValueError):
-        fps = float("nan")
-    if not 0.0 < fps <= MAX_LIVE_FPS:  # also refuses NaN
-        raise ConfigError(f"--live-fps {value!r} is not between 0 and {MAX_LIVE_FPS:g}",
-                          f"Use e.g. --live-fps {DEFAULT_LIVE_FPS:g} (a browser view needs no more than 10-15; each frame is a JPEG "
-                          "encoded on the camera's CPU)")
-    return fps
+    return _check_rate("--live-fps", value, MAX_LIVE_FPS, f"Use e.g. --live-fps {DEFAULT_LIVE_FPS:g} (a browser view needs no more "
+                       "than 10-15; each frame is a JPEG encoded on the camera's CPU)")
 
 
 def check_record_fps(value: float) -> float:
     """The recording's frame rate (--record-fps) as a float, or one clear ConfigError."""
+    return _check_rate("--record-fps", value, MAX_RECORD_FPS, f"Use e.g. --record-fps {DEFAULT_RECORD_FPS:g} (each recorded frame "
+                       "is drawn and encoded on the camera's CPU; leave it out for the default)")
+
+
+def _check_rate(flag: str, value: float, maximum: float, fix: str) -> float:
     try:
         fps = float(value)
     except (TypeError, ValueError):
         fps = float("nan")
-    if not 0.0 < fps <= MAX_RECORD_FPS:  # also refuses NaN
-        raise ConfigError(f"--record-fps {value!r} is not between 0 and {MAX_RECORD_FPS:g}",
-                          f"Use e.g. --record-fps {DEFAULT_RECORD_FPS:g} (each recorded frame is drawn and encoded on the camera's CPU; "
-                          "leave it out for the default)")
+    if not 0.0 < fps <= maximum:  # also refuses NaN
+        raise ConfigError(f"{flag} {value!r} is not between 0 and {maximum:g}", fix)
     return fps
 
 
