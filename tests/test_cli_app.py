@@ -142,3 +142,9 @@ def test_the_console_script_skips_tensorflows_teardown_and_keeps_output_and_exit
         assert '"efficientnet_lite0"' in proc.stdout and proc.stdout.rstrip().endswith(("]", "}"))
     else:
         assert "--nope" in proc.stderr
+
+
+def test_help_prints_square_brackets_as_written() -> None:
+    """Help texts are plain, not Rich markup: '[default: 10]' and 'mqtt[s]://' were swallowed as markup tags."""
+    shown = " ".join(run_cli("camera", "--help").stdout.split())
+    assert "[default: 10]." in shown and "mqtt[s]://[USER@]HOST[:PORT]/PREFIX" in shown

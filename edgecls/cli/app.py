@@ -25,6 +25,7 @@ app = typer.Typer(
     help="Edge deployment toolkit for image classification: data, train, eval, predict, export, camera, bench.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain: "[default: 10]" and "mqtt[s]://" print as written
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
 )
