@@ -30,7 +30,7 @@ from edgecls.camera.grabber import frame_reader
 from edgecls.camera.model_files import REPORT_NAME, default_report_path, resolve_model, run_inputs
 from edgecls.camera.outputs import Outputs, check_outputs
 from edgecls.camera.pipeline import make_feed, open_frames
-from edgecls.camera.rates import DEFAULT_LIVE_FPS, check_live_fps, check_record_fps, recording_rate
+from edgecls.camera.rates import DEFAULT_LIVE_FPS, check_live_fps, record_fps_option, recording_rate
 from edgecls.camera.session import CameraRunError, FrameResult, LoopLimits, LoopRun
 from edgecls.camera.sources import FrameSource
 from edgecls.errors import ConfigError, Terminated
@@ -102,11 +102,7 @@ def run_camera(
     if seconds is not None and seconds <= 0:
         raise ConfigError(f"seconds {seconds} must be positive", "Use e.g. --seconds 30, or leave it out to run until stopped")
     live_fps = check_live_fps(live_fps)
-    if record_fps is not None:
-        record_fps = check_record_fps(record_fps)
-        if record is None:
-            raise ConfigError(f"--record-fps {record_fps:g} applies to a recording only",
-                              "Add --record FILE.mp4, or leave --record-fps out")
+    record_fps = record_fps_option(record_fps, record)
     artifact = resolve_model(model)
     token_path = Path(token_file).expanduser() if token_file is not None else None
     check_not_inputs({"--record": record, "--report": report}, run_inputs(artifact, source, token_path))

@@ -39,6 +39,15 @@ def _check_rate(flag: str, value: float, maximum: float, fix: str) -> float:
     return fps
 
 
+def record_fps_option(value: float | None, record: object | None) -> float | None:
+    """--record-fps as given (None: left out, the default applies), checked: only with --record, within (0, 60]."""
+    if value is None:
+        return None
+    if record is None:
+        raise ConfigError(f"--record-fps {value:g} applies to a recording only", "Add --record FILE.mp4, or leave --record-fps out")
+    return check_record_fps(value)
+
+
 def recording_rate(record_fps: float | None, source_fps: float | None, real_time: bool) -> float:
     """The recording's frames a second: --record-fps (DEFAULT_RECORD_FPS for a real-time recording when left out), never
     above the source's own rate; a file's lossless recording without --record-fps keeps the file's rate."""
@@ -52,4 +61,4 @@ def recording_rate(record_fps: float | None, source_fps: float | None, real_time
 
 
 __all__ = ["DEFAULT_LIVE_FPS", "DEFAULT_RECORD_FPS", "MAX_LIVE_FPS", "MAX_RECORD_FPS", "UNTIMED_FPS", "check_live_fps", "check_record_fps",
-           "recording_rate"]
+           "record_fps_option", "recording_rate"]

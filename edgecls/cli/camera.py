@@ -105,10 +105,11 @@ def camera_command(
 ) -> None:
     """Run an exported model on a camera, stream, video or folder; write a latency report."""
     from edgecls.camera.loop import default_report_path, run_camera
+    from edgecls.camera.rates import record_fps_option
     from edgecls.camera.stats import render_summary
 
     live_rate = _live_fps(live_fps, serve)
-    record_rate = _record_fps(record_fps, record)
+    record_rate = record_fps_option(record_fps, record)  # before the camera starts
     with log_to_console():
         source = _stream_source(source, device_password_file)
         sinks: list[ResultSink] = []
@@ -184,17 +185,6 @@ def _live_fps(value: float | None, serve: str | None) -> float:
     if not serve:
         raise ConfigError(f"--live-fps {value:g} applies to the live view only", "Add --serve HOST:PORT, or leave --live-fps out")
     return check_live_fps(value)
-
-
-def _record_fps(value: float | None, record: Path | None) -> float | None:
-    """--record-fps checked before the camera starts: only with --record, within (0, 60]; None: the default."""
-    from edgecls.camera.rates import check_record_fps
-
-    if value is None:
-        return None
-    if record is None:
-        raise ConfigError(f"--record-fps {value:g} applies to a recording only", "Add --record FILE.mp4, or leave --record-fps out")
-    return check_record_fps(value)
 
 
 def _mqtt_sink(url: str, password_file: Path | None, **options: Any) -> ResultSink:

@@ -114,11 +114,15 @@ class CacheWriter:
     def __init__(self, folder: Path, name: str, count: int, size: tuple[int, int]) -> None:
         self.images = DiskImages(folder, name, count, size, _shard_images(size))
         folder.mkdir(parents=True, exist_ok=True)
-        self._fds = []
-        for shard in range(-(-count // self.images.shard_images)):
-            fd = os.open(self.images.shard_path(shard), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            self._fds.append(fd)
-            os.ftruncate(fd, min(self.images.shard_images, count - shard * self.images.shard_images) * self.images.image_bytes)
+        self._fds: list[int] = []
+        try:
+            for shard in range(-(-count // self.images.shard_images)):  # a link planted where a shard goes is not followed
+                fd = os.open(self.images.shard_path(shard), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+                self._fds.append(fd)
+                os.ftruncate(fd, min(self.images.shard_images, count - shard * self.images.shard_images) * self.images.image_bytes)
+        except BaseException:
+            self.close()
+            raise
 
     def write(self, row: int, pixels: np.ndarray) -> None:
         shard, offset = divmod(row, self.images.shard_images)
