@@ -8,6 +8,7 @@ ever deleted or replaced, and never when it is, or contains, an input of the com
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import fcntl
@@ -248,8 +249,9 @@ def folder_lock(folder: Path, wait: bool = False, what: str = "written") -> Iter
 # ----------------------------------------------------------------------------- temps
 
 _SWEPT: set[Path] = set()
-# Temps this process made and has not yet published or removed: remove_live_temps() (run by the CLI on every exit)
-# removes whatever a clean-up missed, e.g. a signal that landed between creating a temp and entering its `try`.
+# Temps this process made and has not yet published or removed: remove_live_temps() (run by the CLI on every exit
+# and at interpreter exit, for library callers) removes whatever a clean-up missed, e.g. a signal that landed
+# between creating a temp and entering its `try`.
 _LIVE_TEMPS: set[Path] = set()
 
 
@@ -305,17 +307,22 @@ def _make_temp(target: Path, suffix: str, directory: bool) -> Path:
     """Create a fresh temp file or folder beside `target`; mode 0666/0777 minus the umask, as open()/mkdir() give."""
     for _ in range(100):
         tmp = _temp_name(target.parent, suffix)
+        _LIVE_TEMPS.add(tmp)  # before it exists: a signal at any point after creation still finds it
         try:
             if directory:
                 os.mkdir(tmp, 0o777)
             else:
                 os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            _LIVE_TEMPS.add(tmp)
             return tmp
         except FileExistsError:
+            _LIVE_TEMPS.discard(tmp)  # not ours
             continue
         except OSError as exc:
+            _LIVE_TEMPS.discard(tmp)
             raise _write_error(target, exc) from exc
+        except BaseException:
+            _remove_temp(tmp)  # a signal while creating it
+            raise
     raise ConfigError(f"cannot create a temp file beside '{target}'", "Choose another output folder")
 
 
@@ -335,9 +342,17 @@ def _remove_temp(tmp: Path) -> None:
 
 
 def remove_live_temps() -> None:
-    """Remove every temp this process made and still owns (the CLI calls this on exit, after the clean-ups ran)."""
+    """Remove every temp this process made and still owns (run on exit, after the clean-ups ran).
+
+    A forked child inherits the parent's set: it removes only the temps named with its own pid.
+    """
+    own = f"{TEMP_PREFIX}{os.getpid()}-"
     for tmp in list(_LIVE_TEMPS):
-        _remove_temp(tmp)
+        if tmp.name.startswith(own):
+            _remove_temp(tmp)
+
+
+atexit.register(remove_live_temps)
 
 
 # ----------------------------------------------------------------------------- atomic writers
@@ -350,7 +365,7 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     if target.is_dir() and not target.is_symlink():
         raise ConfigError(f"cannot write '{target}': it is a folder", "Choose a file name for the output")
     _sweep_once(target.parent)
-    tmp = _make_temp(target, ".tmp" + suffix, directory=False)
+    tmp = _make_temp(target, ".tmp" + suffix, directory=False)  # a signal before the `try`: remove_live_temps
     try:
         yield tmp
         os.replace(tmp, target)

@@ -195,6 +195,44 @@ def test_temps_a_clean_up_missed_are_removed_at_exit_and_published_ones_are_not(
     assert (tmp_path / "published" / "a").read_text() == "1"
 
 
+def test_a_signal_while_a_temp_is_being_created_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window a Ctrl-C hit in CI: the temp file exists, its `try` has not started yet."""
+    real_close = os.close
+
+    def close_then_interrupt(fd: int) -> None:
+        real_close(fd)
+        raise KeyboardInterrupt()
+
+    monkeypatch.setattr(os, "close", close_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(tmp_path / "report.json"):
+            pass
+    monkeypatch.undo()
+    assert hidden(tmp_path) == [] and not (tmp_path / "report.json").exists()
+
+
+def test_a_library_process_removes_missed_temps_at_exit_and_a_forked_child_leaves_the_parents(tmp_path: Path) -> None:
+    """Without the CLI (run_camera called from Python), interpreter exit removes the temps; a forked child that exits
+    first must not remove the parent's temp, which the parent is still writing."""
+    proc = python(f"""
+        import os
+        from pathlib import Path
+        from edgecls.fsutil import _make_temp
+        tmp = _make_temp(Path({str(tmp_path)!r}) / "report.json", ".tmp", directory=False)  # its `try` never entered
+        pid = os.fork()
+        if pid == 0:
+            import atexit
+            atexit._run_exitfuncs()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print("after child", tmp.exists())
+    """)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "after child True" in out  # the child left the parent's temp alone
+    assert hidden(tmp_path) == []  # the parent's exit removed it
+
+
 def test_sigterm_in_a_real_process_leaves_no_temp(tmp_path: Path) -> None:
     """The CLI turns SIGTERM into SystemExit(143); the context managers then remove their temps."""
     proc = python(f"""
