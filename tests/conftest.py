@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from edgecls.fsutil import TEMP_PREFIX
+
 # A test run started in the background (`cmd &`, nohup, some CI runners) inherits SIGINT ignored, and so would every
 # CLI it starts: the Ctrl-C tests need the disposition a terminal gives (exec resets a handled signal to the default).
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
@@ -34,13 +36,43 @@ class CliResult:
         return self.stdout + self.stderr
 
 
-def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 600, env: dict[str, str] | None = None) -> CliResult:
-    """Run `edgecls ARGS...` exactly as a user would (console-script entry point) in a subprocess."""
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "200", **(env or {})}
+FRAMEWORK_LOG_ENV = ("TF_CPP_MIN_LOG_LEVEL", "GLOG_minloglevel")  # what quiets TensorFlow / LiteRT when exported
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 600, env: dict[str, str] | None = None,
+            user_env: bool = False) -> CliResult:
+    """Run `edgecls ARGS...` exactly as a user would (console-script entry point) in a subprocess. The harness sets
+    TF_CPP_MIN_LOG_LEVEL=3 unless `user_env`: then neither it nor GLOG_minloglevel is set (what the CLI does on its own)."""
+    if user_env:
+        harness = {k: v for k, v in os.environ.items() if k not in FRAMEWORK_LOG_ENV}
+    else:
+        harness = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    full_env = {**harness, "COLUMNS": "200", **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-c", "from edgecls.cli.app import main; main()", *map(str, args)],
         capture_output=True, text=True, cwd=cwd or REPO, timeout=timeout, env=full_env,
     )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+# `python -c BLOCK_TENSORFLOW ARGS...`: the CLI with TensorFlow and Keras unimportable; proves a command (or an early check) needs neither.
+BLOCK_TENSORFLOW = """
+import importlib.abc, sys
+class NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras"):
+            raise ImportError(f"{name} is blocked in this test", name=name)
+sys.meta_path.insert(0, NoTensorFlow())
+from edgecls.cli.app import main
+main()
+"""
+
+
+def run_cli_without_tensorflow(*args: str | Path, cwd: Path | None = None, timeout: float = 300) -> CliResult:
+    """`edgecls ARGS...` in a subprocess that cannot import TensorFlow or Keras."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-c", BLOCK_TENSORFLOW, *map(str, args)], capture_output=True, text=True, cwd=cwd or REPO,
+                          timeout=timeout, env=full_env)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -109,12 +141,35 @@ def fmnist_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "tree"
 
 
+CLI_OUTPUT = "cli_output.json"  # beside what a shared build made: the command's stdout and stderr (run with user_env)
+
+
+def _keep_output(result: CliResult, file: Path) -> None:
+    _check(result)
+    file.write_text(json.dumps({"stdout": result.stdout, "stderr": result.stderr, "user_env": True}))
+
+
+def read_output(file: Path) -> CliResult:
+    """The output a shared build kept (CLI_OUTPUT): its command ran in the user's environment (run_cli user_env)."""
+    kept = json.loads(file.read_text())
+    assert kept["user_env"], file
+    return CliResult(0, kept["stdout"], kept["stderr"])
+
+
+def plain_train_args(tree: Path, out: Path) -> list[str | Path]:
+    """The command that makes the shared plain run (test_train_cli.py runs it again: same seed, same split and history)."""
+    return ["train", "--data", tree, "--model", "plain_cnn", "--img-size", "32", "--epochs", "3", "--fine-tune-epochs", "1",
+            "--batch", "16", "--out", out, "--seed", "1"]
+
+
 def _shared_plain_run(tmp_path_factory: pytest.TempPathFactory, tree: Path) -> Path:
-    """The tiny plain_cnn run, trained once for all workers (read-only: copy it to write)."""
-    return build_once(tmp_path_factory, "plain-run", lambda out: _check(run_cli(
-        "train", "--data", tree, "--model", "plain_cnn", "--img-size", "32", "--epochs", "3",
-        "--fine-tune-epochs", "1", "--batch", "16", "--out", out / "plain", "--seed", "1",
-    ))) / "plain"
+    """The tiny plain_cnn run, trained once for all workers (read-only: copy it to write); RUN/../CLI_OUTPUT keeps what
+    `edgecls train` printed (test_cli_app.py checks it for framework noise)."""
+    def build(out: Path) -> None:
+        out.mkdir()
+        _keep_output(run_cli(*plain_train_args(tree, out / "plain"), user_env=True), out / CLI_OUTPUT)
+
+    return build_once(tmp_path_factory, "plain-run", build) / "plain"
 
 
 @pytest.fixture(scope="session")
@@ -125,12 +180,38 @@ def plain_run(fmnist_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 @pytest.fixture(scope="session")
+def plain_train_output(fmnist_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> CliResult:
+    """What `edgecls train` printed when it made the shared plain run (in the user's environment)."""
+    return read_output(_shared_plain_run(tmp_path_factory, fmnist_tree).parent / CLI_OUTPUT)
+
+
+def dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
+INT8_CWD, INT8_STALE = "cwd", "stale_temp.txt"  # beside the plain-int8 run: the export's current folder; the stale temp's path
+
+
+@pytest.fixture(scope="session")
 def plain_int8_exports(fmnist_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`edgecls export PLAIN_RUN --int8 --target all` (gate off: the tiny run is near chance), once per test run.
-    EXPORTS/{tflite,edgetpu,onnx,openvino}-int8; read-only: copy it (shutil.copytree) to write beside the models."""
-    run = _shared_plain_run(tmp_path_factory, fmnist_tree)
-    return build_once(tmp_path_factory, "plain-int8", lambda out: _check(run_cli(
-        "export", run, "--int8", "--target", "all", "--out", out, *NO_GATE, "--fallback-layers", "0", cwd=out.parent)))
+    """RUN/export of `edgecls export RUN --int8 --target all --json` (gate off: the tiny run is near chance) on a copy of the plain
+    run, once per test run: RUN/export/{tflite,edgetpu,onnx,openvino}-int8 and calibration/. Read-only: copy it to write beside the
+    models. test_export_cli.py::test_int8_every_target checks the command itself: RUN/../CLI_OUTPUT keeps its output, it ran in an
+    empty folder RUN/../INT8_CWD, and RUN/export held a SIGKILLed export's temp folder (its path in RUN/../INT8_STALE) before."""
+    shared = _shared_plain_run(tmp_path_factory, fmnist_tree)
+
+    def build(out: Path) -> None:
+        run = copy_run(shared, out / "plain")
+        stale = run / "export" / f"{TEMP_PREFIX}{dead_pid()}-0badc0de.tmp"  # what a SIGKILLed export leaves
+        stale.mkdir(parents=True)
+        (stale / "model.tflite").write_bytes(b"half written")
+        (out / INT8_STALE).write_text(str(stale))
+        (out / INT8_CWD).mkdir()
+        _keep_output(run_cli("export", run, "--int8", "--target", "all", *NO_GATE, "--json", cwd=out / INT8_CWD, user_env=True),
+                     out / CLI_OUTPUT)
+
+    return build_once(tmp_path_factory, "plain-int8", build) / "plain" / "export"
 
 
 FP32_EXPORT_STDOUT = "export_stdout.json"
@@ -139,12 +220,12 @@ FP32_EXPORT_STDOUT = "export_stdout.json"
 @pytest.fixture(scope="session")
 def plain_fp32_exports(fmnist_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`edgecls export PLAIN_RUN --target all --json` (fp32 tflite, onnx, openvino), once per test run, its stdout kept in
-    EXPORTS/export_stdout.json; read-only: copy it to write."""
+    EXPORTS/export_stdout.json (stdout and stderr in EXPORTS/CLI_OUTPUT); read-only: copy it to write."""
     run = _shared_plain_run(tmp_path_factory, fmnist_tree)
 
     def build(out: Path) -> None:
-        result = run_cli("export", run, "--target", "all", "--out", out, "--json", cwd=out.parent)
-        _check(result)
+        result = run_cli("export", run, "--target", "all", "--out", out, "--json", cwd=out.parent, user_env=True)
+        _keep_output(result, out / CLI_OUTPUT)
         (out / FP32_EXPORT_STDOUT).write_text(result.stdout)
 
     return build_once(tmp_path_factory, "plain-fp32", build)

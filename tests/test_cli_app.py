@@ -1,6 +1,7 @@
 """The entry point: --version, -h everywhere, quiet frameworks unless --verbose, SIGTERM -> a clean exit 143."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ import tomllib
 import edgecls
 from edgecls.cli import app as app_module
 from edgecls.errors import Terminated
-from tests.conftest import REPO, run_cli
+from tests.conftest import CLI_OUTPUT, REPO, CliResult, read_output, run_cli
 
 NOISE = re.compile(r"XNNPACK|absl::InitializeLog|oneDNN|cpu_feature_guard|rebuild TensorFlow|^[IWE]\d{4} \d\d:\d\d", re.MULTILINE)
 
@@ -59,20 +60,19 @@ def test_global_flags_are_taken_out_wherever_they_stand() -> None:
     assert result.stdout.lstrip().startswith("[")
 
 
-def test_frameworks_are_quiet_unless_verbose(fmnist_tree: Path, tmp_path: Path) -> None:
-    """train, export and predict print no TensorFlow/absl/LiteRT start-up lines; --verbose brings them back."""
-    run = tmp_path / "run"
-    train = _edgecls("train", "--data", fmnist_tree, "--model", "plain_cnn", "--img-size", "32", "--epochs", "1",
-                     "--fine-tune-epochs", "0", "--batch", "16", "--out", run, cwd=tmp_path)
-    assert train.returncode == 0, train.stderr
-    export = _edgecls("export", run, "--target", "tflite", cwd=tmp_path)
-    assert export.returncode == 0, export.stderr
-    model = next(run.glob("export/tflite-*/model.tflite"))
+def test_frameworks_are_quiet_unless_verbose(plain_train_output: CliResult, plain_fp32_exports: Path, fmnist_tree: Path,
+                                             tmp_path: Path) -> None:
+    """train, export and predict print no TensorFlow/absl/LiteRT start-up lines; --verbose brings them back. train and export:
+    the session's shared plain run and its `export --target all` (tflite, onnx, openvino), both run in the user's environment
+    (no TF_CPP_MIN_LOG_LEVEL from the harness) and their output kept (conftest CLI_OUTPUT)."""
+    export = read_output(plain_fp32_exports / CLI_OUTPUT)
+    assert "run folder:" in plain_train_output.stdout and json.loads(export.stdout)
+    model = plain_fp32_exports / "tflite-fp32" / "model.tflite"
     image = sorted((fmnist_tree / "test").rglob("*.png"))[0]
     predict = _edgecls("predict", model, image, cwd=tmp_path)
     assert predict.returncode == 0, predict.stderr
-    for name, result in (("train", train), ("export", export), ("predict", predict)):
-        assert not NOISE.search(result.stderr), f"{name}: {result.stderr}"
+    for name, stderr in (("train", plain_train_output.stderr), ("export", export.stderr), ("predict", predict.stderr)):
+        assert not NOISE.search(stderr), f"{name}: {stderr}"
     verbose = _edgecls("predict", model, image, "--verbose", cwd=tmp_path)
     assert verbose.returncode == 0, verbose.stderr
     assert "Created TensorFlow Lite XNNPACK delegate" in verbose.stderr  # the line exists: quiet mode really removes it

@@ -15,7 +15,18 @@ from PIL import Image
 
 from edgecls.fsutil import OUTPUT_MARKER, TEMP_PREFIX
 from edgecls.verify import verify
-from tests.conftest import FP32_EXPORT_STDOUT, REPO, assert_clean_error, run_cli
+from tests.conftest import (
+    CLI_OUTPUT,
+    FP32_EXPORT_STDOUT,
+    INT8_CWD,
+    INT8_STALE,
+    REPO,
+    assert_clean_error,
+    copy_run,
+    read_output,
+    run_cli,
+    run_cli_without_tensorflow,
+)
 from tests.test_export_metadata import check_lone_copy, check_published, ir_input_shape
 
 pytestmark = pytest.mark.slow
@@ -31,23 +42,20 @@ def _no_leftovers(folder: Path) -> None:
         assert not leftovers, leftovers
 
 
-def _dead_pid() -> int:
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    return int(proc.stdout)
-
-
 # plain_run is a 25%-accuracy model with nearly flat probabilities: every top-1 is a near-tie, so its ordinary
 # ONNX INT8 misses the default gate (agreement 0.89). Tests about something else turn the gate off; the gate
 # itself is tested in test_int8_gate.py on a model that really quantizes badly.
 NO_GATE = ("--max-drop", "none", "--min-agreement", "none")
 
 
-def test_int8_every_target(plain_run: Path, tmp_path: Path) -> None:
-    stale = plain_run / "export" / f"{TEMP_PREFIX}{_dead_pid()}-0badc0de.tmp"  # what a SIGKILLed export leaves
-    stale.mkdir(parents=True)
-    (stale / "model.tflite").write_bytes(b"half written")
-    result = run_cli("export", plain_run, "--int8", "--target", "all", *NO_GATE, "--json", cwd=tmp_path)
-    assert result.returncode == 0, result.output
+def test_int8_every_target(plain_int8_exports: Path) -> None:
+    """`edgecls export RUN --int8 --target all --json` (gate off), run once per test run by conftest's plain_int8_exports (the
+    artifacts the camera, deploy, bench and serving tests use): checked here. RUN/export held a SIGKILLed export's temp folder."""
+    export = plain_int8_exports
+    plain_run = export.parent
+    result = read_output(plain_run.parent / CLI_OUTPUT)
+    stale = Path((plain_run.parent / INT8_STALE).read_text())
+    assert stale.parent == export and stale.name.startswith(TEMP_PREFIX)
     reports = _exported(result.stdout)
     assert set(reports) == {"tflite-int8", "edgetpu-int8", "onnx-int8", "openvino-int8"}
     for name, report in reports.items():
@@ -75,7 +83,7 @@ def test_int8_every_target(plain_run: Path, tmp_path: Path) -> None:
     assert meta["format"] == "tflite" and meta["precision"] == "int8"
     assert meta["input_quantization"]["dtype"] == "uint8"
     assert not stale.exists()
-    assert list(tmp_path.iterdir()) == []  # nothing written into the current folder
+    assert list((plain_run.parent / INT8_CWD).iterdir()) == []  # nothing written into the current folder
     manifest_file = plain_run / "export" / "calibration" / "manifest.json"
     assert reports["tflite-int8"]["calibration"]["manifest"] == str(manifest_file)
     manifest = json.loads(manifest_file.read_text())
@@ -197,9 +205,6 @@ def _bad_calib(tmp_path: Path, kind: str) -> Path:
         (["{run}", "--target", "onx"], ["Did you mean 'onnx'"]),
         (["{run}", "--fp16", "--target", "onnx"], ["onnx cannot export precision fp16"]),
         (["{run}", "--int8", "--fp16"], ["conflicting precisions"]),
-        (["{run}", "--int8", "--calib", "{empty}"], ["0 usable images"]),
-        (["{run}", "--int8", "--calib", "{undecodable}"], ["12 unreadable"]),
-        (["{run}", "--int8", "--calib", "{few}"], ["3 usable images"]),
         (["{run}", "--int8", "--calib-size", "5"], ["--calib-size 5"]),
         (["{run}", "--int8", "--io", "int16"], ["--io 'int16'"]),
         (["/nonexistent/run", "--int8"], ["/nonexistent/run"]),
@@ -209,12 +214,38 @@ def _bad_calib(tmp_path: Path, kind: str) -> Path:
 def test_bad_export_inputs(args: list[str], fragments: list[str], plain_run: Path, tmp_path: Path) -> None:
     file_instead = tmp_path / "model.tflite"
     file_instead.write_bytes(b"junk")
-    paths = {"run": plain_run, "empty": _bad_calib(tmp_path, "empty"), "undecodable": _bad_calib(tmp_path, "undecodable"),
-             "few": _bad_calib(tmp_path, "few"), "fileinstead": file_instead}
+    paths = {"run": plain_run, "fileinstead": file_instead}
     out = tmp_path / "out"
     result = run_cli("export", *[a.format(**paths) for a in args], "--out", out, cwd=tmp_path)
     assert_clean_error(result, *fragments)
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_calibration_set_too_small_is_refused_before_tensorflow_loads(plain_run: Path, tmp_path: Path) -> None:
+    """A run's calibration set is built from meta.json and splits.json before the model loads: a --calib folder with 0, only
+    unreadable, too few, or too few once the run's val/test images are dropped, and a train split without 10 readable images,
+    are one line with TensorFlow blocked (seconds, not a TensorFlow import), and nothing is written."""
+    overlap = tmp_path / "overlap"
+    overlap.mkdir()
+    splits = json.loads((plain_run / "splits.json").read_text())
+    for i, (rel, _) in enumerate(splits["train"][:9] + splits["test"][:3]):
+        shutil.copy(Path(splits["root"]) / rel, overlap / f"{i}.png")
+    cases = [(_bad_calib(tmp_path, "empty"), "has 0 usable images (0 image files, 0 unreadable)"),
+             (_bad_calib(tmp_path, "undecodable"), "has 0 usable images (12 image files, 12 unreadable)"),
+             (_bad_calib(tmp_path, "few"), "has 3 usable images (3 image files, 0 unreadable)"),
+             (overlap, "has 9 usable images (12 image files, 0 unreadable, 3 also in the run's val/test splits)")]
+    for calib, fragment in cases:
+        out = tmp_path / f"out-{calib.name}"
+        assert_clean_error(run_cli_without_tensorflow("export", plain_run, "--int8", "--calib", calib, "--out", out, cwd=tmp_path),
+                           f"--calib '{calib}' {fragment}; at least 10 are needed")
+        assert not out.exists()
+    run = copy_run(plain_run, tmp_path / "run")
+    shutil.rmtree(run / "export", ignore_errors=True)
+    splits["train"] = [[f"gone/{i}.png", 0] for i in range(20)]
+    (run / "splits.json").write_text(json.dumps(splits))
+    assert_clean_error(run_cli_without_tensorflow("export", run, "--int8", "--target", "onnx", cwd=tmp_path),
+                       f"the training split of '{run}' has only 0 readable images for calibration")
+    assert not (run / "export").exists() and list(tmp_path.glob("calibration")) == []
 
 
 def test_predict_on_an_export_folder_and_io_only_for_tflite(plain_run: Path, tmp_path: Path, fmnist_tree: Path) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO, assert_clean_error, run_cli
+from tests.conftest import BLOCK_TENSORFLOW, REPO, assert_clean_error, plain_train_args, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -58,18 +58,6 @@ def test_eval_of_own_splits_and_of_a_folder_each_keep_their_report(plain_run: Pa
         assert f"{run}/{prefix}confusion_matrix.png" in result.stdout
         assert "macro avg" in result.stdout and "accuracy" in result.stdout  # the table
     assert (run / "eval_metrics.json").read_bytes() == test_report
-
-
-BLOCK_TENSORFLOW = """
-import importlib.abc, sys
-class NoTensorFlow(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras"):
-            raise ImportError(f"{name} is blocked in this test", name=name)
-sys.meta_path.insert(0, NoTensorFlow())
-from edgecls.cli.app import main
-main()
-"""
 
 
 def test_eval_of_an_exported_artifact_without_tensorflow(plain_run: Path, plain_fp32_exports: Path, fmnist_tree: Path,
@@ -128,13 +116,12 @@ def test_efficientnet_lite0_fine_tunes_offline(fmnist_tree: Path, tmp_path: Path
     assert meta["mean"] == [127.0] * 3 and meta["std"] == [128.0] * 3
 
 
-def test_same_seed_same_split_and_history(fmnist_tree: Path, tmp_path: Path) -> None:
-    args = ["train", "--data", fmnist_tree, "--model", "plain_cnn", "--img-size", "16", "--epochs", "2", "--fine-tune-epochs", "0",
-            "--seed", "7"]
-    for name in ("a", "b"):
-        assert run_cli(*args, "--out", tmp_path / name).returncode == 0
-    assert (tmp_path / "a/splits.json").read_text() == (tmp_path / "b/splits.json").read_text()
-    assert (tmp_path / "a/history.csv").read_text() == (tmp_path / "b/history.csv").read_text()
+def test_same_seed_same_split_and_history(plain_run: Path, fmnist_tree: Path, tmp_path: Path) -> None:
+    """The shared plain run's command (conftest plain_train_args: both phases, seed 1) run again gives the same split and history."""
+    again = tmp_path / "again"
+    assert run_cli(*plain_train_args(fmnist_tree, again)).returncode == 0
+    for name in ("splits.json", "history.csv"):
+        assert (again / name).read_text() == (plain_run / name).read_text(), name
 
 
 def test_interrupt_then_resume(fmnist_tree: Path, tmp_path: Path) -> None:

@@ -143,12 +143,14 @@ def export(
         sweep_stale_temps(root)  # temp folders of exports killed with SIGKILL
     budget = fallback.Budget(fallback_layers, fallback_tries, fallback_seconds)
     with _noticing_interrupts():  # Ctrl-C stops the export even where a converter swallows it
+        # A run's calibration set needs only its meta.json and splits: built before the model (and TensorFlow) loads, a
+        # --calib folder (or a train split) without enough usable images is refused in a second, not after TensorFlow's import.
+        run = sources.load_run_meta(model) if quantizing else None
+        calibration = _calibration_set(run, calib, calib_size, seed, say) if run is not None else None
         source = sources.load_source(model)
-        calibration = None
         if quantizing:
-            say("building the calibration set")
-            exclude = sources.holdout_hashes(source) if calib is not None else set()
-            calibration = sources.calibration_set(source, Path(calib) if calib else None, calib_size, seed, exclude)
+            if calibration is None:
+                calibration = _calibration_set(source, calib, calib_size, seed, say)
             from edgecls.quantize.calibration import write_manifest
 
             write_manifest(calibration, manifest, source.meta, seed)
@@ -165,6 +167,12 @@ def export(
             say(f"exporting {fmt.name} {prec}")
             results.append(_export_one(job, fmt, prec))
         return results
+
+
+def _calibration_set(source: sources.Source, calib: str | Path | None, size: int, seed: int, say: Callable[[str], None]) -> Any:
+    say("building the calibration set")
+    exclude = sources.holdout_hashes(source) if calib is not None else set()
+    return sources.calibration_set(source, Path(calib) if calib else None, size, seed, exclude)
 
 
 def _manifest_path(root: Path) -> Path:

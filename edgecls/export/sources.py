@@ -68,6 +68,17 @@ def load_source(model: str | Path) -> Source:
     return Source(classifier.model, classifier.meta, None, str(model))
 
 
+def load_run_meta(model: str | Path) -> Source | None:
+    """A run folder's Source without its Keras model (None for a zoo name): the checks and meta.json load_run starts with,
+    in its order, without TensorFlow. Enough for the calibration set and the held-out hashes."""
+    if not is_run_path(model):
+        return None
+    from edgecls.run_folder import require_run_folder
+
+    run = require_run_folder(model)
+    return Source(None, ModelMeta.load(run), run, run.name)
+
+
 def calibration_set(source: Source, calib: Path | None, size: int, seed: int, exclude: set[str]) -> Any:
     from edgecls.quantize import calibration as cal
 
