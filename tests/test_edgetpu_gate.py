@@ -126,6 +126,8 @@ def test_cli_refuses_a_cut_graph_and_publishes_it_only_with_allow_cpu_ops(fmnist
     assert (run / "export" / "edgetpu-int8" / "model.tflite").is_file()
     assert tpu["gate"]["passed"] and tpu["gate"]["allow_cpu_ops"]
     assert tpu["first_unsupported"]["op"] == "HARD_SWISH" and tpu["ops_on_tpu"] == 4
+    record = get_spec("mobilenet_v3_small").edgetpu  # the registry's record (test_zoo_exports.py leaves this family to this test)
+    assert not record.maps_fully and record.first_cpu_op == "HARD_SWISH"
     assert 0 < tpu["mac_share"] < edgetpu.MIN_TPU_MAC_SHARE and tpu["macs_on_cpu"] > tpu["macs_on_tpu"]
     assert {"HARD_SWISH", "CONV_2D", "DEPTHWISE_CONV_2D"} <= set(tpu["cpu_op_types"])
     share = f"{tpu['mac_share']:.1%}"

@@ -17,6 +17,7 @@ import pytest
 from edgecls.errors import ConfigError, ExportError, ModelError
 from edgecls.export.base import Artifact, ExportRequest
 from edgecls.meta import ModelMeta
+from edgecls.zoo import get_spec
 from tests.conftest import REPO
 from tests.test_tf_free import BLOCKER
 
@@ -336,6 +337,8 @@ def test_edgetpu_report_lite0_fully_supported(lite0: dict[str, Any]) -> None:
     report = art.notes["edgetpu"]
     assert art.format == "edgetpu" and art.path.name == "model.tflite"
     assert report["first_unsupported"] is None and report["tpu_share"] == 1.0, report["cut"]
+    assert report["mac_share"] == 1.0 and report["cpu_op_types"] == []
+    assert get_spec("efficientnet_lite0").edgetpu.maps_fully  # the registry's record (test_zoo_exports.py leaves Lite0 to this test)
     assert report["ops_on_tpu"] == report["ops_total"] == 65  # QUANTIZE x2, MUL, ADD x10, CONV x33, DW x16, MEAN, FC, SOFTMAX
     assert report["integer"] and report["static_shapes"] and report["batch"] == 1
     assert [op["op"] for op in report["ops"]][:2] == ["QUANTIZE", "MUL"] and report["ops"][-1]["op"] == "QUANTIZE"
