@@ -20,13 +20,15 @@ reports; no Python in it), "python" is time.perf_counter around the whole Python
 - `edgecls-bench`: the measurement bench/runtime_latency.py and `edgecls bench` make (edgecls.bench.measure in
   its own process, perf_counter around `Backend.run`); "python" clock only.
 
-Python variants time --runs calls after --warmup and also report CPU time per call (all threads) and context
-switches. Prints a Markdown table (median over rounds of each round's p50; each round's ratio to benchmark_app
-in the same round: median and range); writes --out JSON with every round.
+Python variants time --runs calls after --warmup and also report CPU time per call (all threads), context
+switches and garbage collections during the timed calls, and their threads (name, state, allowed CPUs). Prints
+a Markdown table (median over rounds of each round's p50; each round's ratio to benchmark_app in the same
+round: median and range); writes --out JSON with every round.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -109,6 +111,7 @@ def child(variant: str, xml: Path, threads: int, runs: int, warmup: int) -> dict
     for _ in range(warmup):
         call()
     python_ms, infer_ms = [], []
+    collections_before = sum(stat["collections"] for stat in gc.get_stats())
     before = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(runs):
         start = time.perf_counter()
@@ -116,6 +119,7 @@ def child(variant: str, xml: Path, threads: int, runs: int, warmup: int) -> dict
         python_ms.append((time.perf_counter() - start) * 1000.0)
         infer_ms.append(request.latency)
     after = resource.getrusage(resource.RUSAGE_SELF)
+    collections = sum(stat["collections"] for stat in gc.get_stats()) - collections_before
     cpu_ms = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000.0
     return {"variant": variant, "python_p50_ms": round(median(python_ms), 4), "infer_p50_ms": round(median(infer_ms), 4),
             "added_p50_ms": round(median([p - i for p, i in zip(python_ms, infer_ms)]), 4),
@@ -123,6 +127,7 @@ def child(variant: str, xml: Path, threads: int, runs: int, warmup: int) -> dict
             "python_second_half_p50_ms": round(median(python_ms[runs // 2:]), 4),
             "cpu_ms_per_call": round(cpu_ms / runs, 4), "voluntary_switches_per_call": round((after.ru_nvcsw - before.ru_nvcsw) / runs, 2),
             "involuntary_switches_per_call": round((after.ru_nivcsw - before.ru_nivcsw) / runs, 2), "threads": _threads(),
+            "gc_collections": collections,
             "edgecls": os.path.dirname(os.path.dirname(sys.modules["edgecls.runtime"].__file__ or "")) if variant == "backend" else None}
 
 
