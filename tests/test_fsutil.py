@@ -26,7 +26,7 @@ from edgecls.fsutil import (
     remove_output_folder,
     sweep_stale_temps,
 )
-from tests.conftest import REPO
+from tests.conftest import REPO, dead_pid
 
 
 def hidden(folder: Path) -> list[str]:
@@ -36,11 +36,6 @@ def hidden(folder: Path) -> list[str]:
 def python(code: str, **kwargs: object) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)  # type: ignore[call-overload]
-
-
-def dead_pid() -> int:
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    return int(proc.stdout)
 
 
 # ----------------------------------------------------------------------------- check_outputs
