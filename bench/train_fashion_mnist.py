@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--unfreeze", type=int, default=None, help="edgecls train --unfreeze (default: train's)")
     parser.add_argument("--work", type=Path, default=Path("bench/work"))
+    parser.add_argument("--suffix", default="", help="appended to the result file's name (keeps an earlier result of the same settings)")
     args = parser.parse_args()
 
     import edgecls
@@ -46,6 +47,7 @@ def main() -> None:
     epochs = {k: v for k, v in (("epochs", args.epochs), ("fine_tune_epochs", args.fine_tune_epochs)) if v is not None}
     plan = f"budget{args.time_budget}" if args.time_budget else f"{args.epochs}+{args.fine_tune_epochs}ep"
     tag = f"{args.model}-{args.per_class}pc-{args.img_size}px-{plan}" + (f"-unfreeze{args.unfreeze}" if args.unfreeze is not None else "")
+    result_name = f"train_fashion_mnist-{tag}{args.suffix}.json"
     data = args.work / f"fashion-mnist-{args.per_class}"
     if not (data / "train").is_dir():
         write_fashion_mnist(data, per_class=args.per_class, source=None, seed=0)
@@ -63,7 +65,7 @@ def main() -> None:
     metrics = result.metrics
     record = {
         "command": "python bench/train_fashion_mnist.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "work" and v is not None),
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("work", "suffix") and v is not None),
         "model": args.model, "per_class": args.per_class, "img_size": args.img_size,
         "epochs": args.epochs, "fine_tune_epochs": args.fine_tune_epochs, "time_budget": args.time_budget,
         "head_epochs": sum(row["phase"] == "head" for row in result.history),
@@ -76,20 +78,37 @@ def main() -> None:
         "feature_images_per_second": metrics.get("feature_images_per_second"),
         "fine_tune_images_per_second": metrics.get("fine_tune_images_per_second"),
         "eval_images_per_second": metrics.get("eval_images_per_second"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": _commit(),
     }
-    write_json(RESULTS / f"train_fashion_mnist-{tag}.json", record)
+    write_json(RESULTS / result_name, record)
     print(json.dumps(record, indent=2))
     if args.time_budget:  # the time-to-accuracy table of docs/benchmarks.md
         load = f"{load_at_start[0]:.1f} -> {record['load_average_at_end'][0]:.1f}"
         print(f"| {args.time_budget} | {args.img_size} | {args.per_class} | {record['test_accuracy']:.4f} | "
               f"{record['train_seconds']:.0f} | {record['wall_seconds']:.0f} | {record['head_epochs']} | "
               f"{record['fine_tune_epochs_run']} | {load} | "
-              f"bench/results/train_fashion_mnist-{tag}.json |")
+              f"bench/results/{result_name} |")
     else:
         print(f"| {args.model} | {args.per_class * 10} | {args.img_size} | {plan} | "
               f"{record['test_accuracy']:.4f} | {record['train_seconds']:.0f} s | "
               f"{record['fine_tune_images_per_second']} | {record['eval_images_per_second']} |")
+
+
+
+def _commit() -> str | None:
+    """The code's git commit (the edgecls package's checkout), '+' when it has uncommitted changes; None outside git."""
+    import subprocess
+
+    import edgecls
+
+    folder = Path(edgecls.__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=folder, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
 
 
 if __name__ == "__main__":
