@@ -19,23 +19,22 @@ reached twice is read once, which breaks loops), hidden files and OS junk are sk
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
-import stat
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edgecls.errors import ConfigError, DataError, ImageError
-from edgecls.preprocess import IMAGE_SUFFIXES, load_image
+from edgecls.data.decode_pool import DecodeSpec, FileDecoder, check_image, reasons_of
+from edgecls.errors import ConfigError, DataError
+from edgecls.preprocess import IMAGE_SUFFIXES
 
 VAL_NAMES = ("val", "validation", "valid")
 SPLIT_NAMES = ("train", *VAL_NAMES, "test")
-_VERIFY_CHUNK = 4096  # files verified per batch of thread-pool tasks
 JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx", "@eadir", "$recycle.bin", "system volume information"})
 
 
@@ -166,40 +165,10 @@ def scan_class_folders(folder: str | Path) -> tuple[list[str], list[Path], list[
     return scan.classes, scan.paths, scan.labels
 
 
-def _short_reason(exc: ImageError, path: Path) -> str:
-    message = exc.message
-    prefix = f"'{path}' "
-    if message.startswith(prefix):
-        message = message[len(prefix):].removeprefix("is ")
-    return message.replace(str(path), path.name)
-
-
-def check_image(path: Path, decode: Callable[[Path], object] = load_image) -> str | None:
-    """None when the file decodes (with the decoder training uses, or `decode`, which raises ImageError the same way), else
-    the reason it does not."""
-    try:
-        info = path.stat()
-        if stat.S_ISREG(info.st_mode) and info.st_size == 0:
-            return "empty file (0 bytes)"
-    except OSError as exc:
-        return f"cannot read: {exc.strerror}"
-    try:
-        decode(path)
-    except ImageError as exc:
-        return _short_reason(exc, path)
-    return None
-
-
-def _verify(scan: _Scan, reason_of: Callable[[Path], str | None]) -> None:
-    """Drop files that do not decode (`reason_of(path)`: None, or why not), recording why in scan.skipped. Files are
-    submitted in bounded chunks: a tree of millions of files never holds a pending task per file."""
-    if not scan.paths:
-        return
-    workers = min(8, os.cpu_count() or 1)
-    reasons: list[str | None] = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(scan.paths), _VERIFY_CHUNK):
-            reasons += pool.map(reason_of, scan.paths[start : start + _VERIFY_CHUNK])
+def _verify(scan: _Scan, reason_of: Callable[[Path], str | None] | FileDecoder) -> None:
+    """Drop files that do not decode (`reason_of(path)`: None, or why not; or a FileDecoder), recording why in
+    scan.skipped. Files are submitted in bounded chunks: a tree of millions of files never holds a pending task per file."""
+    reasons = reasons_of(reason_of, scan.paths)
     keep = [i for i, reason in enumerate(reasons) if reason is None]
     scan.skipped.extend((p, r) for p, r in zip(scan.paths, reasons) if r is not None)
     scan.paths = [scan.paths[i] for i in keep]
@@ -387,16 +356,22 @@ def load_splits(
 
 
 def split_tree(tree: TreeScan, val_split: float, test_split: float, seed: int, verify: bool | Callable[[Path], object] = True,
-               reason_of: Callable[[Path], str | None] | None = None) -> DatasetSplits:
+               reason_of: Callable[[Path], str | None] | FileDecoder | None = None) -> DatasetSplits:
     """The second half of load_splits (verify, then split); it consumes `tree` (verification drops files from it).
-    `reason_of`: instead of decoding, why each file is unusable (None: it is usable), e.g. recorded by an earlier pass."""
-    if reason_of is None and verify:
-        decode = load_image if verify is True else verify
-        reason_of = functools.partial(check_image, decode=decode)
-    for scan in tree.scans.values():
-        if reason_of is not None:
-            _verify(scan, reason_of)
-        _check_not_empty(scan)
+    `reason_of`: instead of decoding, why each file is unusable (None: it is usable), e.g. recorded by an earlier pass, or
+    a FileDecoder (data.decode_pool: worker processes when they pay). verify=True decodes in such a FileDecoder."""
+    own = None
+    if reason_of is None and verify is True:
+        reason_of = own = FileDecoder(DecodeSpec())
+    elif reason_of is None and callable(verify):
+        reason_of = functools.partial(check_image, decode=verify)
+    if isinstance(reason_of, FileDecoder):
+        reason_of.plan(len(tree.paths), tree.paths)  # one choice for the whole tree, not per split folder
+    with own if own is not None else contextlib.nullcontext():
+        for scan in tree.scans.values():
+            if reason_of is not None:
+                _verify(scan, reason_of)
+            _check_not_empty(scan)
 
     root, layout, scans = tree.root, tree.layout, tree.scans
     train = scans["train"]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgecls.errors import ConfigError
-from edgecls.preprocess import load_for_model, load_for_model_and_digest
+from edgecls.preprocess import load_for_model
 from edgecls.training.augment import AugmentConfig, augment_batch
 from edgecls.training.disk_cache import CACHE_DIR, DiskImages, ScanCache
 
@@ -207,6 +207,7 @@ def load_training_data(data: str, val_split: float, test_split: float, seed: int
 
     from rich.progress import Progress
 
+    from edgecls.data.decode_pool import DecodeSpec, FileDecoder
     from edgecls.data.folder import scan_tree, split_tree
 
     names = ("train", "val", "test")
@@ -216,8 +217,8 @@ def load_training_data(data: str, val_split: float, test_split: float, seed: int
         kept = _KeptImages(size)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("decoding images", total=len(tree.paths))
-            kept.advance = functools.partial(progress.advance, task)
-            splits = split_tree(tree, val_split, test_split, seed, verify=kept)
+            with FileDecoder(DecodeSpec(size), kept.store, functools.partial(progress.advance, task)) as decoder:
+                splits = split_tree(tree, val_split, test_split, seed, reason_of=decoder)
         check(splits)
         return TrainingData(splits, {name: kept.take(getattr(splits, name).paths) for name in names}, False, kept.digests)
     why = "--stream on" if stream == "on" else f"over the {budget / 1024**3:.1f} GiB memory budget"
@@ -241,21 +242,16 @@ def load_training_data(data: str, val_split: float, test_split: float, seed: int
 
 
 class _KeptImages:
-    """load_splits' decoder while training in memory: each file read once, decoded, resized to the model's size
-    (load_for_model) and hashed; kept until its split's array is assembled."""
+    """What the decoding pass (data.decode_pool.FileDecoder) gives while training in memory: each file read once, decoded,
+    resized to the model's size (load_for_model_and_digest) and hashed; kept until its split's array is assembled."""
 
     def __init__(self, size: tuple[int, int]) -> None:
         self.size = size
         self.pixels: dict[Path, np.ndarray] = {}
         self.digests: dict[Path, str] = {}
-        self.advance: Any = None
 
-    def __call__(self, path: Path) -> None:
-        try:
-            self.pixels[path], self.digests[path] = load_for_model_and_digest(path, self.size)
-        finally:
-            if self.advance is not None:
-                self.advance()
+    def store(self, path: Path, pixels: np.ndarray, digest: str) -> None:
+        self.pixels[path], self.digests[path] = pixels, digest
 
     def take(self, paths: Sequence[Path]) -> np.ndarray:
         """The images of `paths` as one array, freed here as they are copied."""

@@ -1,0 +1,203 @@
+"""The decoding pass in worker processes (edgecls/data/decode_pool.py): the same pixels, sha256 digests, skipped files and
+reasons, in the same order, as the serial / threaded path; spawned workers without TensorFlow; Ctrl-C or a failure in
+the parent terminates them; a killed worker is one clear error; `edgecls data check` on a tree large enough for processes."""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgecls.data import decode_pool
+from edgecls.data.decode_pool import DecodeSpec, FileDecoder, decode_file
+from edgecls.errors import DataError
+from tests.conftest import REPO
+
+SIZE = (12, 12)
+
+
+def _write_images(folder: Path, count: int, seed: int = 3) -> None:
+    """Small files of several sizes, modes and formats (PNG, JPEG, GIF)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        shape = (int(rng.integers(9, 40)), int(rng.integers(9, 40)))
+        image = Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).convert(["RGB", "L", "RGBA", "P"][i % 4])
+        suffix = ("png", "jpg", "gif")[i % 3]
+        image.convert("RGB").save(folder / f"{i:04d}.jpg") if suffix == "jpg" else image.save(folder / f"{i:04d}.{suffix}")
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """Two classes, a pre-split test folder, a corrupt file, an empty one, a truncated JPEG and a copy across classes."""
+    root = tmp_path / "data"
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            _write_images(root / split / label, 9 if split == "train" else 4, seed=len(split) + ord(label))
+    (root / "train" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (root / "train" / "b" / "empty.jpg").write_bytes(b"")
+    whole = (root / "train" / "a" / "0001.jpg").read_bytes()
+    (root / "test" / "b" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    shutil.copy(root / "train" / "a" / "0000.png", root / "train" / "b" / "copy.png")
+    return root
+
+
+def _paths(root: Path) -> list[Path]:
+    from edgecls.data.folder import scan_tree
+
+    return scan_tree(root, 0.2, 0.0).paths
+
+
+def _store(into: dict[Path, tuple[np.ndarray, str]], path: Path, pixels: np.ndarray, digest: str) -> None:
+    into[path] = (pixels, digest)
+
+
+@pytest.mark.parametrize("size", [SIZE, None])
+def test_processes_give_what_serial_decoding_gives(tree: Path, size: tuple[int, int] | None) -> None:
+    paths = _paths(tree)
+    serial = [decode_file(path, DecodeSpec(size)) for path in paths]
+    assert sum(reason is not None for reason, _, _ in serial) == 3
+    for mode in ("processes", "threads"):
+        got: dict[Path, tuple[np.ndarray, str]] = {}
+        advanced: list[int] = []
+        with FileDecoder(DecodeSpec(size), functools.partial(_store, got), functools.partial(advanced.append, 1), mode=mode,
+                         workers=2, files_per_task=3) as decoder:
+            reasons = decoder.reasons(paths)
+            assert decoder.used == mode
+        assert reasons == [reason for reason, _, _ in serial]
+        assert len(advanced) == len(paths)
+        usable = [(path, pixels, digest) for path, (reason, pixels, digest) in zip(paths, serial) if reason is None]
+        if size is None:
+            assert got == {} and all(pixels is None for _, pixels, _ in usable)
+            continue
+        assert list(got) == [path for path, _, _ in usable]  # in the scan's order
+        for path, pixels, digest in usable:
+            assert got[path][1] == digest
+            assert got[path][0].dtype == np.uint8 and pixels is not None and np.array_equal(got[path][0], pixels)
+
+
+def test_training_decodes_the_same_in_processes_and_threads(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_training_data (in memory): the same splits, skipped files and reasons, arrays and digests either way."""
+    from rich.console import Console
+
+    from edgecls.training.pipeline import load_training_data
+
+    results = {}
+    for mode, min_files in (("threads", 10**9), ("processes", 0)):
+        monkeypatch.setattr(decode_pool, "MIN_FILES_FOR_PROCESSES", min_files)
+        data = load_training_data(str(tree), 0.2, 0.0, 0, SIZE, "off", tmp_path / mode, Console(stderr=True, quiet=True))
+        results[mode] = data
+    threads, processes = results["threads"], results["processes"]
+    assert processes.splits == threads.splits and len(threads.splits.skipped) == 3
+    assert processes.digests == threads.digests
+    for name in ("train", "val", "test"):
+        assert np.array_equal(processes.arrays[name], threads.arrays[name])
+
+
+def test_verify_true_decodes_in_processes_for_a_large_tree(tmp_path: Path) -> None:
+    """load_splits(verify=True), as `edgecls data check` calls it, chooses processes for >= MIN_FILES_FOR_PROCESSES small
+    images on a machine with 2+ CPUs, and keeps what the per-file decoder (threads) keeps; the real CLI reports the
+    broken file."""
+    from edgecls.data.folder import load_splits
+    from edgecls.preprocess import load_image
+
+    root = tmp_path / "large"
+    _write_images(root / "a", 8)
+    _write_images(root / "b", 8, seed=4)
+    for label in ("a", "b"):  # copies are cheap to make and just as costly to decode
+        for i in range(decode_pool.MIN_FILES_FOR_PROCESSES // 2):
+            shutil.copy(root / label / f"{i % 8:04d}.{('png', 'jpg', 'gif')[i % 8 % 3]}", root / label / f"x{i:05d}.png")
+    (root / "b" / "broken.png").write_bytes(b"not an image")
+    chosen = FileDecoder(DecodeSpec()).plan(len(_paths(root)), _paths(root))
+    assert chosen == ("processes" if decode_pool.available_cpus() > 1 else "threads")
+    assert load_splits(root, 0.1, 0.1, 0, verify=True) == load_splits(root, 0.1, 0.1, 0, verify=load_image)
+    check = subprocess.run([sys.executable, "-c", "from edgecls.cli.app import main; main()", "data", "check", str(root)],
+                           capture_output=True, text=True, cwd=REPO, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert check.returncode == 0, check.stderr
+    assert "broken.png" in check.stdout + check.stderr and "Traceback" not in check.stderr
+
+
+def test_workers_are_spawned_without_tensorflow(tree: Path) -> None:
+    with FileDecoder(DecodeSpec(SIZE), mode="processes", workers=2) as decoder:
+        decoder.reasons(_paths(tree))
+        executor = decoder._start()
+        loaded = executor.submit(decode_pool._loaded_modules, ("tensorflow", "keras", "torch", "edgecls")).result()
+        pids = decoder.worker_pids()
+    assert "edgecls.preprocess" in loaded
+    assert not [name for name in loaded if name.startswith(("tensorflow", "keras", "torch"))], loaded
+    assert len(pids) == min(2, decode_pool.available_cpus()) and os.getpid() not in pids
+    _assert_gone(pids)
+
+
+def _assert_gone(pids: list[int]) -> None:
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):  # terminated and reaped: no orphan, no zombie
+            os.kill(pid, 0)
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError])
+def test_an_interrupt_or_failure_in_the_parent_terminates_the_workers(tree: Path, failure: type[BaseException]) -> None:
+    pids: list[int] = []
+
+    def on_decoded(path: Path, pixels: np.ndarray, digest: str) -> None:
+        pids.extend(decoder.worker_pids())
+        raise failure("stop")
+
+    decoder = FileDecoder(DecodeSpec(SIZE), on_decoded, mode="processes", workers=2, files_per_task=1)
+    with pytest.raises(failure), decoder:
+        decoder.reasons(_paths(tree))
+    assert pids and decoder.worker_pids() == []
+    _assert_gone(pids)
+
+
+def test_a_killed_worker_is_one_clear_error(tree: Path) -> None:
+    pids: list[int] = []
+
+    def on_decoded(path: Path, pixels: np.ndarray, digest: str) -> None:
+        if not pids:
+            pids.extend(decoder.worker_pids())
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)  # e.g. the kernel's OOM killer
+
+    decoder = FileDecoder(DecodeSpec(SIZE), on_decoded, mode="processes", workers=2, files_per_task=1)
+    with pytest.raises(DataError) as caught, decoder:
+        decoder.reasons(_paths(tree) * 4)
+    assert "worker process decoding images stopped unexpectedly" in str(caught.value) and "\n" not in str(caught.value)
+    _assert_gone(pids)
+
+
+def test_ctrl_c_during_data_check_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the whole process group: the CLI stops (exit 130, no traceback), the workers with it."""
+    root = tmp_path / "many"
+    _write_images(root / "a", 3)
+    _write_images(root / "b", 3, seed=4)
+    for label in ("a", "b"):
+        for i in range(3000):
+            shutil.copy(root / label / "0000.png", root / label / f"x{i:05d}.png")
+    cli = subprocess.Popen([sys.executable, "-c", "from edgecls.cli.app import main; main()", "data", "check", str(root)],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    children = Path(f"/proc/{cli.pid}/task/{cli.pid}/children")
+    deadline = time.monotonic() + 120
+    while cli.poll() is None and time.monotonic() < deadline and len(children.read_text().split()) < 2:
+        time.sleep(0.01)  # until the workers exist
+    workers = [int(pid) for pid in children.read_text().split()] if cli.poll() is None else []
+    os.killpg(cli.pid, signal.SIGINT)
+    _, stderr = cli.communicate(timeout=60)
+    assert workers, "the check finished before its workers were seen"
+    assert cli.returncode == 130 and "Traceback" not in stderr, stderr
+    for _ in range(500):  # the resource tracker exits once its parent has gone
+        try:
+            os.killpg(cli.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail(f"processes left in the group: {subprocess.run(['ps', '-g', str(cli.pid)], capture_output=True, text=True).stdout}")
