@@ -4,6 +4,7 @@ the parent terminates them; a killed worker is one clear error; `edgecls data ch
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import signal
@@ -84,22 +85,31 @@ def test_processes_give_what_serial_decoding_gives(tree: Path, size: tuple[int, 
             assert got[path][0].dtype == np.uint8 and pixels is not None and np.array_equal(got[path][0], pixels)
 
 
-def test_training_decodes_the_same_in_processes_and_threads(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """load_training_data (in memory): the same splits, skipped files and reasons, arrays and digests either way."""
+@pytest.mark.parametrize("stream", ["off", "on"])
+def test_training_decodes_the_same_in_processes_and_threads(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            stream: str) -> None:
+    """load_training_data, in memory or streamed into its cache on disk: the same splits, skipped files and reasons,
+    pixels and digests (and the same cache manifest) either way."""
     from rich.console import Console
 
+    from edgecls.training.disk_cache import CACHE_DIR, SCAN_NAME
     from edgecls.training.pipeline import load_training_data
 
-    results = {}
+    results, manifests = {}, {}
     for mode, min_files in (("threads", 10**9), ("processes", 0)):
         monkeypatch.setattr(decode_pool, "MIN_FILES_FOR_PROCESSES", min_files)
-        data = load_training_data(str(tree), 0.2, 0.0, 0, SIZE, "off", tmp_path / mode, Console(stderr=True, quiet=True))
-        results[mode] = data
+        (tmp_path / mode).mkdir()  # the run folder
+        results[mode] = load_training_data(str(tree), 0.2, 0.0, 0, SIZE, stream, tmp_path / mode, Console(stderr=True, quiet=True))
+        if stream == "on":
+            manifests[mode] = json.loads((tmp_path / mode / CACHE_DIR / f"{SCAN_NAME}.json").read_text())
     threads, processes = results["threads"], results["processes"]
     assert processes.splits == threads.splits and len(threads.splits.skipped) == 3
-    assert processes.digests == threads.digests
+    assert processes.digests == threads.digests and processes.streamed == threads.streamed == (stream == "on")
     for name in ("train", "val", "test"):
-        assert np.array_equal(processes.arrays[name], threads.arrays[name])
+        assert np.array_equal(processes.arrays[name][:], threads.arrays[name][:])
+    assert manifests.get("processes") == manifests.get("threads")
+    if stream == "on":
+        assert len(manifests["threads"]["reasons"]) == 3
 
 
 def test_verify_true_decodes_in_processes_for_a_large_tree(tmp_path: Path) -> None:

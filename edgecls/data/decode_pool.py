@@ -171,15 +171,16 @@ def _sigint_blocked() -> Iterator[None]:
 
 class FileDecoder:
     """Decodes files for split_tree (`reasons`), in worker processes when that pays, else in threads; `on_decoded(path,
-    pixels, sha256)` receives each usable file's result in this process (with spec.size), `advance()` runs once per file.
-    Use it as a context manager: the workers live until close(), across the splits of a tree."""
+    pixels, sha256)` receives each usable file's result in this process (with spec.size), `on_skipped(path, reason)` each
+    unusable file's reason, and `advance()` runs once per file. Use it as a context manager: the workers live until
+    close(), across the splits of a tree."""
 
     def __init__(self, spec: DecodeSpec, on_decoded: Callable[[Path, np.ndarray, str], None] | None = None,
                  advance: Callable[[], None] | None = None, mode: str = "auto", workers: int | None = None,
-                 files_per_task: int = FILES_PER_TASK) -> None:
+                 files_per_task: int = FILES_PER_TASK, on_skipped: Callable[[Path, str], None] | None = None) -> None:
         if mode not in ("auto", "processes", "threads"):
             raise ValueError(f"mode {mode!r}")
-        self.spec, self.on_decoded, self.advance, self.mode = spec, on_decoded, advance, mode
+        self.spec, self.on_decoded, self.on_skipped, self.advance, self.mode = spec, on_decoded, on_skipped, advance, mode
         self.workers = max(1, min(workers or MAX_WORKERS, available_cpus()))
         self.files_per_task = max(1, files_per_task)
         self.used: str | None = None  # "processes" or "threads" once decided
@@ -219,6 +220,8 @@ class FileDecoder:
         try:
             if reason is None and self.on_decoded is not None and pixels is not None and digest is not None:
                 self.on_decoded(path, pixels, digest)
+            elif reason is not None and self.on_skipped is not None:
+                self.on_skipped(path, reason)
         finally:
             if self.advance is not None:
                 self.advance()

@@ -248,10 +248,19 @@ class ScanCache:
         return why
 
     def _decode(self, row: int, path: Path) -> None:
-        assert self.writer is not None, "ScanCache.start() first"
         pixels, digest = load_for_model_and_digest(path, self.size, self.crop_fraction, self.interpolation)
+        self.store(path, pixels, digest)
+
+    def store(self, path: Path, pixels: np.ndarray, digest: str) -> None:
+        """A usable file's pixels and sha256 (from `reason`, or from data.decode_pool.FileDecoder's workers)."""
+        assert self.writer is not None, "ScanCache.start() first"
+        row = self.rows[path]
         self.writer.write(row, pixels)
         self.digests[row] = digest
+
+    def skip(self, path: Path, why: str) -> None:
+        """An unusable file's reason (FileDecoder's on_skipped), kept in the manifest."""
+        self.reasons[self.rows[path]] = why
 
     def commit(self) -> None:
         """Make a new cache trusted: the manifest, written last."""

@@ -229,9 +229,13 @@ def load_training_data(data: str, val_split: float, test_split: float, seed: int
     cache.start()  # the disk space is checked before any decoding
     try:
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("decoding images into the cache", total=None if cache.reused else len(tree.paths))
-            cache.advance = functools.partial(progress.advance, task)
-            splits = split_tree(tree, val_split, test_split, seed, reason_of=cache.reason)
+            if cache.reused:  # each file's verdict is in the cache's manifest: nothing to decode
+                splits = split_tree(tree, val_split, test_split, seed, reason_of=cache.reason)
+            else:
+                task = progress.add_task("decoding images into the cache", total=len(tree.paths))
+                spec = DecodeSpec(size, cache.crop_fraction, cache.interpolation)
+                with FileDecoder(spec, cache.store, functools.partial(progress.advance, task), on_skipped=cache.skip) as decoder:
+                    splits = split_tree(tree, val_split, test_split, seed, reason_of=decoder)
         check(splits)
     except BaseException:
         cache.discard()
