@@ -351,6 +351,12 @@ class _Trainer:
         if config.unfreeze > 0:
             for layer in weighted[: max(0, len(weighted) - config.unfreeze)]:
                 layer.trainable = False
+        elif self.budget is not None and self.pretrained:  # a budget's fine-tune: the stages after stride 8 (training/stem.py)
+            from edgecls.training.stem import freeze_stem
+
+            cut = freeze_stem(classifier.backbone)
+            if cut is not None:
+                self.progress.decisions["frozen_stem"] = {"cut": cut, "why": "--time-budget: the first stages stay frozen"}
         for layer in classifier.backbone.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False

@@ -1,0 +1,52 @@
+"""The frozen stem of a budget's fine-tune (training/stem.py): where the cut falls, and that only the rest learns."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgecls.training.stem import MAX_FROZEN_SHARE, freeze_stem, stem_cut
+
+
+def _classifier(name: str, size: int) -> Any:
+    from edgecls.zoo.classifier import build_classifier
+
+    return build_classifier(name, 3, (size, size), "none")
+
+
+@pytest.mark.parametrize(("name", "size", "cut", "shape"), [
+    ("efficientnet_lite0", 48, "block3b_add", (6, 6, 40)),  # the last tensor at stride 8, after its residual add
+    ("efficientnet_lite0", 96, "block3b_add", (12, 12, 40)),
+    ("mobilenet_v3_small", 96, "expanded_conv_2_add", (12, 12, 24)),  # raw ops (hard-swish) in the graph
+])
+def test_the_cut_is_the_smallest_tensor_everything_later_depends_on_at_stride_8(name: str, size: int, cut: str, shape: tuple) -> None:
+    layer = stem_cut(_classifier(name, size).backbone)
+    assert layer is not None and layer.name == cut and tuple(layer.output.shape[1:]) == shape
+
+
+def test_a_backbone_whose_stem_holds_most_weights_is_not_frozen() -> None:
+    backbone = _classifier("plain_cnn", 48).backbone  # its convolutions all lie before stride 8: nothing would learn
+    assert stem_cut(backbone) is None and freeze_stem(backbone) is None
+    assert all(layer.trainable for layer in backbone.layers)
+
+
+def test_a_fine_tune_step_changes_the_rest_but_not_the_stem() -> None:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    classifier = _classifier("efficientnet_lite0", 32)
+    backbone = classifier.backbone
+    backbone.trainable = True
+    assert freeze_stem(backbone) == "block3b_add"
+    frozen = [w for layer in backbone.layers[: [layer.name for layer in backbone.layers].index("block3b_add") + 1] for w in layer.weights]
+    trainable = {id(w) for w in classifier.model.trainable_weights}
+    share = sum(int(np.prod(w.shape)) for w in frozen) / sum(int(np.prod(w.shape)) for w in backbone.weights)
+    assert frozen and not any(id(w) in trainable for w in frozen) and 0 < share <= MAX_FROZEN_SHARE
+    before = {id(w): w.numpy().copy() for w in backbone.weights}
+    classifier.model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy")
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+    classifier.model.fit(x, np.eye(3)[np.arange(8) % 3], batch_size=8, epochs=1, verbose=0)
+    assert all(np.array_equal(w.numpy(), before[id(w)]) for w in frozen)
+    later = [w for w in backbone.trainable_weights if id(w) not in {id(f) for f in frozen}]
+    assert later and any(not np.array_equal(w.numpy(), before[id(w)]) for w in later)
