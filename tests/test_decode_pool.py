@@ -135,6 +135,19 @@ def test_verify_true_decodes_in_processes_for_a_large_tree(tmp_path: Path) -> No
     assert "broken.png" in check.stdout + check.stderr and "Traceback" not in check.stderr
 
 
+def test_processes_only_for_many_small_images(tmp_path: Path) -> None:
+    """Large images (Pillow and OpenCV release the GIL: threads already use every core) and small trees stay in threads."""
+    small, large = tmp_path / "small.png", tmp_path / "large.jpg"
+    Image.new("RGB", (28, 28)).save(small)
+    Image.new("RGB", (1600, 1200)).save(large)
+    many = decode_pool.MIN_FILES_FOR_PROCESSES
+    several_cpus = decode_pool.available_cpus() > 1
+    assert FileDecoder(DecodeSpec()).plan(many, [small]) == ("processes" if several_cpus else "threads")
+    assert FileDecoder(DecodeSpec()).plan(many, [large]) == "threads"
+    assert FileDecoder(DecodeSpec()).plan(many - 1, [small]) == "threads"
+    assert FileDecoder(DecodeSpec(), workers=1).plan(many, [small]) == "threads"
+
+
 def test_workers_are_spawned_without_tensorflow(tree: Path) -> None:
     with FileDecoder(DecodeSpec(SIZE), mode="processes", workers=2) as decoder:
         decoder.reasons(_paths(tree))

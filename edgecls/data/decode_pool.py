@@ -32,7 +32,9 @@ import numpy as np
 from edgecls.errors import DataError, ImageError
 from edgecls.preprocess import load_for_model_and_digest, load_image
 
-MIN_FILES_FOR_PROCESSES = 1000  # fewer files: starting the workers (~0.3 s of imports each) costs more than it saves
+# Fewer files: threads. Starting the workers takes 0.35-0.65 s (their imports); a 28x28 PNG costs ~0.45 ms serially and
+# ~0.25 ms on 2 cores in processes, so they pay from ~2000 files (bench/decode_pool.py).
+MIN_FILES_FOR_PROCESSES = 2000
 MAX_PIXELS_FOR_PROCESSES = 1_000_000  # larger images (median of a sample): threads, which already use every core
 MAX_WORKERS = 16  # each worker holds its own numpy/Pillow/OpenCV (~60 MB)
 FILES_PER_TASK = 32  # files sent to a worker at a time (fewer round trips than one per file)
