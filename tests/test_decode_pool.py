@@ -160,6 +160,22 @@ def test_workers_are_spawned_without_tensorflow(tree: Path) -> None:
     _assert_gone(pids)
 
 
+def test_a_script_without_a_main_guard_is_not_run_again_by_the_workers(tree: Path, tmp_path: Path) -> None:
+    """A library caller's script that calls edgecls at top level (no `if __name__ == "__main__":`): spawned workers would
+    normally re-run it; they do not."""
+    script = tmp_path / "caller.py"
+    script.write_text("from pathlib import Path\n"
+                      "from edgecls.data.decode_pool import DecodeSpec, FileDecoder\n"
+                      "print('caller ran', flush=True)\n"
+                      f"paths = sorted(Path({str(tree)!r}).rglob('*.png'))\n"
+                      "with FileDecoder(DecodeSpec((8, 8)), mode='processes', workers=2) as decoder:\n"
+                      "    print(sum(reason is None for reason in decoder.reasons(paths)), 'usable', flush=True)\n")
+    ran = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=REPO, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.count("caller ran") == 1 and "usable" in ran.stdout, ran.stdout + ran.stderr
+
+
 def _assert_gone(pids: list[int]) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):  # terminated and reaped: no orphan, no zombie
