@@ -148,6 +148,18 @@ def test_processes_only_for_many_small_images(tmp_path: Path) -> None:
     assert FileDecoder(DecodeSpec(), workers=1).plan(many, [small]) == "threads"
 
 
+@pytest.mark.filterwarnings("ignore:resource_tracker")  # the tracker cannot start either, and is relaunched later
+def test_workers_that_cannot_start_fall_back_to_threads(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing.spawn
+
+    monkeypatch.setattr(multiprocessing.spawn, "_python_exe", os.fsencode(tree / "no-python-here"))  # as set_executable stores it
+    paths = _paths(tree)
+    with FileDecoder(DecodeSpec(SIZE), mode="processes", workers=2) as decoder:
+        reasons = decoder.reasons(paths)
+        assert decoder.used == "threads"
+    assert reasons == [decode_file(path, DecodeSpec(SIZE))[0] for path in paths]
+
+
 def test_workers_are_spawned_without_tensorflow(tree: Path) -> None:
     with FileDecoder(DecodeSpec(SIZE), mode="processes", workers=2) as decoder:
         decoder.reasons(_paths(tree))

@@ -209,7 +209,13 @@ class FileDecoder:
         """Each file's reason it is unusable (None: usable, its result already given to on_decoded), in order."""
         if not paths:
             return []
-        if self.plan(len(paths), paths) == "threads":
+        if self.plan(len(paths), paths) == "processes" and self._executor is None:
+            try:
+                self._start()
+            except (OSError, BrokenProcessPool):  # no worker could start (a sandbox, no interpreter to spawn): threads, as before
+                self.close(failed=True)
+                self.used = "threads"
+        if self.used == "threads":
             return self._threaded(paths)
         try:
             return self._in_processes(paths)
