@@ -209,6 +209,23 @@ def test_an_interrupt_or_failure_in_the_parent_terminates_the_workers(tree: Path
     _assert_gone(pids)
 
 
+def test_an_interrupt_in_threads_cancels_the_files_not_started(tmp_path: Path) -> None:
+    """The thread path too: Ctrl-C waits only for the files being decoded, not for the rest of a 4096-file chunk."""
+    calls: list[Path] = []
+
+    def reason_of(path: Path) -> str | None:
+        calls.append(path)
+        time.sleep(0.002)  # a file's work
+        if path.name == "0.png":
+            raise KeyboardInterrupt
+        return None
+
+    paths = [tmp_path / f"{i}.png" for i in range(3000)]
+    with pytest.raises(KeyboardInterrupt):
+        decode_pool.reasons_of(reason_of, paths)
+    assert len(calls) < 1000
+
+
 def test_a_killed_worker_is_one_clear_error(tree: Path) -> None:
     pids: list[int] = []
 

@@ -13,6 +13,7 @@ edgecls.preprocess, ignore Ctrl-C (the parent stops them), and are terminated wh
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import signal
@@ -20,7 +21,7 @@ import stat
 import sys
 import types
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -150,11 +151,19 @@ def reasons_of(reason_of: Callable[[Path], str | None] | FileDecoder, paths: Seq
     """Each file's reason it is unusable (None: usable), in order: from a FileDecoder, or `reason_of(path)` in threads."""
     if isinstance(reason_of, FileDecoder):
         return reason_of.reasons(paths)
-    reasons: list[str | None] = []
-    with ThreadPoolExecutor(max_workers=min(8, available_cpus())) as pool:
-        for start in range(0, len(paths), THREAD_CHUNK):
-            reasons += pool.map(reason_of, paths[start : start + THREAD_CHUNK])
-    return reasons
+    return list(_in_threads(reason_of, paths, min(8, available_cpus())))
+
+
+def _in_threads(function: Callable[[Path], Any], paths: Sequence[Path], workers: int) -> Generator[Any, None, None]:
+    """function(path) for each path, in order, in threads, THREAD_CHUNK files submitted at a time; on Ctrl-C or an error
+    the files not started yet are cancelled (only the ones being decoded are waited for)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            for start in range(0, len(paths), THREAD_CHUNK):
+                yield from pool.map(function, paths[start : start + THREAD_CHUNK])
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 @contextlib.contextmanager
@@ -236,13 +245,11 @@ class FileDecoder:
         return reason
 
     def _threaded(self, paths: Sequence[Path]) -> list[str | None]:
-        reasons: list[str | None] = []
-        with ThreadPoolExecutor(max_workers=min(8, self.workers)) as pool:
-            for start in range(0, len(paths), THREAD_CHUNK):
-                chunk = paths[start : start + THREAD_CHUNK]
-                for path, result in zip(chunk, pool.map(lambda file: decode_file(file, self.spec), chunk)):
-                    reasons.append(self._take(path, result))
-        return reasons
+        results = _in_threads(functools.partial(decode_file, spec=self.spec), paths, min(8, self.workers))
+        try:
+            return [self._take(path, result) for path, result in zip(paths, results)]
+        finally:
+            results.close()  # an exception in _take: the files not started yet are cancelled
 
     def _start(self) -> ProcessPoolExecutor:
         if self._executor is None:
