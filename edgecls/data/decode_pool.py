@@ -1,11 +1,11 @@
 """Decoding many image files once, in parallel: the pass that verifies a tree (data.folder.split_tree), and for training
 decodes, resizes and hashes every file as well.
 
-A small image (e.g. a 28x28 PNG) costs ~0.5 ms of Python and Pillow overhead that holds the GIL, so threads do not help
-(on 2 cores they are slower than one thread); such files are decoded in worker processes. A large one (a 1600x1200 JPEG)
-spends its time in Pillow's and OpenCV's C code, which releases the GIL, so threads already use every core; processes
-are used only when they measured faster (bench/decode_pool.py, docs/benchmarks.md). Either way each file's result is the
-one `decode_file` gives in this process: the same pixels, sha256 and reason, in the same order.
+A small image (e.g. a 28x28 PNG) costs ~0.4 ms of Python and Pillow overhead that holds the GIL, so threads do not help
+(on 2 cores they are slower than one thread): many small files are decoded in worker processes, a few serially. A
+larger one (224 px and up) spends its time in Pillow's and OpenCV's C code, which releases the GIL, so threads already
+use every core and stay (processes measured no faster: bench/decode_pool.py, docs/benchmarks.md). Either way each
+file's result is the one `decode_file` gives in this process: the same pixels, sha256 and reason, in the same order.
 
 The workers are spawned, never forked (TensorFlow may be loaded in the parent), import only numpy, Pillow, OpenCV and
 edgecls.preprocess, ignore Ctrl-C (the parent stops them), and are terminated when the parent fails or is interrupted.
@@ -33,10 +33,10 @@ import numpy as np
 from edgecls.errors import DataError, ImageError
 from edgecls.preprocess import load_for_model_and_digest, load_image
 
-# Fewer files: threads. Starting the workers takes 0.35-0.65 s (their imports); a 28x28 PNG costs ~0.45 ms serially and
-# ~0.25 ms on 2 cores in processes, so they pay from ~2000 files (bench/decode_pool.py).
-MIN_FILES_FOR_PROCESSES = 2000
-MAX_PIXELS_FOR_PROCESSES = 1_000_000  # larger images (median of a sample): threads, which already use every core
+# Measured on 2 cores (docs/benchmarks.md): starting the workers takes ~0.5 s (their imports); a small file costs ~0.42 ms
+# serially, ~0.65 ms in threads and ~0.25 ms in 2 processes once started, so processes pay from ~2500 files.
+MIN_FILES_FOR_PROCESSES = 4000
+SMALL_IMAGE_PIXELS = 128 * 128  # median of a sample at most this: small images (processes or serial), else threads
 MAX_WORKERS = 16  # each worker holds its own numpy/Pillow/OpenCV (~60 MB)
 FILES_PER_TASK = 32  # files sent to a worker at a time (fewer round trips than one per file)
 TASKS_IN_FLIGHT_PER_WORKER = 4  # bounded: at most this many tasks per worker submitted and not collected yet
@@ -189,12 +189,12 @@ class FileDecoder:
     def __init__(self, spec: DecodeSpec, on_decoded: Callable[[Path, np.ndarray, str], None] | None = None,
                  advance: Callable[[], None] | None = None, mode: str = "auto", workers: int | None = None,
                  files_per_task: int = FILES_PER_TASK, on_skipped: Callable[[Path, str], None] | None = None) -> None:
-        if mode not in ("auto", "processes", "threads"):
+        if mode not in ("auto", "processes", "threads", "serial"):
             raise ValueError(f"mode {mode!r}")
         self.spec, self.on_decoded, self.on_skipped, self.advance, self.mode = spec, on_decoded, on_skipped, advance, mode
         self.workers = max(1, min(workers or MAX_WORKERS, available_cpus()))
         self.files_per_task = max(1, files_per_task)
-        self.used: str | None = None  # "processes" or "threads" once decided
+        self.used: str | None = None  # "processes", "threads" or "serial" once decided
         self._executor: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> FileDecoder:
@@ -208,10 +208,10 @@ class FileDecoder:
         if self.used is None:
             if self.mode != "auto":
                 self.used = self.mode
-            elif self.workers < 2 or total < MIN_FILES_FOR_PROCESSES:
+            elif _median_pixels(sample) > SMALL_IMAGE_PIXELS:
                 self.used = "threads"
             else:
-                self.used = "processes" if _median_pixels(sample) <= MAX_PIXELS_FOR_PROCESSES else "threads"
+                self.used = "processes" if self.workers > 1 and total >= MIN_FILES_FOR_PROCESSES else "serial"
         return self.used
 
     def reasons(self, paths: Sequence[Path]) -> list[str | None]:
@@ -224,7 +224,7 @@ class FileDecoder:
             except (OSError, BrokenProcessPool):  # no worker could start (a sandbox, no interpreter to spawn): threads, as before
                 self.close(failed=True)
                 self.used = "threads"
-        if self.used == "threads":
+        if self.used in ("threads", "serial"):
             return self._threaded(paths)
         try:
             return self._in_processes(paths)
@@ -245,7 +245,10 @@ class FileDecoder:
         return reason
 
     def _threaded(self, paths: Sequence[Path]) -> list[str | None]:
-        results = _in_threads(functools.partial(decode_file, spec=self.spec), paths, min(8, self.workers))
+        decode = functools.partial(decode_file, spec=self.spec)
+        if self.used == "serial":
+            return [self._take(path, decode(path)) for path in paths]
+        results = _in_threads(decode, paths, min(8, self.workers))
         try:
             return [self._take(path, result) for path, result in zip(paths, results)]
         finally:
