@@ -1,7 +1,12 @@
 """Decoding a tree's images once (the pass `edgecls train` and `edgecls data check` make) serially, in threads and in
-worker processes (edgecls/data/decode_pool.py FileDecoder), rounds interleaved; prints the wall time of each.
+worker processes (edgecls/data/decode_pool.py FileDecoder), rounds interleaved; prints the wall and CPU time of each.
 
   nice -n 19 .venv/bin/python bench/decode_pool.py bench/work/fashion-mnist-2000 --size 48 --rounds 2
+
+--pipeline times the whole pass `edgecls train` makes (training.pipeline.load_training_data, imports included) with
+whatever edgecls is on PYTHONPATH, e.g. an older commit's worktree for a before/after comparison:
+
+  PYTHONPATH=/path/to/worktree nice -n 19 .venv/bin/python bench/decode_pool.py bench/work/fashion-mnist-2000 --pipeline
 """
 from __future__ import annotations
 
@@ -10,8 +15,23 @@ import resource
 import time
 from pathlib import Path
 
-from edgecls.data.decode_pool import DecodeSpec, FileDecoder, available_cpus, decode_file
-from edgecls.data.folder import scan_tree
+
+def _cpu() -> tuple[float, float]:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def pipeline(tree: Path, size: int) -> None:
+    start = time.perf_counter()
+    from rich.console import Console
+
+    import edgecls
+    from edgecls.training.pipeline import load_training_data
+
+    data = load_training_data(str(tree), 0.1, 0.0, 0, (size, size), "auto", Path("/nonexistent-run"), Console(stderr=True))
+    own, children = _cpu()
+    print(f"{edgecls.__file__}: load_training_data {time.perf_counter() - start:.1f} s wall, cpu: main {own:.1f} s, "
+          f"workers {children:.1f} s, images {sum(len(images) for images in data.arrays.values())}")
 
 
 def main() -> None:
@@ -21,7 +41,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--limit", type=int, default=0, help="decode only the first N files (0: all)")
     parser.add_argument("--modes", default="serial,threads,processes")
+    parser.add_argument("--pipeline", action="store_true", help="time load_training_data instead (see the docstring)")
     args = parser.parse_args()
+    if args.pipeline:
+        return pipeline(args.tree, args.size or 48)
+    from edgecls.data.decode_pool import DecodeSpec, FileDecoder, available_cpus, decode_file
+    from edgecls.data.folder import scan_tree
+
     paths = scan_tree(args.tree, 0.1, 0.0).paths
     paths = paths[: args.limit] if args.limit else paths
     spec = DecodeSpec((args.size, args.size) if args.size else None)
