@@ -270,3 +270,24 @@ def test_ctrl_c_during_data_check_leaves_no_process_behind(tmp_path: Path) -> No
         time.sleep(0.01)
     else:
         pytest.fail(f"processes left in the group: {subprocess.run(['ps', '-g', str(cli.pid)], capture_output=True, text=True).stdout}")
+
+
+def test_the_size_sample_skips_a_fifo_instead_of_blocking_on_it(tmp_path: Path) -> None:
+    """Choosing processes or threads reads a few files' headers: a named pipe among them must not hang the pass."""
+    import os
+    import threading
+
+    from PIL import Image
+
+    from edgecls.data.decode_pool import _median_pixels
+
+    os.mkfifo(tmp_path / "pipe.png")
+    Image.new("RGB", (20, 10)).save(tmp_path / "a.png")
+    found: list[int] = []
+    worker = threading.Thread(target=lambda: found.append(_median_pixels([tmp_path / "pipe.png", tmp_path / "a.png"])), daemon=True)
+    worker.start()
+    worker.join(30)
+    if worker.is_alive():  # unblock the thread's open() so the process can exit, then fail
+        with open(tmp_path / "pipe.png", "wb"):
+            pass
+    assert found == [200]

@@ -127,6 +127,8 @@ def _median_pixels(paths: Sequence[Path], sample: int = 9) -> int:
     sizes = []
     for path in paths[::step][:sample]:
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would block forever
+                continue
             with Image.open(path) as image:
                 sizes.append(image.width * image.height)
         except Exception:  # noqa: BLE001 - only a hint; the decoding pass reports unreadable files
