@@ -9,10 +9,10 @@ import pytest
 from edgecls.training.stem import MAX_FROZEN_SHARE, freeze_stem, stem_cut
 
 
-def _classifier(name: str, size: int) -> Any:
+def _classifier(name: str, size: int, alpha: float | None = None) -> Any:
     from edgecls.zoo.classifier import build_classifier
 
-    return build_classifier(name, 3, (size, size), "none")
+    return build_classifier(name, 3, (size, size), "none", alpha=alpha)
 
 
 @pytest.mark.parametrize(("name", "size", "cut", "shape"), [
@@ -35,18 +35,22 @@ def test_a_fine_tune_step_changes_the_rest_but_not_the_stem() -> None:
     import keras
 
     keras.utils.set_random_seed(0)
-    classifier = _classifier("efficientnet_lite0", 32)
+    classifier = _classifier("mobilenet_v2", 32, alpha=0.35)  # the smallest graph with a stem to freeze: a quick trace
     backbone = classifier.backbone
     backbone.trainable = True
-    assert freeze_stem(backbone) == "block3b_add"
-    frozen = [w for layer in backbone.layers[: [layer.name for layer in backbone.layers].index("block3b_add") + 1] for w in layer.weights]
+    assert freeze_stem(backbone) == "block_5_add"
+    frozen = [w for layer in backbone.layers[: [layer.name for layer in backbone.layers].index("block_5_add") + 1] for w in layer.weights]
     trainable = {id(w) for w in classifier.model.trainable_weights}
     share = sum(int(np.prod(w.shape)) for w in frozen) / sum(int(np.prod(w.shape)) for w in backbone.weights)
     assert frozen and not any(id(w) in trainable for w in frozen) and 0 < share <= MAX_FROZEN_SHARE
     before = {id(w): w.numpy().copy() for w in backbone.weights}
-    classifier.model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy")
+    import tensorflow as tf
+
     x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
-    classifier.model.fit(x, np.eye(3)[np.arange(8) % 3], batch_size=8, epochs=1, verbose=0)
+    with tf.GradientTape() as tape:  # one eager step (a compiled fit's trace costs ~30 s here)
+        loss = tf.reduce_mean(keras.losses.categorical_crossentropy(np.eye(3)[np.arange(8) % 3], classifier.model(x, training=True)))
+    grads = tape.gradient(loss, classifier.model.trainable_weights)
+    keras.optimizers.SGD(0.1).apply_gradients([(g, w) for g, w in zip(grads, classifier.model.trainable_weights) if g is not None])
     assert all(np.array_equal(w.numpy(), before[id(w)]) for w in frozen)
     later = [w for w in backbone.trainable_weights if id(w) not in {id(f) for f in frozen}]
     assert later and any(not np.array_equal(w.numpy(), before[id(w)]) for w in later)
