@@ -132,14 +132,19 @@ def test_a_refused_check_leaves_no_cache(tree: Path, tmp_path: Path, reads: coll
 
 def test_a_killed_run_leaves_no_cache_a_later_run_trusts(tree: Path, tmp_path: Path, reads: collections.Counter[Path]) -> None:
     """Killed while decoding (some rows written, no manifest): the next run decodes everything again."""
+    from edgecls.data.decode_pool import DecodeSpec, decode_file
     from edgecls.data.folder import scan_tree
 
     scan = scan_tree(tree, 0.3, 0.3)
     (tmp_path / "run").mkdir()
     killed = ScanCache(tmp_path / "run" / CACHE_DIR, tree, scan.paths, SIZE)
     killed.start()
-    for path in scan.paths[:5]:
-        killed.reason(path)  # no commit: what SIGKILL leaves
+    for path in scan.paths[:5]:  # as the decoding pass stores them; no commit: what SIGKILL leaves
+        why, pixels, digest = decode_file(path, DecodeSpec(SIZE))
+        if why is not None:
+            killed.skip(path, why)
+        elif pixels is not None and digest is not None:
+            killed.store(path, pixels, digest)
     assert not ScanCache(tmp_path / "run" / CACHE_DIR, tree, scan.paths, SIZE).reused
     reads.clear()
     loaded = _load(tree, tmp_path / "run")

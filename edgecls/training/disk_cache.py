@@ -8,7 +8,6 @@ kernel's page cache, not in the process's RSS.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -205,7 +204,6 @@ class ScanCache:
         self.reasons: dict[int, str] = {}  # row -> why that file is left out
         self.digests = [""] * len(paths)  # row -> sha256 of the file's bytes ("": not read, or unusable)
         self.writer: CacheWriter | None = None
-        self.advance: Callable[[], None] | None = None
         self.reused = self._read_manifest()
 
     def _read_manifest(self) -> bool:
@@ -232,27 +230,13 @@ class ScanCache:
         self.writer = CacheWriter(self.folder, SCAN_NAME, len(self.rows), self.size)
 
     def reason(self, path: Path) -> str | None:
-        """None when `path` is usable (its pixels are then in the cache), else why not (data.folder.check_image)."""
-        from edgecls.data.folder import check_image
-
-        row = self.rows[path]
-        if self.reused:
-            return self.reasons.get(row)
-        try:
-            why = check_image(path, functools.partial(self._decode, row))
-        finally:
-            if self.advance is not None:
-                self.advance()
-        if why is not None:
-            self.reasons[row] = why
-        return why
-
-    def _decode(self, row: int, path: Path) -> None:
-        pixels, digest = load_for_model_and_digest(path, self.size, self.crop_fraction, self.interpolation)
-        self.store(path, pixels, digest)
+        """A reused cache's verdict on `path` from its manifest: None when usable (its pixels are in the cache), else why
+        not. A new cache is filled by data.decode_pool.FileDecoder through `store` and `skip`."""
+        assert self.reused, "a new cache is filled through store/skip"
+        return self.reasons.get(self.rows[path])
 
     def store(self, path: Path, pixels: np.ndarray, digest: str) -> None:
-        """A usable file's pixels and sha256 (from `reason`, or from data.decode_pool.FileDecoder's workers)."""
+        """A usable file's pixels and sha256 (data.decode_pool.FileDecoder's on_decoded)."""
         assert self.writer is not None, "ScanCache.start() first"
         row = self.rows[path]
         self.writer.write(row, pixels)
