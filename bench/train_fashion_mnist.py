@@ -17,9 +17,16 @@ import platform
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _augment_option(mode: str) -> dict[str, Any]:
+    from edgecls.training.augment import AugmentConfig
+
+    return {"auto": {}, "on": {"augment": AugmentConfig(auto=False)}, "off": {"augment": None}}[mode]
 
 
 def main() -> None:
@@ -33,6 +40,8 @@ def main() -> None:
     parser.add_argument("--fine-tune-lr", type=float, default=None)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--unfreeze", type=int, default=None, help="edgecls train --unfreeze (default: train's)")
+    parser.add_argument("--augment", choices=("auto", "on", "off"), default="auto",
+                        help="train's default (auto: a short budget turns it off), --augment (on) or --no-augment (off)")
     parser.add_argument("--work", type=Path, default=Path("bench/work"))
     parser.add_argument("--suffix", default="", help="appended to the result file's name (keeps an earlier result of the same settings)")
     args = parser.parse_args()
@@ -47,6 +56,7 @@ def main() -> None:
     epochs = {k: v for k, v in (("epochs", args.epochs), ("fine_tune_epochs", args.fine_tune_epochs)) if v is not None}
     plan = f"budget{args.time_budget}" if args.time_budget else f"{args.epochs}+{args.fine_tune_epochs}ep"
     tag = f"{args.model}-{args.per_class}pc-{args.img_size}px-{plan}" + (f"-unfreeze{args.unfreeze}" if args.unfreeze is not None else "")
+    tag += {"auto": "", "on": "-augon", "off": "-noaug"}[args.augment]
     result_name = f"train_fashion_mnist-{tag}{args.suffix}.json"
     data = args.work / f"fashion-mnist-{args.per_class}"
     if not (data / "train").is_dir():
@@ -59,13 +69,14 @@ def main() -> None:
     result = edgecls.train(
         data=data, model=args.model, img_size=args.img_size, **epochs, time_budget=args.time_budget,
         fine_tune_lr=args.fine_tune_lr, batch=args.batch, out=str(run), test_split=0.0,
-        **({"unfreeze": args.unfreeze} if args.unfreeze is not None else {}),
+        **({"unfreeze": args.unfreeze} if args.unfreeze is not None else {}), **_augment_option(args.augment),
     )
     wall = time.perf_counter() - start
     metrics = result.metrics
     record = {
         "command": "python bench/train_fashion_mnist.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("work", "suffix") and v is not None),
+            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items()
+            if k not in ("work", "suffix") and v not in (None, False) and (k, v) != ("augment", "auto")),
         "model": args.model, "per_class": args.per_class, "img_size": args.img_size,
         "epochs": args.epochs, "fine_tune_epochs": args.fine_tune_epochs, "time_budget": args.time_budget,
         "head_epochs": sum(row["phase"] == "head" for row in result.history),

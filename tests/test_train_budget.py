@@ -65,8 +65,14 @@ def test_the_head_takes_all_the_time_when_a_fine_tune_would_not_pay_for_its_trac
 
 
 def test_head_plan_covers_all_images_and_decides_flip_when_they_fit() -> None:
-    plan = plan_head(60.0, 1000.0, train=18000, val=2000, classes=10, want_flip=True)
+    plan = plan_head(60.0, 1000.0, train=18000, val=2000, classes=20, want_flip=True)
     assert plan.feature_images == 18000 and plan.decide_flip  # 0.7 * 60 s * 1000/s = 42,000 passes >= 2000 + 2 x 18000
+
+
+def test_head_plan_leaves_a_large_dataset_to_the_fine_tune() -> None:
+    plan = plan_head(120.0, 1000.0, train=54000, val=6000, classes=10, want_flip=True)
+    assert plan.feature_images == 10000 and plan.decide_flip  # 1000 per class, though 84,000 passes fit
+    assert plan_head(120.0, 1000.0, train=54000, val=6000, classes=10, want_flip=False).feature_images == 10000
 
 
 def test_head_plan_takes_a_subset_when_the_share_is_short() -> None:
@@ -244,7 +250,8 @@ def test_the_head_plan_counts_on_a_feature_pass_slower_than_the_probe() -> None:
 
     budget = TimeBudget(180.0, started=time.monotonic() - 20, forward_images_per_second=1000.0, trace_seconds=2.0)
     plan: dict = {}
-    head, deadline = head_plan(budget, plan, {"train": 100000, "val": 2000, "test": 2000}, 10, want_flip=False)
+    counts = {"train": 100000, "val": 2000, "test": 2000}
+    head, deadline = head_plan(budget, plan, counts, 100, want_flip=False)  # 100 classes: under the 1000-per-class cap
     seconds = plan["head_seconds"]
     assert head.feature_images == pytest.approx(0.7 * seconds * 1000 / PROBE_TO_PASS - 2000, abs=0.7 * 0.1 * 1000)
     assert plan["head_deadline_at"] == pytest.approx(plan["setup_seconds"] + seconds, abs=0.2)
@@ -314,3 +321,53 @@ def test_the_fine_tune_plan_records_where_the_head_ended_and_its_deadline() -> N
     assert plan["head_ended_at"] == pytest.approx(100.0, abs=1.0)
     assert plan["fine_tune_deadline_at"] == pytest.approx(600.0 - budget.final_seconds(10000), abs=0.1)
     assert plan["fine_tune_deadline_at"] == pytest.approx(plan["head_ended_at"] + plan["fine_tune_seconds"], abs=0.2)
+
+
+def test_a_budget_too_short_for_a_few_passes_turns_default_augmentation_off() -> None:
+    import time
+
+    from edgecls.training.budget import AUGMENT_MIN_PASSES, augmentation_decision
+
+    budget = TimeBudget(180.0, started=time.monotonic(), forward_images_per_second=1200.0, trace_seconds=0.6)
+    # ~150 s of fine-tune at 1200 / 6 = 200 images/s: ~30,000 images, under 2 passes over 18,000
+    decision = augmentation_decision(budget, {"train": 18000, "val": 2000, "test": 10000})
+    assert decision is not None and decision["augment"] is False
+    assert 1.0 < decision["expected_fine_tune_passes"] < AUGMENT_MIN_PASSES and "--augment" in decision["why"]
+    # the same budget over 1,500 images: ~20 passes, augmentation kept
+    assert augmentation_decision(budget, {"train": 1500, "val": 150, "test": 150}) is None
+
+
+def test_augment_asked_for_is_kept_and_a_saved_config_remembers_it(tmp_path: Path) -> None:
+    from edgecls.training.augment import AugmentConfig
+    from edgecls.training.config import TrainConfig
+
+    assert AugmentConfig().auto  # the default: the budget may turn it off
+    asked = TrainConfig(data=str(tmp_path), augment=AugmentConfig(auto=False), time_budget="3m")
+    again = TrainConfig.from_dict(asked.to_dict())
+    assert again.augment is not None and again.augment.auto is False
+    legacy = asked.to_dict()
+    del legacy["augment"]["auto"]  # a run folder written before the setting existed resumes with the default
+    assert TrainConfig.from_dict(legacy).augment == AugmentConfig()
+
+
+def test_a_budgeted_run_pauses_the_cyclic_gc_and_gives_it_back() -> None:
+    import gc
+
+    from edgecls.training.budget import cyclic_gc_paused
+
+    assert gc.isenabled()
+    with cyclic_gc_paused(True):
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), cyclic_gc_paused(True):  # an error in the run gives the collector back too
+        raise RuntimeError("stop")
+    assert gc.isenabled()
+    with cyclic_gc_paused(False):  # no budget: untouched
+        assert gc.isenabled()
+    gc.disable()
+    try:
+        with cyclic_gc_paused(True):
+            pass
+        assert not gc.isenabled()  # a caller that had it off keeps it off
+    finally:
+        gc.enable()

@@ -22,8 +22,6 @@ _RESUME_HELP = "Continue an interrupted run folder from its last completed epoch
 def _option(name: str, flag: str) -> Any:
     """A typer option whose default and help are TrainConfig's (or AugmentConfig's) field `name`."""
     default, help_text = _TRAIN[name] if name in _TRAIN else _AUGMENT[name]
-    if isinstance(default, AugmentConfig):
-        default = True  # --augment/--no-augment: on by default, with the factors below
     return typer.Option(default, flag, help=help_text)
 
 
@@ -48,7 +46,7 @@ def train_command(
     val_split: float = _option("val_split", "--val-split"),
     test_split: float = _option("test_split", "--test-split"),
     seed: int = _option("seed", "--seed"),
-    augment: bool = _option("augment", "--augment/--no-augment"),
+    augment: bool | None = typer.Option(None, "--augment/--no-augment", help=_TRAIN["augment"][1]),  # None: default (auto)
     flip: bool = _option("flip", "--flip/--no-flip"),
     rotation: float = _option("rotation", "--rotation"),
     zoom: float = _option("zoom", "--zoom"),
@@ -68,7 +66,7 @@ def train_command(
     if resume:
         result = edgecls.train(resume=resume)
     else:
-        augment_config = AugmentConfig(flip, rotation, zoom, brightness, contrast) if augment else None
+        augment_config = AugmentConfig(flip, rotation, zoom, brightness, contrast, auto=augment is None) if augment is not False else None
         result = edgecls.train(
             data=data, model=model, img_size=img_size, weights=weights, alpha=alpha, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
             unfreeze=unfreeze, batch=batch, optimizer=optimizer, lr=lr, fine_tune_lr=fine_tune_lr, schedule=schedule,

@@ -26,6 +26,8 @@ class AugmentConfig:
     zoom: float = _knob(0.1, "Max random zoom in or out, a fraction of the image size (0: off).")
     brightness: float = _knob(0.1, "Max random brightness shift, a fraction of the 0..255 range (0: off).")
     contrast: float = _knob(0.1, "Max random contrast change, a fraction (0: off).")
+    auto: bool = _knob(True, "A --time-budget whose fine-tune sees the train images only a few times turns it off "
+                             "(training/budget.py augmentation_decision); False: --augment was asked for.")
 
     def __post_init__(self) -> None:
         for name in ("rotation", "zoom", "brightness", "contrast"):

@@ -6,8 +6,10 @@ The plan (all in the run's decisions["time_plan"]):
 2. The head phase on cached features gets HEAD_SHARE of what is left (all of it when the rest is too short for a
    fine-tune: head_share). The backbone's forward speed is measured on a
    small probe first; the feature pass then covers only as many (random) train images as fit in that share, and the
-   head's epochs stop at its end. The flip decision's second (mirrored) pass is made only when both passes fit with
-   at least FLIP_MIN_IMAGES each (plan_head).
+   head's epochs stop at its end; it covers at most MAX_HEAD_IMAGES_PER_CLASS per class (the rest of the share goes to
+   the fine-tune). The flip decision's second (mirrored) pass is made only when both passes fit with at least
+   FLIP_MIN_IMAGES each (plan_head). Default augmentation is turned off when the fine-tune is expected to see each
+   train image fewer than AUGMENT_MIN_PASSES times (augmentation_decision).
 3. The fine-tune gets the rest, in "epochs" of at most one pass over the train images (plan_chunks): a budget too short
    for a few full epochs gets shorter ones (slices of the same data stream), re-planned after each from its measured
    time. The learning rate warms up, then follows a cosine over the fine-tune's *time* to the stop time, where the
@@ -18,16 +20,19 @@ The plan (all in the run's decisions["time_plan"]):
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from edgecls.training.config import parse_duration
 
-__all__ = ["HeadPlan", "TimeBudget", "budget_rate", "budget_schedule", "fine_tune_plan", "head_plan", "parse_duration", "plan_chunks",
-           "plan_head", "planned_epochs"]
+__all__ = ["HeadPlan", "TimeBudget", "augmentation_decision", "budget_rate", "budget_schedule", "cyclic_gc_paused", "fine_tune_plan",
+           "head_plan", "parse_duration", "plan_chunks", "plan_head", "planned_epochs"]
 
 HEAD_SHARE = 0.2  # of the time left after decoding and the final reserve: the head phase (probe, features, flip, head)
 HEAD_FIT_SHARE = 0.3  # of the head phase: the head's epochs on features (the rest: the backbone's feature passes)
@@ -35,6 +40,8 @@ MAX_BUDGET_FINE_TUNE_EPOCHS = 30
 FORWARD_TO_TRAIN_RATIO = 6.0  # a training step costs 4.6-8.8x the probe's forward pass (Lite0: 1039 vs 225 images/s at 96 px,
 # 1035 vs ~160 at 32 px, 1008 vs ~115 at 48 px): it sets the fine-tune's epoch length only (the re-plan measures)
 MIN_HEAD_IMAGES_PER_CLASS = 50  # the feature pass covers at least this many train images per class, budget or not
+MAX_HEAD_IMAGES_PER_CLASS = 1000  # and at most this many under a budget: a linear head has converged by then (Fashion-MNIST,
+# 10m: head val 0.873 on 41,827 images, 0.879 on 12,772), and the fine-tune gets the time (docs/benchmarks.md, session 8)
 FLIP_MIN_IMAGES = 1000  # the flip decision is made only on at least this many images (or all of them) per pass
 TARGET_CHUNKS = 8  # fine-tune epochs the plan aims at when full epochs do not fit: re-planning points and clean stops
 VAL_SHARE = 0.1  # the validation pass after each fine-tune epoch takes at most about this share of it
@@ -44,6 +51,8 @@ FINAL_FIXED_SECONDS = 3.0  # restoring the best weights, saving the model, metri
 EXIT_SECONDS = 0.5  # the CLI process ends with os._exit (cli/app.py): no TensorFlow teardown (which took 2.3-3.5 s, 10-22 s loaded)
 FINAL_MARGIN = 1.7  # the final evaluation took 1.2x (quiet) to 1.67x (load 3-5) the planned forward time; at load 8-11 up to 2.5x
 PROBE_TO_PASS = 1.3  # the probe ran 1.21-1.35x faster than the feature pass after it (36.6 vs 29.9, 68.0 vs 56.1, 41.4 vs 30.6 img/s)
+AUGMENT_MIN_PASSES = 4.0  # default augmentation stays on only when the fine-tune is expected to see each train image this
+# often: below, it slowed the fit more than it regularized (Fashion-MNIST 10m, ~3 passes: 0.9341 off vs 0.9231-0.9241 on)
 TRAIN_TRACE_RATIO = 8.0  # tracing the fine-tune's training step takes ~8x tracing the forward pass (measured: 55 vs 7.1 s, CPU)
 
 
@@ -106,6 +115,22 @@ def process_started() -> float:
     return time.monotonic() - max(0.0, age)
 
 
+@contextlib.contextmanager
+def cyclic_gc_paused(pause: bool) -> Iterator[None]:
+    """Python's cyclic garbage collector paused (`pause`: a budgeted run, from its head phase to its end). Generation-2
+    collections of TensorFlow's objects are slow and unplanned: 6.1 s for 74,284 objects on this CPU, and one after the
+    last epoch pushed 3-minute runs to 184-190 s. Reference counting still frees most objects; the cycles are collected
+    after the run (the CLI exits without collecting them)."""
+    paused = pause and gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
+
+
 def planned_epochs(seconds_left: float, epoch_seconds: float, done: int = 0) -> int:
     """Epochs (counting `done`) that fit: done + floor(left / epoch time), within [done, MAX_BUDGET_FINE_TUNE_EPOCHS]."""
     if epoch_seconds <= 0:
@@ -121,10 +146,11 @@ class HeadPlan:
 
 
 def plan_head(seconds: float, forward_images_per_second: float, train: int, val: int, classes: int, want_flip: bool) -> HeadPlan:
-    """How many train images the feature pass covers in `seconds` (the head phase's share), and whether the flip decision's
-    mirrored pass fits: (1 - HEAD_FIT_SHARE) of the share goes to the backbone (val features, train features, mirrored
-    train features), the rest to the head's epochs."""
+    """How many train images the feature pass covers in `seconds` (the head phase's share; at most MAX_HEAD_IMAGES_PER_CLASS
+    per class), and whether the flip decision's mirrored pass fits: (1 - HEAD_FIT_SHARE) of the share goes to the backbone
+    (val features, train features, mirrored train features), the rest to the head's epochs."""
     floor = min(train, MIN_HEAD_IMAGES_PER_CLASS * max(1, classes))
+    train = min(train, MAX_HEAD_IMAGES_PER_CLASS * max(1, classes))  # what is left of the share goes to the fine-tune
     images = int((1 - HEAD_FIT_SHARE) * max(0.0, seconds) * forward_images_per_second) - val  # forward passes that fit
     if want_flip and images // 2 >= min(train, FLIP_MIN_IMAGES):
         count = min(train, images // 2)
@@ -170,6 +196,19 @@ def head_plan(budget: TimeBudget, plan: dict[str, Any], counts: dict[str, int], 
         "flip_decision": head.decide_flip, "head_plan": head.why,
     })
     return head, deadline
+
+
+def augmentation_decision(budget: TimeBudget, counts: dict[str, int]) -> dict[str, Any] | None:
+    """Once the forward speed is measured: the decision to turn default augmentation off (with why), or None to keep it.
+    The fine-tune's expected passes over the train images: its share of what is left, at the estimated training speed."""
+    available = max(0.0, budget.left() - budget.final_seconds(counts["test"]))
+    seconds = (1 - budget.head_share(counts["test"])) * available - budget.fine_tune_trace_seconds()
+    passes = max(0.0, seconds) * budget.train_speed() / max(1, counts["train"])
+    if passes >= AUGMENT_MIN_PASSES:
+        return None
+    return {"augment": False, "expected_fine_tune_passes": round(passes, 1),
+            "why": f"--time-budget: the fine-tune sees each train image about {passes:.1f} times (< {AUGMENT_MIN_PASSES:g}); "
+                   "augmentation would slow the fit more than it regularizes (pass --augment to keep it)"}
 
 
 def fine_tune_plan(budget: TimeBudget, plan: dict[str, Any], counts: dict[str, int], batch: int) -> tuple[int, int, float]:

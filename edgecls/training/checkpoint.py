@@ -96,6 +96,18 @@ def load_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint(progress, groups["model"], groups["optimizer"], groups["best"] or None)
 
 
+def checkpoint_to_resume(path: Path, resume_state: dict[str, Any] | None) -> Checkpoint | None:
+    """The checkpoint a run resumes from: None for a new run, or one interrupted before its first epoch ended."""
+    if resume_state is None:
+        return None
+    if path.is_file():
+        return load_checkpoint(path)
+    if resume_state["phase"] == "head" and resume_state["epochs_done"] == 0:
+        return None  # stopped before the first checkpoint: start again from the beginning
+    raise ModelError(f"'{path.parent}' has no {path.name} to resume from (made by an older edgecls?)",
+                     "Start a new run with --out; this one cannot be resumed")
+
+
 def _check_npy_header(archive: zipfile.ZipFile, member: str) -> None:
     """Refuse an array whose header claims more data than its member holds (numpy would allocate it first)."""
     with archive.open(member) as handle:

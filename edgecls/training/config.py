@@ -50,7 +50,9 @@ class TrainConfig:
     test_split: float = _knob(0.1, "Fraction of the images held out for the test report (ignored when --data has test/).")
     seed: int = _knob(0, "Seed of the split, initial weights, data order and augmentation: same seed, same weights.")
     augment: AugmentConfig | None = field(default_factory=AugmentConfig,
-                                          metadata={"help": "Random flip/rotation/zoom/brightness/contrast in training."})
+                                          metadata={"help": "Random flip/rotation/zoom/brightness/contrast in training "
+                                                            "(default: on, except a --time-budget too short for a few passes "
+                                                            "over the train images; --augment: always)."})
     feature_cache: bool = _knob(True, "Train the head on frozen-backbone features computed once (pretrained backbones).")
     strategy: str = _knob("auto", "auto | default | mirrored (several GPUs) | multi-worker (several machines: "
                           "MultiWorkerMirroredStrategy configured by TF_CONFIG; the same command and --out on every worker).")

@@ -33,6 +33,21 @@ def evaluate_arrays(model: Any, images: np.ndarray, labels: np.ndarray, classes:
     return report
 
 
+def final_metrics(model: Any, arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], classes: list[str], batch: int,
+                  run_dir: Path, extra: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's metrics.json: the test split's report (the val split's when there is no test split), its
+    confusion matrix files, and `extra` (train time, speeds, decisions)."""
+    split = "test" if len(arrays["test"]) else "val"
+    metrics: dict[str, Any] = {"split": split}
+    if len(arrays[split]):
+        report = evaluate_arrays(model, arrays[split], labels[split], classes, batch=batch)
+        write_eval_outputs(report, run_dir, title=f"{split} split")
+        metrics.update(report)
+    metrics.update(extra)
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
 def write_eval_outputs(report: dict[str, Any], out_dir: Path, title: str, prefix: str = "") -> dict[str, Path]:
     """confusion_matrix.png/.csv (and eval JSON when a prefix is given) in out_dir."""
     from edgecls.training.report import plot_confusion

@@ -245,6 +245,24 @@ def load_training_data(data: str, val_split: float, test_split: float, seed: int
     return TrainingData(splits, {name: cache.images(getattr(splits, name).paths) for name in names}, True, cache.digests_of(kept_paths))
 
 
+def warn_about_data(loaded: TrainingData, data: str, console: Any) -> None:
+    """One warning line each: unreadable files that were skipped, and images that appear in more than one split."""
+    from rich.markup import escape
+
+    from edgecls.data.check import cross_split_duplicates
+
+    splits = loaded.splits
+    if splits.skipped:
+        console.print(f"[yellow]warning:[/yellow] skipped {len(splits.skipped)} unreadable image(s), e.g. "
+                      f"{escape(str(splits.skipped[0][0]))}: {escape(splits.skipped[0][1])}")
+    duplicates = cross_split_duplicates(splits, loaded.digests)
+    if duplicates:
+        example = " and ".join(f"{split}/{path.name}" for split, path in duplicates[0][:2])
+        console.print(f"[yellow]warning:[/yellow] {len(duplicates)} image(s) appear in more than one split "
+                      f"(e.g. {escape(example)}): test and validation results will be optimistic. "
+                      f"List them with: edgecls data check {escape(data)}")
+
+
 class _KeptImages:
     """What the decoding pass (data.decode_pool.FileDecoder) gives while training in memory: each file read once, decoded,
     resized to the model's size (load_for_model_and_digest) and hashed; kept until its split's array is assembled."""

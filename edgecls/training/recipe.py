@@ -20,12 +20,20 @@ from edgecls.fsutil import write_json
 from edgecls.meta import ModelMeta
 from edgecls.run_folder import CHECKPOINT_FILE, CURVES_FILE, MODEL_FILE, STATE_FILE, save_model, write_history, write_splits
 from edgecls.training.augment import AugmentConfig
-from edgecls.training.budget import MAX_BUDGET_FINE_TUNE_EPOCHS, TimeBudget, data_position, fine_tune_plan, head_plan, parse_duration
-from edgecls.training.checkpoint import Checkpoint, Progress, assign_values, load_checkpoint, progress_json, save_checkpoint
-from edgecls.training.config import DEFAULT_LR, TrainConfig
+from edgecls.training.budget import (
+    MAX_BUDGET_FINE_TUNE_EPOCHS,
+    TimeBudget,
+    augmentation_decision,
+    cyclic_gc_paused,
+    data_position,
+    fine_tune_plan,
+    head_plan,
+)
+from edgecls.training.checkpoint import Progress, assign_values, checkpoint_to_resume, progress_json, save_checkpoint
+from edgecls.training.config import DEFAULT_LR, TrainConfig, parse_duration
 from edgecls.training.disk_cache import remove_cache
 from edgecls.training.optimizers import class_weights, make_optimizer
-from edgecls.training.pipeline import load_training_data, make_dataset
+from edgecls.training.pipeline import load_training_data, make_dataset, warn_about_data
 from edgecls.training.run_setup import default_run_dir, new_run_folder, resumed_run_folder
 from edgecls.training.scratch import default_lr, prepare_scratch_backbone
 from edgecls.training.strategy import make_strategy, require_tensorflow, synchronize_batch_norm
@@ -83,16 +91,13 @@ class _Trainer:
         # A budget covers the whole run from here (a resumed run gets the whole budget again).
         self.budget = TimeBudget(parse_duration(self.config.time_budget), time.monotonic()) if self.config.time_budget else None
         config = self.config
-        from edgecls.zoo.classifier import build_classifier, check_input_size, resolve_weights
+        from edgecls.zoo.classifier import build_classifier, check_input_size, resolve_weights, versions
         from edgecls.zoo.registry import get_spec
 
         spec = get_spec(config.model)  # a wrong model, weights or size: refused before TensorFlow loads
         self.pretrained = resolve_weights(spec, config.weights) is not None
         size = (config.img_size or spec.default_size,) * 2
         check_input_size(spec, size)
-        from rich.markup import escape
-
-        from edgecls.data.check import cross_split_duplicates
 
         def same_images(splits: Any) -> None:  # a resumed run trains on the images it began with
             if self.resume_state is not None and self.resume_state.get("fingerprint", splits.fingerprint) != splits.fingerprint:
@@ -102,15 +107,7 @@ class _Trainer:
         loaded = load_training_data(config.data, config.val_split, config.test_split, config.seed, size, config.stream,
                                     self.run_dir, self.console, same_images)
         splits, arrays, self.streamed = loaded.splits, loaded.arrays, loaded.streamed
-        if splits.skipped:
-            self.console.print(f"[yellow]warning:[/yellow] skipped {len(splits.skipped)} unreadable image(s), e.g. "
-                               f"{escape(str(splits.skipped[0][0]))}: {escape(splits.skipped[0][1])}")
-        duplicates = cross_split_duplicates(splits, loaded.digests)
-        if duplicates:
-            example = " and ".join(f"{split}/{path.name}" for split, path in duplicates[0][:2])
-            self.console.print(f"[yellow]warning:[/yellow] {len(duplicates)} image(s) appear in more than one split "
-                               f"(e.g. {escape(example)}): test and validation results will be optimistic. "
-                               f"List them with: edgecls data check {escape(str(config.data))}")
+        warn_about_data(loaded, config.data, self.console)  # skipped files, images in more than one split
         # TensorFlow loads once the data is known to be usable: a data mistake is one line within a second or two
         tf = require("tensorflow", "train")
         import keras
@@ -132,7 +129,7 @@ class _Trainer:
         )
         labels = {name: np.asarray(getattr(splits, name).labels, np.int64) for name in ("train", "val", "test")}
 
-        checkpoint = self._read_checkpoint()
+        checkpoint = checkpoint_to_resume(self.run_dir / CHECKPOINT_FILE, self.resume_state)
         with strategy.scope():
             # A resumed run takes every variable from its checkpoint: no need to fetch or read pretrained weights again.
             weights = "none" if checkpoint else config.weights
@@ -158,39 +155,28 @@ class _Trainer:
         self._write_state()
 
         train_start = time.perf_counter()
-        with strategy.scope():
-            if self.progress.phase == "head":
-                self._train_head(arrays, labels, len(classes))
-            self._fine_tune(arrays, labels, len(classes))
-        self.best.restore()
-        train_seconds = time.perf_counter() - train_start
+        with cyclic_gc_paused(self.budget is not None):  # budget.py: a late collection pushed 3m runs past their budget
+            with strategy.scope():
+                if self.progress.phase == "head":
+                    self._train_head(arrays, labels, len(classes))
+                self._fine_tune(arrays, labels, len(classes))
+            self.best.restore()
+            train_seconds = time.perf_counter() - train_start
 
-        meta = ModelMeta(
-            architecture=spec.name, input_size=size, labels=classes, mean=spec.mean, std=spec.std,
-            crop_fraction=1.0, training={**config.to_dict(), "train_seconds": round(train_seconds, 2),
-                                         "device": "GPU" if self.gpu else "CPU", "replicas": strategy.num_replicas_in_sync},
-            dataset={"root": str(Path(splits.root).resolve()), "fingerprint": splits.fingerprint, "presplit": splits.presplit,
-                     "counts": {n: len(getattr(splits, n).paths) for n in ("train", "val", "test")}, "skipped": len(splits.skipped)},
-            versions=_versions(),
-        )
-        synchronize_batch_norm(self.classifier.model, on=False)  # a training-time setting; the saved model is a plain one
-        save_model(self.classifier.model, self.run_dir / MODEL_FILE)
-        meta.save(self.run_dir)
-        metrics = self._final_evaluation(self.classifier.model, arrays, labels, classes, train_seconds)
-        self._finish()
-        return RunResult(self.run_dir, meta, self.progress.rows, metrics, time.perf_counter() - start)
-
-    def _read_checkpoint(self) -> Checkpoint | None:
-        """The checkpoint to resume from: None for a new run, or one interrupted before its first epoch ended."""
-        path = self.run_dir / CHECKPOINT_FILE
-        if self.resume_state is None:
-            return None
-        if path.is_file():
-            return load_checkpoint(path)
-        if self.resume_state["phase"] == "head" and self.resume_state["epochs_done"] == 0:
-            return None  # stopped before the first checkpoint: start again from the beginning
-        raise ModelError(f"'{self.run_dir}' has no {CHECKPOINT_FILE} to resume from (made by an older edgecls?)",
-                         "Start a new run with --out; this one cannot be resumed")
+            meta = ModelMeta(
+                architecture=spec.name, input_size=size, labels=classes, mean=spec.mean, std=spec.std,
+                crop_fraction=1.0, training={**config.to_dict(), "train_seconds": round(train_seconds, 2),
+                                             "device": "GPU" if self.gpu else "CPU", "replicas": strategy.num_replicas_in_sync},
+                dataset={"root": str(Path(splits.root).resolve()), "fingerprint": splits.fingerprint, "presplit": splits.presplit,
+                         "counts": {n: len(getattr(splits, n).paths) for n in ("train", "val", "test")}, "skipped": len(splits.skipped)},
+                versions=versions(),
+            )
+            synchronize_batch_norm(self.classifier.model, on=False)  # a training-time setting; the saved model is a plain one
+            save_model(self.classifier.model, self.run_dir / MODEL_FILE)
+            meta.save(self.run_dir)
+            metrics = self._final_evaluation(self.classifier.model, arrays, labels, classes, train_seconds)
+            self._finish()
+            return RunResult(self.run_dir, meta, self.progress.rows, metrics, time.perf_counter() - start)
 
     def _write_state(self) -> None:
         state = {"config": self.config.to_dict(), "fingerprint": self.fingerprint, "checkpoint": CHECKPOINT_FILE}
@@ -302,6 +288,8 @@ class _Trainer:
     def _augment(self) -> AugmentConfig | None:
         """The fine-tune augmentation: the settings, with horizontal flips as the head phase decided on the data."""
         augment, decision = self.config.augment, self.progress.decisions.get("flip")
+        if "augment" in self.progress.decisions:  # turned off by the time budget's plan (budget.augmentation_decision)
+            return None
         if augment is None or decision is None:
             return augment
         return dataclasses.replace(augment, flip=bool(decision["flip"]))
@@ -328,6 +316,10 @@ class _Trainer:
         self.extract = getattr(self, "extract", None) or feature_extractor(self.classifier.features)
         self.budget.forward_images_per_second, self.budget.trace_seconds = forward_speed(self.extract, arrays["train"])
         counts = {name: len(arrays[name]) for name in ("train", "val", "test")}
+        decision = augmentation_decision(self.budget, counts) if self.config.augment and self.config.augment.auto else None
+        if decision is not None:  # no flip decision either: the fine-tune sees no augmentation
+            self.progress.decisions["augment"], want_flip = decision, False
+            self.console.print(f"augmentation: off ({decision['why']})")
         plan, deadline = head_plan(self.budget, self._time_plan(), counts, num_classes, want_flip)
         chosen = None
         if plan.feature_images < counts["train"]:
@@ -411,18 +403,10 @@ class _Trainer:
 
     def _final_evaluation(self, model: Any, arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray],
                           classes: list[str], train_seconds: float) -> dict[str, Any]:
-        from edgecls.training.evaluate import evaluate_arrays, write_eval_outputs
+        from edgecls.training.evaluate import final_metrics
 
-        split = "test" if len(arrays["test"]) else "val"
-        metrics: dict[str, Any] = {"split": split, "train_seconds": round(train_seconds, 2)}
-        if len(arrays[split]):
-            report = evaluate_arrays(model, arrays[split], labels[split], classes, batch=max(self.config.batch, 64))
-            write_eval_outputs(report, self.run_dir, title=f"{split} split")
-            metrics.update(report)
-        metrics.update(self.speed)
-        metrics["decisions"] = self.progress.decisions
-        write_json(self.run_dir / "metrics.json", metrics)
-        return metrics
+        extra = {"train_seconds": round(train_seconds, 2), **self.speed, "decisions": self.progress.decisions}
+        return final_metrics(model, arrays, labels, classes, max(self.config.batch, 64), self.run_dir, extra)
 
     def _finish(self) -> None:
         from edgecls.training.report import plot_curves
@@ -433,9 +417,3 @@ class _Trainer:
         self._write_state()
         (self.run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
         remove_cache(self.run_dir)  # derived from --data; kept until here, so an interrupted run resumes without decoding again
-
-
-def _versions() -> dict[str, str]:
-    from edgecls.zoo.classifier import versions
-
-    return versions()
