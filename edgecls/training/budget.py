@@ -201,8 +201,8 @@ def head_plan(budget: TimeBudget, plan: dict[str, Any], counts: dict[str, int], 
 def augmentation_decision(budget: TimeBudget, counts: dict[str, int]) -> dict[str, Any] | None:
     """Once the forward speed is measured: the decision to turn default augmentation off (with why), or None to keep it.
     The fine-tune's expected passes over the train images: its share of what is left, at the estimated training speed."""
-    available = max(0.0, budget.left() - budget.final_seconds(counts["test"]))
-    seconds = (1 - budget.head_share(counts["test"])) * available - budget.fine_tune_trace_seconds()
+    head_end, end = budget.head_deadline(counts["test"]), budget.fine_tune_deadline(counts["test"])
+    seconds = end - max(head_end, time.monotonic()) - budget.fine_tune_trace_seconds()
     passes = max(0.0, seconds) * budget.train_speed() / max(1, counts["train"])
     if passes >= AUGMENT_MIN_PASSES:
         return None

@@ -287,9 +287,9 @@ class _Trainer:
 
     def _augment(self) -> AugmentConfig | None:
         """The fine-tune augmentation: the settings, with horizontal flips as the head phase decided on the data."""
-        augment, decision = self.config.augment, self.progress.decisions.get("flip")
         if "augment" in self.progress.decisions:  # turned off by the time budget's plan (budget.augmentation_decision)
             return None
+        augment, decision = self.config.augment, self.progress.decisions.get("flip")
         if augment is None or decision is None:
             return augment
         return dataclasses.replace(augment, flip=bool(decision["flip"]))
