@@ -11,6 +11,7 @@ Writes bench/results/train_fashion_mnist-<settings>.json and prints a Markdown r
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -66,12 +67,14 @@ def main() -> None:
         shutil.rmtree(run)  # a benchmark run is replaced by the next one
     load_at_start = list(os.getloadavg())
     start = time.perf_counter()
+    gc_pauses = _record_gc_pauses(start)
     result = edgecls.train(
         data=data, model=args.model, img_size=args.img_size, **epochs, time_budget=args.time_budget,
         fine_tune_lr=args.fine_tune_lr, batch=args.batch, out=str(run), test_split=0.0,
         **({"unfreeze": args.unfreeze} if args.unfreeze is not None else {}), **_augment_option(args.augment),
     )
     wall = time.perf_counter() - start
+    gc.callbacks.remove(gc_pauses.callback)
     metrics = result.metrics
     record = {
         "command": "python bench/train_fashion_mnist.py " + " ".join(
@@ -86,6 +89,8 @@ def main() -> None:
         "train_images": result.meta.dataset["counts"]["train"], "test_images": metrics.get("num_images"),
         "test_accuracy": metrics.get("accuracy"), "macro_f1": metrics.get("macro", {}).get("f1"),
         "train_seconds": metrics.get("train_seconds"), "wall_seconds": round(wall, 1),
+        "run_seconds": round(result.seconds, 1),  # inside the run (its budget's span); the rest: importing TensorFlow, checks
+        "gc_pauses": gc_pauses.slow,  # [seconds since start, generation, seconds] of each collection over 0.2 s
         "feature_images_per_second": metrics.get("feature_images_per_second"),
         "fine_tune_images_per_second": metrics.get("fine_tune_images_per_second"),
         "eval_images_per_second": metrics.get("eval_images_per_second"),
@@ -105,6 +110,26 @@ def main() -> None:
               f"{record['test_accuracy']:.4f} | {record['train_seconds']:.0f} s | "
               f"{record['fine_tune_images_per_second']} | {record['eval_images_per_second']} |")
 
+
+
+class _GcPauses:
+    """Python's cyclic GC collections that took over 0.2 s while the benchmark ran (gc.callbacks)."""
+
+    def __init__(self, start: float) -> None:
+        self.start, self.began, self.slow = start, 0.0, []
+
+    def callback(self, phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self.began = now
+        elif now - self.began > 0.2:
+            self.slow.append([round(self.began - self.start, 1), info["generation"], round(now - self.began, 2)])
+
+
+def _record_gc_pauses(start: float) -> _GcPauses:
+    pauses = _GcPauses(start)
+    gc.callbacks.append(pauses.callback)
+    return pauses
 
 
 def _commit() -> str | None:

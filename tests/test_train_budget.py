@@ -371,3 +371,63 @@ def test_a_budgeted_run_pauses_the_cyclic_gc_and_gives_it_back() -> None:
         assert not gc.isenabled()  # a caller that had it off keeps it off
     finally:
         gc.enable()
+
+
+def test_budget_validation_subset_is_fixed_by_the_seed_and_keeps_labels_aligned() -> None:
+    from edgecls.training.budget import MAX_BUDGET_VAL_IMAGES, validation_subset
+
+    count = MAX_BUDGET_VAL_IMAGES * 3
+    images = np.arange(count, dtype=np.int64).reshape(count, 1, 1, 1)  # each image holds its row number
+    labels = np.arange(count) % 10
+    chosen, chosen_labels = validation_subset(images, labels, seed=7)
+    rows = chosen.reshape(-1)
+    assert len(rows) == len(chosen_labels) == MAX_BUDGET_VAL_IMAGES
+    assert np.all(np.diff(rows) > 0)  # distinct rows, in the split's order
+    assert np.array_equal(chosen_labels, labels[rows])
+    assert np.array_equal(validation_subset(images, labels, seed=7)[0], chosen)  # a resumed run validates on the same rows
+    assert not np.array_equal(validation_subset(images, labels, seed=8)[0], chosen)
+    small = images[:MAX_BUDGET_VAL_IMAGES]
+    assert validation_subset(small, labels[:MAX_BUDGET_VAL_IMAGES], seed=7)[0] is small  # no larger than the cap: all of it
+
+
+def test_budget_validation_subset_of_a_streamed_split_stays_on_disk(tmp_path: Path) -> None:
+    from edgecls.training.budget import MAX_BUDGET_VAL_IMAGES, validation_subset
+    from edgecls.training.disk_cache import DiskImages
+
+    count, shard_images = MAX_BUDGET_VAL_IMAGES + 500, 1000
+    pixels = np.stack([np.arange(count) // 256, np.arange(count) % 256, np.zeros(count)], axis=1).astype(np.uint8)
+    for shard in range(0, count, shard_images):  # real cache files: each 1x1 image encodes its row of the cache
+        (tmp_path / f"scan-{shard // shard_images:05d}.u8").write_bytes(pixels[shard:shard + shard_images].tobytes())
+    split_rows = np.arange(count)[::-1]  # a split: a view of the cache's rows, in its own order
+    split = DiskImages(tmp_path, "scan", count, (1, 1), shard_images).view(split_rows)
+    labels = split_rows % 10
+    chosen, chosen_labels = validation_subset(split, labels, seed=3)
+    assert isinstance(chosen, DiskImages) and len(chosen) == MAX_BUDGET_VAL_IMAGES
+    decoded = chosen[:].reshape(-1, 3).astype(np.int64)
+    cache_rows = decoded[:, 0] * 256 + decoded[:, 1]
+    assert np.array_equal(cache_rows % 10, chosen_labels)  # each image still carries its own label
+    assert set(cache_rows.tolist()) <= set(split_rows.tolist()) and len(set(cache_rows.tolist())) == MAX_BUDGET_VAL_IMAGES
+
+
+def test_a_budgeted_run_leaves_its_cycles_frozen_instead_of_collecting_them_after_it_ends() -> None:
+    import gc
+    import weakref
+
+    from edgecls.training.budget import cyclic_gc_paused
+
+    class Node:
+        pass
+
+    try:
+        with cyclic_gc_paused(True):
+            cycle = Node()
+            cycle.self = cycle  # type: ignore[attr-defined]
+            alive = weakref.ref(cycle)
+            del cycle
+        gc.collect()
+        assert alive() is not None  # frozen: no collection pays for the run's garbage after the run (the CLI exits)
+        gc.unfreeze()
+        gc.collect()
+        assert alive() is None  # a program that trains again can free it when it can afford the pause
+    finally:
+        gc.unfreeze()

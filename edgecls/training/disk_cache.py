@@ -44,8 +44,10 @@ class DiskImages:
         self._fds: dict[int, int] = {}
 
     def view(self, rows: Sequence[int]) -> DiskImages:
-        """Those rows of the cache files (in that order) as an array of their own."""
-        return DiskImages(self.folder, self.name, self.count, self.size, self.shard_images, np.asarray(rows, np.int64).reshape(-1))
+        """Those rows of this array (in that order) as an array of their own, still on disk."""
+        chosen = np.asarray(rows, np.int64).reshape(-1)
+        return DiskImages(self.folder, self.name, self.count, self.size, self.shard_images,
+                          chosen if self.rows is None else self.rows[chosen])
 
     @property
     def shape(self) -> tuple[int, int, int, int]:

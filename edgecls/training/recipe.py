@@ -28,6 +28,7 @@ from edgecls.training.budget import (
     data_position,
     fine_tune_plan,
     head_plan,
+    validation_subset,
 )
 from edgecls.training.checkpoint import Progress, assign_values, checkpoint_to_resume, progress_json, save_checkpoint
 from edgecls.training.config import DEFAULT_LR, TrainConfig, parse_duration
@@ -355,9 +356,10 @@ class _Trainer:
         epochs = config.fine_tune_epochs
         steps = full_steps = math.ceil(len(arrays["train"]) / config.batch)
         extra: tuple[Any, ...] = ()
-        planned = None
+        planned, val_x, val_y = None, arrays["val"], labels["val"]
         if self.budget is not None:
-            extra, planned, steps = self._budget_plan(len(arrays["train"]), len(arrays["val"]), len(arrays["test"]), full_steps)
+            val_x, val_y = validation_subset(val_x, val_y, config.seed)
+            extra, planned, steps = self._budget_plan(len(arrays["train"]), len(val_y), len(arrays["test"]), full_steps)
             if planned == 0 or (done and done >= planned):
                 if planned == 0:
                     self.console.print("time budget: no fine-tune epoch fits in what is left; keeping the head")
@@ -369,8 +371,7 @@ class _Trainer:
         train_ds = make_dataset(arrays["train"], labels["train"], num_classes, config.batch, True, self._augment(), config.seed,
                                 (config.epochs + data_epoch, config.epochs + epochs), ramp_from=config.epochs if self._cached() else None)
         train_ds = train_ds.skip(skip) if skip else train_ds
-        has_val = len(arrays["val"]) > 0
-        val_ds = make_dataset(arrays["val"], labels["val"], num_classes, config.batch, False, None, config.seed) if has_val else None
+        val_ds = make_dataset(val_x, val_y, num_classes, config.batch, False, None, config.seed) if len(val_y) else None
         # Half an epoch of warm-up: fresh optimizer state at full rate jolts the unfrozen backbone.
         warmup = min((planned or epochs) * steps // 2, max(1, full_steps // 2))
         if extra:  # the budget's callback drives the rate over the planned steps (a short plan: a fifth of them warm up)
