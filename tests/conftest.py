@@ -9,7 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,3 +252,13 @@ def resume_baseline(fmnist_tree: Path, tmp_path_factory: pytest.TempPathFactory)
         _check(run_cli(*resume_args(fmnist_tree, weights, "--stream", "off", "--out", folder / "uninterrupted")))
 
     return build_once(tmp_path_factory, "resume-baseline", build)
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze_gc_after_budgeted_runs() -> Iterator[None]:
+    """A budgeted run freezes the process's objects at its end (training/budget.py cyclic_gc_paused): later tests in
+    this worker get a collector that can free them again."""
+    yield
+    import gc
+
+    gc.unfreeze()

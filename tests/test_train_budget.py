@@ -371,6 +371,7 @@ def test_a_budgeted_run_pauses_the_cyclic_gc_and_gives_it_back() -> None:
         assert not gc.isenabled()  # a caller that had it off keeps it off
     finally:
         gc.enable()
+        gc.unfreeze()  # the runs above froze this process's objects
 
 
 def test_budget_validation_subset_is_fixed_by_the_seed_and_keeps_labels_aligned() -> None:
@@ -407,6 +408,8 @@ def test_budget_validation_subset_of_a_streamed_split_stays_on_disk(tmp_path: Pa
     cache_rows = decoded[:, 0] * 256 + decoded[:, 1]
     assert np.array_equal(cache_rows % 10, chosen_labels)  # each image still carries its own label
     assert set(cache_rows.tolist()) <= set(split_rows.tolist()) and len(set(cache_rows.tolist())) == MAX_BUDGET_VAL_IMAGES
+    with pytest.raises(IndexError, match="outside"):  # a row past the split is refused, not wrapped or read from the cache
+        split.view([count])
 
 
 def test_a_budgeted_run_leaves_its_cycles_frozen_instead_of_collecting_them_after_it_ends() -> None:

@@ -15,8 +15,8 @@ The plan (all in the run's decisions["time_plan"]):
    time. The learning rate warms up, then follows a cosine over the fine-tune's *time* to the stop time, where the
    running epoch is ended and validated (budget_schedule): it ends on time at the lowest rate, whatever the speed.
    One-off costs are planned for: tracing the fine-tune's training step (TRAIN_TRACE_RATIO x the measured forward
-   trace) and each evaluation's trace. Each epoch is validated on at most MAX_BUDGET_VAL_IMAGES of the val split (a fixed
-   random subset: validation_subset). The best epoch's weights are kept. A resumed run gets the whole budget again
+   trace) and each evaluation's trace. Every epoch of both phases is validated on at most MAX_BUDGET_VAL_IMAGES of the
+   val split (a fixed random subset: validation_subset). The best epoch's weights are kept. A resumed run gets the whole budget again
    and keeps its saved epoch length; its cosine starts again from the full rate.
 """
 from __future__ import annotations
@@ -28,11 +28,14 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgecls.training.config import parse_duration
+
+if TYPE_CHECKING:
+    from edgecls.training.disk_cache import DiskImages
 
 __all__ = ["HeadPlan", "TimeBudget", "augmentation_decision", "budget_rate", "budget_schedule", "cyclic_gc_paused", "fine_tune_plan",
            "head_plan", "parse_duration", "plan_chunks", "plan_head", "planned_epochs", "validation_subset"]
@@ -56,7 +59,7 @@ FINAL_MARGIN = 1.7  # the final evaluation took 1.2x (quiet) to 1.67x (load 3-5)
 PROBE_TO_PASS = 1.3  # the probe ran 1.21-1.35x faster than the feature pass after it (36.6 vs 29.9, 68.0 vs 56.1, 41.4 vs 30.6 img/s)
 AUGMENT_MIN_PASSES = 4.0  # default augmentation stays on only when the fine-tune is expected to see each train image this
 # often: below, it slowed the fit more than it regularized (Fashion-MNIST 10m, ~3 passes: 0.9341 off vs 0.9231-0.9241 on)
-MAX_BUDGET_VAL_IMAGES = 2000  # a budget's fine-tune validates each epoch on at most this many val images: on all 6,000 of
+MAX_BUDGET_VAL_IMAGES = 2000  # a budgeted run validates each epoch on at most this many val images: on all 6,000 of
 # Fashion-MNIST's, validation took 6 of each 34 s epoch (10m, session 9); 2,000 estimate accuracy to about +-0.6 points
 TRAIN_TRACE_RATIO = 8.0  # tracing the fine-tune's training step takes ~8x tracing the forward pass (measured: 55 vs 7.1 s, CPU)
 
@@ -140,18 +143,17 @@ def cyclic_gc_paused(pause: bool) -> Iterator[None]:
             gc.enable()
 
 
-Images = TypeVar("Images")  # np.ndarray, or training.disk_cache.DiskImages
+def validation_subset(images: np.ndarray | DiskImages, labels: np.ndarray, seed: int) -> tuple[np.ndarray | DiskImages, np.ndarray]:
+    """A budgeted run's validation set, for its head and its fine-tune: at most MAX_BUDGET_VAL_IMAGES of (images,
+    labels), sorted rows chosen by `seed` (the same after a resume); the whole split when it is no larger. A streamed
+    split's subset stays on disk."""
+    from edgecls.training.disk_cache import DiskImages
 
-
-def validation_subset(images: Images, labels: np.ndarray, seed: int) -> tuple[Images, np.ndarray]:
-    """A budget's per-epoch validation set: at most MAX_BUDGET_VAL_IMAGES of (images, labels), sorted rows chosen by
-    `seed` (the same after a resume); the whole split when it is no larger."""
     count = len(labels)
     if count <= MAX_BUDGET_VAL_IMAGES:
         return images, labels
     rows = np.sort(np.random.default_rng(seed).choice(count, MAX_BUDGET_VAL_IMAGES, replace=False))
-    view = getattr(images, "view", None) if not isinstance(images, np.ndarray) else None  # DiskImages: a view of rows
-    return (view(rows) if view is not None else images[rows]), labels[rows]  # type: ignore[index]
+    return (images.view(rows) if isinstance(images, DiskImages) else images[rows]), labels[rows]
 
 
 def planned_epochs(seconds_left: float, epoch_seconds: float, done: int = 0) -> int:
@@ -245,7 +247,7 @@ def fine_tune_plan(budget: TimeBudget, plan: dict[str, Any], counts: dict[str, i
     plan.update(head_ended_at=budget.at(), fine_tune_deadline_at=budget.at(deadline), fine_tune_seconds=round(seconds, 1),
                 fine_tune_trace_estimate=round(trace, 1),
                 train_images_per_second_estimate=round(speed, 1), fine_tune_steps_per_epoch=steps,
-                full_epoch_steps=math.ceil(counts["train"] / batch), fine_tune_val_images=counts["val"], fine_tune_first_plan=epochs)
+                full_epoch_steps=math.ceil(counts["train"] / batch), validation_images=counts["val"], fine_tune_first_plan=epochs)
     return epochs, steps, deadline
 
 

@@ -43,9 +43,11 @@ class DiskImages:
         self.image_bytes = size[0] * size[1] * 3
         self._fds: dict[int, int] = {}
 
-    def view(self, rows: Sequence[int]) -> DiskImages:
+    def view(self, rows: Sequence[int] | np.ndarray) -> DiskImages:
         """Those rows of this array (in that order) as an array of their own, still on disk."""
         chosen = np.asarray(rows, np.int64).reshape(-1)
+        if len(chosen) and (chosen.min() < 0 or chosen.max() >= len(self)):
+            raise IndexError(f"rows {int(chosen.min())}..{int(chosen.max())} are outside 0..{len(self) - 1}")
         return DiskImages(self.folder, self.name, self.count, self.size, self.shard_images,
                           chosen if self.rows is None else self.rows[chosen])
 

@@ -155,12 +155,15 @@ class _Trainer:
         self.fingerprint = splits.fingerprint
         self._write_state()
 
+        fit_arrays, fit_labels = dict(arrays), dict(labels)  # what training sees; the final metrics use every image
+        if self.budget is not None:  # one validation subset for both phases: their best epochs compare on the same images
+            fit_arrays["val"], fit_labels["val"] = validation_subset(arrays["val"], labels["val"], config.seed)
         train_start = time.perf_counter()
         with cyclic_gc_paused(self.budget is not None):  # budget.py: a late collection pushed 3m runs past their budget
             with strategy.scope():
                 if self.progress.phase == "head":
-                    self._train_head(arrays, labels, len(classes))
-                self._fine_tune(arrays, labels, len(classes))
+                    self._train_head(fit_arrays, fit_labels, len(classes))
+                self._fine_tune(fit_arrays, fit_labels, len(classes))
             self.best.restore()
             train_seconds = time.perf_counter() - train_start
 
@@ -356,10 +359,9 @@ class _Trainer:
         epochs = config.fine_tune_epochs
         steps = full_steps = math.ceil(len(arrays["train"]) / config.batch)
         extra: tuple[Any, ...] = ()
-        planned, val_x, val_y = None, arrays["val"], labels["val"]
+        planned = None
         if self.budget is not None:
-            val_x, val_y = validation_subset(val_x, val_y, config.seed)
-            extra, planned, steps = self._budget_plan(len(arrays["train"]), len(val_y), len(arrays["test"]), full_steps)
+            extra, planned, steps = self._budget_plan(len(arrays["train"]), len(arrays["val"]), len(arrays["test"]), full_steps)
             if planned == 0 or (done and done >= planned):
                 if planned == 0:
                     self.console.print("time budget: no fine-tune epoch fits in what is left; keeping the head")
@@ -371,7 +373,8 @@ class _Trainer:
         train_ds = make_dataset(arrays["train"], labels["train"], num_classes, config.batch, True, self._augment(), config.seed,
                                 (config.epochs + data_epoch, config.epochs + epochs), ramp_from=config.epochs if self._cached() else None)
         train_ds = train_ds.skip(skip) if skip else train_ds
-        val_ds = make_dataset(val_x, val_y, num_classes, config.batch, False, None, config.seed) if len(val_y) else None
+        has_val = len(arrays["val"]) > 0
+        val_ds = make_dataset(arrays["val"], labels["val"], num_classes, config.batch, False, None, config.seed) if has_val else None
         # Half an epoch of warm-up: fresh optimizer state at full rate jolts the unfrozen backbone.
         warmup = min((planned or epochs) * steps // 2, max(1, full_steps // 2))
         if extra:  # the budget's callback drives the rate over the planned steps (a short plan: a fifth of them warm up)
