@@ -57,6 +57,7 @@ def main() -> None:
     epochs = {k: v for k, v in (("epochs", args.epochs), ("fine_tune_epochs", args.fine_tune_epochs)) if v is not None}
     plan = f"budget{args.time_budget}" if args.time_budget else f"{args.epochs}+{args.fine_tune_epochs}ep"
     tag = f"{args.model}-{args.per_class}pc-{args.img_size}px-{plan}" + (f"-unfreeze{args.unfreeze}" if args.unfreeze is not None else "")
+    tag += f"-lr{args.fine_tune_lr:g}" if args.fine_tune_lr is not None else ""  # a rate of its own: a file of its own
     tag += {"auto": "", "on": "-augon", "off": "-noaug"}[args.augment]
     result_name = f"train_fashion_mnist-{tag}{args.suffix}.json"
     data = args.work / f"fashion-mnist-{args.per_class}"
