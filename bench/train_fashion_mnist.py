@@ -68,7 +68,8 @@ def main() -> None:
         shutil.rmtree(run)  # a benchmark run is replaced by the next one
     load_at_start = list(os.getloadavg())
     start = time.perf_counter()
-    gc_pauses = _record_gc_pauses(start)
+    gc_pauses = _GcPauses(start)
+    gc.callbacks.append(gc_pauses.callback)
     result = edgecls.train(
         data=data, model=args.model, img_size=args.img_size, **epochs, time_budget=args.time_budget,
         fine_tune_lr=args.fine_tune_lr, batch=args.batch, out=str(run), test_split=0.0,
@@ -125,12 +126,6 @@ class _GcPauses:
             self.began = now
         elif now - self.began > 0.2:
             self.slow.append([round(self.began - self.start, 1), info["generation"], round(now - self.began, 2)])
-
-
-def _record_gc_pauses(start: float) -> _GcPauses:
-    pauses = _GcPauses(start)
-    gc.callbacks.append(pauses.callback)
-    return pauses
 
 
 def _commit() -> str | None:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from edgecls.training.disk_cache import DiskImages
 
 __all__ = ["HeadPlan", "TimeBudget", "augmentation_decision", "budget_rate", "budget_schedule", "cyclic_gc_paused", "fine_tune_plan",
-           "head_plan", "parse_duration", "plan_chunks", "plan_head", "planned_epochs", "validation_subset"]
+           "head_plan", "parse_duration", "plan_chunks", "plan_head", "planned_epochs", "seeded_rows", "validation_subset"]
 
 HEAD_SHARE = 0.2  # of the time left after decoding and the final reserve: the head phase (probe, features, flip, head)
 HEAD_FIT_SHARE = 0.3  # of the head phase: the head's epochs on features (the rest: the backbone's feature passes)
@@ -143,6 +143,11 @@ def cyclic_gc_paused(pause: bool) -> Iterator[None]:
             gc.enable()
 
 
+def seeded_rows(count: int, size: int, seed: int) -> np.ndarray:
+    """`size` distinct rows of `count`, sorted, chosen by `seed`: the subsets a budget trains or validates on."""
+    return np.sort(np.random.default_rng(seed).choice(count, size, replace=False))
+
+
 def validation_subset(images: np.ndarray | DiskImages, labels: np.ndarray, seed: int) -> tuple[np.ndarray | DiskImages, np.ndarray]:
     """A budgeted run's validation set, for its head and its fine-tune: at most MAX_BUDGET_VAL_IMAGES of (images,
     labels), sorted rows chosen by `seed` (the same after a resume); the whole split when it is no larger. A streamed
@@ -152,7 +157,7 @@ def validation_subset(images: np.ndarray | DiskImages, labels: np.ndarray, seed:
     count = len(labels)
     if count <= MAX_BUDGET_VAL_IMAGES:
         return images, labels
-    rows = np.sort(np.random.default_rng(seed).choice(count, MAX_BUDGET_VAL_IMAGES, replace=False))
+    rows = seeded_rows(count, MAX_BUDGET_VAL_IMAGES, seed)
     return (images.view(rows) if isinstance(images, DiskImages) else images[rows]), labels[rows]
 
 

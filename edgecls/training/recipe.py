@@ -28,6 +28,7 @@ from edgecls.training.budget import (
     data_position,
     fine_tune_plan,
     head_plan,
+    seeded_rows,
     validation_subset,
 )
 from edgecls.training.checkpoint import Progress, assign_values, checkpoint_to_resume, progress_json, save_checkpoint
@@ -155,9 +156,10 @@ class _Trainer:
         self.fingerprint = splits.fingerprint
         self._write_state()
 
-        fit_arrays, fit_labels = dict(arrays), dict(labels)  # what training sees; the final metrics use every image
+        fit_arrays, fit_labels = arrays, labels  # what training sees; the final metrics use every image
         if self.budget is not None:  # one validation subset for both phases: their best epochs compare on the same images
-            fit_arrays["val"], fit_labels["val"] = validation_subset(arrays["val"], labels["val"], config.seed)
+            val_x, val_y = validation_subset(arrays["val"], labels["val"], config.seed)
+            fit_arrays, fit_labels = {**arrays, "val": val_x}, {**labels, "val": val_y}
         train_start = time.perf_counter()
         with cyclic_gc_paused(self.budget is not None):  # budget.py: a late collection pushed 3m runs past their budget
             with strategy.scope():
@@ -327,7 +329,7 @@ class _Trainer:
         plan, deadline = head_plan(self.budget, self._time_plan(), counts, num_classes, want_flip)
         chosen = None
         if plan.feature_images < counts["train"]:
-            chosen = np.sort(np.random.default_rng(self.config.seed).choice(counts["train"], plan.feature_images, replace=False))
+            chosen = seeded_rows(counts["train"], plan.feature_images, self.config.seed)
         return chosen, plan.decide_flip, deadline
 
     def _time_plan(self) -> dict[str, Any]:
