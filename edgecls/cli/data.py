@@ -49,7 +49,7 @@ def check_command(
     folder: Path = typer.Argument(..., help="ImageFolder tree: a folder per class, or train/ val/ test/ of them."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON only."),
 ) -> None:
-    """Classes, split counts, imbalance, image sizes, unreadable files and duplicate images."""
+    """Classes, split counts, imbalance, image sizes, unreadable files, duplicate images, and classes a flip would swap."""
     from edgecls.data.check import check_dataset
 
     report = check_dataset(folder)

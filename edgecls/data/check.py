@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from edgecls.data.folder import DatasetSplits, load_splits
+from edgecls.data.mirror import mirror_check, open_image
 from edgecls.preprocess import file_sha256
 
 IMBALANCE_WARN = 3.0  # max/min train images per class above this gets a warning
@@ -63,7 +64,8 @@ def _stats(values: list[int]) -> dict[str, float]:
 
 
 def check_dataset(root: str | Path, val_split: float = 0.1, test_split: float = 0.1, seed: int = 0) -> dict:
-    """Classes, per-split counts, imbalance, image sizes, unreadable files and duplicates.
+    """Classes, per-split counts, imbalance, image sizes, unreadable files, duplicates, and whether a horizontal flip
+    would turn one class into another (data/mirror.py).
 
     Raises DataError for the same structural problems that stop training (see load_splits).
     """
@@ -121,6 +123,10 @@ def check_dataset(root: str | Path, val_split: float = 0.1, test_split: float = 
     cross_class = sum(1 for d in duplicates if d["cross_class"])
     if cross_class:
         warnings.append(f"{cross_class} image(s) appear under more than one class")
+    train = data.train
+    mirror = mirror_check(lambda row: open_image(train.paths[row]), train.labels, data.classes)
+    if mirror["warning"]:
+        warnings.append(f"{mirror['warning']} (train with --no-flip)")
 
     return {
         "root": str(root),
@@ -135,5 +141,6 @@ def check_dataset(root: str | Path, val_split: float = 0.1, test_split: float = 
         "modes": dict(sorted(modes.items())),
         "unreadable": unreadable,
         "duplicates": duplicates,
+        "mirror": mirror,
         "warnings": warnings,
     }

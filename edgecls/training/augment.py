@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from edgecls.errors import ConfigError
 
 
@@ -93,3 +95,23 @@ def _rotate_and_zoom(images: Any, angle: Any, scale: Any) -> Any:
     return tf.raw_ops.ImageProjectiveTransformV3(
         images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT",
     )
+
+
+def mirror_flip_decision(augment: AugmentConfig, images: Any, labels: np.ndarray,
+                         classes: list[str]) -> tuple[dict[str, Any] | None, str | None]:
+    """(the flip decision to record or None, a line to print or None) from the class names and a mirror check of the
+    train images (data/mirror.py): a default flip that would turn one class into another is turned off; with --augment
+    it is only warned about."""
+    if not augment.flip:
+        return None, None
+    from rich.markup import escape
+
+    from edgecls.data.mirror import mirror_check
+
+    check = mirror_check(lambda row: images[row], labels, classes)
+    if check["warning"] is None:
+        return None, None
+    if not augment.auto:
+        return None, f"[yellow]warning:[/yellow] {escape(check['warning'])} (train with --no-flip)"
+    decision = {"flip": False, "why": check["warning"], "pairs": check["pairs"], "name_hints": check["name_hints"]}
+    return decision, f"augmentation: horizontal flip turned off ({escape(check['warning'])}; pass --augment to keep it)"

@@ -19,7 +19,7 @@ from edgecls.errors import ConfigError, ModelError, require
 from edgecls.fsutil import write_json
 from edgecls.meta import ModelMeta
 from edgecls.run_folder import CHECKPOINT_FILE, CURVES_FILE, MODEL_FILE, STATE_FILE, save_model, write_history, write_splits
-from edgecls.training.augment import AugmentConfig
+from edgecls.training.augment import AugmentConfig, mirror_flip_decision
 from edgecls.training.budget import (
     MAX_BUDGET_FINE_TUNE_EPOCHS,
     TimeBudget,
@@ -122,7 +122,7 @@ class _Trainer:
         self.gpu = bool(tf.config.list_physical_devices("GPU"))
         if config.mixed_precision == "on" or (config.mixed_precision == "auto" and self.gpu):
             keras.mixed_precision.set_global_policy("mixed_float16")
-        classes = list(splits.classes)
+        classes = self.classes = list(splits.classes)
         write_splits(self.run_dir, Path(splits.root), classes, {"train": splits.train, "val": splits.val, "test": splits.test})
         self.console.print(
             f"data: {len(classes)} classes, {len(splits.train.paths)} train / {len(splits.val.paths)} val / "
@@ -160,6 +160,8 @@ class _Trainer:
         if self.budget is not None:  # one validation subset for both phases: their best epochs compare on the same images
             val_x, val_y = validation_subset(arrays["val"], labels["val"], config.seed)
             fit_arrays, fit_labels = {**arrays, "val": val_x}, {**labels, "val": val_y}
+        if not (self._cached() and len(arrays["val"])):  # no head on features to decide the flip: the names and images do
+            self._flip_from_mirror_check(arrays["train"], labels["train"], classes)
         train_start = time.perf_counter()
         with cyclic_gc_paused(self.budget is not None):  # budget.py: a late collection pushed 3m runs past their budget
             with strategy.scope():
@@ -235,7 +237,7 @@ class _Trainer:
                 self._train_head_on_features(arrays, labels, num_classes)
             else:
                 model, train_x, val_x = classifier.model, arrays["train"], arrays["val"]
-                train_ds = make_dataset(train_x, labels["train"], num_classes, config.batch, True, config.augment,
+                train_ds = make_dataset(train_x, labels["train"], num_classes, config.batch, True, self._augment(),
                                         config.seed, (done, config.epochs))
                 val_ds = make_dataset(val_x, labels["val"], num_classes, config.batch, False, None, config.seed) if has_val else None
                 optimizer = make_optimizer(config.optimizer, config.head_lr, config.schedule, config.epochs * steps)
@@ -286,6 +288,15 @@ class _Trainer:
             with_flip, without = result.decision["val_accuracy_with_flip"], result.decision["val_accuracy_without_flip"]
             self.console.print(f"augmentation: horizontal flip {verdict}: head val accuracy {with_flip:.3f} "
                                f"with flipped features, {without:.3f} without")
+
+    def _flip_from_mirror_check(self, images: Any, labels: np.ndarray, classes: list[str]) -> None:
+        """Where no head on features decides the horizontal flip: the names and images do (augment.mirror_flip_decision)."""
+        if self.config.augment is not None and not {"flip", "augment"} & set(self.progress.decisions):
+            decision, message = mirror_flip_decision(self.config.augment, images, labels, classes)
+            if decision is not None:
+                self.progress.decisions["flip"] = decision
+            if message:
+                self.console.print(message)
 
     def _cached(self) -> bool:
         """Whether the head phase trains on cached features (and so never sees augmented images)."""
@@ -358,6 +369,7 @@ class _Trainer:
         for layer in classifier.backbone.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
+        self._flip_from_mirror_check(arrays["train"], labels["train"], self.classes)  # when the head's plan skipped it
         epochs = config.fine_tune_epochs
         steps = full_steps = math.ceil(len(arrays["train"]) / config.batch)
         extra: tuple[Any, ...] = ()
