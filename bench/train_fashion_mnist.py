@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--time-budget", default=None, help="edgecls train --time-budget (e.g. 3m): epochs planned to fit")
     parser.add_argument("--fine-tune-lr", type=float, default=None)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--label-smoothing", type=float, default=None, help="edgecls train --label-smoothing (default: train's)")
+    parser.add_argument("--dropout", type=float, default=None, help="edgecls train --dropout (default: train's)")
     parser.add_argument("--unfreeze", type=int, default=None, help="edgecls train --unfreeze (default: train's)")
     parser.add_argument("--augment", choices=("auto", "on", "off"), default="auto",
                         help="train's default (auto: a short budget turns it off), --augment (on) or --no-augment (off)")
@@ -58,6 +60,8 @@ def main() -> None:
     plan = f"budget{args.time_budget}" if args.time_budget else f"{args.epochs}+{args.fine_tune_epochs}ep"
     tag = f"{args.model}-{args.per_class}pc-{args.img_size}px-{plan}" + (f"-unfreeze{args.unfreeze}" if args.unfreeze is not None else "")
     tag += f"-lr{args.fine_tune_lr:g}" if args.fine_tune_lr is not None else ""  # a rate of its own: a file of its own
+    tag += f"-ls{args.label_smoothing:g}" if args.label_smoothing is not None else ""
+    tag += f"-do{args.dropout:g}" if args.dropout is not None else ""
     tag += {"auto": "", "on": "-augon", "off": "-noaug"}[args.augment]
     result_name = f"train_fashion_mnist-{tag}{args.suffix}.json"
     data = args.work / f"fashion-mnist-{args.per_class}"
@@ -73,7 +77,8 @@ def main() -> None:
     result = edgecls.train(
         data=data, model=args.model, img_size=args.img_size, **epochs, time_budget=args.time_budget,
         fine_tune_lr=args.fine_tune_lr, batch=args.batch, out=str(run), test_split=0.0,
-        **({"unfreeze": args.unfreeze} if args.unfreeze is not None else {}), **_augment_option(args.augment),
+        **{name: getattr(args, name) for name in ("unfreeze", "label_smoothing", "dropout") if getattr(args, name) is not None},
+        **_augment_option(args.augment),
     )
     wall = time.perf_counter() - start
     gc.callbacks.remove(gc_pauses.callback)
