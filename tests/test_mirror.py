@@ -11,7 +11,8 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from edgecls.data.check import check_dataset
-from edgecls.data.mirror import even_sample, mirror_check, name_hints
+from edgecls.data.mirror import mirror_check, name_hints
+from edgecls.data.sampling import stratified_sample
 from edgecls.training.augment import AugmentConfig, mirror_flip_decision
 from tests.conftest import run_cli
 
@@ -63,7 +64,7 @@ def test_fashion_mnist_is_not_flagged() -> None:
     from edgecls.data.fashion_mnist import FASHION_MNIST_CLASSES, load_split
 
     images, labels = load_split(DEBIAN, "train")
-    rows = even_sample(labels.astype(np.int64), 10, 300)
+    rows = np.asarray(stratified_sample(labels.astype(np.int64), 3000, seed=0))
     check = mirror_check(lambda row: images[rows[row]], labels[rows], list(FASHION_MNIST_CLASSES))
     assert check["pairs"] == [] and check["warning"] is None
 

@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from edgecls.data.sampling import stratified_sample
+
 THUMB_SIDE = 24  # thumbnails of 24 x 24 grayscale pixels
-MAX_PER_CLASS = 100  # images per class the image signal reads (an even sample)
+MAX_PER_CLASS = 100  # images per class the image signal reads (a stratified sample: data/sampling.py)
 MIN_PER_CLASS = 10  # a class with fewer images is not judged on its images
 MIN_RECOGNISED_ABOVE_CHANCE = 0.5  # a class is judged when its own images are recognised this far from chance to 1
 MIN_MIRRORED_AS_OTHER = 0.5  # and flagged when at least this share of its mirror images is recognised as one other class
@@ -41,17 +43,6 @@ def thumbnail(image: Any) -> np.ndarray:
     small = np.asarray(picture.convert("L").resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR), np.float32)
     small = small - small.mean()
     return (small / max(float(small.std()), 1e-3)).reshape(-1)
-
-
-def even_sample(labels: np.ndarray, num_classes: int, per_class: int = MAX_PER_CLASS) -> np.ndarray:
-    """Up to `per_class` indices of each class, evenly spread over its images (deterministic), sorted."""
-    chosen = []
-    for label in range(num_classes):
-        rows = np.flatnonzero(labels == label)
-        if len(rows) > per_class:
-            rows = rows[np.linspace(0, len(rows) - 1, per_class).astype(int)]
-        chosen.append(rows)
-    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, int)
 
 
 def mirror_pairs(thumbs: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> list[dict[str, Any]]:
@@ -100,11 +91,10 @@ def _nearest(vectors: np.ndarray, means: np.ndarray) -> tuple[np.ndarray, np.nda
     return nearest, np.sqrt(np.maximum(squared[np.arange(len(vectors)), nearest], 0.0))
 
 
-def flip_warning(classes: Sequence[str], pairs: Iterable[dict[str, Any]]) -> str | None:
-    """One sentence on why a horizontal flip may hurt on this data, or None."""
+def flip_warning(hinted: Sequence[str], pairs: Iterable[dict[str, Any]]) -> str | None:
+    """One sentence on why a horizontal flip may hurt on this data (`hinted`: name_hints' names), or None."""
     reasons = [f"mirrored '{pair['class']}' images look like '{pair['mirrored_as']}' ({pair['mirrored_share']:.0%} of them)"
                for pair in pairs]
-    hinted = name_hints(classes)
     if hinted:
         shown = ", ".join(f"'{name}'" for name in hinted[:6]) + (", ..." if len(hinted) > 6 else "")
         reasons.append(f"class names {shown} name a side or a glyph")
@@ -115,18 +105,18 @@ def flip_warning(classes: Sequence[str], pairs: Iterable[dict[str, Any]]) -> str
 
 def mirror_check(load: Callable[[int], Any], labels: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     """The mirror check: {"pairs", "name_hints", "warning"}. `load(row)`: image `row` of `labels` (a PIL image or a
-    uint8 array), read for an even sample of each class only; one that raises OSError is left out."""
+    uint8 array), read for up to MAX_PER_CLASS images of each class only; one that raises OSError is left out."""
     labels = np.asarray(labels, np.int64)
     rows, thumbs = [], []
-    for row in even_sample(labels, len(classes)):
+    for row in stratified_sample(labels, MAX_PER_CLASS * len(classes), seed=0):
         try:
             thumbs.append(thumbnail(load(int(row))))
         except OSError:  # changed or gone since the scan: one image fewer
             continue
         rows.append(int(row))
     vectors = np.stack(thumbs) if thumbs else np.zeros((0, THUMB_SIDE ** 2), np.float32)
-    pairs = mirror_pairs(vectors, labels[rows], classes)
-    return {"pairs": pairs, "name_hints": name_hints(classes), "warning": flip_warning(classes, pairs)}
+    pairs, hinted = mirror_pairs(vectors, labels[rows], classes), name_hints(classes)
+    return {"pairs": pairs, "name_hints": hinted, "warning": flip_warning(hinted, pairs)}
 
 
 def open_image(path: Path) -> Any:

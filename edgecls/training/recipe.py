@@ -84,6 +84,7 @@ class _Trainer:
         self.speed: dict[str, float] = {}  # images per second of each stage that ran
         self.optimizer: Any = None  # the optimizer of the phase running now (saved in checkpoints)
         self.streamed = False  # the splits come from a uint8 cache on disk (training/disk_cache.py), not memory
+        self.mirror_checked = False  # the mirror check ran (it decides the flip where no head on features does)
 
     def run(self) -> RunResult:
         from rich.console import Console
@@ -290,8 +291,10 @@ class _Trainer:
                                f"with flipped features, {without:.3f} without")
 
     def _flip_from_mirror_check(self, images: Any, labels: np.ndarray, classes: list[str]) -> None:
-        """Where no head on features decides the horizontal flip: the names and images do (augment.mirror_flip_decision)."""
-        if self.config.augment is not None and not {"flip", "augment"} & set(self.progress.decisions):
+        """Where no head on features decides the horizontal flip: the names and images do (augment.mirror_flip_decision),
+        once a run."""
+        if self.config.augment is not None and not {"flip", "augment"} & set(self.progress.decisions) and not self.mirror_checked:
+            self.mirror_checked = True
             decision, message = mirror_flip_decision(self.config.augment, images, labels, classes)
             if decision is not None:
                 self.progress.decisions["flip"] = decision
