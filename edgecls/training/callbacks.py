@@ -12,6 +12,7 @@ from typing import Any
 import keras
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from edgecls.training.best_epoch import EpochScore, keeps_candidate
 from edgecls.training.budget import planned_epochs
 from edgecls.training.checkpoint import Progress as RunProgress
 
@@ -66,19 +67,26 @@ class HistoryRows(keras.callbacks.Callback):
 
 
 class BestWeights:
-    """Keeps the weights of the best epoch (val accuracy, then val loss) across both phases."""
+    """Keeps the weights of the best epoch across both phases (training/best_epoch.py: the lowest val loss among the
+    epochs within one standard error of the best val accuracy on `val_images` images)."""
 
-    def __init__(self, model: Any, progress: RunProgress) -> None:
-        self.model, self.progress = model, progress
+    def __init__(self, model: Any, progress: RunProgress, val_images: int = 0) -> None:
+        self.model, self.progress, self.val_images = model, progress, val_images
         self.weights: list[Any] | None = None
 
     def callback(self) -> keras.callbacks.Callback:
         return _TrackBest(self)
 
     def update(self, logs: dict[str, Any]) -> None:
-        score = [float(logs.get("val_accuracy", logs.get("accuracy", 0.0))), -float(logs.get("val_loss", logs.get("loss", 0.0)))]
-        if self.progress.best_score is None or score > self.progress.best_score:
-            self.progress.best_score, self.weights = score, self.model.get_weights()
+        has_val = "val_accuracy" in logs
+        candidate = EpochScore(float(logs.get("val_accuracy", logs.get("accuracy", 0.0))),
+                               float(logs.get("val_loss", logs.get("loss", 0.0))))
+        progress, best = self.progress, self.progress.best_score
+        kept = EpochScore(best[0], -best[1]) if best is not None else None
+        progress.top_accuracy = max(candidate.accuracy, progress.top_accuracy if progress.top_accuracy is not None else -1.0,
+                                    kept.accuracy if kept is not None else -1.0)
+        if keeps_candidate(candidate, kept, progress.top_accuracy, self.val_images if has_val else 0):
+            progress.best_score, self.weights = [candidate.accuracy, -candidate.loss], self.model.get_weights()
 
     def restore(self) -> None:
         if self.weights is not None:

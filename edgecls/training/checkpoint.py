@@ -42,7 +42,8 @@ class Progress:
     phase: str = "head"  # head | fine_tune | done
     epochs_done: int = 0  # completed epochs of `phase`
     rows: list[dict[str, Any]] = field(default_factory=list)  # history, one row per epoch of both phases
-    best_score: list[float] | None = None  # (val accuracy, -val loss) of the best epoch of the run
+    best_score: list[float] | None = None  # (val accuracy, -val loss) of the epoch whose weights the run keeps
+    top_accuracy: float | None = None  # the best val accuracy of any epoch so far (training/best_epoch.py)
     stop: EarlyStopState = field(default_factory=EarlyStopState)
     decisions: dict[str, Any] = field(default_factory=dict)  # made on the data during the run (flip: training/head.py; time plan)
 

@@ -21,16 +21,12 @@ FLIP_TOLERANCE = 0.01  # flipped features may cost this much validation accuracy
 
 @dataclass
 class HeadFit:
-    """One head trained on features: its best validation score, its weights then, and one history row per epoch."""
+    """One head trained on features: the kept epoch's validation score, its weights then, and one history row per epoch."""
 
     val_accuracy: float
     val_loss: float
     weights: list[np.ndarray]
     rows: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def score(self) -> tuple[float, float]:
-        return self.val_accuracy, -self.val_loss
 
 
 @dataclass
@@ -44,7 +40,8 @@ def fit_head(head: Any, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndar
              batch: int, lr: float, optimizer: str, loss: Any, seed: int, epochs: int, patience: int,
              class_weight: dict[int, float] | None = None, deadline: float | None = None,
              on_epoch: Callable[[], None] | None = None) -> HeadFit:
-    """Train `head` (features -> probabilities) from its current weights; return the best epoch's weights and score.
+    """Train `head` (features -> probabilities) from its current weights; return the kept epoch's weights and score
+    (training/best_epoch.py).
 
     With a validation split: up to max(epochs, HEAD_MAX_EPOCHS) epochs at a constant rate, the rate cut by 3 after
     two epochs without a lower validation loss, stopped after `patience` such epochs. Without: exactly `epochs`.
@@ -54,6 +51,7 @@ def fit_head(head: Any, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndar
 
     import keras
 
+    from edgecls.training.best_epoch import EpochScore, keeps_candidate
     from edgecls.training.optimizers import make_optimizer
     from edgecls.training.pipeline import make_dataset
 
@@ -68,8 +66,10 @@ def fit_head(head: Any, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndar
     best = HeadFit(-1.0, float("inf"), start)
     rows: list[dict[str, Any]] = []
 
+    val_images = len(val[0]) if has_val and val is not None else 0  # the noise of val accuracy: training/best_epoch.py
+
     class Track(keras.callbacks.Callback):
-        wait = 0
+        wait, top = 0, -1.0
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             nonlocal best
@@ -77,7 +77,9 @@ def fit_head(head: Any, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndar
             rows.append({"phase": "head", "epoch": epoch + 1, **logs})
             acc = logs.get("val_accuracy", logs.get("accuracy", 0.0))
             loss_value = logs.get("val_loss", logs.get("loss", 0.0))
-            if (acc, -loss_value) > best.score:
+            self.top = max(self.top, acc)
+            kept = EpochScore(best.val_accuracy, best.val_loss) if best.val_accuracy >= 0 else None
+            if keeps_candidate(EpochScore(acc, loss_value), kept, self.top, val_images):
                 best = HeadFit(acc, loss_value, head.get_weights())
             if has_val and patience:
                 self.wait = 0 if loss_value < min((r.get("val_loss", np.inf) for r in rows[:-1]), default=np.inf) else self.wait + 1

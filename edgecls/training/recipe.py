@@ -161,6 +161,7 @@ class _Trainer:
         if self.budget is not None:  # one validation subset for both phases: their best epochs compare on the same images
             val_x, val_y = validation_subset(arrays["val"], labels["val"], config.seed)
             fit_arrays, fit_labels = {**arrays, "val": val_x}, {**labels, "val": val_y}
+        self.best.val_images = len(fit_labels["val"])  # the noise of val accuracy: training/best_epoch.py
         if not (self._cached() and len(arrays["val"])):  # no head on features to decide the flip: the names and images do
             self._flip_from_mirror_check(arrays["train"], labels["train"], classes)
         train_start = time.perf_counter()
