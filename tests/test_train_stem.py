@@ -54,3 +54,25 @@ def test_a_fine_tune_step_changes_the_rest_but_not_the_stem() -> None:
     assert all(np.array_equal(w.numpy(), before[id(w)]) for w in frozen)
     later = [w for w in backbone.trainable_weights if id(w) not in {id(f) for f in frozen}]
     assert later and any(not np.array_equal(w.numpy(), before[id(w)]) for w in later)
+
+
+@pytest.mark.parametrize(("unfreeze", "keep_stem_frozen", "cut"), [(2, True, None), (-1, True, "block_5_add"), (-1, False, None)])
+def test_the_fine_tune_trains_the_top_layers_or_all_but_the_stem_and_never_batch_norm(unfreeze: int, keep_stem_frozen: bool,
+                                                                                    cut: str | None) -> None:
+    import keras
+
+    from edgecls.training.stem import set_fine_tune_trainable
+
+    backbone = _classifier("mobilenet_v2", 32, alpha=0.35).backbone
+    backbone.trainable = False  # as the head phase leaves a pretrained backbone
+    assert set_fine_tune_trainable(backbone, unfreeze, keep_stem_frozen) == cut
+    training = [layer for layer in backbone.layers if layer.weights and layer.trainable]
+    assert training and not any(isinstance(layer, keras.layers.BatchNormalization) for layer in training)
+    weighted = [layer for layer in backbone.layers if layer.weights]
+    if unfreeze > 0:  # the top `unfreeze` weighted layers, less any BatchNorm among them
+        assert {layer.name for layer in training} <= {layer.name for layer in weighted[-unfreeze:]}
+    elif cut:
+        names = [layer.name for layer in backbone.layers]
+        assert all(names.index(layer.name) > names.index(cut) for layer in training)
+    else:
+        assert len(training) == sum(not isinstance(layer, keras.layers.BatchNormalization) for layer in weighted)

@@ -353,26 +353,16 @@ class _Trainer:
         return plan
 
     def _fine_tune(self, arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], num_classes: int) -> None:
-        import keras
+        from edgecls.training.stem import set_fine_tune_trainable
 
         config, classifier, done = self.config, self.classifier, self.progress.epochs_done
         limit = MAX_BUDGET_FINE_TUNE_EPOCHS if self.budget else config.fine_tune_epochs  # a budget plans its own count
         if not config.fine_tune_epochs or config.unfreeze == 0 or done >= limit or self.progress.stop.stopped:
             return
-        classifier.backbone.trainable = True
-        weighted = [layer for layer in classifier.backbone.layers if layer.weights]
-        if config.unfreeze > 0:
-            for layer in weighted[: max(0, len(weighted) - config.unfreeze)]:
-                layer.trainable = False
-        elif self.budget is not None and self.pretrained:  # a budget's fine-tune: the stages after stride 8 (training/stem.py)
-            from edgecls.training.stem import freeze_stem
-
-            cut = freeze_stem(classifier.backbone)
-            if cut is not None:
-                self.progress.decisions["frozen_stem"] = {"cut": cut, "why": "--time-budget: the first stages stay frozen"}
-        for layer in classifier.backbone.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
+        # a budget's fine-tune of a pretrained backbone: the stages after stride 8 only (training/stem.py)
+        cut = set_fine_tune_trainable(classifier.backbone, config.unfreeze, self.budget is not None and self.pretrained)
+        if cut is not None:
+            self.progress.decisions["frozen_stem"] = {"cut": cut, "why": "--time-budget: the first stages stay frozen"}
         self._flip_from_mirror_check(arrays["train"], labels["train"], self.classes)  # when the head's plan skipped it
         epochs = config.fine_tune_epochs
         steps = full_steps = math.ceil(len(arrays["train"]) / config.batch)

@@ -1,4 +1,5 @@
-"""The frozen stem: under --time-budget the fine-tune leaves the backbone's high-resolution first stages frozen.
+"""The layers a fine-tune trains; the frozen stem: under --time-budget it leaves the backbone's high-resolution first
+stages frozen.
 
 Those stages hold few weights (EfficientNet-Lite0: 2% of them up to stride 8) but most of the activations a training
 step must keep and back-propagate through, so a fine-tune of the rest alone runs more images per second. The cut is a
@@ -63,3 +64,22 @@ def freeze_stem(backbone: Any) -> str | None:
         if operation is cut:
             break
     return str(cut.name)
+
+
+def set_fine_tune_trainable(backbone: Any, unfreeze: int, keep_stem_frozen: bool) -> str | None:
+    """The layers the fine-tune trains: the top `unfreeze` weighted layers (unfreeze > 0), else all but the stem
+    (`keep_stem_frozen`), else all; BatchNorm never (it stays in inference mode). Returns the stem's cut, if frozen."""
+    import keras
+
+    backbone.trainable = True
+    cut = None
+    weighted = [layer for layer in backbone.layers if layer.weights]
+    if unfreeze > 0:
+        for layer in weighted[: max(0, len(weighted) - unfreeze)]:
+            layer.trainable = False
+    elif keep_stem_frozen:
+        cut = freeze_stem(backbone)
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    return cut
