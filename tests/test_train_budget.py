@@ -434,3 +434,13 @@ def test_a_budgeted_run_leaves_its_cycles_frozen_instead_of_collecting_them_afte
         assert alive() is None  # a program that trains again can free it when it can afford the pause
     finally:
         gc.unfreeze()
+
+
+def test_patience_counts_passes_over_the_train_images_not_a_budgets_shorter_epochs() -> None:
+    from edgecls.training.budget import patience_in_epochs
+
+    assert patience_in_epochs(3, 844, 844) == 3  # full epochs: as given
+    assert patience_in_epochs(3, 46, 844) == 56  # a budget's 46-step epochs: three passes' worth (it had stopped after 3)
+    assert patience_in_epochs(3, 422, 844) == 6
+    assert patience_in_epochs(1, 2000, 844) == 1  # never below one epoch
+    assert patience_in_epochs(0, 46, 844) == 0  # off stays off

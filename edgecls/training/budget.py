@@ -203,6 +203,15 @@ def plan_chunks(seconds: float, train_images_per_second: float, val_seconds: flo
     return planned_epochs(seconds, steps * step_seconds + val_seconds), steps
 
 
+def patience_in_epochs(patience: int, steps: int, full_steps: int) -> int:
+    """--patience counts passes over the train images: a budget's shorter epochs (`steps` of a pass's `full_steps`) count
+    as their fraction of one. Counted in epochs, 3 epochs of 46 steps out of 844 stopped a 10-minute run's fine-tune
+    after 0.16 of a pass, at 334 s. 0: off."""
+    if patience <= 0:
+        return 0
+    return max(1, math.ceil(patience * full_steps / max(1, steps)))
+
+
 def data_position(epochs_done: int, steps: int, full_steps: int) -> tuple[int, int]:
     """Where fine-tune epoch `epochs_done` (of `steps` steps each) starts in the stream of full data epochs (of
     `full_steps` batches each): (data epoch, batches to skip in it). Full epochs: (epochs_done, 0)."""

@@ -45,7 +45,8 @@ class TrainConfig:
     dropout: float = _knob(0.2, "Dropout before the classification layer, in [0, 1).")
     label_smoothing: float = _knob(0.1, "Label smoothing of the cross-entropy loss, in [0, 1).")
     class_weights: str = _knob("auto", "auto (balanced when the largest class is 1.5x the smallest) | balanced | none.")
-    patience: int = _knob(3, "Early stopping: epochs without a better val accuracy before a phase stops (0: off).")
+    patience: int = _knob(3, "Early stopping: epochs without a better val accuracy before a phase stops (0: off); a --time-budget's "
+                               "shorter fine-tune epochs count as their fraction of a pass.")
     val_split: float = _knob(0.1, "Fraction of the images held out for validation (ignored when --data has val/).")
     test_split: float = _knob(0.1, "Fraction of the images held out for the test report (ignored when --data has test/).")
     seed: int = _knob(0, "Seed of the split, initial weights, data order and augmentation: same seed, same weights.")

@@ -28,6 +28,7 @@ from edgecls.training.budget import (
     data_position,
     fine_tune_plan,
     head_plan,
+    patience_in_epochs,
     seeded_rows,
     validation_subset,
 )
@@ -199,8 +200,9 @@ class _Trainer:
         self._write_state()
 
     def _fit(self, phase: str, model: Any, optimizer: Any, train_ds: Any, val_ds: Any, epochs: tuple[int, int], steps: int,
-             extra: tuple[Any, ...] = (), planned: int | None = None) -> Any:
-        """compile + fit epochs [first, end) of a phase, restoring the optimizer's state when resuming this phase."""
+             extra: tuple[Any, ...] = (), planned: int | None = None, full_steps: int | None = None) -> Any:
+        """compile + fit epochs [first, end) of a phase, restoring the optimizer's state when resuming this phase
+        (`full_steps`: of one pass over the train images, when a budget's epochs are shorter)."""
         from edgecls.training.callbacks import EarlyStop, EpochCheckpoint, HistoryRows, RichProgress
 
         config = self.config
@@ -212,10 +214,11 @@ class _Trainer:
         self.restored_optimizer = None
         first, end = epochs
         monitor = "val_accuracy" if val_ds is not None else "accuracy"
+        patience = patience_in_epochs(config.patience, steps, full_steps or steps)
         callbacks = [
             HistoryRows(phase, self.progress.rows, 0 if phase == "head" else sum(row["phase"] == "head" for row in self.progress.rows)),
             self.best.callback(),
-            *([EarlyStop(monitor, max(1, config.patience), self.progress)] if config.patience else []),
+            *([EarlyStop(monitor, patience, self.progress)] if patience else []),
             *extra,  # a time budget's schedule and stop: before the checkpoint, which saves their plan
             EpochCheckpoint(self._epoch_done),
             RichProgress(phase, (planned or end) - first, steps),
@@ -391,7 +394,7 @@ class _Trainer:
         else:
             optimizer = make_optimizer(config.optimizer, config.tune_lr, config.schedule, epochs * steps, warmup)
         started = time.perf_counter()
-        self._fit("fine_tune", classifier.model, optimizer, train_ds, val_ds, (done, epochs), steps, extra, planned)
+        self._fit("fine_tune", classifier.model, optimizer, train_ds, val_ds, (done, epochs), steps, extra, planned, full_steps)
         steps_run = int(self.optimizer.iterations.numpy()) - done * steps
         if steps_run > 0:  # validation time included
             images = min(steps_run * config.batch, math.ceil(steps_run / full_steps) * len(arrays["train"]))
