@@ -10,10 +10,10 @@ from edgecls.training.best_epoch import EpochScore, keeps_candidate, standard_er
 
 
 def kept_epoch(scores: list[tuple[float, float]], images: int) -> int:
-    kept, top = None, -1.0
+    kept, top = None, None
     for index, (accuracy, loss) in enumerate(scores):
-        top = max(top, accuracy)
-        if keeps_candidate(EpochScore(accuracy, loss), None if kept is None else EpochScore(*scores[kept]), top, images):
+        keep, top = keeps_candidate(EpochScore(accuracy, loss), None if kept is None else EpochScore(*scores[kept]), top, images)
+        if keep:
             kept = index
     assert kept is not None
     return kept

@@ -24,14 +24,16 @@ def standard_error(accuracy: float, images: int) -> float:
     return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / images) if images > 0 else 0.0
 
 
-def keeps_candidate(candidate: EpochScore, kept: EpochScore | None, top_accuracy: float, images: int) -> bool:
-    """Whether `candidate` replaces the `kept` epoch; `top_accuracy` is the best accuracy so far, the candidate's included.
+def keeps_candidate(candidate: EpochScore, kept: EpochScore | None, top_accuracy: float | None, images: int) -> tuple[bool, float]:
+    """(whether `candidate` replaces the `kept` epoch, the best accuracy so far): `top_accuracy` is the best before it.
 
     The kept epoch is always within one standard error of the best accuracy seen: when a candidate raises the best
     beyond that, it is kept; otherwise a candidate within the margin is kept when its loss is lower."""
+    earlier = [value for value in (top_accuracy, kept.accuracy if kept is not None else None) if value is not None]
+    top = max([candidate.accuracy, *earlier])
     if kept is None:
-        return True
-    margin = standard_error(top_accuracy, images)
-    if kept.accuracy < top_accuracy - margin:
-        return True
-    return candidate.accuracy >= top_accuracy - margin and candidate.loss < kept.loss
+        return True, top
+    margin = standard_error(top, images)
+    if kept.accuracy < top - margin:
+        return True, top
+    return candidate.accuracy >= top - margin and candidate.loss < kept.loss, top

@@ -83,9 +83,8 @@ class BestWeights:
                                float(logs.get("val_loss", logs.get("loss", 0.0))))
         progress, best = self.progress, self.progress.best_score
         kept = EpochScore(best[0], -best[1]) if best is not None else None
-        progress.top_accuracy = max(candidate.accuracy, progress.top_accuracy if progress.top_accuracy is not None else -1.0,
-                                    kept.accuracy if kept is not None else -1.0)
-        if keeps_candidate(candidate, kept, progress.top_accuracy, self.val_images if has_val else 0):
+        keep, progress.top_accuracy = keeps_candidate(candidate, kept, progress.top_accuracy, self.val_images if has_val else 0)
+        if keep:
             progress.best_score, self.weights = [candidate.accuracy, -candidate.loss], self.model.get_weights()
 
     def restore(self) -> None:

@@ -69,7 +69,7 @@ def fit_head(head: Any, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndar
     val_images = len(val[0]) if has_val and val is not None else 0  # the noise of val accuracy: training/best_epoch.py
 
     class Track(keras.callbacks.Callback):
-        wait, top = 0, -1.0
+        wait, top = 0, None
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             nonlocal best
@@ -77,9 +77,9 @@ def fit_head(head: Any, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndar
             rows.append({"phase": "head", "epoch": epoch + 1, **logs})
             acc = logs.get("val_accuracy", logs.get("accuracy", 0.0))
             loss_value = logs.get("val_loss", logs.get("loss", 0.0))
-            self.top = max(self.top, acc)
             kept = EpochScore(best.val_accuracy, best.val_loss) if best.val_accuracy >= 0 else None
-            if keeps_candidate(EpochScore(acc, loss_value), kept, self.top, val_images):
+            keep, self.top = keeps_candidate(EpochScore(acc, loss_value), kept, self.top, val_images)
+            if keep:
                 best = HeadFit(acc, loss_value, head.get_weights())
             if has_val and patience:
                 self.wait = 0 if loss_value < min((r.get("val_loss", np.inf) for r in rows[:-1]), default=np.inf) else self.wait + 1
