@@ -1,5 +1,5 @@
 """edgecls/fsutil.py: outputs vs inputs, deletion only of what edgecls made, short prefixed temps cleaned on errors,
-signals and after SIGKILL, folder locks, and two real processes publishing one folder at once."""
+signals and after SIGKILL, folder locks (edgecls/locks.py), and two real processes publishing one folder at once."""
 from __future__ import annotations
 
 import os
@@ -19,13 +19,13 @@ from edgecls.fsutil import (
     atomic_dir,
     atomic_path,
     check_outputs,
-    folder_lock,
     has_marker,
     make_marker,
     remove_live_temps,
     remove_output_folder,
     sweep_stale_temps,
 )
+from edgecls.locks import folder_lock
 from tests.conftest import REPO, dead_pid
 
 
@@ -292,7 +292,7 @@ def test_folder_lock_refuses_or_waits_while_another_process_holds_it(tmp_path: P
     holder = python(f"""
         import sys
         from pathlib import Path
-        from edgecls.fsutil import folder_lock
+        from edgecls.locks import folder_lock
         with folder_lock(Path({str(tmp_path)!r})):
             print("locked", flush=True)
             sys.stdin.readline()
@@ -361,7 +361,7 @@ def test_a_forked_child_does_not_keep_the_parents_lock(tmp_path: Path) -> None:
             os.read(read_end, 1)
             os._exit(0)
     try:
-        probe = subprocess.run([sys.executable, "-c", f"from pathlib import Path; from edgecls.fsutil import folder_lock\n"
+        probe = subprocess.run([sys.executable, "-c", f"from pathlib import Path; from edgecls.locks import folder_lock\n"
                                 f"with folder_lock(Path({str(tmp_path)!r})): print('free')"],
                                cwd=REPO, capture_output=True, text=True, timeout=120)
         assert probe.returncode == 0 and probe.stdout.strip() == "free", probe.stderr

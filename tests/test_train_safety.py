@@ -41,7 +41,7 @@ def test_out_inside_data_is_refused_before_any_work(where: str, tmp_path: Path) 
 
 def test_second_trainer_of_a_folder_gets_one_line(tmp_path: Path) -> None:
     """While one process trains into a run folder (holds its lock), `train --out SAME` and `--resume SAME` are refused."""
-    from edgecls.fsutil import folder_lock
+    from edgecls.locks import folder_lock
 
     data = _tree(tmp_path / "data")
     run = tmp_path / "run"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgecls.errors import ExportError
-from edgecls.fsutil import folder_lock
+from edgecls.locks import folder_lock
 
 TOOLCHAIN_VERSION = "edge-mdt-1.3.0"  # the cache folder's name follows it: a new pin set gets a new venv
 # The exact set measured to quantize, convert and simulate edgecls classifiers (Python 3.11, x86-64). Edge-MDT 1.3.0

@@ -27,7 +27,8 @@ from typing import Any
 from rich.markup import escape
 
 from edgecls.errors import ConfigError, EdgeclsError, ModelError
-from edgecls.fsutil import has_marker, make_marker, pid_alive
+from edgecls.fsutil import has_marker, make_marker
+from edgecls.locks import pid_alive
 from edgecls.run_folder import CHECKPOINT_FILE, STATE_FILE
 from edgecls.training.config import TrainConfig
 from edgecls.training.run_setup import new_run_folder, read_state, resumed_run_folder

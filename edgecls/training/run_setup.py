@@ -1,6 +1,6 @@
 """Opening the run folder of `edgecls train` (new, or --resume) before any work: checked, locked, swept.
 
-The folder stays locked (fsutil.folder_lock) for the whole training, so a second `train --out SAME` or
+The folder stays locked (locks.folder_lock) for the whole training, so a second `train --out SAME` or
 `train --resume SAME` gets one clean line instead of writing into it at the same time.
 """
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from edgecls.errors import ConfigError, ModelError
-from edgecls.fsutil import check_outputs, folder_lock, make_marker, sweep_stale_temps
+from edgecls.fsutil import check_outputs, make_marker, sweep_stale_temps
+from edgecls.locks import folder_lock
 from edgecls.run_folder import MODEL_FILE, STATE_FILE
 
 _LOCKED = "trained"  # "'RUN' is being trained by another edgecls process"
