@@ -23,18 +23,16 @@ from edgecls.training.augment import AugmentConfig, mirror_flip_decision
 from edgecls.training.budget import (
     MAX_BUDGET_FINE_TUNE_EPOCHS,
     TimeBudget,
-    augmentation_decision,
     cyclic_gc_paused,
     data_position,
     fine_tune_plan,
-    head_plan,
     patience_in_epochs,
-    seeded_rows,
     validation_subset,
 )
 from edgecls.training.checkpoint import Progress, assign_values, checkpoint_to_resume, progress_json, save_checkpoint
 from edgecls.training.config import DEFAULT_LR, TrainConfig, parse_duration
 from edgecls.training.disk_cache import remove_cache
+from edgecls.training.head_phase import HeadOnFeatures
 from edgecls.training.optimizers import class_weights, make_optimizer
 from edgecls.training.pipeline import load_training_data, make_dataset, warn_about_data
 from edgecls.training.run_setup import default_run_dir, new_run_folder, resumed_run_folder
@@ -79,7 +77,9 @@ def train(data: str | Path | None = None, resume: str | Path | None = None, **op
         return _Trainer(config, run_dir, None).run()
 
 
-class _Trainer:
+class _Trainer(HeadOnFeatures):
+    """One run: data, model, the head phase (training/head_phase.py when on cached features), the fine-tune, the results."""
+
     def __init__(self, config: TrainConfig, run_dir: Path, resume_state: dict[str, Any] | None) -> None:
         self.config, self.run_dir, self.resume_state = config, run_dir, resume_state
         self.speed: dict[str, float] = {}  # images per second of each stage that ran
@@ -256,44 +256,6 @@ class _Trainer:
         self.optimizer = None
         self._epoch_done(0)
 
-    def _train_head_on_features(self, arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], num_classes: int) -> None:
-        """The head to convergence on cached features, and the flip decision (training/head.py): seconds of work."""
-        from edgecls.training.head import head_with_flip_decision
-
-        config = self.config
-        # One checkpoint before any head epoch: a run stopped in this phase resumes from the untrained head and redoes
-        # the phase (seconds), so it ends as the uninterrupted run does; state.json counts the epochs meanwhile.
-        self._epoch_done(0)
-
-        def head_epoch_done() -> None:
-            self.progress.epochs_done += 1
-            self._write_state()
-
-        has_val = len(arrays["val"]) > 0
-        decide_flip = bool(config.augment and config.augment.flip and has_val)
-        chosen, head_deadline = None, None  # under a budget: the train images the feature pass covers, the head's end
-        if self.budget is not None:
-            chosen, decide_flip, head_deadline = self._head_plan(arrays, num_classes, decide_flip)
-        train_labels = labels["train"] if chosen is None else labels["train"][chosen]
-        train_x, val_x = self._features(arrays["train"], "train", chosen=chosen), self._features(arrays["val"], "val")
-        flipped = self._features(arrays["train"], "train, mirrored", mirror=True, chosen=chosen) if decide_flip else None
-        result = head_with_flip_decision(
-            self.classifier.head, train_x, flipped, train_labels, (val_x, labels["val"]) if has_val else None,
-            num_classes=num_classes, batch=config.batch, lr=config.head_lr, optimizer=config.optimizer, loss=self._loss(),
-            seed=config.seed, epochs=config.epochs, patience=config.patience, class_weight=self.class_weight,
-            deadline=head_deadline, on_epoch=head_epoch_done,
-        )
-        self.progress.rows.extend(result.fit.rows)
-        self.best.update({"val_accuracy": result.fit.val_accuracy, "val_loss": result.fit.val_loss})
-        what = "val" if has_val else "train"
-        self.console.print(f"  head: {len(result.fit.rows)} epochs on cached features, best {what} accuracy {result.fit.val_accuracy:.3f}")
-        if result.flip is not None:
-            self.progress.decisions["flip"] = result.decision
-            verdict = "kept" if result.flip else "turned off (it hurts on this data)"
-            with_flip, without = result.decision["val_accuracy_with_flip"], result.decision["val_accuracy_without_flip"]
-            self.console.print(f"augmentation: horizontal flip {verdict}: head val accuracy {with_flip:.3f} "
-                               f"with flipped features, {without:.3f} without")
-
     def _flip_from_mirror_check(self, images: Any, labels: np.ndarray, classes: list[str]) -> None:
         """Where no head on features decides the horizontal flip: the names and images do (augment.mirror_flip_decision),
         once a run."""
@@ -317,43 +279,6 @@ class _Trainer:
         if augment is None or decision is None:
             return augment
         return dataclasses.replace(augment, flip=bool(decision["flip"]))
-
-    def _features(self, images: np.ndarray, name: str, mirror: bool = False, chosen: np.ndarray | None = None) -> np.ndarray:
-        """Backbone features computed once: the frozen backbone's output never changes (`mirror`: of the mirrored images;
-        `chosen`: of those train images only, in that order)."""
-        from edgecls.training.head import backbone_features, feature_extractor
-
-        self.extract = getattr(self, "extract", None) or feature_extractor(self.classifier.features)
-        features, speed = backbone_features(self.extract, images, name, self.console, mirror, chosen)
-        if name == "train" and speed:
-            self.speed["feature_images_per_second"] = round(speed, 1)
-            if self.budget is not None:  # the lower of probe and pass: the final evaluation ran at the probe's speed under load
-                self.budget.forward_images_per_second = min(speed, self.budget.forward_images_per_second)
-        return features
-
-    def _head_plan(self, arrays: dict[str, Any], num_classes: int, want_flip: bool) -> tuple[np.ndarray | None, bool, float]:
-        """Under a budget: the backbone's forward speed measured on a probe, then the train images the feature pass covers
-        (None: all), whether the flip decision is made, and the head phase's deadline (budget.head_plan)."""
-        from edgecls.training.head import feature_extractor, forward_speed
-
-        assert self.budget is not None
-        self.extract = getattr(self, "extract", None) or feature_extractor(self.classifier.features)
-        self.budget.forward_images_per_second, self.budget.trace_seconds = forward_speed(self.extract, arrays["train"])
-        counts = {name: len(arrays[name]) for name in ("train", "val", "test")}
-        decision = augmentation_decision(self.budget, counts) if self.config.augment and self.config.augment.auto else None
-        if decision is not None:  # no flip decision either: the fine-tune sees no augmentation
-            self.progress.decisions["augment"], want_flip = decision, False
-            self.console.print(f"augmentation: off ({decision['why']})")
-        plan, deadline = head_plan(self.budget, self._time_plan(), counts, num_classes, want_flip)
-        chosen = None
-        if plan.feature_images < counts["train"]:
-            chosen = seeded_rows(counts["train"], plan.feature_images, self.config.seed)
-        return chosen, plan.decide_flip, deadline
-
-    def _time_plan(self) -> dict[str, Any]:
-        assert self.budget is not None
-        plan: dict[str, Any] = self.progress.decisions.setdefault("time_plan", {"budget_seconds": self.budget.seconds})
-        return plan
 
     def _fine_tune(self, arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], num_classes: int) -> None:
         from edgecls.training.stem import set_fine_tune_trainable
