@@ -23,11 +23,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +35,7 @@ from edgecls.export.artifact_metadata import GOLDEN_SUFFIXES, embed_artifact, st
 from edgecls.export.base import Artifact, ExportRequest, artifact_meta
 from edgecls.export.formats import DEFAULTS, Format, check_fallback_budget, check_gate, check_options, plan_exports
 from edgecls.export.gate import Gate, advice, latency_ms
+from edgecls.export.interrupts import interrupted, noticing_interrupts, raise_if_interrupted
 from edgecls.export.probes import PROBES
 from edgecls.export.report import CalibrationInfo, ExportReport, ExportResult, GateReport, ValidationReport
 from edgecls.export.validate import Holdout, validate
@@ -142,7 +140,7 @@ def export(
     if root.is_dir():
         sweep_stale_temps(root)  # temp folders of exports killed with SIGKILL
     budget = fallback.Budget(fallback_layers, fallback_tries, fallback_seconds)
-    with _noticing_interrupts():  # Ctrl-C stops the export even where a converter swallows it
+    with noticing_interrupts():  # Ctrl-C stops the export even where a converter swallows it
         # A run's calibration set needs only its meta.json and splits: built before the model (and TensorFlow) loads, a
         # --calib folder (or a train split) without enough usable images is refused in a second, not after TensorFlow's import.
         run = sources.load_run_meta(model) if quantizing else None
@@ -159,7 +157,7 @@ def export(
         gated = max_drop is not None or min_agreement is not None
         falls_back = quantizing and gated and not budget.off and any(p == "int8" and fmt.fallback for fmt, p in plan)
         tuning = sources.tuning_set(source, holdout_size, seed) if falls_back else None
-        _raise_if_interrupted()
+        raise_if_interrupted()
 
         job = _Job(source, root, calibration, holdout, tuning, Gate(max_drop, min_agreement), budget, options, threads, inputs, say)
         results = []
@@ -179,43 +177,6 @@ def _manifest_path(root: Path) -> Path:
     from edgecls.quantize.calibration import manifest_path
 
     return manifest_path(root)
-
-
-_INTERRUPTED = threading.Event()
-
-
-@contextlib.contextmanager
-def _noticing_interrupts() -> Iterator[None]:
-    """Remember a Ctrl-C, even one that a converter's native code turns into its own error or swallows
-    (OpenVINO's frontend reports it as a RuntimeError): the export must stop, not carry on."""
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or not callable(previous):
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        _INTERRUPTED.set()
-        previous(signum, frame)
-
-    def unraisable(info: Any) -> None:  # a KeyboardInterrupt raised inside a __del__ is dropped by Python, not by us
-        if not (isinstance(info.exc_value, KeyboardInterrupt) and _INTERRUPTED.is_set()):
-            previous_hook(info)
-
-    previous_hook = sys.unraisablehook
-    _INTERRUPTED.clear()
-    signal.signal(signal.SIGINT, handler)
-    sys.unraisablehook = unraisable
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        sys.unraisablehook = previous_hook
-        _INTERRUPTED.clear()
-
-
-def _raise_if_interrupted() -> None:
-    if _INTERRUPTED.is_set():
-        raise KeyboardInterrupt
 
 
 def _export_one(job: _Job, fmt: Format, precision: str) -> ExportResult:
@@ -246,19 +207,19 @@ def _export_one(job: _Job, fmt: Format, precision: str) -> ExportResult:
                                          [] if validation.passed else _advice(report, job, fmt, precision))
             report.export_seconds = round(time.perf_counter() - start, 2)
             if not validation.passed:
-                _raise_if_interrupted()  # an interrupted export keeps nothing aside either
+                raise_if_interrupted()  # an interrupted export keeps nothing aside either
                 _keep_aside(report, tmp, aside, job)
                 tip = f". Try: {report.gate.advice[0]}" if report.gate and report.gate.advice else ""
                 failures = "; ".join(validation.failures)
                 raise ExportError(f"{name} failed validation: {failures}", f"Not published: kept aside in {aside}{tip}")
             _store_golden(report, artifact, tmp, job)  # 6. the golden set of `edgecls verify`, from the validated artifact
-            _raise_if_interrupted()  # before the rename: an interrupted export leaves nothing that looks valid
+            raise_if_interrupted()  # before the rename: an interrupted export leaves nothing that looks valid
             write_json(tmp / REPORT, report.as_dict())
         _forget_rejected(job.root, name, job.inputs)
         return ExportResult(fmt.name, precision, final, final / artifact.path.name, report.size_bytes or 0, report.export_seconds or 0.0,
                             report)
     except Exception as exc:
-        if _INTERRUPTED.is_set():
+        if interrupted():
             raise KeyboardInterrupt from exc
         if not isinstance(exc, EdgeclsError):
             raise
@@ -328,7 +289,7 @@ def _sensitivity(report: ExportReport, request: ExportRequest, artifact: Artifac
         nodes, run = sensitivity.probe_for(fmt.name, request.cache or {}, checked)
         result = sensitivity.sensitivity_report(fmt.name, nodes, run, images)
     except Exception as exc:  # noqa: BLE001  a diagnostic that cannot read some graph must not fail a valid export
-        if _INTERRUPTED.is_set():
+        if interrupted():
             raise
         report.notes = {**(report.notes or {}), "sensitivity_error": f"{type(exc).__name__}: {str(exc)[:300]}"}
         return
