@@ -11,14 +11,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
-import fnmatch
 import json
 import os
 import secrets
 import shutil
 import stat
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -131,26 +130,16 @@ def has_marker(folder: Path) -> bool:
         return False
 
 
-def _only_known_files(folder: Path, known_files: Collection[str]) -> bool:
-    """True when `folder` holds nothing but sub-folders and plain files whose path relative to it (POSIX form)
-    matches one of the `known_files` fnmatch patterns ("model.tflite", "train/*/*.png"); an empty folder qualifies."""
-    for current, dirs, files in os.walk(folder):
-        here = Path(current)
-        for name in dirs:
-            if (here / name).is_symlink():
-                return False
-        for name in files:
-            entry = here / name
-            relative = entry.relative_to(folder).as_posix()
-            if entry.is_symlink() or not entry.is_file() or not any(fnmatch.fnmatchcase(relative, p) for p in known_files):
-                return False
-    return True
+def _is_empty_folder(folder: Path) -> bool:
+    with os.scandir(folder) as entries:
+        return next(entries, None) is None
 
 
-def check_removable(folder: Path, inputs: Mapping[str, PathArg] | None = None, known_files: Collection[str] = ()) -> None:
-    """Raise ConfigError unless edgecls may delete `folder`: a real folder (not a link) that carries OUTPUT_MARKER
-    (or, made by an older edgecls, is empty or holds only files matching `known_files`) and is not, and does not
-    contain, any input. A folder that does not exist passes (there is nothing to delete)."""
+def check_removable(folder: Path, inputs: Mapping[str, PathArg] | None = None) -> None:
+    """Raise ConfigError unless edgecls may delete `folder`: a real folder (not a link) that carries OUTPUT_MARKER or is
+    empty, and is not, and does not contain, any input. A folder that does not exist passes (there is nothing to delete).
+    No file pattern stands in for the marker: a user's folder that happens to hold model.tflite or train/Bag/*.png is
+    theirs."""
     folder = Path(folder)
     try:
         mode = folder.lstat().st_mode
@@ -163,16 +152,16 @@ def check_removable(folder: Path, inputs: Mapping[str, PathArg] | None = None, k
         relation = _relation(folder, Path(source)) if source is not None else None
         if relation in ("is", "contains"):
             raise ConfigError(f"'{folder}' {relation} the input {name} '{source}'", "Choose an --out outside the command's inputs")
-    if not has_marker(folder) and not _only_known_files(folder, known_files):
+    if not has_marker(folder) and not _is_empty_folder(folder):
         raise ConfigError(f"'{folder}' was not made by edgecls (no {OUTPUT_MARKER} marker)", "Remove it yourself or choose another --out")
 
 
-def remove_output_folder(folder: Path, inputs: Mapping[str, PathArg] | None = None, known_files: Collection[str] = ()) -> None:
+def remove_output_folder(folder: Path, inputs: Mapping[str, PathArg] | None = None) -> None:
     """Delete a folder only under the check_removable rules; otherwise ConfigError and nothing is touched."""
     folder = Path(folder)
-    check_removable(folder, inputs, known_files)
+    check_removable(folder, inputs)
     with folder_lock(folder.parent, wait=True):
-        check_removable(folder, inputs, known_files)  # again, now that no other edgecls process can publish it
+        check_removable(folder, inputs)  # again, now that no other edgecls process can publish it
         if not os.path.lexists(folder):
             return
         trash = _temp_name(folder.parent, ".old")
@@ -301,28 +290,28 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
         raise
 
 
-def _check_replaceable(target: Path, overwrite: bool, inputs: Mapping[str, PathArg] | None, known_files: Collection[str]) -> None:
+def _check_replaceable(target: Path, overwrite: bool, inputs: Mapping[str, PathArg] | None) -> None:
     if not os.path.lexists(target):
         return
     if not overwrite:
         raise ConfigError(f"'{target}' already exists", "Pass a new --out path or remove it")
-    check_removable(target, inputs, known_files)
+    check_removable(target, inputs)
 
 
 @contextlib.contextmanager
 def atomic_dir(target: str | Path, overwrite: bool = True, inputs: Mapping[str, PathArg] | None = None,
-               command: str = "edgecls", known_files: Collection[str] = ()) -> Iterator[Path]:
+               command: str = "edgecls") -> Iterator[Path]:
     """Yield a temp folder; on success it gets OUTPUT_MARKER and replaces `target`, on error (or signal) it is deleted.
 
-    An existing `target` is replaced only when `overwrite` and check_removable allows it: it carries the marker, or
-    (an older edgecls' output) is empty or holds only files matching `known_files`; and it is not, and does not
-    contain, an input. That is checked before the body runs and again at the final replace, both under
-    folder_lock(target.parent, wait=True): two publishers of one folder never collide, the later one wins.
+    An existing `target` is replaced only when `overwrite` and check_removable allows it: it carries the marker or is
+    empty, and it is not, and does not contain, an input. That is checked before the body runs and again at the final
+    replace, both under folder_lock(target.parent, wait=True): two publishers of one folder never collide, the later one
+    wins.
     """
     target = Path(target)
     check_parent(target)
     with folder_lock(target.parent, wait=True):  # unlocked, another publisher's swap could be seen half-done
-        _check_replaceable(target, overwrite, inputs, known_files)
+        _check_replaceable(target, overwrite, inputs)
     _sweep_once(target.parent)
     tmp = _make_temp(target, ".tmp", directory=True)
     trash: Path | None = None
@@ -330,7 +319,7 @@ def atomic_dir(target: str | Path, overwrite: bool = True, inputs: Mapping[str, 
         yield tmp
         make_marker(tmp, command)
         with folder_lock(target.parent, wait=True):
-            _check_replaceable(target, overwrite, inputs, known_files)
+            _check_replaceable(target, overwrite, inputs)
             if os.path.lexists(target):
                 trash = _temp_name(target.parent, ".old")
                 os.replace(target, trash)

@@ -161,11 +161,17 @@ def test_data_fashion_mnist_out_onto_its_source_is_refused(tmp_path: Path) -> No
 
 
 def test_data_fashion_mnist_replaces_its_own_trees_only(fmnist_tree: Path, tmp_path: Path) -> None:
-    """Marked trees (this edgecls) and unmarked Fashion-MNIST trees (an older one) are replaced; anything else is not."""
+    """Marked trees (this edgecls) and empty folders are replaced; anything else is not, even a tree of the same shape
+    (train/Bag/...: it may hold the user's own images)."""
     assert has_marker(fmnist_tree)
+    same_shape = tmp_path / "same-shape"
+    (same_shape / "train" / "Bag").mkdir(parents=True)
+    (same_shape / "train" / "Bag" / "my_bag.png").write_bytes(b"png")
+    assert_clean_error(run_cli("data", "fashion-mnist", same_shape, "--per-class", "1", "--no-download", cwd=tmp_path),
+                       str(same_shape), "holds other files")
+    assert [p.name for p in (same_shape / "train" / "Bag").iterdir()] == ["my_bag.png"]
     old = tmp_path / "old"
-    (old / "train" / "Bag").mkdir(parents=True)
-    (old / "train" / "Bag" / "00001.png").write_bytes(b"png")
+    old.mkdir()
     result = run_cli("data", "fashion-mnist", old, "--per-class", "1", "--no-download", cwd=tmp_path)
     assert result.returncode == 0, result.output
     assert has_marker(old) and len(list(old.glob("*/*/*.png"))) == 20

@@ -250,10 +250,15 @@ def test_a_calibration_set_too_small_is_refused_before_tensorflow_loads(plain_ru
 
 def test_predict_on_an_export_folder_and_io_only_for_tflite(plain_run: Path, tmp_path: Path, fmnist_tree: Path) -> None:
     out = tmp_path / "exp"
-    old = out / "tflite-int8"  # published by an edgecls that wrote no output marker: still replaced
+    old = out / "tflite-int8"  # no output marker: the user's folder, whatever its files are named
     old.mkdir(parents=True)
     (old / "model.tflite").write_bytes(b"old")
     (old / "meta.json").write_text("{}")
+    assert_clean_error(run_cli("export", plain_run, "--int8", "--target", "tflite", "--out", out, cwd=tmp_path),
+                       f"'{old}' was not made by edgecls")
+    assert sorted(p.name for p in old.iterdir()) == ["meta.json", "model.tflite"] and (old / "model.tflite").read_bytes() == b"old"
+    shutil.rmtree(old)
+    old.mkdir()  # an empty folder is replaced
     exported = run_cli("export", plain_run, "--int8", "--target", "tflite", "--out", out, cwd=tmp_path)
     assert exported.returncode == 0, exported.output
     assert (old / OUTPUT_MARKER).is_file() and (old / "model.tflite").stat().st_size > 1000

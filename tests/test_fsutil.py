@@ -88,32 +88,32 @@ def test_atomic_dir_publishes_a_marker_and_replaces_only_what_edgecls_made(tmp_p
             raise AssertionError("refused before the body runs")
 
 
-def test_unmarked_folders_of_an_older_edgecls_are_replaced_only_when_they_hold_declared_files(tmp_path: Path) -> None:
-    known = ("model.tflite", "meta.json", "export_report.json")
+def test_unmarked_folders_are_replaced_only_when_empty(tmp_path: Path) -> None:
+    """No file name stands in for the marker: a folder that holds only model.tflite, or a nested models_archive/, is the
+    user's (fnmatch's `model*` once matched models_archive/2023/photos/holiday.jpg and deleted it)."""
     empty = tmp_path / "empty"
     empty.mkdir()
+    with atomic_dir(empty) as tmp:
+        (tmp / "model.tflite").write_text("new")
+    assert has_marker(empty) and (empty / "model.tflite").read_text() == "new"
     old = tmp_path / "tflite-int8"
-    old.mkdir()
-    (old / "model.tflite").write_text("old")
-    (old / "meta.json").write_text("{}")
-    for target in (empty, old):
-        with atomic_dir(target, known_files=known) as tmp:
-            (tmp / "model.tflite").write_text("new")
-        assert has_marker(target) and (target / "model.tflite").read_text() == "new"
-    mixed = tmp_path / "mixed"
-    (mixed / "sub").mkdir(parents=True)
-    (mixed / "model.tflite").write_text("old")
-    (mixed / "sub" / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="was not made by edgecls"):
-        with atomic_dir(mixed, known_files=known):
-            pass
-    assert (mixed / "sub" / "notes.txt").read_text() == "mine"
+    (old / "models_archive" / "2023").mkdir(parents=True)
+    (old / "model.tflite").write_text("hand-made")
+    (old / "models_archive" / "2023" / "holiday.jpg").write_text("mine")
+    for target in (old, old / "models_archive"):
+        with pytest.raises(ConfigError, match="was not made by edgecls"):
+            with atomic_dir(target) as tmp:
+                (tmp / "model.tflite").write_text("new")
+        with pytest.raises(ConfigError, match="was not made by edgecls"):
+            remove_output_folder(target)
+    assert (old / "model.tflite").read_text() == "hand-made"
+    assert (old / "models_archive" / "2023" / "holiday.jpg").read_text() == "mine"
     link = tmp_path / "link"
     link.symlink_to(old)
     with pytest.raises(ConfigError, match="is a symbolic link"):
         with atomic_dir(link):
             pass
-    assert has_marker(old)
+    assert not has_marker(old)
 
 
 def test_outputs_that_are_or_contain_an_input_are_never_deleted(tmp_path: Path) -> None:

@@ -213,24 +213,14 @@ def select_indices(labels: np.ndarray, per_class: int | None, seed: int, stream:
     return np.sort(np.concatenate(picks))
 
 
-# What an older edgecls (before the output marker) left in OUT: replaceable without the marker.
-PREVIOUS_TREE_FILES = tuple(f"{split}/{name}/*" for split in SPLITS for name in FASHION_MNIST_CLASSES)
-
-
-def _is_previous_export(out: Path) -> bool:
-    entries = list(out.iterdir())
-    if not all(e.is_dir() and e.name in SPLITS for e in entries):
-        return False
-    return all(c.is_dir() and c.name in FASHION_MNIST_CLASSES for e in entries for c in e.iterdir())
-
-
 def _check_out(out: Path) -> None:
-    """Refuse to replace anything but an empty folder, a folder edgecls made, or a previous Fashion-MNIST tree."""
+    """Refuse to replace anything but an empty folder or a folder edgecls made (a tree of the same shape without the
+    marker may hold a user's own images)."""
     if not out.exists():
         return
     if not out.is_dir():
         raise ConfigError(f"output '{out}' is a file", "Pass a folder path for OUT")
-    if not has_marker(out) and any(out.iterdir()) and not _is_previous_export(out):
+    if not has_marker(out) and any(out.iterdir()):
         raise ConfigError(
             f"output folder '{out}' already exists and holds other files",
             "Pass a new OUT path, or remove that folder first",
@@ -280,7 +270,7 @@ def write_fashion_mnist(
     total = sum(len(p) for p in picks.values())
     counts: dict[str, dict[str, int]] = {}
     done = 0
-    with atomic_dir(out, inputs={"the IDX folder": folder}, command="data fashion-mnist", known_files=PREVIOUS_TREE_FILES) as tmp:
+    with atomic_dir(out, inputs={"the IDX folder": folder}, command="data fashion-mnist") as tmp:
         for split in SPLITS:
             images, labels = data[split]
             for name in FASHION_MNIST_CLASSES:

@@ -38,10 +38,6 @@ from edgecls.fsutil import OUTPUT_MARKER, atomic_dir, check_outputs, write_json
 from edgecls.meta import META_FILENAME, ModelMeta
 from edgecls.metadata.golden import GOLDEN_FILE
 
-# What a bundle made before the output marker existed holds: --force may replace such a folder too.
-BUNDLE_FILES = ("README.md", "bundle.json", "install.sh", f"{SERVICE_NAME}.service", "requirements.txt",
-                "constraints-picamera2.txt", TOKEN_FILE, f"{MODEL_DIR}/*", f"{WHEEL_DIR}/*")
-
 
 def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str | None = None, precision: str | None = None,
                  serve: str = DEFAULT_SERVE, picamera2: bool | None = None, offline: bool = False,
@@ -94,7 +90,7 @@ def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str 
     if not use_picamera2 and str(camera_table.get("source", "")) == "picamera2":
         camera_table["source"] = "0"  # no picamera2 installed: the first V4L2 camera
 
-    with atomic_dir(out, overwrite=overwrite, inputs=inputs, command="deploy", known_files=BUNDLE_FILES) as tmp:
+    with atomic_dir(out, overwrite=overwrite, inputs=inputs, command="deploy") as tmp:
         built = _wheel(tmp / WHEEL_DIR, wheel)
         metadata_text = wheel_metadata(built)
         needs = requires_python(metadata_text)

@@ -49,13 +49,10 @@ from edgecls.fsutil import (
     sweep_stale_temps,
     write_json,
 )
-from edgecls.meta import META_FILENAME
 
 REPORT = "export_report.json"
 REJECTED = ".rejected"  # RUN/export/<target>-<precision>.rejected/: an artifact that failed, kept aside with its report
 COMMAND = "edgecls export"
-# What an export folder made before edgecls marked its outputs holds: such a folder may still be replaced.
-KNOWN_FILES = ("model*", META_FILENAME, REPORT)
 
 
 @dataclass(frozen=True)
@@ -136,7 +133,7 @@ def export(
     check_outputs({**outputs, "calibration manifest": manifest if quantizing else None}, inputs)
     for folder in outputs.values():  # an existing output folder edgecls may not replace is refused now, not after the conversion
         if folder.exists():
-            check_removable(folder, inputs, KNOWN_FILES)
+            check_removable(folder, inputs)
     if root.is_dir():
         sweep_stale_temps(root)  # temp folders of exports killed with SIGKILL
     budget = fallback.Budget(fallback_layers, fallback_tries, fallback_seconds)
@@ -192,7 +189,7 @@ def _export_one(job: _Job, fmt: Format, precision: str) -> ExportResult:
         calibration=job.calibration.images if int8 else None, cache={}, **options,
     )
     try:
-        with atomic_dir(final, inputs=job.inputs, command=COMMAND, known_files=KNOWN_FILES) as tmp:
+        with atomic_dir(final, inputs=job.inputs, command=COMMAND) as tmp:
             artifact = fmt.load_writer()(replace(request, out_dir=tmp))  # 1. the writer
             artifact = _post_process(artifact, tmp, job)  # 2. changes after the writer, before validation
             validation = _judge(report, artifact, tmp, job, fmt, precision)  # 3. validation and the accuracy gate
