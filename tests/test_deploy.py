@@ -103,15 +103,18 @@ def test_install_sh_self_test_passes_fails_or_is_skipped(bundle: Path, tmp_path:
     """install.sh's last step on this machine, offline: a venv that sees this environment's packages (so pip installs
     only the bundle's edgecls wheel), then `edgecls verify` on the installed model: it passes with the bundle's golden
     set, fails the install with the diagnosis for a golden set of reordered labels, and is skipped without one."""
+    env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1"}
+
+    def install(which: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", str(which / "install.sh"), "--no-apt", "--no-service", "--no-picamera2", *flags, "--prefix",
+                               str(tmp_path / "prefix")], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+
+    files_only = install(bundle, "--no-venv")  # the prefix, made by install.sh (its marker), then a venv in it
+    assert files_only.returncode == 0, files_only.stdout[-3000:] + files_only.stderr[-3000:]
     venv = tmp_path / "prefix" / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     site_packages = next((venv / "lib").glob("python3*/site-packages"))
     (site_packages / "host-packages.pth").write_text("\n".join(_host_site_packages()) + "\n")
-    env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1"}
-
-    def install(which: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["bash", str(which / "install.sh"), "--no-apt", "--no-service", "--no-picamera2", "--prefix",
-                               str(tmp_path / "prefix")], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
 
     passed = install(bundle)
     assert passed.returncode == 0, passed.stdout[-3000:] + passed.stderr[-3000:]

@@ -4,6 +4,9 @@ check, the live-view token, the systemd service and, last, the self-test (`edgec
 One bash template. Its @NAME@ slots are filled in a single pass, each with a value quoted by `shell_quote` (or a
 0/1 switch), so a profile, path or URL value is only ever data in a variable. The unit is written at install time
 by a printf that `unit.unit_as_bash` generates: the --prefix is escaped for systemd in bash, never passed to sed.
+
+The prefix is checked before anything is installed: a new or empty folder, the bundle's own folder, or an earlier
+install that carries INSTALL_MARKER (written first on every install); never a symbolic link, `/` or a top-level folder.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from edgecls.deploy.mqtt import PASSWORD_FILE as MQTT_PASSWORD_FILE
 from edgecls.deploy.safe_text import shell_quote
 from edgecls.deploy.unit import CAMERA_GROUPS, unit_as_bash, unit_template
 
+INSTALL_MARKER = ".edgecls-install"  # in the prefix: install.sh made it, so it may replace model/, wheels/ and venv/ there
+
 
 def render_install(c: dict[str, Any]) -> str:
     """install.sh with the profile, the Python, picamera2/Coral switches, the wheel, the artifact and the unit filled in."""
@@ -33,7 +38,7 @@ def render_install(c: dict[str, Any]) -> str:
         "PACKER": shell_quote(c["artifact"], "model file name"), "IMX500": "1" if c.get("imx500") else "0",
         "IMX500APT": " ".join(IMX500_APT_PACKAGES),
         "MQTTPASSWORD": shell_quote(MQTT_PASSWORD_FILE), "MQTTCA": shell_quote(MQTT_CA_FILE), "PORT": str(port),
-        "CAMERAPASSWORD": shell_quote(CAMERA_PASSWORD_FILE),
+        "CAMERAPASSWORD": shell_quote(CAMERA_PASSWORD_FILE), "MARKER": shell_quote(INSTALL_MARKER),
         "GROUPS": " ".join(CAMERA_GROUPS), "UNIT": unit_as_bash(unit_template(c)),
     }
     return re.sub(r"@([A-Z0-9]+)@", lambda match: values[match.group(1)], INSTALL_TEMPLATE)
@@ -57,6 +62,7 @@ TOKEN_FILE=@TOKEN@
 MQTT_PASSWORD_FILE=@MQTTPASSWORD@
 MQTT_CA_FILE=@MQTTCA@
 CAMERA_PASSWORD_FILE=@CAMERAPASSWORD@
+INSTALL_MARKER=@MARKER@
 LIVE_PORT=@PORT@
 PICAMERA2=@PICAMERA2@
 CORAL=@CORAL@
@@ -76,7 +82,8 @@ usage() {
   printf 'Re-run to upgrade.\n\n'
   printf '  sudo ./install.sh              install to %s and start the service\n' "$DEFAULT_PREFIX"
   cat <<'EOF'
-  --prefix DIR                   install there (no control characters, quotes or backslashes: systemd refuses them)
+  --prefix DIR                   install there (no control characters, quotes or backslashes: systemd refuses them):
+                                 a new or empty folder, or an earlier install (it holds .edgecls-install), never a link
   --picamera2 | --no-picamera2   apt's python3-picamera2 and a venv with --system-site-packages (numpy kept < 2)
   --offline | --online           install only from wheels/ ('edgecls deploy --offline'; default when wheels/ has them)
   --no-apt                       no apt-get
@@ -119,6 +126,28 @@ if [ "$(id -u)" -ne 0 ] && { [ "$APT" = 1 ] || [ "$SERVICE" = 1 ] || [ ! -w "$ex
   command -v sudo >/dev/null 2>&1 || die "run as root, or pass --no-apt --no-service --prefix DIR"
   SUDO=sudo
 fi
+
+# The prefix, before anything is touched: new, empty, this bundle's folder, or an earlier install (its marker, a plain
+# file): never a symbolic link, / or a top-level folder (what install.sh replaces there is only what it made)
+while [ "$PREFIX" != / ] && [ "${PREFIX%/}" != "$PREFIX" ]; do PREFIX="${PREFIX%/}"; done
+refuse_prefix() { die "--prefix $(printf '%q' "$PREFIX") $*"; }
+[ ! -L "$PREFIX" ] || refuse_prefix "is a symbolic link (to $(printf '%q' "$(readlink -- "$PREFIX")")): pass a real folder"
+command -v realpath >/dev/null 2>&1 || die "realpath not found (apt-get install coreutils)"
+resolved="$(realpath -m -- "$PREFIX")" || die "cannot resolve --prefix $(printf '%q' "$PREFIX")"
+slashes="${resolved//[!\/]/}"
+if [ "$resolved" = / ] || [ ${#slashes} -lt 2 ]; then
+  refuse_prefix "is $(printf '%q' "$resolved"), the root or a top-level system folder: choose a folder such as $DEFAULT_PREFIX"
+fi
+if [ -e "$resolved" ] && [ "$resolved" != "$(cd "$HERE" && pwd -P)" ]; then
+  [ -d "$resolved" ] || refuse_prefix "is not a folder: choose another --prefix"
+  [ ! -L "$resolved/$INSTALL_MARKER" ] || refuse_prefix "holds $INSTALL_MARKER as a symbolic link: no edgecls install; remove it yourself"
+  if [ ! -f "$resolved/$INSTALL_MARKER" ]; then
+    entries="$($SUDO find "$resolved" -mindepth 1 -maxdepth 1 -print -quit)" || die "cannot list --prefix $(printf '%q' "$resolved")"
+    [ -z "$entries" ] || refuse_prefix "is not an edgecls install (no $INSTALL_MARKER) and not empty:" \
+      "choose an empty or new --prefix, or remove it yourself"
+  fi
+fi
+PREFIX="$resolved"
 
 machine="$(uname -m)"
 [ "$machine" = "$PROFILE_ARCH" ] || warn "this bundle was made for $PROFILE_ARCH ($PROFILE), this machine is $machine"
@@ -173,8 +202,10 @@ fi
 
 # 3. Files, the live-view token (root only) and the venv
 $SUDO mkdir -p -- "$PREFIX"
-PREFIX="$(cd -- "$PREFIX" && pwd -P)"
-[ "$PREFIX" != / ] || die "--prefix / would mix the bundle into the root folder: choose a folder such as /opt/edgecls"
+[ "$(cd -- "$PREFIX" && pwd -P)" = "$PREFIX" ] || die "--prefix $(printf '%q' "$PREFIX") changed while installing: run install.sh again"
+[ ! -L "$PREFIX/$INSTALL_MARKER" ] || die "$PREFIX/$INSTALL_MARKER became a symbolic link while installing: remove it yourself"
+printf 'edgecls install.sh (profile %s) installed here: it may replace model/, wheels/ and venv/\n' "$PROFILE" \
+  | $SUDO tee "$PREFIX/$INSTALL_MARKER" >/dev/null  # first: a later run recognises the prefix even if this one fails
 say "installing to $PREFIX"
 if [ "$PREFIX" != "$(cd "$HERE" && pwd -P)" ]; then
   $SUDO rm -rf -- "$PREFIX/model" "$PREFIX/wheels"
