@@ -230,9 +230,9 @@ def _tensorflow_and_gpus(profile: Any, root: Path, list_devices: bool) -> list[C
         gpus.append(f"{Path(node).name} ({driver_text}{', OpenVINO GPU' if driver in ('i915', 'xe') else ''})")
     if _version("openvino"):
         try:
-            import openvino
+            from edgecls.openvino_import import import_openvino
 
-            gpus.append("OpenVINO devices: " + ", ".join(openvino.Core().available_devices))
+            gpus.append("OpenVINO devices: " + ", ".join(import_openvino("intel").Core().available_devices))
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the report
             gpus.append(f"OpenVINO devices: error {type(exc).__name__}")
     rows.append(Check("GPU", OK if tf_gpus else INFO, "; ".join(gpus) if gpus else

@@ -310,3 +310,17 @@ def test_temp_folder_of_a_killed_export_is_swept_by_the_next(plain_run: Path, tm
     result = run_cli("export", plain_run, "--out", out, cwd=tmp_path)
     assert result.returncode == 0, result.output
     assert not any(p.exists() for p in left) and (out / "tflite-fp32" / "model.tflite").is_file()
+
+
+def test_openvino_export_sends_no_telemetry_and_leaves_home_alone(plain_run: Path, tmp_path: Path) -> None:
+    """OpenVINO's converter and NNCF report usage to Google Analytics and write ~/intel/ unless told they run in CI:
+    an offline tool must do neither (a Ctrl-C once printed the telemetry sender's failed-request tracebacks)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    out = tmp_path / "ov"
+    result = run_cli("export", plain_run, "--int8", "--target", "openvino", "--max-drop", "none", "--min-agreement", "0.5",
+                     "--fallback-layers", "0", "--out", out, cwd=tmp_path,
+                     env={"HOME": str(home), "CI": "false"})
+    assert result.returncode == 0, result.output
+    assert (out / "openvino-int8" / "model.xml").is_file()
+    assert not (home / "intel").exists(), sorted(str(p) for p in home.rglob("*"))

@@ -20,7 +20,8 @@ BLOCKER = textwrap.dedent(
 
 RUNTIME_MODULES = [
     "edgecls", "edgecls.errors", "edgecls.meta", "edgecls.preprocess", "edgecls.postprocess",
-    "edgecls.metrics", "edgecls.fsutil", "edgecls.locks", "edgecls.zoo", "edgecls.zoo.registry", "edgecls.doctor",
+    "edgecls.metrics", "edgecls.fsutil", "edgecls.locks", "edgecls.openvino_import", "edgecls.zoo", "edgecls.zoo.registry",
+    "edgecls.doctor",
     "edgecls.data.folder", "edgecls.data.check", "edgecls.data.fashion_mnist", "edgecls.cli.app",
     "edgecls.runtime", "edgecls.runtime.litert", "edgecls.runtime.onnx", "edgecls.runtime.openvino",
     "edgecls.camera.sources", "edgecls.camera.grabber", "edgecls.camera.stats", "edgecls.camera.overlay",

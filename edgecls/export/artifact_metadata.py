@@ -108,7 +108,9 @@ def _embed_onnx(path: Path, meta: ModelMeta, info: ArtifactInfo) -> None:
 def _embed_openvino(xml: Path, meta: ModelMeta, info: ArtifactInfo) -> None:
     """Set the metadata on the IR read back, save it beside, then replace the .xml and .bin (weights stay as saved:
     f16 constants of an fp16 IR are not compressed again, i8 ones stay i8)."""
-    import openvino as ov
+    from edgecls.openvino_import import import_openvino
+
+    ov = import_openvino("export")
 
     from edgecls.metadata import write_openvino_metadata
 

@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import ConfigError, ExportError, require
+from edgecls.errors import ConfigError, ExportError
 from edgecls.export.base import INPUT_NAME, OUTPUT_NAME, Artifact, ExportRequest, input_size
 from edgecls.export.formats import DYNAMIC_BATCH, FORMATS, check_request
 from edgecls.export.serving import serving_function
 from edgecls.metadata.openvino import static_batch
+from edgecls.openvino_import import import_nncf, import_openvino, telemetry_declined
 from edgecls.quantize.calibration import check_calibration, check_pixels
 
 FLOAT_MODEL = "openvino_float"  # request.cache key: (converted float ov.Model, converter notes)
@@ -50,7 +51,7 @@ def export_openvino(request: ExportRequest) -> Artifact:
     int8 = request.precision == "int8"
     calibration = check_calibration(request.calibration, size, "openvino") if int8 else None
     holdout = check_holdout(request, size, calibration) if calibration is not None and request.max_drop is not None else None
-    ov = require("openvino", "export")
+    ov = import_openvino("export")
 
     start = time.perf_counter()
     cache = request.cache if request.cache is not None and int8 else {}
@@ -72,9 +73,10 @@ def export_openvino(request: ExportRequest) -> Artifact:
     return Artifact(path=xml, format="openvino", precision=request.precision, extra_files=[xml.with_suffix(".bin")], notes=notes)
 
 
+@telemetry_declined()  # the converter re-starts OpenVINO's telemetry (edgecls/openvino_import.py)
 def convert(keras_model: Any, size: tuple[int, int]) -> tuple[Any, dict[str, Any]]:
     """The float ov.Model of the traced Keras model, and the converter notes."""
-    ov = require("openvino", "export")
+    ov = import_openvino("export")
     try:
         model = ov.convert_model(serving_function(keras_model, size))
     except Exception as exc:  # the frontend raises OpConversionFailure / RuntimeError / GeneralFailure
@@ -157,16 +159,16 @@ def _quiet_nncf(nncf_logger: logging.Logger) -> Iterator[list[str]]:
             handler.setLevel(old)
 
 
+@telemetry_declined()  # so does NNCF
 def quantize_int8(
     model: Any, calibration: np.ndarray, holdout: tuple[np.ndarray, np.ndarray] | None, max_drop: float,
     float_nodes: tuple[str, ...] | list[str] = (),
 ) -> tuple[Any, dict[str, Any]]:
     """NNCF PTQ (PERFORMANCE preset, full bias correction), with accuracy control when holdout is given; `float_nodes`
     (op friendly names) are NNCF's ignored scope. `model` itself is not changed."""
-    nncf = require("nncf", "export")
-    from nncf.common.logging import nncf_logger
-
-    ov = require("openvino", "export")
+    nncf = import_nncf()
+    nncf_logger = nncf.common.logging.nncf_logger
+    ov = import_openvino("export")
     dataset = nncf.Dataset(calibration, _to_input)
     options = dict(
         subset_size=len(calibration),

@@ -130,8 +130,9 @@ def onnx_probe(cache: dict[str, Any], artifact: Path) -> tuple[list[Node], Runne
 # ----------------------------------------------------------------------------- OpenVINO
 def openvino_probe(cache: dict[str, Any], artifact: Path) -> tuple[list[Node], Runner]:
     from edgecls.export.openvino import FLOAT_MODEL
+    from edgecls.openvino_import import import_openvino
 
-    ov = require("openvino", "export")
+    ov = import_openvino("export")
     float_model = cache[FLOAT_MODEL][0].clone()
     int8_model = ov.Core().read_model(str(artifact))
     for model in (float_model, int8_model):

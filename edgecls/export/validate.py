@@ -68,7 +68,9 @@ def integer_check(path: Path, fmt: str, float_nodes: tuple[str, ...] | list[str]
             check.update(mixed=True, float_fallback_nodes=list(float_nodes))
         return check
     if fmt == "openvino":
-        import openvino as ov
+        from edgecls.openvino_import import import_openvino
+
+        ov = import_openvino("export")
 
         model = ov.Core().read_model(str(path))
         kinds = [op.get_type_name() for op in model.get_ordered_ops()]

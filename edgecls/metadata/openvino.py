@@ -59,7 +59,9 @@ def model_info(meta: ModelMeta) -> dict[str, str]:
 
 def write_openvino_metadata(model: Any, meta: ModelMeta, info: ArtifactInfo | None = None) -> Any:
     """Set rt_info (model_info, edgecls_info, edgecls_meta), the NHWC input layout and the output name on an openvino.Model."""
-    import openvino as ov
+    from edgecls.openvino_import import import_openvino
+
+    ov = import_openvino("intel")
 
     check_model_against_meta(model, meta)
     info = info or artifact_info(meta)
@@ -90,7 +92,9 @@ def check_model_against_meta(model: Any, meta: ModelMeta) -> None:
 
 def static_batch(model: Any, batch: int = 1) -> Any:
     """Reshape the image input to a static (batch, h, w, 3) so benchmark_app and NPUs take the IR as is."""
-    import openvino as ov
+    from edgecls.openvino_import import import_openvino
+
+    ov = import_openvino("intel")
 
     shape = model.input(0).get_partial_shape()
     if shape.rank.is_dynamic or shape.rank.get_length() != 4 or not all(shape[i].is_static for i in (1, 2, 3)):

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecls.errors import ConfigError, MissingDependencyError, ModelError
+from edgecls.errors import ConfigError, ModelError
 from edgecls.meta import ModelMeta
 from edgecls.postprocess import dequantize, to_probabilities
 from edgecls.runtime.common import BackendRunError, BaseBackend, one_line
@@ -24,11 +24,9 @@ _SHORT_PATH_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))  # what BaseBack
 
 
 def _import_openvino() -> Any:
-    try:
-        import openvino
-    except ImportError as exc:
-        raise MissingDependencyError("openvino", "intel") from exc
-    return openvino
+    from edgecls.openvino_import import import_openvino
+
+    return import_openvino("intel")
 
 
 def _device(device: str) -> str:
