@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,16 @@ def check_meta(meta: ModelMeta, source: str = "meta.json") -> None:
         _check_quantization(getattr(meta, name), name, source)
 
 
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def has_control_characters(label: str) -> bool:
+    """True when a class name holds a control character (a newline, an escape sequence that would reach terminals,
+    overlays and other programs' metadata) or a bidi override that makes it read as another name. Other format
+    characters (e.g. the zero-width non-joiner of Persian words) are text."""
+    return any(unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in label)
+
+
 def _check_labels(labels: Any, source: str) -> None:
     if not isinstance(labels, list) or not labels:
         raise _bad(source, "labels", labels, "must be a non-empty list of class names", "one name per model output, in output order")
@@ -193,6 +204,8 @@ def _check_labels(labels: Any, source: str) -> None:
     for index, label in enumerate(labels):
         if not isinstance(label, str) or not label.strip():
             raise _bad(source, f"labels[{index}]", label, "is empty", "give every class a name")
+        if has_control_characters(label):
+            raise _bad(source, f"labels[{index}]", label, "holds a control character", "use printable class names")
         if label in seen:
             raise _bad(source, f"labels[{index}]", label, f"repeats labels[{seen[label]}]", "every class needs its own name")
         seen[label] = index

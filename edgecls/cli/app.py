@@ -149,7 +149,9 @@ def _run(args: list[str], debug: bool) -> None:
             raise
         if _terminated.is_set():
             _stopped()
-        print(f"error: {exc}", file=sys.stderr)
+        from edgecls.cli.common import printable
+
+        print(f"error: {printable(str(exc))}", file=sys.stderr)  # one line, whatever a path in it holds
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

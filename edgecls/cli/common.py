@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -18,21 +19,30 @@ _WIDTH = int(os.environ.get("COLUMNS", "0") or 0) or (None if sys.stdout.isatty(
 # text from users (paths, labels, messages) goes through Text() or escape(): "[/x]" in a name must not crash.
 console = Console(stderr=False, highlight=False, width=_WIDTH, emoji=False)
 err_console = Console(stderr=True, highlight=False, width=_WIDTH, emoji=False)
+# Control characters in user text (a file named with ESC ] 0; ... BEL retitles the terminal, ESC [ 2 J clears it) are
+# shown as '?': rich passes ESC through. Tables keep each value on one line; plain lines keep their newlines and tabs.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str, keep_lines: bool = False) -> str:
+    """`text` with its control characters (but newlines and tabs when `keep_lines`) shown as '?'."""
+    return (_CONTROL_BUT_LINES if keep_lines else _CONTROL).sub("?", text)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    console.print(Text(title, style="table.title"), soft_wrap=True)  # not the table's title: that wraps long paths to its width
+    console.print(Text(printable(title), style="table.title"), soft_wrap=True)  # not the table's title: that wraps long paths to its width
     table = Table()
     for name in columns:
         table.add_column(Text(name), justify="left" if name == columns[0] else "right")
     for row in rows:
-        table.add_row(*(Text(_fmt(v)) for v in row))
+        table.add_row(*(Text(printable(_fmt(v))) for v in row))
     console.print(table)
 
 
 def say(message: str, stderr: bool = False) -> None:
     """Print a plain line (paths, labels, messages from users): no markup, and no wrapping of long paths."""
-    (err_console if stderr else console).print(Text(message), soft_wrap=True)
+    (err_console if stderr else console).print(Text(printable(message, keep_lines=True)), soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
@@ -41,7 +51,7 @@ def print_json(data: Any) -> None:
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}")
+    err_console.print(f"[yellow]warning:[/yellow] {escape(printable(message, keep_lines=True))}")
 
 
 def _fmt(value: Any) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ import numpy as np
 
 from edgecls.data.decode_pool import DecodeSpec, FileDecoder, check_image, reasons_of
 from edgecls.errors import ConfigError, DataError
+from edgecls.meta import has_control_characters
 from edgecls.preprocess import IMAGE_SUFFIXES
 
 VAL_NAMES = ("val", "validation", "valid")
@@ -224,6 +226,9 @@ def _check_classes(root: Path, scans: dict[str, _Scan]) -> list[str]:
                 shown = os.fsencode(name).decode("utf-8", "backslashreplace")
                 raise DataError(f"class folder name '{shown}' in '{scan.folder}' is not valid UTF-8",
                                 "Rename the folder: class names become the model's labels and must be text") from None
+            if has_control_characters(name):
+                raise DataError(f"class folder name {json.dumps(name)} in '{scan.folder}' holds a control character",
+                                "Rename the folder: class names become the model's labels and must be printable text")
     if len(classes) < 2:
         raise DataError(f"a classifier needs at least 2 classes; found 1: '{classes[0]}' in '{where}'",
                         f"Add a folder per class under '{where}'")
