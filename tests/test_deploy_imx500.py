@@ -20,6 +20,7 @@ import pytest
 
 from edgecls.deploy import build_bundle
 from edgecls.errors import ConfigError
+from edgecls.fsutil import make_marker
 from edgecls.meta import ModelMeta
 from tests.conftest import assert_clean_error, run_cli
 from tests.test_deploy_safety import UNIT_PATH, canaries, exec_argv, verify_unit, wheel  # noqa: F401 - fixture
@@ -44,7 +45,9 @@ def make_imx500_run(folder: Path) -> Path:
     (export / "memory_report.json").write_text(json.dumps({"usage_percent": 21.0, "fits": True}))
     (export / "mct_quantized.keras").write_bytes(b"PC only")
     (export / "imxconv.log").write_text("converter log\n")
-    (export / "export_report.json").write_text(json.dumps({"artifact": "packerOut.zip", "validation": {"top1_agreement": 0.98}}))
+    report = {"artifact": "packerOut.zip", "validation": {"top1_agreement": 0.98, "passed": True}}
+    (export / "export_report.json").write_text(json.dumps(report))
+    make_marker(export, "export")
     return folder
 
 

@@ -32,7 +32,7 @@ from edgecls.deploy.live_view import parse_serve
 from edgecls.deploy.safe_text import systemd_escape, systemd_word_text
 from edgecls.devices import PROFILE_DIR, DeviceProfile, checked_profile, load_profile
 from edgecls.errors import ConfigError, EdgeclsError, ModelError
-from edgecls.fsutil import OUTPUT_MARKER
+from edgecls.fsutil import OUTPUT_MARKER, make_marker
 from edgecls.meta import ModelMeta
 from tests.conftest import assert_clean_error, run_cli
 
@@ -70,7 +70,8 @@ def make_run(folder: Path, artifact: str = "model.tflite", labels: tuple[str, ..
     meta = ModelMeta(architecture="plain_cnn", input_size=(32, 32), labels=list(labels), format="tflite", precision="int8")
     meta.save(export / "meta.json")
     (export / artifact).write_bytes(b"TFL3 never loaded here")
-    (export / "export_report.json").write_text(json.dumps({"artifact": artifact, "validation": {"top1_agreement": 1.0}}))
+    (export / "export_report.json").write_text(json.dumps({"artifact": artifact, "validation": {"top1_agreement": 1.0, "passed": True}}))
+    make_marker(export, "export")
     return folder
 
 
@@ -263,7 +264,9 @@ def test_control_characters_in_model_name_label_or_prefix_are_refused(payload: s
         run = make_run(tmp_path / "run-a", artifact=f"m{payload}.tflite")
         with pytest.raises(ModelError, match="not a plain file name"):
             build_bundle(run, "pi5", tmp_path / "a", wheel=wheel)
-    run = make_run(tmp_path / "run-l", labels=("cat", f"dog{payload}"))
+    run = make_run(tmp_path / "run-l")  # edgecls never writes such a label: a tampered meta.json
+    meta = run / "export" / "tflite-int8" / "meta.json"
+    meta.write_text(meta.read_text().replace('"dog"', json.dumps(f"dog{payload}")))
     with pytest.raises(EdgeclsError) as caught:
         build_bundle(run, "pi5", tmp_path / "l", wheel=wheel)
     assert "\n" not in str(caught.value) and "label" in str(caught.value)
@@ -321,6 +324,21 @@ def test_deploy_cli_refusals_before_any_work(tmp_path: Path) -> None:
     result = run_cli("deploy", run, "--device", evil, "--out", tmp_path / "b")
     assert_clean_error(result, "field 'name'", "touch pwned")
     assert snapshot(tmp_path, skip=tmp_path / "none") == before and not canaries(tmp_path)
+
+
+def test_deploy_ships_only_a_published_export_that_passed(tmp_path: Path) -> None:
+    """An export whose report says it failed validation, or a folder without export's marker (not published by it), is
+    never bundled as if it had passed."""
+    for name, spoil in (("failed", "report"), ("unmarked", "marker")):
+        run = make_run(tmp_path / name)
+        folder = run / "export" / "tflite-int8"
+        if spoil == "report":
+            (folder / "export_report.json").write_text(json.dumps({"artifact": "model.tflite", "validation": {"passed": False}}))
+        else:
+            (folder / OUTPUT_MARKER).unlink()
+        result = run_cli("deploy", run, "--device", "pi5", "--out", tmp_path / f"bundle-{name}")
+        assert_clean_error(result, "is not a published export that passed validation", "Re-export")
+        assert not (tmp_path / f"bundle-{name}").exists()
 
 
 def test_deploy_cli_token_and_rtsp_url(wheel: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from edgecls.deploy.safe_text import CONTROL_CHARS
 from edgecls.errors import ExportError, ModelError
+from edgecls.fsutil import has_marker
 from edgecls.meta import META_FILENAME
 
 PRECISION_FLAGS = {"int8": "--int8", "fp16": "--fp16", "fp32": "", "dynamic": "--precision dynamic"}
@@ -33,6 +34,10 @@ def find_artifact(run: Path, target: str, precision: str) -> tuple[Path, str, di
         report = json.loads(report_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read '{report_path}': {exc}", f"Re-export: {command}") from exc
+    validation = report.get("validation") if isinstance(report, dict) else None
+    if not has_marker(folder) or not isinstance(validation, dict) or validation.get("passed") is not True:
+        raise ModelError(f"'{folder}' is not a published export that passed validation (its report or marker says otherwise)",
+                         f"Re-export: {command}")
     name = str(report.get("artifact") or "")
     if name and (Path(name).name != name or name in (".", "..") or CONTROL_CHARS.search(name)):
         raise ModelError(f"'{report_path}' names the artifact {name!r}: not a plain file name on one line", f"Re-export: {command}")
