@@ -13,6 +13,7 @@ import hashlib
 import json
 import marshal
 import os
+import re
 import shutil
 import signal
 import stat
@@ -320,6 +321,8 @@ def test_hostile_dataset_checks_trains_and_evaluates(tmp_path: Path) -> None:
     assert trained.returncode == 0, trained.output
     assert f"skipped {len(UNREADABLE)} unreadable" in trained.stderr
     assert "1 image(s) appear in more than one split" in trained.stderr and "edgecls data check" in trained.stderr
+    example = re.search(r"\(e\.g\. (.+) \((\w+)\) and (.+) \((\w+)\)\)", " ".join(trained.stderr.split()))
+    assert example and example[2] != example[4], trained.stderr  # the example spans two splits
     assert json.loads((run / "meta.json").read_text())["labels"] == ["shirts", "shoes [new]"]
     evaluated = run_cli("eval", run)
     assert evaluated.returncode == 0 and "Traceback" not in evaluated.output, evaluated.output

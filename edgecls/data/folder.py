@@ -255,6 +255,11 @@ def _check_not_empty(scan: _Scan) -> None:
             continue
         folder = scan.folder / name
         notes = []
+        unlisted = [reason for p, reason in scan.skipped if p == folder]  # the class folder itself could not be listed
+        if unlisted:
+            why = unlisted[0].removeprefix("cannot list folder: ")
+            raise DataError(f"class folder '{folder}' cannot be listed ({why})",
+                            "Give this user read and execute permission on it, or remove it")
         bad = sum(1 for p, _ in scan.skipped if folder in p.parents)
         if bad:
             notes.append(f"{bad} unreadable file(s) skipped")

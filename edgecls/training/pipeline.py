@@ -247,20 +247,25 @@ def load_training_data(data: str, val_split: float, test_split: float, seed: int
 
 def warn_about_data(loaded: TrainingData, data: str, console: Any) -> None:
     """One warning line each: unreadable files that were skipped, and images that appear in more than one split."""
+    import shlex
+
     from rich.markup import escape
 
+    from edgecls.cli.common import printable
     from edgecls.data.check import cross_split_duplicates
 
     splits = loaded.splits
     if splits.skipped:
         console.print(f"[yellow]warning:[/yellow] skipped {len(splits.skipped)} unreadable image(s), e.g. "
-                      f"{escape(str(splits.skipped[0][0]))}: {escape(splits.skipped[0][1])}")
+                      f"{escape(printable(str(splits.skipped[0][0])))}: {escape(printable(splits.skipped[0][1]))}")
     duplicates = cross_split_duplicates(splits, loaded.digests)
     if duplicates:
-        example = " and ".join(f"{split}/{path.name}" for split, path in duplicates[0][:2])
+        first = duplicates[0][0]
+        other = next(member for member in duplicates[0] if member[0] != first[0])  # a group spans two splits at least
+        example = " and ".join(f"{path} ({split})" for split, path in (first, other))
         console.print(f"[yellow]warning:[/yellow] {len(duplicates)} image(s) appear in more than one split "
-                      f"(e.g. {escape(example)}): test and validation results will be optimistic. "
-                      f"List them with: edgecls data check {escape(data)}")
+                      f"(e.g. {escape(printable(example))}): test and validation results will be optimistic. "
+                      f"List them with: edgecls data check {escape(printable(shlex.quote(data)))}")
 
 
 class _KeptImages:
