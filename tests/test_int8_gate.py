@@ -17,7 +17,7 @@ from edgecls.export.gate import Agreement, Gate, agreement_and_drop
 from edgecls.export.report import LayerSensitivity, SensitivityReport
 from edgecls.export.sensitivity import Node, fallback_nodes, measure
 from edgecls.quantize.outlier import OUTLIER_LAYER
-from tests.conftest import assert_clean_error, run_cli
+from tests.conftest import assert_clean_error, run_cli, run_cli_without_tensorflow
 
 # plain_run is a 25%-accuracy model whose probabilities are nearly flat: its ordinary INT8 already flips a few
 # near-tied images (onnx 0.89 agreement). These thresholds pass every target's ordinary INT8 and fail the
@@ -191,6 +191,9 @@ def test_cli_fails_with_the_reason_and_what_to_try(bad_run: Path, tmp_path: Path
     assert_clean_error(run_cli("export", bad_run, "--int8", "--max-drop", "one", cwd=tmp_path), "--max-drop 'one' is not a number")
     assert_clean_error(run_cli("export", bad_run, "--int8", "--min-agreement", "1.5", cwd=tmp_path), "--min-agreement 1.5 is outside")
     assert_clean_error(run_cli("export", bad_run, "--int8", "--fallback-tries", "-1", cwd=tmp_path), "--fallback-tries -1")
+    for seconds in ("nan", "inf"):  # nan compared false with every limit: the search ran unbounded
+        assert_clean_error(run_cli_without_tensorflow("export", bad_run, "--int8", "--fallback-seconds", seconds, cwd=tmp_path),
+                           f"--fallback-seconds {seconds}", "must be a finite number")
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ and its argument validation), and `check_request` the only place a writer checks
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -222,6 +223,6 @@ def check_fallback_budget(layers: int, tries: int, seconds: float) -> None:
                                  ("--fallback-tries", tries, DEFAULTS.fallback_tries),
                                  ("--fallback-seconds", seconds, int(DEFAULTS.fallback_seconds))):
         whole = flag != "--fallback-seconds"
-        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value < 0:
-            raise ConfigError(f"{flag} {value!r} must be a {'whole ' if whole else ''}number of at least 0",
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or not 0 <= value < math.inf:
+            raise ConfigError(f"{flag} {value!r} must be a finite {'whole ' if whole else ''}number of at least 0",
                               f"Use e.g. {flag} {example} (0 turns the fallback off)")
