@@ -11,6 +11,7 @@ float layers on. No image plays two of these parts:
 TensorFlow is imported only when a model is loaded."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 
 from edgecls.errors import ConfigError
 from edgecls.export.validate import Holdout
+from edgecls.fsutil import check_outputs
 from edgecls.meta import META_FILENAME, ModelMeta
 
 MODEL_FILE = "model.keras"  # in a run folder, beside meta.json
@@ -39,20 +41,57 @@ def is_run_path(model: str | Path) -> bool:
 
 
 def export_root(model: str | Path, out: str | Path | None) -> Path:
-    """The folder the artifacts go into: --out, RUN/export, or models/<zoo name>-imagenet/export."""
-    if out is not None:
-        return Path(out)
-    return Path(model) / "export" if is_run_path(model) else ZOO_EXPORTS / f"{model}-imagenet" / "export"
+    """The folder the artifacts go into: --out, RUN/export, or models/<zoo name>-imagenet/export.
+
+    Refused (ConfigError) before any work: an empty --out, and an --out that is the run folder or holds it (a folder
+    inside the run, like the default RUN/export, is fine; the data the run was trained on is checked by source_inputs)."""
+    if out is None:
+        return Path(model) / "export" if is_run_path(model) else ZOO_EXPORTS / f"{model}-imagenet" / "export"
+    if str(out).strip() == "":
+        raise ConfigError("--out is empty", "Pass a folder path, or leave --out out for RUN/export")
+    root = Path(out)
+    if is_run_path(model):
+        _check_not_the_run(root, Path(model))
+    return root
+
+
+def _check_not_the_run(root: Path, run: Path) -> None:
+    """An --out that holds the run's model file is the run folder or a folder above it."""
+    try:
+        check_outputs({"--out": root}, {"MODEL": run / MODEL_FILE})
+    except ConfigError:
+        relation = "is" if root.exists() and root.samefile(run) else "holds"
+        raise ConfigError(f"--out '{root}' {relation} the run folder '{run}'",
+                          "Leave --out out (RUN/export), or pass a folder inside the run or outside it") from None
 
 
 def source_inputs(model: str | Path, calib: str | Path | None) -> dict[str, Path | None]:
-    """The files an export reads (for the output-vs-input check): the run's model and meta, and --calib."""
+    """What an export reads (for the output-vs-input check): the run's model and meta, the data it was trained on
+    (its held-out and calibration images), and --calib."""
     run = Path(model) if is_run_path(model) else None
     return {
         "MODEL": run / MODEL_FILE if run is not None else None,
         "MODEL meta": run / META_FILENAME if run is not None else None,
+        "MODEL's training data": _data_root(run) if run is not None else None,
         "--calib": Path(calib) if calib is not None else None,
     }
+
+
+def _data_root(run: Path) -> Path | None:
+    """The data folder the run was trained on: splits.json's root, else meta.json's dataset root; None when neither
+    names a folder that exists (a malformed file is load_source's to report)."""
+    from edgecls.run_folder import SPLITS_FILE
+
+    for file, keys in ((SPLITS_FILE, ("root",)), (META_FILENAME, ("dataset", "root"))):
+        try:
+            value: Any = json.loads((run / file).read_text(encoding="utf-8"))
+            for key in keys:
+                value = value[key]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(value, str) and value and Path(value).is_dir():
+            return Path(value)
+    return None
 
 
 def load_source(model: str | Path) -> Source:
