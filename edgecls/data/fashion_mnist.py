@@ -15,22 +15,21 @@ File names are the image's index in the IDX file, so every PNG traces back to it
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
+import io
 import os
 import shutil
 import subprocess
 import urllib.parse
 import urllib.request
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from edgecls.data.idx import read_idx
+from edgecls.data.idx import read_idx, unpack_idx
 from edgecls.errors import ConfigError, DataError
 from edgecls.fsutil import atomic_dir, atomic_path, check_outputs, has_marker
 
@@ -59,6 +58,9 @@ MIRRORS = (
 )
 DOWNLOAD_TIMEOUT_S = 10.0
 _MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+# Unpacked size of the largest of the four files (train images: 16-byte header + 60,000 28x28 images, 47 MB): no
+# file, downloaded or from --source, is unpacked past it (the first mirror is plain http; a gzip bomb stops here).
+MAX_IDX_BYTES = 16 + 60_000 * 28 * 28
 _NOT_FOUND_HINT = "apt-get install dataset-fashion-mnist, or pass --source DIR with the four IDX files"
 
 Progress = Callable[[int, int], None]
@@ -140,7 +142,7 @@ def _download_one(url: str, name: str, target: Path) -> None:
         raw = response.read(_MAX_DOWNLOAD_BYTES + 1)
     if len(raw) > _MAX_DOWNLOAD_BYTES:
         raise OSError(f"{url} is larger than {_MAX_DOWNLOAD_BYTES} bytes")
-    content = gzip.decompress(raw)
+    content = unpack_idx(io.BytesIO(raw), url, MAX_IDX_BYTES)
     if hashlib.sha256(content).hexdigest() != CONTENT_SHA256[name]:
         raise OSError(f"{url} does not match the known SHA-256")
     with atomic_path(target) as tmp:
@@ -161,7 +163,7 @@ def download_fashion_mnist(folder: Path | None = None) -> tuple[Path, str]:
                 if not target.is_file():
                     _download_one(mirror + f"{name}.gz", name, target)
             return folder, mirror
-        except (OSError, EOFError, zlib.error, http.client.HTTPException, ConfigError) as exc:  # try the next mirror
+        except (OSError, DataError, http.client.HTTPException, ConfigError) as exc:  # try the next mirror
             reason = getattr(exc, "reason", None) or exc  # URLError wraps the socket error
             errors.append(f"{urllib.parse.urlsplit(mirror).netloc}: {reason}")
     raise OSError("; ".join(errors))
@@ -188,8 +190,8 @@ def load_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     if missing:
         raise DataError(f"'{folder}' lacks {', '.join(missing)}", _NOT_FOUND_HINT)
     images_name, labels_name = FILES[split]
-    images = read_idx(found[images_name], expect_ndim=3)
-    labels = read_idx(found[labels_name], expect_ndim=1)
+    images = read_idx(found[images_name], expect_ndim=3, max_bytes=MAX_IDX_BYTES)
+    labels = read_idx(found[labels_name], expect_ndim=1, max_bytes=MAX_IDX_BYTES)
     if images.dtype != np.uint8 or images.shape[1:] != (28, 28):
         raise DataError(f"'{found[images_name]}' holds {images.dtype} images of shape {images.shape[1:]}, expected uint8 28x28",
                         "Pass the Fashion-MNIST files, not another IDX dataset")

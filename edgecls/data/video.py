@@ -7,6 +7,7 @@ writer is released (`verify_video`), and is renamed into place only when it read
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -77,14 +78,32 @@ def _free_bytes(folder: Path) -> int | None:
     return info.f_bavail * info.f_frsize
 
 
+# Bounds of `data video`, checked before anything is created: OpenCV's writer spins forever inside its constructor
+# on fps=inf (deaf to SIGTERM) and ffmpeg refuses nan, 1e-9 or 1e6 with raw log lines; 0.1 to 1000 fps covers
+# time-lapse to high-speed cameras. 8 to 8192 pixels a side covers 8K; beyond, one frame alone is hundreds of MB.
+MIN_FPS, MAX_FPS = 0.1, 1000.0
+MIN_SIDE, MAX_SIDE = 8, 8192
+
+
+def check_video_settings(frames: int, fps: float, size: tuple[int, int], hold: int) -> None:
+    """Raise ConfigError naming the first of --frames, --fps, --height/--width, --hold that is out of range."""
+    if frames < 1:
+        raise ConfigError(f"--frames {frames} is out of range", "Pass --frames 1 or more")
+    if not (math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
+        raise ConfigError(f"--fps {fps:g} is out of range", f"Pass a frame rate from {MIN_FPS:g} to {MAX_FPS:g}, e.g. --fps 30")
+    for option, side in zip(("--height", "--width"), size):
+        if not MIN_SIDE <= side <= MAX_SIDE:
+            raise ConfigError(f"{option} {side} is out of range", f"Pass {option} from {MIN_SIDE} to {MAX_SIDE} pixels")
+    if hold < 1:
+        raise ConfigError(f"--hold {hold} is out of range", "Pass --hold 1 or more")
+
+
 def images_to_video(folder: str | Path, out: str | Path, frames: int = 120, fps: float = 30.0,
                     size: tuple[int, int] = (480, 640), hold: int = 5) -> dict:
     """Cycle through the (sorted, recursive) images of `folder`, each held for `hold` frames, at (height, width)."""
+    check_video_settings(frames, fps, size, hold)
     cv2 = require("cv2", "pi")
     folder, out = Path(folder), Path(out)
-    if frames < 1 or fps <= 0 or hold < 1 or min(size) < 8:
-        raise ConfigError(f"frames {frames}, fps {fps}, hold {hold}, size {size} out of range",
-                          "Use frames >= 1, fps > 0, hold >= 1, size >= 8")
     if out.suffix.lower() not in (".mp4", ".avi"):
         raise ConfigError(f"'{out}' must end with .mp4 or .avi", "Name the video e.g. clip.mp4")
     if not folder.is_dir():
