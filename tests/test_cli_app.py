@@ -16,7 +16,7 @@ import tomllib
 import edgecls
 from edgecls.cli import app as app_module
 from edgecls.errors import Terminated
-from tests.conftest import CLI_OUTPUT, REPO, CliResult, read_output, run_cli
+from tests.conftest import CLI_OUTPUT, REPO, CliResult, assert_clean_error, read_output, run_cli
 
 NOISE = re.compile(r"XNNPACK|absl::InitializeLog|oneDNN|cpu_feature_guard|rebuild TensorFlow|^[IWE]\d{4} \d\d:\d\d", re.MULTILINE)
 
@@ -153,3 +153,12 @@ def test_help_prints_square_brackets_as_written() -> None:
     """Help texts are plain, not Rich markup: '[default: 10]' and 'mqtt[s]://' were swallowed as markup tags."""
     shown = " ".join(run_cli("camera", "--help").stdout.split())
     assert "[default: 10]." in shown and "mqtt[s]://[USER@]HOST[:PORT]/PREFIX" in shown
+
+
+def test_an_empty_value_is_refused_before_it_becomes_the_current_folder(tmp_path: Path) -> None:
+    """typer turns "" into Path("."): `export RUN --out "$UNSET"` exported into the current folder."""
+    cases = [(("export", tmp_path / "run", "--out", ""), "--out is empty"), (("train", "--data="), "--data is empty"),
+             (("predict", ""), "the argument after 'predict' is empty")]
+    for args, message in cases:
+        assert_clean_error(run_cli(*args, cwd=tmp_path), message, "unset shell variable")
+    assert list(tmp_path.iterdir()) == []

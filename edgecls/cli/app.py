@@ -83,6 +83,20 @@ def _stopped(code: int = INTERRUPTED) -> None:
     sys.exit(INTERRUPTED)
 
 
+def _empty_argument(args: list[str]) -> str | None:
+    """How to name the first empty argument ("--out", "--out=", "the argument after 'export'"), or None: no edgecls value
+    may be empty."""
+    for index, arg in enumerate(args):
+        if arg == "":
+            before = args[index - 1] if index else ""
+            if before.startswith("--") and "=" not in before:
+                return before
+            return f"the argument after '{before}'" if before else "the first argument"
+        if arg.startswith("--") and arg.endswith("=") and len(arg) > 3:
+            return arg[:-1]
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     from edgecls.cli import quiet
@@ -90,6 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     debug, verbose = "--debug" in args, "--verbose" in args
     args = [a for a in args if a not in GLOBAL_FLAGS]
+    empty = _empty_argument(args)
+    if empty:  # typer turns "" into Path("."): `--out "$UNSET"` would write into the current folder
+        print(f"error: {empty} is empty. Give it a value (an unset shell variable?)", file=sys.stderr)
+        sys.exit(2)
     for stream in (sys.stdout, sys.stderr):
         # File names need not be valid UTF-8 (nor labels encodable on every console): never crash printing them.
         if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
