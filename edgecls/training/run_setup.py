@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecls.errors import ConfigError, ModelError
-from edgecls.fsutil import check_outputs, make_marker, sweep_stale_temps
+from edgecls.fsutil import OUTPUT_MARKER, TEMP_PREFIX, check_outputs, has_marker, make_marker, sweep_stale_temps
 from edgecls.locks import folder_lock
 from edgecls.run_folder import MODEL_FILE, STATE_FILE
 
@@ -29,29 +30,50 @@ def default_run_dir(model: str) -> Path:
 
 @contextlib.contextmanager
 def new_run_folder(run: Path, data: str) -> Iterator[Path]:
-    """Create (or reuse an empty) `run` and hold its lock; refuse a run inside --data, a finished or interrupted run.
+    """Create `run`, or reuse an empty folder or one edgecls made (its marker), and hold its lock; refuse a run inside
+    --data, a finished or interrupted run, and a folder holding files edgecls did not make (left untouched).
 
-    When training fails before it began (state.json not yet written), a folder this call created is removed again.
+    When training fails before it began (state.json not yet written), a folder this call created is removed again,
+    and the marker this call wrote into an empty folder the user made is removed when nothing else was written.
     """
     check_outputs({"--out": run}, {"--data": data})
     if run.exists() and not run.is_dir():
         raise ConfigError(f"--out '{run}' is a file", "Pass a folder path to --out")
     created = _make_folder(run)
     with folder_lock(run, what=_LOCKED):
+        marked = False
         try:
             if (run / MODEL_FILE).exists():
                 raise ConfigError(f"run folder '{run}' already holds a trained model", "Pass a new --out, or delete it")
             if (run / STATE_FILE).exists():
                 raise ConfigError(f"run folder '{run}' holds an interrupted run",
                                   f"Continue it with: edgecls train --resume {run}; or pass a new --out")
+            if not created and not has_marker(run) and _holds_user_files(run):
+                raise ConfigError(f"--out '{run}' already exists and holds files edgecls did not make",
+                                  "Pass a new --out, or remove it yourself")
             sweep_stale_temps(run)
-            if created:
+            if not has_marker(run):
                 make_marker(run, "train")
+                marked = True
             yield run
         except BaseException:
-            if created and not (run / STATE_FILE).exists():
-                shutil.rmtree(run, ignore_errors=True)  # nothing trained yet: leave no empty run behind
+            if not (run / STATE_FILE).exists():  # nothing trained yet
+                if created:
+                    shutil.rmtree(run, ignore_errors=True)  # leave no empty run behind
+                elif marked and _only_marker(run):
+                    (run / OUTPUT_MARKER).unlink(missing_ok=True)  # the user's empty folder, as it was
             raise
+
+
+def _holds_user_files(run: Path) -> bool:
+    """Whether `run` holds anything but edgecls temp files (a SIGKILLed start leaves only those)."""
+    with os.scandir(run) as entries:
+        return any(not entry.name.startswith(TEMP_PREFIX) for entry in entries)
+
+
+def _only_marker(run: Path) -> bool:
+    with os.scandir(run) as entries:
+        return [entry.name for entry in entries] == [OUTPUT_MARKER]
 
 
 def _make_folder(run: Path) -> bool:
