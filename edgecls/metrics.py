@@ -1,4 +1,8 @@
-"""Classification metrics in numpy: accuracy, top-k, per-class P/R/F1, confusion matrix, binary ROC-AUC."""
+"""Classification metrics in numpy: accuracy, top-k, per-class P/R/F1, confusion matrix, binary ROC-AUC.
+
+A metric that is undefined for the images given (0/0: no images, a class with no images and no predictions, ROC-AUC
+on one class only) is None, so reports stay strict JSON (null, never NaN) and screens can show "n/a".
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -13,20 +17,21 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     return matrix
 
 
-def top_k_accuracy(y_true: np.ndarray, scores: np.ndarray, k: int) -> float:
+def top_k_accuracy(y_true: np.ndarray, scores: np.ndarray, k: int) -> float | None:
+    """Share of images whose label is among the k best scores; None without images."""
     if len(y_true) == 0:
-        return float("nan")
+        return None
     k = min(k, scores.shape[1])
     best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return float(np.mean(np.any(best == np.asarray(y_true)[:, None], axis=1)))
 
 
-def roc_auc_binary(y_true: np.ndarray, positive_scores: np.ndarray) -> float:
-    """Area under the ROC curve via the rank statistic (ties get average ranks)."""
+def roc_auc_binary(y_true: np.ndarray, positive_scores: np.ndarray) -> float | None:
+    """Area under the ROC curve via the rank statistic (ties get average ranks); None unless both classes occur."""
     y_true = np.asarray(y_true).astype(bool)
     positives, negatives = int(y_true.sum()), int((~y_true).sum())
     if positives == 0 or negatives == 0:
-        return float("nan")
+        return None
     order = np.argsort(positive_scores, kind="stable")
     ranks = np.empty(len(order), dtype=np.float64)
     sorted_scores = np.asarray(positive_scores)[order]
@@ -40,8 +45,22 @@ def roc_auc_binary(y_true: np.ndarray, positive_scores: np.ndarray) -> float:
     return float((ranks[y_true].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
 
 
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator where the denominator is positive, else 0 (the value averages count)."""
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+
+
+def _defined(values: np.ndarray, defined: np.ndarray, i: int) -> float | None:
+    return float(values[i]) if defined[i] else None
+
+
 def classification_report(y_true: np.ndarray, scores: np.ndarray, labels: list[str]) -> dict[str, Any]:
-    """All metrics for one evaluation, JSON-ready."""
+    """All metrics for one evaluation, JSON-ready (strict JSON: an undefined metric is None).
+
+    Per class: precision is None for a class never predicted, recall for a class with no images, F1 when both.
+    Averages run over the classes that have images and count an undefined precision as 0 (scikit-learn's
+    zero_division=0); they are None without images.
+    """
     y_true = np.asarray(y_true, np.int64)
     num_classes = len(labels)
     y_pred = np.argmax(scores, axis=1) if len(scores) else np.zeros(0, np.int64)
@@ -49,31 +68,29 @@ def classification_report(y_true: np.ndarray, scores: np.ndarray, labels: list[s
     true_pos = np.diag(matrix).astype(np.float64)
     support = matrix.sum(axis=1).astype(np.float64)
     predicted = matrix.sum(axis=0).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, true_pos / predicted, 0.0)
-        recall = np.where(support > 0, true_pos / support, 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    precision, recall = _ratio(true_pos, predicted), _ratio(true_pos, support)
+    f1_denominator = support + predicted  # 2TP + FP + FN
+    f1 = _ratio(2 * true_pos, f1_denominator)
     present = support > 0
-    weights = support / support.sum() if support.sum() else support
+    weights = support / max(support.sum(), 1.0)
+    averaged = {"precision": precision, "recall": recall, "f1": f1}
+
+    def average(values: np.ndarray, weighted: bool) -> float | None:
+        if not present.any():
+            return None
+        return float((values * weights).sum()) if weighted else float(values[present].mean())
+
     report: dict[str, Any] = {
         "num_images": int(len(y_true)),
-        "accuracy": float(np.mean(y_pred == y_true)) if len(y_true) else float("nan"),
+        "accuracy": float(np.mean(y_pred == y_true)) if len(y_true) else None,
         "top_k": {f"top{k}": top_k_accuracy(y_true, scores, k) for k in (1, 3, 5) if k <= num_classes},
         "per_class": [
-            {"label": labels[i], "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-             "support": int(support[i])}
+            {"label": labels[i], "precision": _defined(precision, predicted > 0, i), "recall": _defined(recall, present, i),
+             "f1": _defined(f1, f1_denominator > 0, i), "support": int(support[i])}
             for i in range(num_classes)
         ],
-        "macro": {
-            "precision": float(precision[present].mean()) if present.any() else float("nan"),
-            "recall": float(recall[present].mean()) if present.any() else float("nan"),
-            "f1": float(f1[present].mean()) if present.any() else float("nan"),
-        },
-        "weighted": {
-            "precision": float((precision * weights).sum()),
-            "recall": float((recall * weights).sum()),
-            "f1": float((f1 * weights).sum()),
-        },
+        "macro": {name: average(values, weighted=False) for name, values in averaged.items()},
+        "weighted": {name: average(values, weighted=True) for name, values in averaged.items()},
         "confusion_matrix": matrix.tolist(),
         "labels": list(labels),
     }
