@@ -326,6 +326,24 @@ def test_deploy_cli_refusals_before_any_work(tmp_path: Path) -> None:
     assert snapshot(tmp_path, skip=tmp_path / "none") == before and not canaries(tmp_path)
 
 
+def test_bundle_ships_the_exports_own_files_never_links_or_additions(wheel: Path, tmp_path: Path) -> None:
+    """model/ gets what the export published (its report's list, the artifact, meta.json, the report): not a link that
+    points elsewhere on this machine, not files put in the folder since."""
+    run = make_run(tmp_path / "run")
+    folder = run / "export" / "tflite-int8"
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private" / "id_rsa").write_text("secret")
+    (folder / "keys").symlink_to(tmp_path / "private")
+    (folder / "notes.txt").write_text("mine")
+    bundle = Path(build_bundle(run, "pi5", tmp_path / "b", wheel=wheel)["out"])
+    assert sorted(p.name for p in (bundle / "model").iterdir()) == ["export_report.json", "labels.txt", "meta.json", "model.tflite"]
+    report = json.loads((folder / "export_report.json").read_text())
+    (folder / "export_report.json").write_text(json.dumps({**report, "files": ["model.tflite", "keys"]}))
+    with pytest.raises(ModelError, match="is not a plain file in its folder"):
+        build_bundle(run, "pi5", tmp_path / "c", wheel=wheel)
+    assert not (tmp_path / "c").exists()
+
+
 def test_deploy_ships_only_a_published_export_that_passed(tmp_path: Path) -> None:
     """An export whose report says it failed validation, or a folder without export's marker (not published by it), is
     never bundled as if it had passed."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,18 @@ def validation_summary(report: dict[str, Any]) -> dict[str, Any]:
     """The export report's validation numbers a bundle repeats (agreement, accuracies, images, max |diff|)."""
     validation = report.get("validation") or {}
     return {key: validation[key] for key in VALIDATION_KEYS if key in validation}
+
+
+def copy_published_files(folder: Path, report: dict[str, Any], artifact_name: str, model_dir: Path, command: str) -> None:
+    """The export's own files into the bundle's model/: those its report lists, the artifact, meta.json and the report.
+    Never a link (it could point anywhere on this machine) nor what was put in the folder since (eval reports, notes)."""
+    listed = report.get("files")
+    names = sorted({*(str(name) for name in (listed if isinstance(listed, list) else [])), artifact_name, META_FILENAME,
+                    "export_report.json"})
+    model_dir.mkdir(parents=True)
+    for name in names:
+        source = folder / name
+        if Path(name).name != name or name in (".", "..") or source.is_symlink() or not source.is_file():
+            raise ModelError(f"'{source}', listed by the export, is not a plain file in its folder (a link, a folder or missing)",
+                             f"Re-export: {command}")
+        shutil.copy2(source, model_dir / name, follow_symlinks=False)

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edgecls.deploy.artifact import find_artifact, validation_summary
+from edgecls.deploy.artifact import copy_published_files, export_command, find_artifact, validation_summary
 from edgecls.deploy.camera_secret import PASSWORD_FILE as CAMERA_PASSWORD_FILE
 from edgecls.deploy.camera_secret import BundleCamera, camera_setting
 from edgecls.deploy.imx500 import NETWORK, copy_export, is_imx500
@@ -104,7 +104,7 @@ def build_bundle(run: str | Path, profile: Any, out: str | Path, *, target: str 
         if on_sensor:
             copy_export(folder, model_dir)  # packerOut.zip and its labels; mct_quantized.keras stays on the PC
         else:
-            shutil.copytree(folder, model_dir, ignore=shutil.ignore_patterns(".*"))
+            copy_published_files(folder, report, artifact_name, model_dir, export_command(run, target, precision))
         (model_dir / "labels.txt").write_text("\n".join(meta.labels) + "\n", encoding="utf-8")
         model_path = f"{MODEL_DIR}/{artifact_name}"
         service_model = NETWORK if on_sensor else model_path  # the sensor's network: made by install.sh (imx500-package)
