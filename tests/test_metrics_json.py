@@ -89,8 +89,6 @@ def test_eval_json_on_one_class_subset_is_strict_json(two_class_run: tuple[Path,
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="edgecls/cli/evaluate.py formats roc_auc with :.4f and cli/common.py _fmt shows None "
-                                       "as 'None': both should show 'n/a' (files owned elsewhere)")
 def test_eval_screen_on_one_class_subset_shows_n_a(two_class_run: tuple[Path, Path]) -> None:
     run, subset = two_class_run
     result = run_cli("eval", run, "--data", subset)

@@ -36,7 +36,7 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
     for name in columns:
         table.add_column(Text(name), justify="left" if name == columns[0] else "right")
     for row in rows:
-        table.add_row(*(Text(printable(_fmt(v))) for v in row))
+        table.add_row(*(Text(printable(format_value(v))) for v in row))
     console.print(table)
 
 
@@ -54,7 +54,10 @@ def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/yellow] {escape(printable(message, keep_lines=True))}")
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A table or report value: floats to 4 decimals (1 from 10 up), None (a metric undefined for these images) as n/a."""
+    if value is None:
+        return "n/a"
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from edgecls.cli.common import print_json, print_table, say
+from edgecls.cli.common import format_value, print_json, print_table, say
 from edgecls.training.evaluate import SPLITS, evaluate
 
 _DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(evaluate).parameters.items()}
@@ -45,10 +45,10 @@ def eval_command(
     weighted = report["weighted"]
     rows.append(("weighted avg", weighted["precision"], weighted["recall"], weighted["f1"], report["num_images"]))
     print_table(f"Evaluation on {report['source']}", ["class", "precision", "recall", "F1", "support"], rows)
-    extra = ", ".join(f"{k} {v:.4f}" for k, v in report["top_k"].items())
+    extra = ", ".join(f"{k} {format_value(v)}" for k, v in report["top_k"].items())
     if "roc_auc" in report:
-        extra += f", ROC-AUC {report['roc_auc']:.4f}"
-    say(f"accuracy {report['accuracy']:.4f} on {report['num_images']} images ({extra})")
+        extra += f", ROC-AUC {format_value(report['roc_auc'])}"
+    say(f"accuracy {format_value(report['accuracy'])} on {report['num_images']} images ({extra})")
     outputs = report["outputs"]
     say(f"confusion matrix: {outputs['confusion_png']}, {outputs['confusion_csv']}; report: {outputs['json']}")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from edgecls.cli.common import print_table, say
+from edgecls.cli.common import format_value, print_table, say
 from edgecls.training.augment import AugmentConfig
 from edgecls.training.config import TrainConfig, knobs
 
@@ -77,7 +77,7 @@ def train_command(
     metrics = result.metrics
     rows = [("run folder", str(result.run_dir)), ("wall time", f"{result.seconds:.1f} s"), ("evaluated on", metrics.get("split", "-"))]
     if "accuracy" in metrics:
-        rows += [("accuracy", f"{metrics['accuracy']:.4f}"), ("macro F1", f"{metrics['macro']['f1']:.4f}")]
+        rows += [("accuracy", format_value(metrics["accuracy"])), ("macro F1", format_value(metrics["macro"]["f1"]))]
     print_table("Training finished", ["", "value"], rows)
     say(f"run folder: {result.run_dir}")
 
