@@ -162,3 +162,15 @@ def test_an_empty_value_is_refused_before_it_becomes_the_current_folder(tmp_path
     for args, message in cases:
         assert_clean_error(run_cli(*args, cwd=tmp_path), message, "unset shell variable")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_matplotlibs_layout_warning_is_noise_unless_verbose(verbose: bool, tmp_path: Path) -> None:
+    """Long class names leave a confusion matrix no room: matplotlib warns, the PNG is still written."""
+    png = str(tmp_path / "cm.png")
+    code = (f"from edgecls.cli import quiet; restore = quiet.configure({verbose}); import numpy as np; from pathlib import Path; "
+            "from edgecls.training.report import plot_confusion; "
+            f"plot_confusion(np.eye(3, dtype=int), [c * 400 for c in 'abc'], Path({png!r})); restore()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0 and (tmp_path / "cm.png").is_file(), result.stderr
+    assert ("Tight layout not applied" in result.stderr) == verbose, result.stderr

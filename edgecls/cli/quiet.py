@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "2"}  # a value the user exported wins
@@ -41,6 +42,8 @@ def configure(verbose: bool) -> Callable[[], None]:
         os.environ.setdefault(key, value)
     for name in PYTHON_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    # matplotlib, when long class names leave a plot no room: the PNG is still written, only less tidy
+    warnings.filterwarnings("ignore", message="Tight layout not applied", category=UserWarning)
     if importlib.util.find_spec("absl") is not None:  # TensorFlow's dependency: absent on a TF-free device
         import absl.logging
 
