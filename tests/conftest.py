@@ -23,6 +23,9 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests import openvino and nncf directly too: with their telemetry declined, as edgecls/openvino_import.py does for
+# edgecls itself (the telemetry tests set CI=false for the CLI they start, to check that edgecls declines on its own).
+os.environ.setdefault("CI", "true")
 
 
 @dataclass
