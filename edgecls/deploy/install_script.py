@@ -144,7 +144,8 @@ if [ -e "$resolved" ] && [ "$resolved" != "$(cd "$HERE" && pwd -P)" ]; then
   if [ ! -f "$resolved/$INSTALL_MARKER" ]; then
     entries="$($SUDO find "$resolved" -mindepth 1 -maxdepth 1 -print -quit)" || die "cannot list --prefix $(printf '%q' "$resolved")"
     [ -z "$entries" ] || refuse_prefix "is not an edgecls install (no $INSTALL_MARKER) and not empty:" \
-      "choose an empty or new --prefix, or remove it yourself"
+      "choose an empty or new --prefix (an install made before edgecls wrote $INSTALL_MARKER: check that it holds only" \
+      "model/, wheels/, venv/ and the bundle's files, then run: sudo touch $(printf '%q' "$resolved/$INSTALL_MARKER"))"
   fi
 fi
 PREFIX="$resolved"
