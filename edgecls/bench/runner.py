@@ -77,12 +77,22 @@ def artifact_files(path: Path) -> dict[str, Path]:
 
 def check_report_paths(outputs: dict[str, Path], artifacts: list[Path], data: Path | None) -> None:
     """Refuse (ConfigError, one line naming both) any output that is, lies in or contains an artifact file or --data,
-    is a folder, or cannot be written."""
+    lies in an artifact's folder (its golden set, export report and marker are inputs too) other than its bench/
+    sub-folder (where a lone artifact's report goes by default), is a folder, or cannot be written; and a report
+    named like its own chart (.png)."""
     from edgecls.fsutil import check_outputs, check_parent
 
+    report = outputs.get("--out")
+    if report is not None and report.suffix.lower() == ".png":
+        raise ConfigError(f"--out '{report}' is where the chart goes (the chart is written beside the report as .png)",
+                          "Name the JSON report with .json, e.g. --out bench_report.json")
     check_outputs(outputs, {"--data": data})
     for artifact in artifacts:
         check_outputs(outputs, artifact_files(artifact))
+    for folder in dict.fromkeys(artifact.parent for artifact in artifacts):
+        own_reports = folder.resolve() / REPORT_FOLDER
+        check_outputs({name: path for name, path in outputs.items() if own_reports not in path.resolve().parents},
+                      {"artifact folder": folder})
     for name, path in outputs.items():
         if path.is_dir():
             raise ConfigError(f"{name} '{path}' is a folder", "Pass a file name for the report, e.g. --out bench_report.json")

@@ -34,10 +34,8 @@ def bench_command(
         if not as_json:
             say(f"measured {result.artifact}", stderr=True)
 
-    report_path = out or default_report_path(list(models))
-    _check_report_path(report_path, list(models))
     report = bench(list(models), data, device_profile, threads, runs, warmup, limit, backend_device, on_result=progress,
-                   out=report_path, timeout_s=timeout)
+                   out=out or default_report_path(list(models)), timeout_s=timeout)
     if as_json:
         print_json(report.as_dict())
     else:
@@ -48,29 +46,6 @@ def bench_command(
         say(f"report: {outputs.get('json')}" + (f", chart: {outputs['chart']}" if outputs.get("chart") else ""))
     if report.failed:
         raise typer.Exit(1)
-
-
-def _check_report_path(report: Path, models: list[str | Path]) -> None:
-    """Before any measurement: the report and its chart (REPORT.png) are two files, and neither lands in an artifact's
-    folder (its golden set, export report and output marker are inputs too), except in its bench/ sub-folder, where
-    the report of a lone artifact goes by default. The runner checks the artifact files, meta.json and --data."""
-    from edgecls.bench.runner import REPORT_FOLDER, expand
-    from edgecls.errors import ConfigError, EdgeclsError
-    from edgecls.fsutil import check_outputs
-
-    try:
-        artifacts = expand(models)
-    except EdgeclsError:
-        artifacts = []  # a missing or empty model: bench() says so, after its own checks of the options
-    chart = report.with_suffix(".png")
-    if report.suffix.lower() == chart.suffix:
-        raise ConfigError(f"--out '{report}' is where the chart goes (the chart is written beside the report as .png)",
-                          "Name the JSON report with .json, e.g. --out bench_report.json")
-    outputs = {"--out": report, "--out chart": chart}
-    for folder in dict.fromkeys(artifact.parent for artifact in artifacts):
-        own_reports = folder.resolve() / REPORT_FOLDER
-        check_outputs({name: path for name, path in outputs.items() if own_reports not in path.resolve().parents},
-                      {"artifact folder": folder})
 
 
 def _row(result: BenchResult) -> tuple[str, ...]:
