@@ -33,18 +33,18 @@ def test_gzip_bomb_with_a_real_header_stops_at_the_declared_size(tmp_path: Path)
     tracemalloc.start()
     try:
         with pytest.raises(DataError, match="unpacks to more than 47.0 MB, the size its header declares") as info:
-            read_idx(bomb, expect_ndim=3, max_bytes=fm.MAX_IDX_BYTES)
+            read_idx(bomb, expect_ndim=3, max_bytes=fm.LARGEST_FILE_BYTES)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert str(bomb) in str(info.value)
-    assert peak < 4 * fm.MAX_IDX_BYTES  # bounded by the limit, not by the 4 GiB the file unpacks to
+    assert peak < 4 * fm.LARGEST_FILE_BYTES  # bounded by the limit, not by the 4 GiB the file unpacks to
 
 
 def test_header_declaring_more_than_the_limit_is_refused_before_unpacking(tmp_path: Path) -> None:
     bomb = idx_bomb(tmp_path / "big.gz", (1_000_000, 28, 28), 1)
     with pytest.raises(DataError, match=r"declares shape \(1000000, 28, 28\), 784.0 MB unpacked, more than the 47.0 MB accepted"):
-        read_idx(bomb, max_bytes=fm.MAX_IDX_BYTES)
+        read_idx(bomb, max_bytes=fm.LARGEST_FILE_BYTES)
     plain = tmp_path / "plain-idx1-ubyte"
     plain.write_bytes(struct.pack(">HBBI", 0, 0x08, 1, 3) + b"abcd")
     with pytest.raises(DataError, match="holds more than 11 bytes, the size its header declares"):

@@ -60,7 +60,7 @@ DOWNLOAD_TIMEOUT_S = 10.0
 _MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 # Unpacked size of the largest of the four files (train images: 16-byte header + 60,000 28x28 images, 47 MB): no
 # file, downloaded or from --source, is unpacked past it (the first mirror is plain http; a gzip bomb stops here).
-MAX_IDX_BYTES = 16 + 60_000 * 28 * 28
+LARGEST_FILE_BYTES = 16 + 60_000 * 28 * 28
 _NOT_FOUND_HINT = "apt-get install dataset-fashion-mnist, or pass --source DIR with the four IDX files"
 
 Progress = Callable[[int, int], None]
@@ -142,7 +142,7 @@ def _download_one(url: str, name: str, target: Path) -> None:
         raw = response.read(_MAX_DOWNLOAD_BYTES + 1)
     if len(raw) > _MAX_DOWNLOAD_BYTES:
         raise OSError(f"{url} is larger than {_MAX_DOWNLOAD_BYTES} bytes")
-    content = unpack_idx(io.BytesIO(raw), url, MAX_IDX_BYTES)
+    content = unpack_idx(io.BytesIO(raw), url, LARGEST_FILE_BYTES)
     if hashlib.sha256(content).hexdigest() != CONTENT_SHA256[name]:
         raise OSError(f"{url} does not match the known SHA-256")
     with atomic_path(target) as tmp:
@@ -190,8 +190,8 @@ def load_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     if missing:
         raise DataError(f"'{folder}' lacks {', '.join(missing)}", _NOT_FOUND_HINT)
     images_name, labels_name = FILES[split]
-    images = read_idx(found[images_name], expect_ndim=3, max_bytes=MAX_IDX_BYTES)
-    labels = read_idx(found[labels_name], expect_ndim=1, max_bytes=MAX_IDX_BYTES)
+    images = read_idx(found[images_name], expect_ndim=3, max_bytes=LARGEST_FILE_BYTES)
+    labels = read_idx(found[labels_name], expect_ndim=1, max_bytes=LARGEST_FILE_BYTES)
     if images.dtype != np.uint8 or images.shape[1:] != (28, 28):
         raise DataError(f"'{found[images_name]}' holds {images.dtype} images of shape {images.shape[1:]}, expected uint8 28x28",
                         "Pass the Fashion-MNIST files, not another IDX dataset")
