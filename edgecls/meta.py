@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import unicodedata
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -187,14 +187,15 @@ def check_meta(meta: ModelMeta, source: str = "meta.json") -> None:
         _check_quantization(getattr(meta, name), name, source)
 
 
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Control characters (Unicode category Cc: C0, DEL, C1) and the bidi embeddings, overrides and isolates that make a
+# name read as another. Other format characters (e.g. the zero-width non-joiner of Persian words) are text.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def has_control_characters(label: str) -> bool:
-    """True when a class name holds a control character (a newline, an escape sequence that would reach terminals,
-    overlays and other programs' metadata) or a bidi override that makes it read as another name. Other format
-    characters (e.g. the zero-width non-joiner of Persian words) are text."""
-    return any(unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in label)
+    """True when a class name holds one of CONTROL_CHARACTERS (a newline or an escape sequence would reach terminals,
+    overlays and other programs' metadata)."""
+    return CONTROL_CHARACTERS.search(label) is not None
 
 
 def _check_labels(labels: Any, source: str) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -13,21 +12,20 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from edgecls.meta import CONTROL_CHARACTERS
+
 # Piped output (CI logs, `| tee`) gets a wide console instead of rich's 80-column default.
 _WIDTH = int(os.environ.get("COLUMNS", "0") or 0) or (None if sys.stdout.isatty() else 160)
 # emoji=False: a file called "a:smile:.png" is printed as it is. Markup stays on for our own styles, so
 # text from users (paths, labels, messages) goes through Text() or escape(): "[/x]" in a name must not crash.
 console = Console(stderr=False, highlight=False, width=_WIDTH, emoji=False)
 err_console = Console(stderr=True, highlight=False, width=_WIDTH, emoji=False)
-# Control characters in user text (a file named with ESC ] 0; ... BEL retitles the terminal, ESC [ 2 J clears it) are
-# shown as '?': rich passes ESC through. Tables keep each value on one line; plain lines keep their newlines and tabs.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def printable(text: str, keep_lines: bool = False) -> str:
-    """`text` with its control characters (but newlines and tabs when `keep_lines`) shown as '?'."""
-    return (_CONTROL_BUT_LINES if keep_lines else _CONTROL).sub("?", text)
+    """`text` with its control characters (meta.CONTROL_CHARACTERS; but newlines and tabs when `keep_lines`) as '?':
+    rich passes ESC through, and a file named ESC ] 0; ... BEL would retitle the terminal, ESC [ 2 J clear it."""
+    return CONTROL_CHARACTERS.sub(lambda found: found[0] if keep_lines and found[0] in "\n\t" else "?", text)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
